@@ -1,0 +1,59 @@
+# Trackers: `make run` starts the app with embedded defaults; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install install-test run web worker test test-fast lint bench services clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch is pinned and installed first so nothing pulls a different (CUDA) build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+prepare: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py prepare_encoder
+	$(BIN)/python manage.py setup_demo
+
+# Web server and a Celery worker (with the stale-job sweeper) side by side; Ctrl-C stops both.
+run: prepare
+	@trap 'kill 0' EXIT; \
+	$(BIN)/celery -A config worker --beat --loglevel=INFO --concurrency=1 \
+	    --schedule=var/celerybeat-schedule >var/worker.log 2>&1 & \
+	echo ""; echo "  Trackers is running at http://127.0.0.1:$(PORT)/  (worker log: var/worker.log)"; \
+	cat var/demo-credentials.txt 2>/dev/null | paste -sd' ' | sed 's/^/  demo login (user password): /'; echo ""; \
+	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+test: install-test
+	$(BIN)/python manage.py prepare_encoder
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install-test
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install-test
+	$(BIN)/ruff check .
+
+bench: install-test
+	$(BIN)/python manage.py prepare_encoder
+	$(BIN)/python bench/embedding.py
+
+clean:
+	rm -rf var/broker var/media var/db.sqlite3 var/celerybeat-schedule* var/worker.log

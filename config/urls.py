@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from labeling import views as labeling_views
+from serving.api import api
+from trackers import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/", api.urls),
+    path("w/<uuid:code>/", views.workspace_detail, name="workspace"),
+    path("w/<uuid:code>/datasets/", views.dataset_create, name="dataset-create"),
+    path("d/<uuid:code>/", views.dataset_detail, name="dataset"),
+    path("d/<uuid:code>/upload/", views.dataset_upload, name="dataset-upload"),
+    path("d/<uuid:code>/search/", labeling_views.search, name="search"),
+    path("doc/<uuid:code>/", views.document_detail, name="document"),
+    path("jobs/<uuid:code>/", views.job_detail, name="job"),
+    path("jobs/<uuid:code>/progress/", views.job_progress, name="job-progress"),
+]

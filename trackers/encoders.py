@@ -1,0 +1,32 @@
+"""The process-wide encoder chosen by settings (onnxruntime only; never torch)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from django.conf import settings
+
+from trackers.ml.embedding import load_encoder
+
+
+class Encoder(Protocol):
+    encoder_id: str
+    dim: int
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
+
+
+class EncoderMismatch(RuntimeError):
+    """A dataset's vectors came from another encoder than the one configured now."""
+
+
+def get_encoder(encoder_id: str | None = None) -> Encoder:
+    """The configured encoder; with ``encoder_id``, check it is the one that made those vectors."""
+    encoder = load_encoder(settings.ENCODER_DIR, settings.ENCODER_VARIANT)
+    if encoder_id and encoder.encoder_id != encoder_id:
+        raise EncoderMismatch(
+            f"these vectors were made by {encoder_id}, but the configured encoder is {encoder.encoder_id}; "
+            "set TRACKERS_ENCODER_VARIANT back or re-embed the dataset"
+        )
+    return encoder

@@ -1,0 +1,179 @@
+"""Workspaces, memberships, the corpus (datasets, documents, segments) and background jobs."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    LABELER = "labeler", "Labeler"
+    VIEWER = "viewer", "Viewer"
+
+
+# What each role may do; higher roles include the lower ones.
+CAN_IMPORT = {Role.OWNER, Role.ADMIN}
+CAN_LABEL = {Role.OWNER, Role.ADMIN, Role.LABELER}
+
+
+class Workspace(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=120)
+    created_at = models.DateTimeField(default=timezone.now)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="workspaces")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "user"], name="one_membership_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.workspace} ({self.role})"
+
+
+class Dataset(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # The encoder that made every stored vector of this dataset; fixed at the first embedding.
+    encoder_id = models.CharField(max_length=120, blank=True)
+    vector_count = models.PositiveIntegerField(default=0)
+    index_file = models.CharField(max_length=255, blank=True)
+    index_kind = models.CharField(max_length=16, blank=True)
+    index_size = models.PositiveIntegerField(default=0)
+    index_built_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="dataset_name_unique_in_workspace")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DocumentKind(models.TextChoices):
+    CALL = "call", "Call"
+    EMAIL = "email", "Email"
+    CHAT = "chat", "Chat"
+    MESSAGE = "message", "Message"
+
+
+class Document(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="documents")
+    external_id = models.CharField(max_length=255, blank=True)
+    title = models.CharField(max_length=255, blank=True)
+    kind = models.CharField(max_length=16, default=DocumentKind.MESSAGE)
+    metadata = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    imported_by_job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset", "external_id"], condition=~Q(external_id=""), name="document_external_id_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.external_id or str(self.code)
+
+
+class Segment(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="segments")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="segments")
+    position = models.PositiveIntegerField()
+    speaker = models.CharField(max_length=120, blank=True)
+    text = models.TextField()
+    text_hash = models.CharField(max_length=40)  # sha1 of the text: duplicates are embedded once
+    start_time = models.FloatField(null=True, blank=True)
+    end_time = models.FloatField(null=True, blank=True)
+    known_label = models.CharField(max_length=120, blank=True)
+    # Row of this text's vector in the dataset's vector store; shared by identical texts.
+    vector_row = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["document_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["document", "position"], name="segment_position_unique")]
+        indexes = [
+            models.Index(fields=["dataset", "text_hash"], name="segment_dataset_hash"),
+            models.Index(fields=["dataset", "vector_row"], name="segment_dataset_row"),
+        ]
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+
+class JobKind(models.TextChoices):
+    IMPORT = "import", "Import"
+    EMBED = "embed", "Embed"
+    INDEX = "index", "Build index"
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class Job(models.Model):
+    """A unit of background work with visible progress; claimed by compare-and-set."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="jobs")
+    dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=16, choices=JobKind.choices)
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
+    params = models.JSONField(default=dict, blank=True)
+    processed = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    message = models.CharField(max_length=500, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "heartbeat_at"], name="job_state_heartbeat")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.code} ({self.state})"
+
+    @property
+    def is_done(self) -> bool:
+        return self.state in (JobState.SUCCEEDED, JobState.FAILED)
+
+    @property
+    def percent(self) -> int:
+        if self.state == JobState.SUCCEEDED:
+            return 100
+        if not self.total:
+            return 0
+        return min(100, int(100 * self.processed / self.total))

@@ -1,0 +1,278 @@
+"""Corpus services: workspaces, datasets, imports, embedding and the job lifecycle."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from trackers import importing
+from trackers.encoders import get_encoder
+from trackers.ml.storage import VectorStore
+from trackers.models import Dataset, Document, Job, JobKind, JobState, Membership, Role, Segment, Workspace
+
+log = logging.getLogger(__name__)
+
+ON_ERROR_CHOICES = ("reject", "skip")
+
+
+class ImportRejected(ValueError):
+    """An upload refused before any work was queued (size, emptiness, options)."""
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def create_workspace(*, name: str, owner) -> Workspace:
+    """A new workspace with ``owner`` as its owner."""
+    with transaction.atomic():
+        ws = Workspace.objects.create(name=name)
+        Membership.objects.create(workspace=ws, user=owner, role=Role.OWNER)
+    return ws
+
+
+def create_dataset(*, workspace: Workspace, name: str, description: str = "") -> Dataset:
+    return Dataset.objects.create(workspace=workspace, name=name, description=description)
+
+
+def vector_store(dataset: Dataset) -> VectorStore:
+    return VectorStore(Path(settings.ARTIFACT_ROOT) / "datasets" / str(dataset.code) / "vectors")
+
+
+# --- job lifecycle -----------------------------------------------------------------------
+
+def _task_for(kind: str) -> Callable:
+    from labeling.tasks import build_index
+    from trackers.tasks import embed_dataset, import_corpus
+
+    return {JobKind.IMPORT: import_corpus, JobKind.EMBED: embed_dataset, JobKind.INDEX: build_index}[kind]
+
+
+def enqueue_job(job: Job) -> None:
+    """Send the job's task once the surrounding transaction commits."""
+    task = _task_for(job.kind)
+    job_id = job.pk
+    transaction.on_commit(lambda: task.delay(job_id=job_id))
+
+
+def create_job(*, dataset: Dataset, kind: str, user=None, params: dict | None = None, total: int = 0) -> Job:
+    job = Job.objects.create(
+        workspace=dataset.workspace, dataset=dataset, kind=kind, params=params or {}, created_by=user, total=total
+    )
+    enqueue_job(job)
+    return job
+
+
+def claim_job(job_id: int) -> Job | None:
+    """Compare-and-set a queued (or abandoned running) job to running; None if someone else has it."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    claimable = Q(state=JobState.QUEUED) | Q(state=JobState.RUNNING, heartbeat_at__lt=stale)
+    updated = Job.objects.filter(claimable, pk=job_id).update(
+        state=JobState.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
+    )
+    return Job.objects.get(pk=job_id) if updated else None
+
+
+def report_progress(job: Job, processed: int, total: int | None = None, message: str = "") -> None:
+    job.processed = processed
+    fields = {"processed": processed, "heartbeat_at": timezone.now()}
+    if total is not None:
+        job.total = fields["total"] = total
+    if message:
+        job.message = fields["message"] = message[:500]
+    Job.objects.filter(pk=job.pk).update(**fields)
+
+
+def finish_job(job: Job, *, state: str, message: str = "", errors: list | None = None, result: dict | None = None) -> None:
+    job.state, job.message, job.finished_at = state, message[:500], timezone.now()
+    if errors is not None:
+        job.errors = errors
+    if result is not None:
+        job.result = result
+    if state == JobState.SUCCEEDED:
+        job.processed = max(job.processed, job.total)
+    job.save(update_fields=["state", "message", "finished_at", "errors", "result", "processed"])
+
+
+def requeue_stale_jobs() -> list[int]:
+    """Queue again running jobs whose worker stopped sending heartbeats (killed, OOM, reboot)."""
+    stale = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    requeued = []
+    for job in Job.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=stale):
+        if Job.objects.filter(pk=job.pk, state=JobState.RUNNING, heartbeat_at__lt=stale).update(
+            state=JobState.QUEUED, message="worker stopped; queued again"
+        ):
+            with transaction.atomic():
+                enqueue_job(job)
+            requeued.append(job.pk)
+    return requeued
+
+
+# --- import ------------------------------------------------------------------------------
+
+def check_upload_size(filename: str, size: int) -> None:
+    """Refuse a file over the upload limit before reading it."""
+    if size > settings.UPLOAD_MAX_BYTES:
+        raise ImportRejected(
+            f"{filename}: the file is {size / 1e6:.1f} MB; the limit is {settings.UPLOAD_MAX_BYTES / 1e6:.1f} MB"
+        )
+
+
+def start_import(*, dataset: Dataset, user, filename: str, data: bytes, fmt: str = "auto", on_error: str = "reject") -> Job:
+    """Check an upload's size and options, store it, and queue its import job."""
+    filename = Path(filename or "upload").name
+    if on_error not in ON_ERROR_CHOICES:
+        raise ImportRejected(f"on_error must be 'reject' or 'skip', not '{on_error}'")
+    if fmt not in importing.FORMATS:
+        raise ImportRejected(f"format must be one of {', '.join(importing.FORMATS)}, not '{fmt}'")
+    check_upload_size(filename, len(data))
+    if not data.strip():
+        raise ImportRejected(f"{filename}: the file is empty")
+    with transaction.atomic():
+        job = Job.objects.create(
+            workspace=dataset.workspace, dataset=dataset, kind=JobKind.IMPORT, created_by=user,
+            params={"filename": filename, "format": fmt, "on_error": on_error},
+        )
+        path = Path(settings.MEDIA_ROOT) / "uploads" / str(job.code) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        job.params["path"] = str(path)
+        job.save(update_fields=["params"])
+        enqueue_job(job)
+    return job
+
+
+@dataclass
+class ImportOutcome:
+    documents: int
+    segments: int
+    skipped: int
+
+
+def run_import(job: Job) -> ImportOutcome | None:
+    """Parse the stored upload and write its documents and segments in one transaction."""
+    dataset = job.dataset
+    assert dataset is not None
+    path = Path(job.params["path"])
+    name = job.params["filename"]
+    limits = importing.Limits(max_chars=settings.SEGMENT_MAX_CHARS, split_chars=settings.SEGMENT_SPLIT_CHARS)
+    report_progress(job, 0, message=f"reading {name}")
+    parsed = importing.parse_file(name, path.read_bytes(), job.params.get("format", "auto"), limits)
+    errors = [e.as_dict() for e in parsed.errors]
+    docs = parsed.documents
+    seen = set()
+    existing = set(
+        Document.objects.filter(dataset=dataset, external_id__in=[d.external_id for d in docs if d.external_id])
+        .values_list("external_id", flat=True)
+    )
+    kept = []
+    for d in docs:
+        if d.external_id and (d.external_id in existing or d.external_id in seen):
+            why = "is already in this dataset" if d.external_id in existing else "appears twice in this file"
+            errors.append({"file": d.source, "line": None, "field": "id",
+                           "message": f"document id '{d.external_id}' {why}", "text": f"{d.source}: document id '{d.external_id}' {why}"})
+            continue
+        seen.add(d.external_id)
+        kept.append(d)
+    report_progress(job, 0, total=len(kept))
+    if parsed.fatal or (errors and job.params.get("on_error") == "reject") or not kept:
+        why = (
+            "the file cannot be read" if parsed.fatal
+            else "nothing to import" if not kept
+            else f"{len(errors)} bad row(s); nothing was imported (choose 'skip bad rows' to import the rest)"
+        )
+        finish_job(job, state=JobState.FAILED, message=why, errors=errors,
+                   result={"documents": 0, "segments": 0, "skipped": len(errors), "rows": parsed.rows})
+        return None
+    n_segments = 0
+    batch = 500
+    with transaction.atomic():
+        for start in range(0, len(kept), batch):
+            chunk = kept[start : start + batch]
+            objs = Document.objects.bulk_create([
+                Document(dataset=dataset, external_id=d.external_id[:255], title=d.title[:255], kind=d.kind[:16],
+                         metadata=d.metadata, occurred_at=d.occurred_at, imported_by_job=job)
+                for d in chunk
+            ])
+            segs = [
+                Segment(dataset=dataset, document=doc, position=i, speaker=s.speaker[:120], text=s.text,
+                        text_hash=text_hash(s.text), start_time=s.start, end_time=s.end, known_label=s.label[:120])
+                for doc, d in zip(objs, chunk, strict=True)
+                for i, s in enumerate(d.segments)
+            ]
+            Segment.objects.bulk_create(segs, batch_size=2000)
+            n_segments += len(segs)
+            report_progress(job, start + len(chunk))
+        outcome = ImportOutcome(documents=len(kept), segments=n_segments, skipped=len(errors))
+        msg = f"imported {outcome.documents:,} documents, {outcome.segments:,} segments"
+        if errors:
+            msg += f"; skipped {len(errors)} bad row(s)"
+        finish_job(job, state=JobState.SUCCEEDED, message=msg, errors=errors,
+                   result={**outcome.__dict__, "rows": parsed.rows})
+        create_job(dataset=dataset, kind=JobKind.EMBED, user=job.created_by, params={"after": str(job.code)})
+    return outcome
+
+
+# --- embedding ---------------------------------------------------------------------------
+
+def embed_pending(job: Job) -> int:
+    """Embed every segment of the dataset that has no vector yet; identical texts share one row."""
+    dataset = Dataset.objects.get(pk=job.dataset_id)
+    encoder = get_encoder(dataset.encoder_id or None)
+    store = vector_store(dataset)
+    if store.rows and store.manifest()["encoder_id"] != encoder.encoder_id:
+        raise RuntimeError(f"vector store of {dataset} was made by another encoder")
+    ids_by_hash: dict[str, list[int]] = {}
+    todo: dict[str, str] = {}
+    for pk, h, t in (
+        Segment.objects.filter(dataset=dataset, vector_row__isnull=True)
+        .values_list("pk", "text_hash", "text").iterator(chunk_size=5000)
+    ):
+        ids_by_hash.setdefault(h, []).append(pk)
+        todo.setdefault(h, t)
+    # Texts embedded before (by an earlier import) reuse their row.
+    known: dict[str, int] = {}
+    all_hashes = list(todo)
+    for i in range(0, len(all_hashes), 5000):
+        known.update(
+            Segment.objects.filter(dataset=dataset, vector_row__isnull=False, text_hash__in=all_hashes[i : i + 5000])
+            .values_list("text_hash", "vector_row")
+        )
+    _assign_rows(ids_by_hash, known)
+    hashes = [h for h in todo if h not in known]
+    report_progress(job, 0, total=len(hashes), message=f"embedding {len(hashes):,} distinct texts")
+    chunk_rows = settings.EMBED_CHUNK_ROWS
+    done = 0
+    for start in range(0, len(hashes), chunk_rows):
+        part = hashes[start : start + chunk_rows]
+        texts = [todo[h] for h in part]
+        vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+        step = settings.EMBED_BATCH_SIZE * 8
+        for s in range(0, len(texts), step):
+            vectors[s : s + step] = encoder.encode(texts[s : s + step], batch_size=settings.EMBED_BATCH_SIZE)
+            report_progress(job, done + min(s + step, len(texts)))
+        # The vectors are durable before any segment points at them; a crash here leaves
+        # unreferenced rows at worst, and the rerun embeds these segments again.
+        first = store.append(vectors, encoder.encoder_id)
+        with transaction.atomic():
+            _assign_rows(ids_by_hash, {h: first + i for i, h in enumerate(part)})
+            Dataset.objects.filter(pk=dataset.pk).update(encoder_id=encoder.encoder_id, vector_count=store.rows)
+        done += len(part)
+        report_progress(job, done)
+    return len(hashes)
+
+
+def _assign_rows(ids_by_hash: dict[str, list[int]], rows: dict[str, int]) -> None:
+    objs = [Segment(pk=pk, vector_row=row) for h, row in rows.items() for pk in ids_by_hash.get(h, ())]
+    Segment.objects.bulk_update(objs, ["vector_row"], batch_size=1000)

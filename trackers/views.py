@@ -1,0 +1,149 @@
+"""Pages for workspaces, datasets, documents and jobs."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db import IntegrityError
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.views.decorators.http import require_POST
+from django_htmx.http import reswap, retarget
+
+from trackers import services
+from trackers.access import (
+    get_dataset_for_user,
+    get_document_for_user,
+    get_job_for_user,
+    get_workspace_for_user,
+    require_role,
+    role_in,
+    workspaces_for,
+)
+from trackers.forms import DatasetForm, UploadForm
+from trackers.models import CAN_IMPORT, Dataset
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    """The user's workspaces; straight into the only one if there is one."""
+    workspaces = list(workspaces_for(request.user).annotate(n_datasets=Count("datasets")))
+    if len(workspaces) == 1:
+        return redirect("workspace", code=workspaces[0].code)
+    return TemplateResponse(request, "trackers/home.html", {"workspaces": workspaces})
+
+
+@login_required
+def workspace_detail(request: HttpRequest, code) -> HttpResponse:
+    """Datasets, members and recent jobs of one workspace."""
+    ws = get_workspace_for_user(request.user, code)
+    datasets = ws.datasets.annotate(
+        n_documents=Count("documents", distinct=True),
+    )
+    return TemplateResponse(request, "trackers/workspace.html", {
+        "workspace": ws,
+        "datasets": datasets,
+        "memberships": ws.memberships.select_related("user").order_by("user__username"),
+        "jobs": ws.jobs.select_related("dataset")[:10],
+        "role": role_in(request.user, ws),
+        "can_import": role_in(request.user, ws) in CAN_IMPORT,
+        "form": DatasetForm(),
+    })
+
+
+@login_required
+@require_POST
+def dataset_create(request: HttpRequest, code) -> HttpResponse:
+    """Create an empty dataset to import into."""
+    ws = get_workspace_for_user(request.user, code)
+    require_role(request.user, ws, CAN_IMPORT)
+    form = DatasetForm(request.POST)
+    if form.is_valid():
+        try:
+            ds = services.create_dataset(workspace=ws, **form.cleaned_data)
+        except IntegrityError:
+            messages.error(request, f"A dataset named '{form.cleaned_data['name']}' already exists here.")
+        else:
+            return redirect("dataset", code=ds.code)
+    else:
+        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+    return redirect("workspace", code=ws.code)
+
+
+def _dataset_context(request: HttpRequest, ds: Dataset, form: UploadForm | None = None) -> dict:
+    page = Paginator(ds.documents.annotate(n_segments=Count("segments")).order_by("id"), 25).get_page(request.GET.get("page"))
+    stats = ds.segments.aggregate(total=Count("id"), embedded=Count("id", filter=Q(vector_row__isnull=False)))
+    return {
+        "dataset": ds,
+        "workspace": ds.workspace,
+        "page": page,
+        "stats": stats,
+        "jobs": ds.jobs.all()[:10],
+        "can_import": role_in(request.user, ds.workspace) in CAN_IMPORT,
+        "form": form or UploadForm(),
+    }
+
+
+@login_required
+def dataset_detail(request: HttpRequest, code) -> HttpResponse:
+    """A dataset's documents, import form and jobs."""
+    ds = get_dataset_for_user(request.user, code)
+    return TemplateResponse(request, "trackers/dataset.html", _dataset_context(request, ds))
+
+
+@login_required
+@require_POST
+def dataset_upload(request: HttpRequest, code) -> HttpResponse:
+    """Store an uploaded file and queue its import."""
+    ds = get_dataset_for_user(request.user, code)
+    require_role(request.user, ds.workspace, CAN_IMPORT)
+    form = UploadForm(request.POST, request.FILES)
+    if form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            services.check_upload_size(upload.name, upload.size)
+            job = services.start_import(dataset=ds, user=request.user, filename=upload.name, data=upload.read(),
+                                        fmt=form.cleaned_data["format"], on_error=form.cleaned_data["on_error"])
+        except services.ImportRejected as exc:
+            form.add_error("file", str(exc))
+        else:
+            if request.htmx:
+                return TemplateResponse(request, "trackers/dataset.html#job-row", {"job": job})
+            messages.success(request, f"Importing {upload.name}…")
+            return redirect("dataset", code=ds.code)
+    if request.htmx:
+        response = TemplateResponse(request, "trackers/dataset.html#upload-form", {"form": form, "dataset": ds}, status=422)
+        return reswap(retarget(response, "#upload-form"), "outerHTML")
+    return TemplateResponse(request, "trackers/dataset.html", _dataset_context(request, ds, form), status=422)
+
+
+@login_required
+def document_detail(request: HttpRequest, code) -> HttpResponse:
+    """One document's segments in order."""
+    doc = get_document_for_user(request.user, code)
+    return TemplateResponse(request, "trackers/document.html", {
+        "document": doc, "dataset": doc.dataset, "workspace": doc.dataset.workspace,
+        "segments": doc.segments.all(),
+    })
+
+
+@login_required
+def job_detail(request: HttpRequest, code) -> HttpResponse:
+    """A job's progress and every error it recorded."""
+    job = get_job_for_user(request.user, code)
+    return TemplateResponse(request, "trackers/job.html", {"job": job, "dataset": job.dataset, "workspace": job.workspace})
+
+
+@login_required
+def job_progress(request: HttpRequest, code) -> HttpResponse:
+    """The progress bar fragment; answers 286 once the job is done so HTMX stops polling."""
+    job = get_job_for_user(request.user, code)
+    response = TemplateResponse(request, "trackers/dataset.html#job-row", {"job": job})
+    if job.is_done:
+        response.status_code = 286
+    return response
+
+
