@@ -41,12 +41,17 @@ run: prepare
 	cat var/demo-credentials.txt 2>/dev/null | paste -sd' ' | sed 's/^/  demo login (user password): /'; echo ""; \
 	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
+# The suite runs against real PostgreSQL and Redis (override these to point elsewhere).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/trackers
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL)
+
 test: install-test
 	$(BIN)/python manage.py prepare_encoder
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install-test
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -121,11 +121,19 @@ def requeue_stale_jobs() -> list[int]:
 
 # --- import ------------------------------------------------------------------------------
 
+def format_size(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    if n < 1_000_000:
+        return f"{n / 1000:.1f} kB"
+    return f"{n / 1e6:.1f} MB"
+
+
 def check_upload_size(filename: str, size: int) -> None:
     """Refuse a file over the upload limit before reading it."""
     if size > settings.UPLOAD_MAX_BYTES:
         raise ImportRejected(
-            f"{filename}: the file is {size / 1e6:.1f} MB; the limit is {settings.UPLOAD_MAX_BYTES / 1e6:.1f} MB"
+            f"{filename}: the file is {format_size(size)}; the limit is {format_size(settings.UPLOAD_MAX_BYTES)}"
         )
 
 

@@ -41,7 +41,7 @@ def build(vectors: np.ndarray, kind: str = "flat", *, seed: int = 0) -> faiss.In
         rng = np.random.default_rng(seed)
         sample = vectors[rng.choice(n, size=min(n, nlist * 256), replace=False)] if n else vectors
         index.train(sample)
-        index.nprobe = min(nlist, 16)
+        index.nprobe = min(nlist, max(16, nlist // 16))
     else:
         raise ValueError(f"unknown index kind {kind!r}")
     if n:

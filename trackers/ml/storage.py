@@ -79,7 +79,11 @@ class VectorStore:
             )
         start = int(m["rows"])
         name = f"chunk-{start:010d}-{len(vectors)}.npy"
-        write_atomic(self.root / name, lambda tmp: np.save(open(tmp, "wb"), vectors))
+        def save(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.save(fh, vectors)
+
+        write_atomic(self.root / name, save)
         m.update(
             encoder_id=encoder_id,
             dim=int(vectors.shape[1]),

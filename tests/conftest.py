@@ -1,0 +1,104 @@
+"""Personas, a fake encoder by default, isolated artifact folders, eager Celery."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.factories import DatasetFactory, MembershipFactory, UserFactory, WorkspaceFactory
+from tests.fakes import FakeEncoder
+from trackers.models import Role
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_file(*parts: str) -> Path:
+    """A file of ../shared/data, or skip the test saying it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data set {path} is absent on this machine")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_files(settings, tmp_path):
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.JOB_STALE_SECONDS = 600
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _eager_celery(request):
+    """Tasks run in-process when their transaction commits, unless a test starts a real worker."""
+    from config.celery import app
+
+    if request.node.get_closest_marker("real_worker"):
+        yield
+        return
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture(autouse=True)
+def fake_encoder(request, monkeypatch):
+    if request.node.get_closest_marker("real_encoder") or request.node.get_closest_marker("real_worker"):
+        yield None
+        return
+    enc = FakeEncoder()
+
+    def get_encoder(encoder_id=None):
+        return enc
+
+    monkeypatch.setattr("trackers.services.get_encoder", get_encoder)
+    monkeypatch.setattr("labeling.services.get_encoder", get_encoder)
+    yield enc
+
+
+@pytest.fixture
+def workspace(db):
+    return WorkspaceFactory(name="Acme Sales")
+
+
+@pytest.fixture
+def owner(workspace):
+    return MembershipFactory(workspace=workspace, user=UserFactory(username="olivia"), role=Role.OWNER).user
+
+
+@pytest.fixture
+def viewer(workspace):
+    return MembershipFactory(workspace=workspace, user=UserFactory(username="victor"), role=Role.VIEWER).user
+
+
+@pytest.fixture
+def stranger(db):
+    """A user with a workspace of their own, and none of ours."""
+    return MembershipFactory(user=UserFactory(username="sid"), role=Role.OWNER).user
+
+
+@pytest.fixture
+def dataset(workspace):
+    return DatasetFactory(workspace=workspace, name="Calls")
+
+
+@pytest.fixture
+def owner_client(client, owner):
+    client.force_login(owner)
+    return client
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(m) for m in ("real_encoder", "real_worker", "browser")):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_configure(config):
+    for marker in ("real_encoder: uses the exported ONNX model", "real_worker: starts a Celery worker process",
+                   "browser: drives Debian chromium with Playwright"):
+        config.addinivalue_line("markers", marker)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")

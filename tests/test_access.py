@@ -1,0 +1,146 @@
+"""Every page and API route hides other workspaces' objects: strangers get 404, never 403."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from serving.models import ApiKey
+from tests.factories import DocumentFactory, MembershipFactory, SegmentFactory, UserFactory
+from trackers.models import Job, JobKind, Role
+
+pytestmark = pytest.mark.django_db
+
+# Every URL name that takes an object code, with the kind of object it takes.
+OBJECT_URLS = {
+    "workspace": "workspace",
+    "dataset-create": "workspace",
+    "dataset": "dataset",
+    "dataset-upload": "dataset",
+    "search": "dataset",
+    "document": "document",
+    "job": "job",
+    "job-progress": "job",
+}
+POST_ONLY = {"dataset-create", "dataset-upload"}
+
+
+def _named_patterns(resolver=None, prefix=""):
+    for p in (resolver or get_resolver()).url_patterns:
+        if isinstance(p, URLResolver):
+            continue  # admin and API have their own checks
+        if isinstance(p, URLPattern) and p.name and "<uuid:code>" in str(p.pattern):
+            yield p.name
+
+
+def test_every_object_url_is_covered_here():
+    assert set(_named_patterns()) == set(OBJECT_URLS)
+
+
+@pytest.fixture
+def objects(workspace, dataset, owner):
+    doc = DocumentFactory(dataset=dataset)
+    SegmentFactory(document=doc)
+    job = Job.objects.create(workspace=workspace, dataset=dataset, kind=JobKind.IMPORT)
+    return {"workspace": workspace, "dataset": dataset, "document": doc, "job": job}
+
+
+@pytest.mark.parametrize("name", sorted(OBJECT_URLS))
+def test_stranger_gets_404(client, stranger, objects, name):
+    client.force_login(stranger)
+    url = reverse(name, args=[objects[OBJECT_URLS[name]].code])
+    response = client.post(url) if name in POST_ONLY else client.get(url)
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("name", sorted(set(OBJECT_URLS) - POST_ONLY))
+def test_member_sees_it(client, viewer, objects, name):
+    client.force_login(viewer)
+    assert client.get(reverse(name, args=[objects[OBJECT_URLS[name]].code])).status_code == 200
+
+
+@pytest.mark.parametrize("name", sorted(OBJECT_URLS))
+def test_anonymous_is_sent_to_login(client, objects, name):
+    url = reverse(name, args=[objects[OBJECT_URLS[name]].code])
+    response = client.post(url) if name in POST_ONLY else client.get(url)
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_home_lists_only_my_workspaces(client, owner, stranger, workspace):
+    other = MembershipFactory(user=owner, role=Role.LABELER).workspace
+    client.force_login(owner)
+    html = client.get(reverse("home")).content.decode()
+    assert workspace.name in html and other.name in html
+    stranger_ws = stranger.workspaces.get()
+    assert stranger_ws.name not in html
+
+
+def test_viewer_cannot_create_datasets(client, viewer, workspace):
+    client.force_login(viewer)
+    assert client.post(reverse("dataset-create", args=[workspace.code]), {"name": "x"}).status_code == 403
+    assert not workspace.datasets.exists()
+
+
+API_OBJECT_ROUTES = [
+    ("get", "/api/workspaces/{workspace}/datasets"),
+    ("post", "/api/workspaces/{workspace}/datasets"),
+    ("get", "/api/datasets/{dataset}"),
+    ("post", "/api/datasets/{dataset}/imports"),
+    ("get", "/api/datasets/{dataset}/search?q=hello"),
+    ("get", "/api/jobs/{job}"),
+]
+
+
+def test_every_api_route_with_an_object_is_covered_here():
+    import re
+
+    from serving.api import api
+
+    def shape(path):
+        return re.sub(r"\{[^}]+\}", "{}", path.split("?")[0])
+
+    schema = api.get_openapi_schema()
+    routes = {(m, shape(p)) for p, ops in schema["paths"].items() for m in ops if "{" in p}
+    assert routes == {(m, shape(p)) for m, p in API_OBJECT_ROUTES}
+
+
+@pytest.mark.parametrize(("method", "route"), API_OBJECT_ROUTES)
+def test_stranger_api_key_gets_404(client, stranger, objects, method, route):
+    _, raw = ApiKey.issue(workspace=stranger.workspaces.get(), name="theirs")
+    url = route.format(**{k: v.code for k, v in objects.items()})
+    kwargs = {}
+    if route.endswith("/datasets") and method == "post":
+        kwargs = {"content_type": "application/json", "data": {"name": "x"}}
+    elif route.endswith("/imports"):
+        kwargs = {"data": {"file": SimpleUploadedFile("a.csv", b"text\nhello\n")}}
+    response = getattr(client, method)(url, headers={"Authorization": f"Bearer {raw}"}, **kwargs)
+    assert response.status_code == 404
+
+
+def test_api_rejects_missing_and_revoked_keys(client, workspace):
+    from django.utils import timezone
+
+    assert client.get("/api/workspaces").status_code == 401
+    key, raw = ApiKey.issue(workspace=workspace, name="ci")
+    assert client.get("/api/workspaces", headers={"X-API-Key": raw}).status_code == 200
+    key.revoked_at = timezone.now()
+    key.save()
+    assert client.get("/api/workspaces", headers={"X-API-Key": raw}).status_code == 401
+
+
+def test_admin_lists_every_model(admin_client):
+    from django.apps import apps
+    from django.contrib import admin
+
+    ours = [m for app in ("trackers", "labeling", "serving") for m in apps.get_app_config(app).get_models()]
+    assert ours and all(admin.site.is_registered(m) for m in ours)
+    for model in ours:
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        assert admin_client.get(url).status_code == 200, url
+
+
+def test_users_of_the_same_workspace_share_it(client, workspace, dataset):
+    labeler = MembershipFactory(workspace=workspace, user=UserFactory(username="lara"), role=Role.LABELER).user
+    client.force_login(labeler)
+    assert client.get(reverse("dataset", args=[dataset.code])).status_code == 200
