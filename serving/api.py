@@ -7,7 +7,7 @@ from uuid import UUID
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import File, Form, NinjaAPI, Router, Schema
+from ninja import File, Form, NinjaAPI, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.security import APIKeyHeader, HttpBearer, django_auth
@@ -149,8 +149,8 @@ def create_dataset(request, code: UUID, payload: DatasetIn):
     if roles[ws.pk] not in CAN_IMPORT:
         raise HttpError(403, "your role in this workspace does not allow creating datasets")
     if ws.datasets.filter(name=payload.name).exists():
-        return 409, {"detail": f"a dataset named '{payload.name}' already exists in this workspace"}
-    return 201, _dataset_out(services.create_dataset(workspace=ws, name=payload.name, description=payload.description))
+        return Status(409, {"detail": f"a dataset named '{payload.name}' already exists in this workspace"})
+    return Status(201, _dataset_out(services.create_dataset(workspace=ws, name=payload.name, description=payload.description)))
 
 
 @router.get("/datasets/{code}", response=DatasetOut, tags=["datasets"])
@@ -175,8 +175,8 @@ def import_file(request, code: UUID, file: File[UploadedFile], format: Form[str]
         job = services.start_import(dataset=ds, user=request.user if request.user.is_authenticated else None,
                                     filename=file.name, data=file.read(), fmt=format, on_error=on_error)
     except services.ImportRejected as exc:
-        return 400, {"detail": str(exc)}
-    return 202, _job_out(job)
+        return Status(400, {"detail": str(exc)})
+    return Status(202, _job_out(job))
 
 
 @router.get("/jobs/{code}", response=JobOut, tags=["jobs"])
@@ -195,13 +195,13 @@ def search(request, code: UUID, q: str, k: int = 20):
     try:
         hits = search_services.search_segments(ds, q, k=k)
     except search_services.IndexNotReady as exc:
-        return 409, {"detail": str(exc)}
-    return 200, [
+        return Status(409, {"detail": str(exc)})
+    return Status(200, [
         SegmentHit(score=h.score, text=h.segment.text, speaker=h.segment.speaker, position=h.segment.position,
                    document=h.segment.document.code, document_title=h.segment.document.title,
                    previous=h.previous.text if h.previous else None, next=h.next.text if h.next else None)
         for h in hits
-    ]
+    ])
 
 
 api.add_router("", router)

@@ -70,7 +70,8 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     path.write_text("old")
 
     def boom(tmp):
-        open(tmp, "w").write("half")
+        with open(tmp, "w") as fh:
+            fh.write("half")
         raise OSError("disk full")
 
     with pytest.raises(OSError):
