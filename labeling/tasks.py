@@ -8,7 +8,7 @@ from labeling import services
 from trackers.tasks import run_claimed
 
 
-@shared_task(acks_late=True)
-def build_index(*, job_id: int) -> None:
+@shared_task(bind=True, acks_late=True)
+def build_index(self, *, job_id: int) -> None:
     """Rebuild a dataset's FAISS index beside the live one and swap it in."""
-    run_claimed(job_id, services.rebuild_index)
+    run_claimed(self, job_id, services.rebuild_index)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from celery import shared_task
+from django.conf import settings
 
 from trackers import services
 from trackers.models import Job, JobKind, JobState
@@ -13,11 +14,16 @@ from trackers.models import Job, JobKind, JobState
 log = logging.getLogger(__name__)
 
 
-def run_claimed(job_id: int, work: Callable[[Job], str | None]) -> None:
+def run_claimed(task, job_id: int, work: Callable[[Job], str | None]) -> None:
     """Claim the job, run ``work``, and record failure with its reason; reruns of done jobs do nothing."""
     job = services.claim_job(job_id)
     if job is None:
-        log.info("job %s is not claimable (done or taken); nothing to do", job_id)
+        state = Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
+        if state == JobState.RUNNING and not task.request.is_eager:
+            # Either another worker is on it, or one died holding it (a redelivery after a
+            # kill arrives before its heartbeat goes stale): look again once it could be stale.
+            raise task.retry(countdown=settings.JOB_STALE_SECONDS + 1, max_retries=None)
+        log.info("job %s is %s; nothing to do", job_id, state or "gone")
         return
     try:
         message = work(job)
@@ -31,14 +37,14 @@ def run_claimed(job_id: int, work: Callable[[Job], str | None]) -> None:
         services.finish_job(job, state=JobState.SUCCEEDED, message=message or "done")
 
 
-@shared_task(acks_late=True)
-def import_corpus(*, job_id: int) -> None:
+@shared_task(bind=True, acks_late=True)
+def import_corpus(self, *, job_id: int) -> None:
     """Parse an uploaded file into documents and segments; queue embedding on success."""
-    run_claimed(job_id, lambda job: services.run_import(job) and None)
+    run_claimed(self, job_id, lambda job: services.run_import(job) and None)
 
 
-@shared_task(acks_late=True)
-def embed_dataset(*, job_id: int) -> None:
+@shared_task(bind=True, acks_late=True)
+def embed_dataset(self, *, job_id: int) -> None:
     """Embed the dataset's new segments; queue an index rebuild afterwards."""
 
     def work(job: Job) -> str:
@@ -47,7 +53,7 @@ def embed_dataset(*, job_id: int) -> None:
                             params={"after": str(job.code)})
         return f"embedded {n:,} distinct texts"
 
-    run_claimed(job_id, work)
+    run_claimed(self, job_id, work)
 
 
 @shared_task

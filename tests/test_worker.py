@@ -1,0 +1,99 @@
+"""A real Celery worker process on PostgreSQL and Redis: import -> embed -> index, and a kill -9."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from tests.conftest import shared_file
+from tests.workers import start_worker, stop_worker, wait_for, worker_env
+from trackers import services
+from trackers.models import Dataset, Job, JobKind, JobState, Segment
+
+pytestmark = [pytest.mark.real_worker, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def broker(settings):
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith("redis://"):
+        pytest.skip("worker tests need REDIS_URL (make test sets it)")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture
+def env(broker, settings, tmp_path):
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("worker tests need DATABASE_URL pointing at PostgreSQL (make test sets it)")
+    url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{connection.settings_dict['NAME']}"
+    return worker_env(
+        DATABASE_URL=url, REDIS_URL=broker, CELERY_BROKER_URL=broker,
+        TRACKERS_ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT), TRACKERS_MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        TRACKERS_ENCODER_DIR=str(settings.ENCODER_DIR), TRACKERS_DATA_DIR=str(tmp_path / "var"),
+    )
+
+
+def jobs_done(dataset):
+    states = dict(Job.objects.filter(dataset=dataset).values_list("kind", "state"))
+    if JobState.FAILED in states.values():
+        raise AssertionError(f"a job failed: {list(Job.objects.filter(dataset=dataset).values('kind', 'message'))}")
+    return states.get(JobKind.INDEX) == JobState.SUCCEEDED and states
+
+
+def test_worker_imports_embeds_and_indexes_a_file(env, dataset, owner, tmp_path):
+    log = tmp_path / "worker.log"
+    proc = start_worker(env, log)
+    try:
+        data = b"text,label\nI lost my card on the train,lost\nWhat's the euro exchange rate?,fx\nI lost my card on the train,lost\n"
+        services.start_import(dataset=dataset, user=owner, filename="small.csv", data=data)
+        wait_for(lambda: jobs_done(dataset), 120, "import, embed and index jobs", log)
+    finally:
+        stop_worker(proc)
+    dataset.refresh_from_db()
+    assert dataset.vector_count == 2 and dataset.index_size == 2
+    assert Segment.objects.filter(dataset=dataset, vector_row__isnull=True).count() == 0
+    from labeling.services import search_segments
+
+    hits = search_segments(dataset, "my bank card is missing", k=1)
+    assert hits[0].segment.text == "I lost my card on the train" and hits[0].duplicates == 1
+
+
+def test_a_worker_killed_mid_embedding_loses_nothing(env, dataset, owner, tmp_path, settings):
+    path = shared_file("sms_spam", "dev.csv")
+    env = {**env, "TRACKERS_JOB_STALE_SECONDS": "3", "CELERY_VISIBILITY_TIMEOUT": "4",
+           "TRACKERS_EMBED_CHUNK_ROWS": "512"}
+    log = tmp_path / "worker.log"
+    first = start_worker(env, log)
+    try:
+        data = b"".join(path.read_bytes().splitlines(keepends=True)[:1501])  # header + 1,500 messages
+        services.start_import(dataset=dataset, user=owner, filename="sms.csv", data=data)
+        embed = wait_for(lambda: Job.objects.filter(dataset=dataset, kind=JobKind.EMBED, state=JobState.RUNNING,
+                                                    processed__gte=520).first(), 180, "embedding under way", log)
+    finally:
+        stop_worker(first, signal.SIGKILL)
+    killed_at = Job.objects.get(pk=embed.pk).processed
+    assert Job.objects.get(pk=embed.pk).state == JobState.RUNNING
+    assert 0 < dataset.__class__.objects.get(pk=dataset.pk).vector_count < embed.total  # a chunk was stored
+    second = start_worker(env, log)
+    try:
+        wait_for(lambda: jobs_done(dataset), 300, "the killed job to be redelivered and finished", log)
+    finally:
+        stop_worker(second)
+    embed.refresh_from_db()
+    assert embed.attempts >= 2 and killed_at < embed.total
+    dataset = Dataset.objects.get(pk=dataset.pk)
+    distinct = Segment.objects.filter(dataset=dataset).order_by().values("text_hash").distinct().count()
+    assert dataset.documents.count() == 1500
+    assert Segment.objects.filter(dataset=dataset, vector_row__isnull=True).count() == 0
+    # every distinct text points at one row, and every row used is inside the store
+    rows = Segment.objects.filter(dataset=dataset).order_by().values_list("text_hash", "vector_row").distinct()
+    assert len(rows) == distinct
+    assert max(r for _, r in rows) < dataset.vector_count == dataset.index_size
