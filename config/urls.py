@@ -16,6 +16,7 @@ urlpatterns = [
     path("w/<uuid:code>/datasets/", views.dataset_create, name="dataset-create"),
     path("d/<uuid:code>/", views.dataset_detail, name="dataset"),
     path("d/<uuid:code>/upload/", views.dataset_upload, name="dataset-upload"),
+    path("d/<uuid:code>/activity/", views.dataset_activity, name="dataset-activity"),
     path("d/<uuid:code>/search/", labeling_views.search, name="search"),
     path("doc/<uuid:code>/", views.document_detail, name="document"),
     path("jobs/<uuid:code>/", views.job_detail, name="job"),

@@ -18,6 +18,7 @@ OBJECT_URLS = {
     "dataset-create": "workspace",
     "dataset": "dataset",
     "dataset-upload": "dataset",
+    "dataset-activity": "dataset",
     "search": "dataset",
     "document": "document",
     "job": "job",

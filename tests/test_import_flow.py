@@ -88,17 +88,28 @@ def test_empty_upload_is_refused(owner_client, dataset):
 
 
 @pytest.mark.django_db
-def test_htmx_upload_returns_a_polling_job_row(owner_client, dataset, django_capture_on_commit_callbacks):
+def test_htmx_upload_returns_the_polling_activity_panel(owner_client, dataset, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = upload(owner_client, dataset, "msgs.csv", GOOD_CSV, HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and len(callbacks) == 1
     job = Job.objects.get()
     html = response.content.decode()
-    assert f'id="job-{job.code}"' in html and reverse("job-progress", args=[job.code]) in html
-    assert 'hx-trigger="every 1s"' in html
+    assert html.lstrip().startswith('<div id="activity"') and f'id="job-{job.code}"' in html
+    assert reverse("dataset-activity", args=[dataset.code]) in html and 'hx-trigger="every 1s"' in html
 
 
-def test_progress_answers_286_when_done(owner_client, dataset):
+def test_activity_polls_until_every_job_is_done_then_answers_286(owner_client, dataset):
+    upload(owner_client, dataset, "msgs.csv", GOOD_CSV)
+    url = reverse("dataset-activity", args=[dataset.code])
+    done = owner_client.get(url, HTTP_HX_REQUEST="true")
+    assert done.status_code == 286 and "every 1s" not in done.content.decode()
+    assert done.content.decode().count("job-row state-succeeded") == 3  # import, embed and index
+    Job.objects.filter(kind=JobKind.EMBED).update(state=JobState.RUNNING, processed=1, total=4)
+    running = owner_client.get(url, HTTP_HX_REQUEST="true")
+    assert running.status_code == 200 and "25%" in running.content.decode() and "every 1s" in running.content.decode()
+
+
+def test_job_progress_answers_286_when_done(owner_client, dataset):
     upload(owner_client, dataset, "msgs.csv", GOOD_CSV)
     job = Job.objects.get(kind=JobKind.IMPORT)
     done = owner_client.get(reverse("job-progress", args=[job.code]), HTTP_HX_REQUEST="true")

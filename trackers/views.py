@@ -73,15 +73,19 @@ def dataset_create(request: HttpRequest, code) -> HttpResponse:
     return redirect("workspace", code=ws.code)
 
 
+def _activity_context(ds: Dataset) -> dict:
+    stats = ds.segments.aggregate(total=Count("id"), embedded=Count("id", filter=Q(vector_row__isnull=False)))
+    stats["documents"] = ds.documents.count()
+    jobs = list(ds.jobs.all()[:10])
+    return {"dataset": ds, "stats": stats, "jobs": jobs, "active": any(not j.is_done for j in jobs)}
+
+
 def _dataset_context(request: HttpRequest, ds: Dataset, form: UploadForm | None = None) -> dict:
     page = Paginator(ds.documents.annotate(n_segments=Count("segments")).order_by("id"), 25).get_page(request.GET.get("page"))
-    stats = ds.segments.aggregate(total=Count("id"), embedded=Count("id", filter=Q(vector_row__isnull=False)))
     return {
-        "dataset": ds,
+        **_activity_context(ds),
         "workspace": ds.workspace,
         "page": page,
-        "stats": stats,
-        "jobs": ds.jobs.all()[:10],
         "can_import": role_in(request.user, ds.workspace) in CAN_IMPORT,
         "form": form or UploadForm(),
     }
@@ -111,13 +115,25 @@ def dataset_upload(request: HttpRequest, code) -> HttpResponse:
             form.add_error("file", str(exc))
         else:
             if request.htmx:
-                return TemplateResponse(request, "trackers/dataset.html#job-row", {"job": job})
-            messages.success(request, f"Importing {upload.name}…")
+                ds.refresh_from_db()
+                return TemplateResponse(request, "trackers/dataset.html#activity", _activity_context(ds))
+            messages.success(request, f"Importing {upload.name} (job {job.code}).")
             return redirect("dataset", code=ds.code)
     if request.htmx:
         response = TemplateResponse(request, "trackers/dataset.html#upload-form", {"form": form, "dataset": ds}, status=422)
         return reswap(retarget(response, "#upload-form"), "outerHTML")
     return TemplateResponse(request, "trackers/dataset.html", _dataset_context(request, ds, form), status=422)
+
+
+@login_required
+def dataset_activity(request: HttpRequest, code) -> HttpResponse:
+    """Counts and jobs of a dataset; answers 286 when no job is running so HTMX stops polling."""
+    ds = get_dataset_for_user(request.user, code)
+    context = _activity_context(ds)
+    response = TemplateResponse(request, "trackers/dataset.html#activity", context)
+    if not context["active"]:
+        response.status_code = 286
+    return response
 
 
 @login_required
@@ -141,7 +157,7 @@ def job_detail(request: HttpRequest, code) -> HttpResponse:
 def job_progress(request: HttpRequest, code) -> HttpResponse:
     """The progress bar fragment; answers 286 once the job is done so HTMX stops polling."""
     job = get_job_for_user(request.user, code)
-    response = TemplateResponse(request, "trackers/dataset.html#job-row", {"job": job})
+    response = TemplateResponse(request, "trackers/dataset.html#job-row", {"job": job, "poll_row": True})
     if job.is_done:
         response.status_code = 286
     return response

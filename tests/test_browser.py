@@ -1,0 +1,82 @@
+"""A person in Debian's chromium: log in, upload a file, watch the progress bar finish, search."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from trackers.models import Job, JobState
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CSV = """text,label
+Honestly the price is way above our budget,pricing
+We are also evaluating Zendesk for support,competitor
+Can we set up a follow-up call on Friday?,follow_up
+If this outage happens again we will cancel,cancel
+""".encode()
+
+
+@pytest.fixture
+def page(live_server, monkeypatch):
+    # Playwright's sync API keeps an event loop in this thread; the ORM checks in the test body are safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed by `make test`")
+    if not shutil.which("chromium") and not __import__("os").path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make test installs it)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+        browser.close()
+
+
+def test_upload_progress_and_search_in_a_browser(page, live_server, owner, dataset, tmp_path, settings):
+    owner.set_password("s3cret-pass-123")
+    owner.save()
+    page.goto(f"{live_server.url}/")
+    page.fill("input[name=username]", owner.username)
+    page.fill("input[name=password]", "s3cret-pass-123")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/w/**")
+    page.click(f"text={dataset.name}")
+
+    upload = tmp_path / "objections.csv"
+    upload.write_bytes(CSV)
+    page.set_input_files("#upload-form input[type=file]", str(upload))
+    page.click("#upload-form button[type=submit]")
+    # the jobs appear without a page load and the panel polls until every bar is full
+    page.wait_for_selector("#job-list tr.job-row >> text=objections.csv")
+    page.wait_for_function("document.querySelectorAll('#job-list tr.state-succeeded').length === 3")
+    assert page.locator("#job-list tr.state-failed").count() == 0
+    assert page.locator("#activity .stats").inner_text().split()[:2] == ["4", "documents"]
+    assert Job.objects.filter(state=JobState.SUCCEEDED).count() == 3
+    page.screenshot(path=str(tmp_path / "dataset.png"))
+
+    page.goto(f"{live_server.url}/d/{dataset.code}/search/")
+    page.fill("input[name=q]", "evaluating Zendesk")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results .hit")
+    first = page.locator("#results .hit .match").first.inner_text()
+    assert "We are also evaluating Zendesk for support" in first
+    assert "q=evaluating%20Zendesk" in page.url  # the results are bookmarkable
+
+
+def test_bad_file_shows_the_error_in_place(page, live_server, owner, dataset, tmp_path):
+    owner.set_password("s3cret-pass-123")
+    owner.save()
+    page.goto(f"{live_server.url}/accounts/login/?next=/d/{dataset.code}/")
+    page.fill("input[name=username]", owner.username)
+    page.fill("input[name=password]", "s3cret-pass-123")
+    page.click("button[type=submit]")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"\n")
+    page.set_input_files("#upload-form input[type=file]", str(empty))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#upload-form .error >> text=empty.csv: the file is empty")
+    assert not Job.objects.exists()
