@@ -47,6 +47,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL)
 
 test: install-test
+	$(BIN)/ruff check .
 	$(BIN)/python manage.py prepare_encoder
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -25,7 +25,9 @@ def rebuild_index(job: Job) -> str:
     store = vector_store(dataset)
     vectors = store.load()
     kind = faiss_index.choose_kind(len(vectors), settings.INDEX_KIND, settings.INDEX_FLAT_MAX)
-    report_progress(job, 0, total=len(vectors), message=f"building {kind} index over {len(vectors):,} vectors")
+    report_progress(
+        job, 0, total=len(vectors), message=f"building {kind} index over {len(vectors):,} vectors"
+    )
     built = faiss_index.build(vectors, kind)
     folder = Path(settings.ARTIFACT_ROOT) / "datasets" / str(dataset.code) / "index"
     path = folder / f"index-{timezone.now():%Y%m%d%H%M%S%f}-{len(vectors)}.faiss"
@@ -66,7 +68,8 @@ def search_segments(dataset: Dataset, query: str, *, k: int = 20) -> list[Hit]:
     by_row: dict[int, list[Segment]] = {}
     for seg in (
         Segment.objects.filter(dataset=dataset, vector_row__in=[r for _, r in pairs])
-        .select_related("document").order_by("id")
+        .select_related("document")
+        .order_by("id")
     ):
         by_row.setdefault(seg.vector_row, []).append(seg)
     hits = []
@@ -77,9 +80,17 @@ def search_segments(dataset: Dataset, query: str, *, k: int = 20) -> list[Hit]:
         seg = segs[0]
         neighbours = {
             s.position: s
-            for s in Segment.objects.filter(document_id=seg.document_id, position__in=[seg.position - 1, seg.position + 1])
+            for s in Segment.objects.filter(
+                document_id=seg.document_id, position__in=[seg.position - 1, seg.position + 1]
+            )
         }
-        hits.append(Hit(score=score, segment=seg, previous=neighbours.get(seg.position - 1),
-                        next=neighbours.get(seg.position + 1), duplicates=len(segs) - 1))
+        hits.append(
+            Hit(
+                score=score,
+                segment=seg,
+                previous=neighbours.get(seg.position - 1),
+                next=neighbours.get(seg.position + 1),
+                duplicates=len(segs) - 1,
+            )
+        )
     return hits
-

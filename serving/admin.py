@@ -9,13 +9,25 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = ["role", "workspace"]
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
-    fields = ["workspace", "name", "role", "prefix", "key_hash", "created_by", "created_at", "last_used_at", "revoked_at"]
+    fields = [
+        "workspace",
+        "name",
+        "role",
+        "prefix",
+        "key_hash",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     actions = ["revoke"]
 
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        key, raw = ApiKey.issue(workspace=obj.workspace, name=obj.name, role=obj.role, created_by=request.user)
+        key, raw = ApiKey.issue(
+            workspace=obj.workspace, name=obj.name, role=obj.role, created_by=request.user
+        )
         obj.pk, obj.prefix, obj.key_hash = key.pk, key.prefix, key.key_hash
         messages.warning(request, f"New API key (shown once, copy it now): {raw}")
 

@@ -13,9 +13,9 @@ from ninja.files import UploadedFile
 from ninja.security import APIKeyHeader, HttpBearer, django_auth
 
 from labeling import services as search_services
+from serving.models import ApiKey
 from trackers import services
 from trackers.models import CAN_IMPORT, Dataset, Job, Membership, Workspace
-from serving.models import ApiKey
 
 
 class BearerKey(HttpBearer):
@@ -53,7 +53,9 @@ def _scope(request: HttpRequest):
 
 def _dataset(request: HttpRequest, code: UUID) -> tuple[Dataset, str]:
     workspaces, roles = _scope(request)
-    ds = get_object_or_404(Dataset.objects.select_related("workspace").filter(workspace__in=workspaces), code=code)
+    ds = get_object_or_404(
+        Dataset.objects.select_related("workspace").filter(workspace__in=workspaces), code=code
+    )
     return ds, roles[ds.workspace_id]
 
 
@@ -112,17 +114,33 @@ class ErrorOut(Schema):
 
 def _dataset_out(ds: Dataset) -> DatasetOut:
     return DatasetOut(
-        code=ds.code, name=ds.name, description=ds.description, workspace=ds.workspace.code,
-        documents=ds.documents.count(), segments=ds.segments.count(), vectors=ds.vector_count,
-        encoder_id=ds.encoder_id, index_kind=ds.index_kind, index_size=ds.index_size,
+        code=ds.code,
+        name=ds.name,
+        description=ds.description,
+        workspace=ds.workspace.code,
+        documents=ds.documents.count(),
+        segments=ds.segments.count(),
+        vectors=ds.vector_count,
+        encoder_id=ds.encoder_id,
+        index_kind=ds.index_kind,
+        index_size=ds.index_size,
     )
 
 
 def _job_out(job: Job) -> JobOut:
     return JobOut(
-        code=job.code, kind=job.kind, state=job.state, processed=job.processed, total=job.total,
-        percent=job.percent, message=job.message, errors=job.errors, result=job.result,
-        dataset=job.dataset.code if job.dataset else None, created_at=job.created_at, finished_at=job.finished_at,
+        code=job.code,
+        kind=job.kind,
+        state=job.state,
+        processed=job.processed,
+        total=job.total,
+        percent=job.percent,
+        message=job.message,
+        errors=job.errors,
+        result=job.result,
+        dataset=job.dataset.code if job.dataset else None,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
     )
 
 
@@ -150,7 +168,12 @@ def create_dataset(request, code: UUID, payload: DatasetIn):
         raise HttpError(403, "your role in this workspace does not allow creating datasets")
     if ws.datasets.filter(name=payload.name).exists():
         return Status(409, {"detail": f"a dataset named '{payload.name}' already exists in this workspace"})
-    return Status(201, _dataset_out(services.create_dataset(workspace=ws, name=payload.name, description=payload.description)))
+    return Status(
+        201,
+        _dataset_out(
+            services.create_dataset(workspace=ws, name=payload.name, description=payload.description)
+        ),
+    )
 
 
 @router.get("/datasets/{code}", response=DatasetOut, tags=["datasets"])
@@ -161,7 +184,9 @@ def get_dataset(request, code: UUID):
 
 
 @router.post("/datasets/{code}/imports", response={202: JobOut, 400: ErrorOut}, tags=["import"])
-def import_file(request, code: UUID, file: File[UploadedFile], format: Form[str] = "auto", on_error: Form[str] = "reject"):
+def import_file(
+    request, code: UUID, file: File[UploadedFile], format: Form[str] = "auto", on_error: Form[str] = "reject"
+):
     """Upload a CSV, JSONL, transcript or zip file; returns the import job to poll.
 
     `on_error`: `reject` imports nothing if any row is bad; `skip` imports the good rows and
@@ -172,8 +197,14 @@ def import_file(request, code: UUID, file: File[UploadedFile], format: Form[str]
         raise HttpError(403, "your role in this workspace does not allow imports")
     try:
         services.check_upload_size(file.name, file.size)
-        job = services.start_import(dataset=ds, user=request.user if request.user.is_authenticated else None,
-                                    filename=file.name, data=file.read(), fmt=format, on_error=on_error)
+        job = services.start_import(
+            dataset=ds,
+            user=request.user if request.user.is_authenticated else None,
+            filename=file.name,
+            data=file.read(),
+            fmt=format,
+            on_error=on_error,
+        )
     except services.ImportRejected as exc:
         return Status(400, {"detail": str(exc)})
     return Status(202, _job_out(job))
@@ -183,7 +214,9 @@ def import_file(request, code: UUID, file: File[UploadedFile], format: Form[str]
 def get_job(request, code: UUID):
     """A job's state, progress and errors."""
     workspaces, _ = _scope(request)
-    return _job_out(get_object_or_404(Job.objects.select_related("dataset").filter(workspace__in=workspaces), code=code))
+    return _job_out(
+        get_object_or_404(Job.objects.select_related("dataset").filter(workspace__in=workspaces), code=code)
+    )
 
 
 @router.get("/datasets/{code}/search", response={200: list[SegmentHit], 409: ErrorOut}, tags=["search"])
@@ -196,12 +229,22 @@ def search(request, code: UUID, q: str, k: int = 20):
         hits = search_services.search_segments(ds, q, k=k)
     except search_services.IndexNotReady as exc:
         return Status(409, {"detail": str(exc)})
-    return Status(200, [
-        SegmentHit(score=h.score, text=h.segment.text, speaker=h.segment.speaker, position=h.segment.position,
-                   document=h.segment.document.code, document_title=h.segment.document.title,
-                   previous=h.previous.text if h.previous else None, next=h.next.text if h.next else None)
-        for h in hits
-    ])
+    return Status(
+        200,
+        [
+            SegmentHit(
+                score=h.score,
+                text=h.segment.text,
+                speaker=h.segment.speaker,
+                position=h.segment.position,
+                document=h.segment.document.code,
+                document_title=h.segment.document.title,
+                previous=h.previous.text if h.previous else None,
+                next=h.next.text if h.next else None,
+            )
+            for h in hits
+        ],
+    )
 
 
 api.add_router("", router)

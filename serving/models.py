@@ -36,16 +36,28 @@ class ApiKey(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @classmethod
-    def issue(cls, *, workspace: Workspace, name: str, role: str = Role.ADMIN, created_by=None) -> tuple[ApiKey, str]:
+    def issue(
+        cls, *, workspace: Workspace, name: str, role: str = Role.ADMIN, created_by=None
+    ) -> tuple[ApiKey, str]:
         """Create a key; the raw secret is returned once and never stored."""
         raw = KEY_PREFIX + secrets.token_urlsafe(32)
-        key = cls.objects.create(workspace=workspace, name=name, prefix=raw[:12], key_hash=hash_key(raw),
-                                 role=role, created_by=created_by)
+        key = cls.objects.create(
+            workspace=workspace,
+            name=name,
+            prefix=raw[:12],
+            key_hash=hash_key(raw),
+            role=role,
+            created_by=created_by,
+        )
         return key, raw
 
     @classmethod
     def authenticate(cls, raw: str) -> ApiKey | None:
-        key = cls.objects.select_related("workspace").filter(key_hash=hash_key(raw), revoked_at__isnull=True).first()
+        key = (
+            cls.objects.select_related("workspace")
+            .filter(key_hash=hash_key(raw), revoked_at__isnull=True)
+            .first()
+        )
         if key:
             cls.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
         return key

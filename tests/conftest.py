@@ -98,7 +98,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
-    for marker in ("real_encoder: uses the exported ONNX model", "real_worker: starts a Celery worker process",
-                   "browser: drives Debian chromium with Playwright"):
+    for marker in (
+        "real_encoder: uses the exported ONNX model",
+        "real_worker: starts a Celery worker process",
+        "browser: drives Debian chromium with Playwright",
+    ):
         config.addinivalue_line("markers", marker)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

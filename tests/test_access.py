@@ -142,6 +142,8 @@ def test_admin_lists_every_model(admin_client):
 
 
 def test_users_of_the_same_workspace_share_it(client, workspace, dataset):
-    labeler = MembershipFactory(workspace=workspace, user=UserFactory(username="lara"), role=Role.LABELER).user
+    labeler = MembershipFactory(
+        workspace=workspace, user=UserFactory(username="lara"), role=Role.LABELER
+    ).user
     client.force_login(labeler)
     assert client.get(reverse("dataset", args=[dataset.code])).status_code == 200

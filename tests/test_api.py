@@ -18,16 +18,26 @@ def key(workspace):
 
 
 def test_create_dataset_import_poll_and_search(client, workspace, key):
-    created = client.post(f"/api/workspaces/{workspace.code}/datasets", {"name": "Support chats"},
-                          content_type="application/json", headers=key)
+    created = client.post(
+        f"/api/workspaces/{workspace.code}/datasets",
+        {"name": "Support chats"},
+        content_type="application/json",
+        headers=key,
+    )
     assert created.status_code == 201
     ds = created.json()["code"]
-    again = client.post(f"/api/workspaces/{workspace.code}/datasets", {"name": "Support chats"},
-                        content_type="application/json", headers=key)
+    again = client.post(
+        f"/api/workspaces/{workspace.code}/datasets",
+        {"name": "Support chats"},
+        content_type="application/json",
+        headers=key,
+    )
     assert again.status_code == 409 and "already exists" in again.json()["detail"]
 
     data = b'{"text": "my card was stolen yesterday"}\n{"text": "what is the exchange rate for euros"}\n'
-    started = client.post(f"/api/datasets/{ds}/imports", {"file": SimpleUploadedFile("m.jsonl", data)}, headers=key)
+    started = client.post(
+        f"/api/datasets/{ds}/imports", {"file": SimpleUploadedFile("m.jsonl", data)}, headers=key
+    )
     assert started.status_code == 202
     job = client.get(f"/api/jobs/{started.json()['code']}", headers=key).json()
     assert job["state"] == "succeeded" and job["percent"] == 100 and job["result"]["documents"] == 2
@@ -41,8 +51,11 @@ def test_create_dataset_import_poll_and_search(client, workspace, key):
 
 def test_import_with_bad_rows_reports_them(client, dataset, key):
     data = b'{"text": "fine"}\n{"text": oops}\n'
-    started = client.post(f"/api/datasets/{dataset.code}/imports",
-                          {"file": SimpleUploadedFile("m.jsonl", data), "on_error": "skip"}, headers=key)
+    started = client.post(
+        f"/api/datasets/{dataset.code}/imports",
+        {"file": SimpleUploadedFile("m.jsonl", data), "on_error": "skip"},
+        headers=key,
+    )
     job = client.get(f"/api/jobs/{started.json()['code']}", headers=key).json()
     assert job["state"] == "succeeded" and job["result"]["skipped"] == 1
     assert job["errors"][0]["line"] == 2 and job["errors"][0]["file"] == "m.jsonl"
@@ -51,7 +64,9 @@ def test_import_with_bad_rows_reports_them(client, dataset, key):
 
 def test_bad_options_and_empty_files_are_400(client, dataset, key):
     url = f"/api/datasets/{dataset.code}/imports"
-    bad = client.post(url, {"file": SimpleUploadedFile("a.csv", b"text\nx\n"), "on_error": "maybe"}, headers=key)
+    bad = client.post(
+        url, {"file": SimpleUploadedFile("a.csv", b"text\nx\n"), "on_error": "maybe"}, headers=key
+    )
     assert bad.status_code == 400 and "on_error must be 'reject' or 'skip'" in bad.json()["detail"]
     empty = client.post(url, {"file": SimpleUploadedFile("a.csv", b"")}, headers=key)
     assert empty.status_code == 400 and empty.json()["detail"] == "a.csv: the file is empty"
@@ -64,8 +79,11 @@ def test_search_before_any_index_is_409(client, dataset, key):
 
 def test_viewer_key_cannot_import(client, workspace, dataset):
     _, raw = ApiKey.issue(workspace=workspace, name="read-only", role=Role.VIEWER)
-    response = client.post(f"/api/datasets/{dataset.code}/imports", {"file": SimpleUploadedFile("a.csv", b"text\nx\n")},
-                           headers={"X-API-Key": raw})
+    response = client.post(
+        f"/api/datasets/{dataset.code}/imports",
+        {"file": SimpleUploadedFile("a.csv", b"text\nx\n")},
+        headers={"X-API-Key": raw},
+    )
     assert response.status_code == 403
 
 

@@ -11,12 +11,12 @@ from trackers.models import Job, JobState
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CSV = """text,label
+CSV = b"""text,label
 Honestly the price is way above our budget,pricing
 We are also evaluating Zendesk for support,competitor
 Can we set up a follow-up call on Friday?,follow_up
 If this outage happens again we will cancel,cancel
-""".encode()
+"""
 
 
 @pytest.fixture
@@ -27,9 +27,18 @@ def page(live_server, monkeypatch):
     if not shutil.which("chromium") and not __import__("os").path.exists(CHROMIUM):
         pytest.skip("Debian chromium is not installed (make test installs it)")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page()
         page.set_default_timeout(15_000)
         yield page

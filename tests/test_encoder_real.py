@@ -56,13 +56,24 @@ def test_int8_per_channel_stays_close(encoder_dir, sms_texts, reference):
     assert cos.min() >= 0.9, f"worst cosine {cos.min():.4f} for {sms_texts[int(cos.argmin())]!r}"
 
 
-def test_output_is_normalised_and_independent_of_batching(encoder_dir, sms_texts):
-    enc = OnnxEncoder(encoder_dir, "int8")
+def test_fp32_is_independent_of_batching(encoder_dir, sms_texts):
+    enc = OnnxEncoder(encoder_dir, "fp32")
     texts = sms_texts[:40]
     together = enc.encode(texts, batch_size=32)
     alone = np.vstack([enc.encode([t]) for t in texts])
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
     assert np.allclose(together, alone, atol=1e-4)
+
+
+def test_int8_batching_moves_vectors_only_slightly(encoder_dir, sms_texts):
+    # Dynamic int8 scales activations per batch, so batch-mates nudge a text's vector a little.
+    enc = OnnxEncoder(encoder_dir, "int8")
+    texts = sms_texts[:200]
+    together = enc.encode(texts, batch_size=32)
+    alone = np.vstack([enc.encode([t]) for t in texts])
+    cos = np.sum(together * alone, axis=1)
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    assert cos.mean() >= 0.98 and cos.min() >= 0.93, (cos.mean(), cos.min())
 
 
 def test_long_texts_are_truncated_at_the_model_limit(encoder_dir, reference):
@@ -71,7 +82,9 @@ def test_long_texts_are_truncated_at_the_model_limit(encoder_dir, reference):
     from trackers.ml.export_encoder import packaged_model_dir
 
     long = " ".join(["the quarterly renewal price is far above what we budgeted"] * 60)
-    st = SentenceTransformer(str(packaged_model_dir()), device="cpu").encode([long], normalize_embeddings=True)
+    st = SentenceTransformer(str(packaged_model_dir()), device="cpu").encode(
+        [long], normalize_embeddings=True
+    )
     ours = OnnxEncoder(encoder_dir, "fp32").encode([long])
     assert read_manifest(encoder_dir)["tokenizer"]["max_tokens"] == 256
     assert float(ours[0] @ st[0]) >= 0.999
@@ -109,8 +122,14 @@ def test_web_process_search_path_never_imports_torch(encoder_dir):
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'sentence_transformers', 'transformers'});"
         "print('IMPORTED', bad); sys.exit(1 if bad else 0)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "config.settings"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "config.settings"},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -120,10 +139,28 @@ def test_real_search_finds_paraphrases(owner_client, dataset):
     from django.urls import reverse
 
     path = shared_file("banking77", "dev.csv")
-    rows = list(csv.DictReader(open(path, newline="", encoding="utf-8")))[:600]
-    data = "text,label\n" + "".join(f'"{r["text"].replace(chr(34), chr(34) * 2)}",{r["label"]}\n' for r in rows)
-    owner_client.post(reverse("dataset-upload", args=[dataset.code]),
-                      {"file": SimpleUploadedFile("b77.csv", data.encode()), "format": "auto", "on_error": "reject"})
-    hits = owner_client.get(reverse("search", args=[dataset.code]), {"q": "someone took my card", "k": 10}).context["hits"]
-    labels = [h.segment.known_label for h in hits]
-    assert labels.count("lost_or_stolen_card") >= 5, labels
+    labels = {
+        "lost_or_stolen_card",
+        "exchange_rate",
+        "card_arrival",
+        "top_up_failed",
+        "pin_blocked",
+        "refund_not_showing_up",
+    }
+    rows, seen = [], dict.fromkeys(labels, 0)
+    for r in csv.DictReader(open(path, newline="", encoding="utf-8")):
+        if r["label"] in labels and seen[r["label"]] < 60:
+            seen[r["label"]] += 1
+            rows.append(r)
+    data = "text,label\n" + "".join(
+        f'"{r["text"].replace(chr(34), chr(34) * 2)}",{r["label"]}\n' for r in rows
+    )
+    owner_client.post(
+        reverse("dataset-upload", args=[dataset.code]),
+        {"file": SimpleUploadedFile("b77.csv", data.encode()), "format": "auto", "on_error": "reject"},
+    )
+    hits = owner_client.get(
+        reverse("search", args=[dataset.code]), {"q": "someone took my card", "k": 10}
+    ).context["hits"]
+    found = [h.segment.known_label for h in hits]
+    assert found.count("lost_or_stolen_card") >= 7, found  # 1 in 6 by chance

@@ -11,7 +11,9 @@ from trackers.models import Document, Job, JobKind, JobState, Segment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-GOOD_CSV = b"text,label,channel\nMy card has not arrived yet,card_arrival,app\nHow do I reset my PIN?,pin,web\n"
+GOOD_CSV = (
+    b"text,label,channel\nMy card has not arrived yet,card_arrival,app\nHow do I reset my PIN?,pin,web\n"
+)
 MIXED_CSV = b"text,label\nMy card has not arrived yet,card_arrival\n,empty\nHow do I reset my PIN?,pin\n"
 
 
@@ -33,7 +35,11 @@ def test_upload_runs_import_embed_and_index_jobs(owner_client, dataset, fake_enc
     seg = Segment.objects.get(text="How do I reset my PIN?")
     assert seg.known_label == "pin" and seg.document.metadata == {"channel": "web"}
     dataset.refresh_from_db()
-    assert dataset.vector_count == 2 and dataset.index_kind == "flat" and dataset.encoder_id == fake_encoder.encoder_id
+    assert (
+        dataset.vector_count == 2
+        and dataset.index_kind == "flat"
+        and dataset.encoder_id == fake_encoder.encoder_id
+    )
 
 
 def test_reject_mode_imports_nothing_and_lists_every_bad_row(owner_client, dataset):
@@ -43,8 +49,10 @@ def test_reject_mode_imports_nothing_and_lists_every_bad_row(owner_client, datas
     job = Job.objects.get(params__filename="mixed.csv")
     assert job.state == JobState.FAILED
     assert "2 bad row(s); nothing was imported" in job.message
-    assert [e["text"] for e in job.errors] == ["mixed.csv, line 3, field 'text': is empty",
-                                                "mixed.csv, line 5, field 'text': is empty"]
+    assert [e["text"] for e in job.errors] == [
+        "mixed.csv, line 3, field 'text': is empty",
+        "mixed.csv, line 5, field 'text': is empty",
+    ]
     assert list(Segment.objects.values_list("id", "text", "vector_row")) == before
     page = owner_client.get(reverse("job", args=[job.code]))
     assert b"mixed.csv" in page.content and b"is empty" in page.content and b"2 problems" in page.content
@@ -56,7 +64,10 @@ def test_skip_mode_imports_good_rows_and_lists_skipped(owner_client, dataset):
     assert job.state == JobState.SUCCEEDED
     assert job.result["documents"] == 2 and job.result["skipped"] == 1
     assert [e["line"] for e in job.errors] == [3]
-    assert sorted(Segment.objects.values_list("text", flat=True)) == ["How do I reset my PIN?", "My card has not arrived yet"]
+    assert sorted(Segment.objects.values_list("text", flat=True)) == [
+        "How do I reset my PIN?",
+        "My card has not arrived yet",
+    ]
 
 
 def test_unreadable_file_fails_even_in_skip_mode(owner_client, dataset):
@@ -88,7 +99,9 @@ def test_empty_upload_is_refused(owner_client, dataset):
 
 
 @pytest.mark.django_db
-def test_htmx_upload_returns_the_polling_activity_panel(owner_client, dataset, django_capture_on_commit_callbacks):
+def test_htmx_upload_returns_the_polling_activity_panel(
+    owner_client, dataset, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = upload(owner_client, dataset, "msgs.csv", GOOD_CSV, HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and len(callbacks) == 1
@@ -106,7 +119,11 @@ def test_activity_polls_until_every_job_is_done_then_answers_286(owner_client, d
     assert done.content.decode().count("job-row state-succeeded") == 3  # import, embed and index
     Job.objects.filter(kind=JobKind.EMBED).update(state=JobState.RUNNING, processed=1, total=4)
     running = owner_client.get(url, HTTP_HX_REQUEST="true")
-    assert running.status_code == 200 and "25%" in running.content.decode() and "every 1s" in running.content.decode()
+    assert (
+        running.status_code == 200
+        and "25%" in running.content.decode()
+        and "every 1s" in running.content.decode()
+    )
 
 
 def test_job_progress_answers_286_when_done(owner_client, dataset):
@@ -139,8 +156,10 @@ def test_reimporting_the_same_document_ids_is_reported_not_duplicated(owner_clie
     upload(owner_client, dataset, "a-again.csv", data + b"m3,third message\n", on_error="skip")
     job = Job.objects.get(params__filename="a-again.csv")
     assert job.result["documents"] == 1
-    assert [e["message"] for e in job.errors] == ["document id 'm1' is already in this dataset",
-                                                  "document id 'm2' is already in this dataset"]
+    assert [e["message"] for e in job.errors] == [
+        "document id 'm1' is already in this dataset",
+        "document id 'm2' is already in this dataset",
+    ]
     assert Document.objects.filter(dataset=dataset).count() == 3
 
 
@@ -171,7 +190,9 @@ def test_import_job_rerun_after_success_does_nothing(owner_client, dataset):
 
 
 @pytest.mark.django_db
-def test_a_killed_worker_job_is_queued_again_and_finishes(dataset, owner, settings, django_capture_on_commit_callbacks):
+def test_a_killed_worker_job_is_queued_again_and_finishes(
+    dataset, owner, settings, django_capture_on_commit_callbacks
+):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -179,7 +200,9 @@ def test_a_killed_worker_job_is_queued_again_and_finishes(dataset, owner, settin
     with django_capture_on_commit_callbacks(execute=False):
         job = services.start_import(dataset=dataset, user=owner, filename="m.csv", data=GOOD_CSV)
     # a worker claimed it and died: running, with an old heartbeat
-    Job.objects.filter(pk=job.pk).update(state=JobState.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=1))
+    Job.objects.filter(pk=job.pk).update(
+        state=JobState.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
     with django_capture_on_commit_callbacks(execute=True):
         assert services.requeue_stale_jobs() == [job.pk]
     job.refresh_from_db()
@@ -188,7 +211,9 @@ def test_a_killed_worker_job_is_queued_again_and_finishes(dataset, owner, settin
 
 
 @pytest.mark.django_db
-def test_a_running_job_with_a_fresh_heartbeat_is_not_claimed_twice(dataset, owner, django_capture_on_commit_callbacks):
+def test_a_running_job_with_a_fresh_heartbeat_is_not_claimed_twice(
+    dataset, owner, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False):
         job = services.start_import(dataset=dataset, user=owner, filename="m.csv", data=GOOD_CSV)
     assert services.claim_job(job.pk) is not None

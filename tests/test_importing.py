@@ -27,7 +27,9 @@ def test_csv_keeps_other_columns_as_metadata_and_label_as_known_label():
 def test_csv_without_text_column_names_the_columns_found():
     result = parse_file("calls.csv", b"body,label\nhello,ham\n")
     assert result.fatal
-    assert errors_of(result) == ["calls.csv, line 1, field 'text': has no 'text' column (columns found: 'body', 'label')"]
+    assert errors_of(result) == [
+        "calls.csv, line 1, field 'text': has no 'text' column (columns found: 'body', 'label')"
+    ]
 
 
 def test_csv_reports_the_physical_line_of_a_bad_row_after_a_multiline_field():
@@ -73,21 +75,29 @@ def test_malformed_json_line_names_line_and_column():
 
 
 def test_jsonl_calls_become_utterance_segments_with_speakers():
-    call = {"id": "c1", "label": "media", "turns": [
-        {"speaker": "customer", "text": "hi i would like to sign up"},
-        {"speaker": "agent", "text": ""},
-        {"speaker": "agent", "text": "Sure.", "start": 3.5},
-    ]}
+    call = {
+        "id": "c1",
+        "label": "media",
+        "turns": [
+            {"speaker": "customer", "text": "hi i would like to sign up"},
+            {"speaker": "agent", "text": ""},
+            {"speaker": "agent", "text": "Sure.", "start": 3.5},
+        ],
+    }
     result = parse_file("calls.jsonl", json.dumps(call).encode())
     (doc,) = result.documents
     assert doc.kind == "call" and doc.external_id == "c1" and doc.metadata == {"label": "media"}
     assert [(s.speaker, s.text, s.start) for s in doc.segments] == [
-        ("customer", "hi i would like to sign up", None), ("agent", "Sure.", 3.5)]
+        ("customer", "hi i would like to sign up", None),
+        ("agent", "Sure.", 3.5),
+    ]
 
 
 def test_jsonl_turn_with_wrong_type_names_the_field():
     data = json.dumps({"id": "c1", "turns": [{"speaker": "a", "text": 5}]}).encode()
-    assert errors_of(parse_file("c.jsonl", data)) == ["c.jsonl, line 1, field 'turns[0].text': must be a string, got int"]
+    assert errors_of(parse_file("c.jsonl", data)) == [
+        "c.jsonl, line 1, field 'turns[0].text': must be a string, got int"
+    ]
 
 
 def test_multidogo_file_parses():
@@ -103,14 +113,18 @@ def test_transcript_lines_with_timestamps_and_continuations():
     (doc,) = parse_file("2026-01-05_acme_renewal.txt", text).documents
     assert doc.kind == "call" and doc.title == "2026 01 05 acme renewal"
     assert [(s.speaker, s.text, s.start) for s in doc.segments] == [
-        ("Dana", "Hi Sam, thanks for joining.", 1.0), ("Sam", "Happy to be here and ready.", None),
-        ("Dana", "Great.", 70.0)]
+        ("Dana", "Hi Sam, thanks for joining.", 1.0),
+        ("Sam", "Happy to be here and ready.", None),
+        ("Dana", "Great.", 70.0),
+    ]
 
 
 def test_transcript_without_speaker_lines_is_an_error():
     result = parse_file("notes.txt", b"just some notes\nwithout speakers\n")
     assert result.fatal
-    assert errors_of(result) == ["notes.txt, line 1: expected 'Speaker: text' (a name, a colon, then what was said)"]
+    assert errors_of(result) == [
+        "notes.txt, line 1: expected 'Speaker: text' (a name, a colon, then what was said)"
+    ]
 
 
 def test_zip_of_transcripts_reports_bad_members_and_keeps_good_ones():
@@ -137,8 +151,12 @@ def test_not_a_zip_is_an_error():
 
 def test_long_utterances_are_split_into_sentences_short_ones_are_not():
     long = "We looked at the numbers again. The price is too high for us! Can you do better? Maybe."
-    assert split_sentences(long, 40) == ["We looked at the numbers again.", "The price is too high for us!",
-                                         "Can you do better?", "Maybe."]
+    assert split_sentences(long, 40) == [
+        "We looked at the numbers again.",
+        "The price is too high for us!",
+        "Can you do better?",
+        "Maybe.",
+    ]
     assert split_sentences(long, 400) == [long]
 
 

@@ -16,9 +16,16 @@ def unit(rng, n, d=32):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize(("n", "setting", "expected"), [
-    (10, "auto", "flat"), (200_000, "auto", "flat"), (200_001, "auto", "hnsw"), (5, "ivf", "ivf"), (10**7, "flat", "flat"),
-])
+@pytest.mark.parametrize(
+    ("n", "setting", "expected"),
+    [
+        (10, "auto", "flat"),
+        (200_000, "auto", "flat"),
+        (200_001, "auto", "hnsw"),
+        (5, "ivf", "ivf"),
+        (10**7, "flat", "flat"),
+    ],
+)
 def test_choose_kind(n, setting, expected):
     assert index.choose_kind(n, setting, flat_max=200_000) == expected
 

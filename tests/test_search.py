@@ -16,8 +16,10 @@ Customer: Can we book a follow up call on Friday?
 
 
 def test_search_shows_the_match_with_previous_and_next_utterances(owner_client, dataset):
-    owner_client.post(reverse("dataset-upload", args=[dataset.code]),
-                      {"file": SimpleUploadedFile("acme_call.txt", TRANSCRIPT), "format": "auto", "on_error": "reject"})
+    owner_client.post(
+        reverse("dataset-upload", args=[dataset.code]),
+        {"file": SimpleUploadedFile("acme_call.txt", TRANSCRIPT), "format": "auto", "on_error": "reject"},
+    )
     response = owner_client.get(reverse("search", args=[dataset.code]), {"q": "evaluating Zendesk", "k": 2})
     hits = response.context["hits"]
     assert hits[0].segment.text == "We are also evaluating Zendesk for this."
@@ -29,10 +31,13 @@ def test_search_shows_the_match_with_previous_and_next_utterances(owner_client, 
 
 
 def test_htmx_search_returns_only_the_results_fragment(owner_client, dataset):
-    owner_client.post(reverse("dataset-upload", args=[dataset.code]),
-                      {"file": SimpleUploadedFile("c.txt", TRANSCRIPT), "format": "auto", "on_error": "reject"})
-    html = owner_client.get(reverse("search", args=[dataset.code]), {"q": "follow up call"},
-                            HTTP_HX_REQUEST="true").content.decode()
+    owner_client.post(
+        reverse("dataset-upload", args=[dataset.code]),
+        {"file": SimpleUploadedFile("c.txt", TRANSCRIPT), "format": "auto", "on_error": "reject"},
+    )
+    html = owner_client.get(
+        reverse("search", args=[dataset.code]), {"q": "follow up call"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert html.lstrip().startswith('<div id="results">') and "<html" not in html
     assert "Can we book a follow up call on Friday?" in html
 
@@ -44,8 +49,10 @@ def test_search_before_indexing_says_what_to_do(owner_client, dataset):
 
 def test_identical_texts_show_once_with_a_count(owner_client, dataset):
     data = b"text\nwe want to cancel\nwe want to cancel\nsomething else entirely\n"
-    owner_client.post(reverse("dataset-upload", args=[dataset.code]),
-                      {"file": SimpleUploadedFile("d.csv", data), "format": "auto", "on_error": "reject"})
+    owner_client.post(
+        reverse("dataset-upload", args=[dataset.code]),
+        {"file": SimpleUploadedFile("d.csv", data), "format": "auto", "on_error": "reject"},
+    )
     hits = owner_client.get(reverse("search", args=[dataset.code]), {"q": "cancel"}).context["hits"]
     assert [h.segment.text for h in hits].count("we want to cancel") == 1
     assert hits[0].duplicates == 1

@@ -6,7 +6,6 @@ import signal
 
 import pytest
 import redis
-from django.conf import settings
 from django.db import connection
 
 from tests.conftest import shared_file
@@ -35,16 +34,22 @@ def env(broker, settings, tmp_path):
         pytest.skip("worker tests need DATABASE_URL pointing at PostgreSQL (make test sets it)")
     url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{connection.settings_dict['NAME']}"
     return worker_env(
-        DATABASE_URL=url, REDIS_URL=broker, CELERY_BROKER_URL=broker,
-        TRACKERS_ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT), TRACKERS_MEDIA_ROOT=str(settings.MEDIA_ROOT),
-        TRACKERS_ENCODER_DIR=str(settings.ENCODER_DIR), TRACKERS_DATA_DIR=str(tmp_path / "var"),
+        DATABASE_URL=url,
+        REDIS_URL=broker,
+        CELERY_BROKER_URL=broker,
+        TRACKERS_ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
+        TRACKERS_MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        TRACKERS_ENCODER_DIR=str(settings.ENCODER_DIR),
+        TRACKERS_DATA_DIR=str(tmp_path / "var"),
     )
 
 
 def jobs_done(dataset):
     states = dict(Job.objects.filter(dataset=dataset).values_list("kind", "state"))
     if JobState.FAILED in states.values():
-        raise AssertionError(f"a job failed: {list(Job.objects.filter(dataset=dataset).values('kind', 'message'))}")
+        raise AssertionError(
+            f"a job failed: {list(Job.objects.filter(dataset=dataset).values('kind', 'message'))}"
+        )
     return states.get(JobKind.INDEX) == JobState.SUCCEEDED and states
 
 
@@ -68,15 +73,25 @@ def test_worker_imports_embeds_and_indexes_a_file(env, dataset, owner, tmp_path)
 
 def test_a_worker_killed_mid_embedding_loses_nothing(env, dataset, owner, tmp_path, settings):
     path = shared_file("sms_spam", "dev.csv")
-    env = {**env, "TRACKERS_JOB_STALE_SECONDS": "3", "CELERY_VISIBILITY_TIMEOUT": "4",
-           "TRACKERS_EMBED_CHUNK_ROWS": "512"}
+    env = {
+        **env,
+        "TRACKERS_JOB_STALE_SECONDS": "3",
+        "CELERY_VISIBILITY_TIMEOUT": "4",
+        "TRACKERS_EMBED_CHUNK_ROWS": "512",
+    }
     log = tmp_path / "worker.log"
     first = start_worker(env, log)
     try:
         data = b"".join(path.read_bytes().splitlines(keepends=True)[:1501])  # header + 1,500 messages
         services.start_import(dataset=dataset, user=owner, filename="sms.csv", data=data)
-        embed = wait_for(lambda: Job.objects.filter(dataset=dataset, kind=JobKind.EMBED, state=JobState.RUNNING,
-                                                    processed__gte=520).first(), 180, "embedding under way", log)
+        embed = wait_for(
+            lambda: Job.objects.filter(
+                dataset=dataset, kind=JobKind.EMBED, state=JobState.RUNNING, processed__gte=520
+            ).first(),
+            180,
+            "embedding under way",
+            log,
+        )
     finally:
         stop_worker(first, signal.SIGKILL)
     killed_at = Job.objects.get(pk=embed.pk).processed
@@ -94,6 +109,8 @@ def test_a_worker_killed_mid_embedding_loses_nothing(env, dataset, owner, tmp_pa
     assert dataset.documents.count() == 1500
     assert Segment.objects.filter(dataset=dataset, vector_row__isnull=True).count() == 0
     # every distinct text points at one row, and every row used is inside the store
-    rows = Segment.objects.filter(dataset=dataset).order_by().values_list("text_hash", "vector_row").distinct()
+    rows = (
+        Segment.objects.filter(dataset=dataset).order_by().values_list("text_hash", "vector_row").distinct()
+    )
     assert len(rows) == distinct
     assert max(r for _, r in rows) < dataset.vector_count == dataset.index_size

@@ -21,12 +21,26 @@ def worker_env(**overrides: str) -> dict[str, str]:
 
 
 def start_worker(env: dict[str, str], log: Path, *, beat: bool = False) -> subprocess.Popen:
-    args = [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel=INFO", "--concurrency=1",
-            "--pool=prefork", "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h"]
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--loglevel=INFO",
+        "--concurrency=1",
+        "--pool=prefork",
+        "--without-gossip",
+        "--without-mingle",
+        "-n",
+        f"test-{os.getpid()}-{time.time_ns()}@%h",
+    ]
     if beat:
         args += ["--beat", f"--schedule={log.with_suffix('.beat')}"]
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:

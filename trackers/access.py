@@ -9,7 +9,11 @@ from trackers.models import Dataset, Document, Job, Membership, Workspace
 
 
 def workspaces_for(user):
-    return Workspace.objects.filter(memberships__user=user) if user.is_authenticated else Workspace.objects.none()
+    return (
+        Workspace.objects.filter(memberships__user=user)
+        if user.is_authenticated
+        else Workspace.objects.none()
+    )
 
 
 def role_in(user, workspace: Workspace) -> str | None:
@@ -28,16 +32,21 @@ def get_workspace_for_user(user, code) -> Workspace:
 
 
 def get_dataset_for_user(user, code) -> Dataset:
-    return get_object_or_404(Dataset.objects.select_related("workspace").filter(workspace__in=workspaces_for(user)), code=code)
+    return get_object_or_404(
+        Dataset.objects.select_related("workspace").filter(workspace__in=workspaces_for(user)), code=code
+    )
 
 
 def get_document_for_user(user, code) -> Document:
     return get_object_or_404(
-        Document.objects.select_related("dataset__workspace").filter(dataset__workspace__in=workspaces_for(user)),
+        Document.objects.select_related("dataset__workspace").filter(
+            dataset__workspace__in=workspaces_for(user)
+        ),
         code=code,
     )
 
 
 def get_job_for_user(user, code) -> Job:
-    return get_object_or_404(Job.objects.select_related("dataset").filter(workspace__in=workspaces_for(user)), code=code)
-
+    return get_object_or_404(
+        Job.objects.select_related("dataset").filter(workspace__in=workspaces_for(user)), code=code
+    )

@@ -26,10 +26,26 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
-    list_display = ["name", "workspace", "vector_count", "index_kind", "index_size", "index_built_at", "encoder_id"]
+    list_display = [
+        "name",
+        "workspace",
+        "vector_count",
+        "index_kind",
+        "index_size",
+        "index_built_at",
+        "encoder_id",
+    ]
     list_filter = ["workspace", "index_kind"]
     search_fields = ["name", "code", "description"]
-    readonly_fields = ["code", "encoder_id", "vector_count", "index_file", "index_kind", "index_size", "index_built_at"]
+    readonly_fields = [
+        "code",
+        "encoder_id",
+        "vector_count",
+        "index_file",
+        "index_kind",
+        "index_size",
+        "index_built_at",
+    ]
 
 
 @admin.register(Document)
@@ -55,7 +71,17 @@ class SegmentAdmin(admin.ModelAdmin):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["code", "kind", "state", "dataset", "processed", "total", "attempts", "created_at", "finished_at"]
+    list_display = [
+        "code",
+        "kind",
+        "state",
+        "dataset",
+        "processed",
+        "total",
+        "attempts",
+        "created_at",
+        "finished_at",
+    ]
     list_filter = ["kind", "state", "workspace"]
     search_fields = ["code", "message"]
     raw_id_fields = ["dataset", "created_by"]

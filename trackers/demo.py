@@ -12,14 +12,36 @@ import random
 import zipfile
 from datetime import date, timedelta
 
-COMPANIES = ["Brightline Logistics", "Cobalt Health", "Fernway Foods", "Harbor Dental", "Juniper Legal",
-             "Kestrel Energy", "Lumen Retail", "Maple Insurance", "Northstar Freight", "Orchid Hotels",
-             "Pinecrest Schools", "Quarry Media", "Riverbend Clinics", "Summit Realty", "Tidewater Bank"]
+COMPANIES = [
+    "Brightline Logistics",
+    "Cobalt Health",
+    "Fernway Foods",
+    "Harbor Dental",
+    "Juniper Legal",
+    "Kestrel Energy",
+    "Lumen Retail",
+    "Maple Insurance",
+    "Northstar Freight",
+    "Orchid Hotels",
+    "Pinecrest Schools",
+    "Quarry Media",
+    "Riverbend Clinics",
+    "Summit Realty",
+    "Tidewater Bank",
+]
 COMPETITORS = ["Salesforce", "HubSpot", "Zendesk", "Freshdesk", "Pipedrive", "Intercom"]
 REPS = ["Dana", "Marco", "Priya", "Tom", "Aisha", "Lena"]
 CUSTOMERS = ["Chris", "Jordan", "Sam", "Alex", "Morgan", "Taylor", "Jamie", "Robin", "Casey", "Riley"]
-FEATURES = ["reporting dashboard", "call recording", "CRM sync", "SSO login", "mobile app", "API access",
-            "custom fields", "email templates"]
+FEATURES = [
+    "reporting dashboard",
+    "call recording",
+    "CRM sync",
+    "SSO login",
+    "mobile app",
+    "API access",
+    "custom fields",
+    "email templates",
+]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "next week", "the 14th", "end of the month"]
 
 CONCEPTS: dict[str, list[str]] = {
@@ -103,13 +125,26 @@ CONCEPTS: dict[str, list[str]] = {
 }
 
 SMALL_TALK = [
-    "Hi {customer}, thanks for making time today.", "Hey, good to talk to you again.",
-    "How was your weekend?", "Pretty good, busy as always.", "Can you hear me okay?",
-    "Yes, you're coming through fine.", "Sorry, I'm just getting out of another meeting.",
-    "No worries at all.", "Great, let's get started.", "Thanks, appreciate it.",
-    "Sounds good.", "Makes sense.", "Got it, thank you.", "Let me pull that up real quick.",
-    "Okay, one second.", "Thanks for your patience.", "Anything else before we wrap up?",
-    "No, I think that covers it.", "Have a great rest of your day.", "You too, bye.",
+    "Hi {customer}, thanks for making time today.",
+    "Hey, good to talk to you again.",
+    "How was your weekend?",
+    "Pretty good, busy as always.",
+    "Can you hear me okay?",
+    "Yes, you're coming through fine.",
+    "Sorry, I'm just getting out of another meeting.",
+    "No worries at all.",
+    "Great, let's get started.",
+    "Thanks, appreciate it.",
+    "Sounds good.",
+    "Makes sense.",
+    "Got it, thank you.",
+    "Let me pull that up real quick.",
+    "Okay, one second.",
+    "Thanks for your patience.",
+    "Anything else before we wrap up?",
+    "No, I think that covers it.",
+    "Have a great rest of your day.",
+    "You too, bye.",
 ]
 REP_LINES = [
     "Just to recap, you're running about {seats} seats today.",
@@ -125,24 +160,76 @@ REP_LINES = [
 CUSTOMER_LINES = [
     "We have about {seats} people using it every day.",
     "The {feature} is the part my team uses the most.",
-    "Overall the team likes it.", "I need to check with my director first.",
-    "We're growing quickly this year.", "Mostly we use it for weekly reporting.",
+    "Overall the team likes it.",
+    "I need to check with my director first.",
+    "We're growing quickly this year.",
+    "Mostly we use it for weekly reporting.",
     "Our quarter ends in a few weeks, so timing matters.",
 ]
 SCENARIOS = {
-    "discovery call": ["competitor_mention", "pricing_objection", "follow_up", "security_question", "discount_request"],
-    "renewal call": ["pricing_objection", "discount_request", "competitor_mention", "cancellation_threat", "follow_up"],
+    "discovery call": [
+        "competitor_mention",
+        "pricing_objection",
+        "follow_up",
+        "security_question",
+        "discount_request",
+    ],
+    "renewal call": [
+        "pricing_objection",
+        "discount_request",
+        "competitor_mention",
+        "cancellation_threat",
+        "follow_up",
+    ],
     "support call": ["technical_issue", "cancellation_threat", "follow_up", "onboarding_training"],
     "onboarding call": ["onboarding_training", "technical_issue", "follow_up", "security_question"],
     "escalation call": ["technical_issue", "cancellation_threat", "competitor_mention", "follow_up"],
 }
 
 
-def _fill(template: str, rng: random.Random, customer: str) -> str:
-    return template.format(
-        competitor=rng.choice(COMPETITORS), feature=rng.choice(FEATURES), day=rng.choice(DAYS),
-        price=f"${rng.choice([49, 59, 79, 99, 129])}", seats=rng.choice([12, 25, 40, 60, 150, 300]), customer=customer,
+LEAD_INS = [
+    "",
+    "",
+    "",
+    "Honestly, ",
+    "Look, ",
+    "So ",
+    "To be fair, ",
+    "Okay, so ",
+    "Right, ",
+    "Just so you know, ",
+    "I'll be straight with you, ",
+    "Well, ",
+    "Yeah, ",
+]
+TAILS = [
+    "",
+    "",
+    "",
+    " That's the main thing for us.",
+    " Just wanted to flag that.",
+    " Does that make sense?",
+    " I hope that's clear.",
+    " We talked about it internally.",
+    " My team raised it again this week.",
+]
+
+
+def _fill(template: str, rng: random.Random, customer: str, vary: bool = True, tail: bool = False) -> str:
+    text = template.format(
+        competitor=rng.choice(COMPETITORS),
+        feature=rng.choice(FEATURES),
+        day=rng.choice(DAYS),
+        price=f"${rng.choice([49, 59, 79, 99, 129])}",
+        seats=rng.choice([12, 25, 40, 60, 150, 300]),
+        customer=customer,
     )
+    if not vary:
+        return text
+    lead = rng.choice(LEAD_INS)
+    if lead and not text.startswith(("I ", "I'", *COMPETITORS)):
+        text = text[0].lower() + text[1:]
+    return lead + text + (rng.choice(TAILS) if tail else "")
 
 
 def generate_calls(n: int = 150, seed: int = 7) -> list[tuple[str, str]]:
@@ -155,18 +242,27 @@ def generate_calls(n: int = 150, seed: int = 7) -> list[tuple[str, str]]:
         company = rng.choice(COMPANIES)
         rep, customer = rng.choice(REPS), rng.choice(CUSTOMERS)
         concepts = rng.sample(SCENARIOS[scenario], k=rng.randint(1, 3))
-        turns: list[tuple[str, str]] = [(rep, _fill(SMALL_TALK[0], rng, customer)), (customer, rng.choice(SMALL_TALK[1:4]))]
+        turns: list[tuple[str, str]] = [
+            (rep, _fill(SMALL_TALK[0], rng, customer, vary=False)),
+            (customer, rng.choice(SMALL_TALK[1:4])),
+        ]
         body: list[tuple[str, str]] = []
         for _ in range(rng.randint(3, 6)):
             body.append((rep, _fill(rng.choice(REP_LINES), rng, customer)))
-            body.append((customer, _fill(rng.choice(CUSTOMER_LINES + SMALL_TALK[5:14]), rng, customer)))
+            line = rng.choice(CUSTOMER_LINES + SMALL_TALK[5:14])
+            body.append((customer, _fill(line, rng, customer, vary=line in CUSTOMER_LINES, tail=True)))
         for concept in concepts:
             speaker = rep if concept == "follow_up" and rng.random() < 0.5 else customer
             pos = rng.randint(0, len(body))
-            body.insert(pos, (speaker, _fill(rng.choice(CONCEPTS[concept]), rng, customer)))
+            body.insert(pos, (speaker, _fill(rng.choice(CONCEPTS[concept]), rng, customer, tail=True)))
             reply = rng.choice(REP_LINES) if speaker == customer else rng.choice(CUSTOMER_LINES)
             body.insert(pos + 1, (rep if speaker == customer else customer, _fill(reply, rng, customer)))
-        turns += body + [(rep, SMALL_TALK[16]), (customer, SMALL_TALK[17]), (rep, SMALL_TALK[18]), (customer, SMALL_TALK[19])]
+        turns += body + [
+            (rep, SMALL_TALK[16]),
+            (customer, SMALL_TALK[17]),
+            (rep, SMALL_TALK[18]),
+            (customer, SMALL_TALK[19]),
+        ]
         clock, lines = 0, []
         for speaker, text in turns:
             lines.append(f"[{clock // 60:02d}:{clock % 60:02d}] {speaker}: {text}")

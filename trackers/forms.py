@@ -11,10 +11,15 @@ class DatasetForm(forms.Form):
 
 
 class UploadForm(forms.Form):
-    file = forms.FileField(help_text="CSV with a 'text' column, JSONL of messages or calls, a .txt transcript, or a zip of transcripts")
+    file = forms.FileField(
+        help_text="CSV with a 'text' column, JSONL of messages or calls, a .txt transcript, or a zip of transcripts"
+    )
     format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="auto")
     on_error = forms.ChoiceField(
-        choices=[("reject", "Import nothing if any row is bad"), ("skip", "Import the good rows, list the bad ones")],
+        choices=[
+            ("reject", "Import nothing if any row is bad"),
+            ("skip", "Import the good rows, list the bad ones"),
+        ],
         initial="reject",
         widget=forms.RadioSelect,
         label="If some rows are bad",

@@ -147,7 +147,8 @@ def decode(data: bytes, name: str) -> tuple[str | None, RowError | None]:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         return None, RowError(
-            name, line,
+            name,
+            line,
             f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it as UTF-8 and upload again",
         )
 
@@ -169,7 +170,10 @@ def detect_format(name: str, data: bytes) -> str:
 def parse_file(name: str, data: bytes, fmt: str = "auto", limits: Limits = Limits()) -> ParseResult:
     """Parse one uploaded file of any supported format."""
     if fmt not in FORMATS:
-        return ParseResult(errors=[RowError(name, None, f"unknown format '{fmt}'; expected one of {', '.join(FORMATS)}")], fatal=True)
+        return ParseResult(
+            errors=[RowError(name, None, f"unknown format '{fmt}'; expected one of {', '.join(FORMATS)}")],
+            fatal=True,
+        )
     if not data.strip():
         return ParseResult(errors=[RowError(name, None, "the file is empty")], fatal=True)
     if fmt == "auto":
@@ -208,7 +212,13 @@ def parse_csv(name: str, text: str, limits: Limits) -> ParseResult:
             start_line, line = line + 1, reader.line_num
             result.rows += 1
             if None in row:
-                result.errors.append(RowError(name, start_line, f"has {len(header) + len(row[None])} fields; the header has {len(header)}"))
+                result.errors.append(
+                    RowError(
+                        name,
+                        start_line,
+                        f"has {len(header) + len(row[None])} fields; the header has {len(header)}",
+                    )
+                )
                 continue
             try:
                 body = _clean_text(row.get("text"), limits)
@@ -239,7 +249,7 @@ def parse_csv(name: str, text: str, limits: Limits) -> ParseResult:
 def _call_from_json(obj: dict[str, Any], name: str, line: int, limits: Limits) -> ParsedDocument:
     turns = obj["turns"]
     if not isinstance(turns, list) or not turns:
-        raise _RowProblem("must be a non-empty list of {\"speaker\", \"text\"} objects", "turns")
+        raise _RowProblem('must be a non-empty list of {"speaker", "text"} objects', "turns")
     segments: list[ParsedSegment] = []
     for i, turn in enumerate(turns):
         where = f"turns[{i}]"
@@ -251,11 +261,15 @@ def _call_from_json(obj: dict[str, Any], name: str, line: int, limits: Limits) -
         speaker = str(turn.get("speaker") or "").strip()
         start = _parse_seconds(turn.get("start"), f"{where}.start")
         end = _parse_seconds(turn.get("end"), f"{where}.end")
-        segments += _segments(body, limits, speaker=speaker, start=start, end=end, label=str(turn.get("label") or ""))
+        segments += _segments(
+            body, limits, speaker=speaker, start=start, end=end, label=str(turn.get("label") or "")
+        )
     if not segments:
         raise _RowProblem("every turn is empty", "turns")
     ext = str(obj.get("id") or obj.get("external_id") or "").strip()
-    meta = {k: v for k, v in obj.items() if k not in {"id", "external_id", "title", "turns", "timestamp", "kind"}}
+    meta = {
+        k: v for k, v in obj.items() if k not in {"id", "external_id", "title", "turns", "timestamp", "kind"}
+    }
     return ParsedDocument(
         external_id=ext,
         title=str(obj.get("title") or ext or f"Call on line {line}"),
@@ -276,7 +290,9 @@ def parse_jsonl(name: str, text: str, limits: Limits) -> ParseResult:
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
-            result.errors.append(RowError(name, line_no, f"is not valid JSON: {exc.msg} (column {exc.colno})"))
+            result.errors.append(
+                RowError(name, line_no, f"is not valid JSON: {exc.msg} (column {exc.colno})")
+            )
             continue
         try:
             if not isinstance(obj, dict):
@@ -294,7 +310,9 @@ def parse_jsonl(name: str, text: str, limits: Limits) -> ParseResult:
                     source=f"{name}, line {line_no}",
                     metadata={k: v for k, v in obj.items() if k not in reserved},
                     occurred_at=_parse_time(obj.get("timestamp"), "timestamp"),
-                    segments=_segments(body, limits, speaker=str(obj.get("speaker") or ""), label=str(obj.get("label") or "")),
+                    segments=_segments(
+                        body, limits, speaker=str(obj.get("speaker") or ""), label=str(obj.get("label") or "")
+                    ),
                 )
             else:
                 raise _RowProblem("has neither a 'text' nor a 'turns' field")
@@ -319,7 +337,9 @@ def parse_transcript(name: str, text: str, limits: Limits, external_id: str | No
         elif turns:
             turns[-1][3].append(raw.strip())
         else:
-            result.errors.append(RowError(name, line_no, "expected 'Speaker: text' (a name, a colon, then what was said)"))
+            result.errors.append(
+                RowError(name, line_no, "expected 'Speaker: text' (a name, a colon, then what was said)")
+            )
             result.fatal = True
             return result
     if not turns:
@@ -337,8 +357,13 @@ def parse_transcript(name: str, text: str, limits: Limits, external_id: str | No
         segments += _segments(body, limits, speaker=speaker, start=ts, end=end)
     stem = PurePosixPath(name).stem
     result.documents.append(
-        ParsedDocument(external_id=external_id or stem, title=stem.replace("_", " ").replace("-", " ").strip() or stem,
-                       kind="call", source=name, segments=segments)
+        ParsedDocument(
+            external_id=external_id or stem,
+            title=stem.replace("_", " ").replace("-", " ").strip() or stem,
+            kind="call",
+            source=name,
+            segments=segments,
+        )
     )
     return result
 
@@ -349,14 +374,23 @@ def parse_zip(name: str, data: bytes, limits: Limits) -> ParseResult:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         return ParseResult(errors=[RowError(name, None, "is not a valid zip archive")], fatal=True)
-    members = [i for i in archive.infolist() if not i.is_dir() and not PurePosixPath(i.filename).name.startswith(".")
-               and "__MACOSX" not in i.filename]
+    members = [
+        i
+        for i in archive.infolist()
+        if not i.is_dir()
+        and not PurePosixPath(i.filename).name.startswith(".")
+        and "__MACOSX" not in i.filename
+    ]
     if not members:
         return ParseResult(errors=[RowError(name, None, "the zip archive holds no files")], fatal=True)
     for info in sorted(members, key=lambda i: i.filename):
         member = f"{name}/{info.filename}"
         if not info.filename.lower().endswith(".txt"):
-            result.errors.append(RowError(member, None, "is not a .txt transcript; zip archives hold one transcript per .txt file"))
+            result.errors.append(
+                RowError(
+                    member, None, "is not a .txt transcript; zip archives hold one transcript per .txt file"
+                )
+            )
             continue
         raw = archive.read(info)
         if not raw.strip():

@@ -26,7 +26,9 @@ class Workspace(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=120)
     created_at = models.DateTimeField(default=timezone.now)
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="workspaces")
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="workspaces"
+    )
 
     class Meta:
         ordering = ["name"]
@@ -64,7 +66,9 @@ class Dataset(models.Model):
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="dataset_name_unique_in_workspace")]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "name"], name="dataset_name_unique_in_workspace")
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -85,14 +89,18 @@ class Document(models.Model):
     kind = models.CharField(max_length=16, default=DocumentKind.MESSAGE)
     metadata = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField(null=True, blank=True)
-    imported_by_job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    imported_by_job = models.ForeignKey(
+        "Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["dataset", "external_id"], condition=~Q(external_id=""), name="document_external_id_unique"
+                fields=["dataset", "external_id"],
+                condition=~Q(external_id=""),
+                name="document_external_id_unique",
             )
         ]
 
@@ -115,7 +123,9 @@ class Segment(models.Model):
 
     class Meta:
         ordering = ["document_id", "position"]
-        constraints = [models.UniqueConstraint(fields=["document", "position"], name="segment_position_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "position"], name="segment_position_unique")
+        ]
         indexes = [
             models.Index(fields=["dataset", "text_hash"], name="segment_dataset_hash"),
             models.Index(fields=["dataset", "vector_row"], name="segment_dataset_row"),

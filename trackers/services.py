@@ -51,6 +51,7 @@ def vector_store(dataset: Dataset) -> VectorStore:
 
 # --- job lifecycle -----------------------------------------------------------------------
 
+
 def _task_for(kind: str) -> Callable:
     from labeling.tasks import build_index
     from trackers.tasks import embed_dataset, import_corpus
@@ -67,7 +68,12 @@ def enqueue_job(job: Job) -> None:
 
 def create_job(*, dataset: Dataset, kind: str, user=None, params: dict | None = None, total: int = 0) -> Job:
     job = Job.objects.create(
-        workspace=dataset.workspace, dataset=dataset, kind=kind, params=params or {}, created_by=user, total=total
+        workspace=dataset.workspace,
+        dataset=dataset,
+        kind=kind,
+        params=params or {},
+        created_by=user,
+        total=total,
     )
     enqueue_job(job)
     return job
@@ -94,7 +100,9 @@ def report_progress(job: Job, processed: int, total: int | None = None, message:
     Job.objects.filter(pk=job.pk).update(**fields)
 
 
-def finish_job(job: Job, *, state: str, message: str = "", errors: list | None = None, result: dict | None = None) -> None:
+def finish_job(
+    job: Job, *, state: str, message: str = "", errors: list | None = None, result: dict | None = None
+) -> None:
     job.state, job.message, job.finished_at = state, message[:500], timezone.now()
     if errors is not None:
         job.errors = errors
@@ -121,6 +129,7 @@ def requeue_stale_jobs() -> list[int]:
 
 # --- import ------------------------------------------------------------------------------
 
+
 def format_size(n: int) -> str:
     if n < 1000:
         return f"{n} bytes"
@@ -137,7 +146,9 @@ def check_upload_size(filename: str, size: int) -> None:
         )
 
 
-def start_import(*, dataset: Dataset, user, filename: str, data: bytes, fmt: str = "auto", on_error: str = "reject") -> Job:
+def start_import(
+    *, dataset: Dataset, user, filename: str, data: bytes, fmt: str = "auto", on_error: str = "reject"
+) -> Job:
     """Check an upload's size and options, store it, and queue its import job."""
     filename = Path(filename or "upload").name
     if on_error not in ON_ERROR_CHOICES:
@@ -149,7 +160,10 @@ def start_import(*, dataset: Dataset, user, filename: str, data: bytes, fmt: str
         raise ImportRejected(f"{filename}: the file is empty")
     with transaction.atomic():
         job = Job.objects.create(
-            workspace=dataset.workspace, dataset=dataset, kind=JobKind.IMPORT, created_by=user,
+            workspace=dataset.workspace,
+            dataset=dataset,
+            kind=JobKind.IMPORT,
+            created_by=user,
             params={"filename": filename, "format": fmt, "on_error": on_error},
         )
         path = Path(settings.MEDIA_ROOT) / "uploads" / str(job.code) / filename
@@ -181,41 +195,74 @@ def run_import(job: Job) -> ImportOutcome | None:
     docs = parsed.documents
     seen = set()
     existing = set(
-        Document.objects.filter(dataset=dataset, external_id__in=[d.external_id for d in docs if d.external_id])
-        .values_list("external_id", flat=True)
+        Document.objects.filter(
+            dataset=dataset, external_id__in=[d.external_id for d in docs if d.external_id]
+        ).values_list("external_id", flat=True)
     )
     kept = []
     for d in docs:
         if d.external_id and (d.external_id in existing or d.external_id in seen):
             why = "is already in this dataset" if d.external_id in existing else "appears twice in this file"
-            errors.append({"file": d.source, "line": None, "field": "id",
-                           "message": f"document id '{d.external_id}' {why}", "text": f"{d.source}: document id '{d.external_id}' {why}"})
+            errors.append(
+                {
+                    "file": d.source,
+                    "line": None,
+                    "field": "id",
+                    "message": f"document id '{d.external_id}' {why}",
+                    "text": f"{d.source}: document id '{d.external_id}' {why}",
+                }
+            )
             continue
         seen.add(d.external_id)
         kept.append(d)
     report_progress(job, 0, total=len(kept))
     if parsed.fatal or (errors and job.params.get("on_error") == "reject") or not kept:
         why = (
-            "the file cannot be read" if parsed.fatal
-            else "nothing to import" if not kept
+            "the file cannot be read"
+            if parsed.fatal
+            else "nothing to import"
+            if not kept
             else f"{len(errors)} bad row(s); nothing was imported (choose 'skip bad rows' to import the rest)"
         )
-        finish_job(job, state=JobState.FAILED, message=why, errors=errors,
-                   result={"documents": 0, "segments": 0, "skipped": len(errors), "rows": parsed.rows})
+        finish_job(
+            job,
+            state=JobState.FAILED,
+            message=why,
+            errors=errors,
+            result={"documents": 0, "segments": 0, "skipped": len(errors), "rows": parsed.rows},
+        )
         return None
     n_segments = 0
     batch = 500
     with transaction.atomic():
         for start in range(0, len(kept), batch):
             chunk = kept[start : start + batch]
-            objs = Document.objects.bulk_create([
-                Document(dataset=dataset, external_id=d.external_id[:255], title=d.title[:255], kind=d.kind[:16],
-                         metadata=d.metadata, occurred_at=d.occurred_at, imported_by_job=job)
-                for d in chunk
-            ])
+            objs = Document.objects.bulk_create(
+                [
+                    Document(
+                        dataset=dataset,
+                        external_id=d.external_id[:255],
+                        title=d.title[:255],
+                        kind=d.kind[:16],
+                        metadata=d.metadata,
+                        occurred_at=d.occurred_at,
+                        imported_by_job=job,
+                    )
+                    for d in chunk
+                ]
+            )
             segs = [
-                Segment(dataset=dataset, document=doc, position=i, speaker=s.speaker[:120], text=s.text,
-                        text_hash=text_hash(s.text), start_time=s.start, end_time=s.end, known_label=s.label[:120])
+                Segment(
+                    dataset=dataset,
+                    document=doc,
+                    position=i,
+                    speaker=s.speaker[:120],
+                    text=s.text,
+                    text_hash=text_hash(s.text),
+                    start_time=s.start,
+                    end_time=s.end,
+                    known_label=s.label[:120],
+                )
                 for doc, d in zip(objs, chunk, strict=True)
                 for i, s in enumerate(d.segments)
             ]
@@ -226,13 +273,19 @@ def run_import(job: Job) -> ImportOutcome | None:
         msg = f"imported {outcome.documents:,} documents, {outcome.segments:,} segments"
         if errors:
             msg += f"; skipped {len(errors)} bad row(s)"
-        finish_job(job, state=JobState.SUCCEEDED, message=msg, errors=errors,
-                   result={**outcome.__dict__, "rows": parsed.rows})
+        finish_job(
+            job,
+            state=JobState.SUCCEEDED,
+            message=msg,
+            errors=errors,
+            result={**outcome.__dict__, "rows": parsed.rows},
+        )
         create_job(dataset=dataset, kind=JobKind.EMBED, user=job.created_by, params={"after": str(job.code)})
     return outcome
 
 
 # --- embedding ---------------------------------------------------------------------------
+
 
 def embed_pending(job: Job) -> int:
     """Embed every segment of the dataset that has no vector yet; identical texts share one row."""
@@ -245,7 +298,8 @@ def embed_pending(job: Job) -> int:
     todo: dict[str, str] = {}
     for pk, h, t in (
         Segment.objects.filter(dataset=dataset, vector_row__isnull=True)
-        .values_list("pk", "text_hash", "text").iterator(chunk_size=5000)
+        .values_list("pk", "text_hash", "text")
+        .iterator(chunk_size=5000)
     ):
         ids_by_hash.setdefault(h, []).append(pk)
         todo.setdefault(h, t)
@@ -254,8 +308,9 @@ def embed_pending(job: Job) -> int:
     all_hashes = list(todo)
     for i in range(0, len(all_hashes), 5000):
         known.update(
-            Segment.objects.filter(dataset=dataset, vector_row__isnull=False, text_hash__in=all_hashes[i : i + 5000])
-            .values_list("text_hash", "vector_row")
+            Segment.objects.filter(
+                dataset=dataset, vector_row__isnull=False, text_hash__in=all_hashes[i : i + 5000]
+            ).values_list("text_hash", "vector_row")
         )
     _assign_rows(ids_by_hash, known)
     hashes = [h for h in todo if h not in known]
@@ -275,7 +330,9 @@ def embed_pending(job: Job) -> int:
         first = store.append(vectors, encoder.encoder_id)
         with transaction.atomic():
             _assign_rows(ids_by_hash, {h: first + i for i, h in enumerate(part)})
-            Dataset.objects.filter(pk=dataset.pk).update(encoder_id=encoder.encoder_id, vector_count=store.rows)
+            Dataset.objects.filter(pk=dataset.pk).update(
+                encoder_id=encoder.encoder_id, vector_count=store.rows
+            )
         done += len(part)
         report_progress(job, done)
     return len(hashes)

@@ -49,8 +49,9 @@ def embed_dataset(self, *, job_id: int) -> None:
 
     def work(job: Job) -> str:
         n = services.embed_pending(job)
-        services.create_job(dataset=job.dataset, kind=JobKind.INDEX, user=job.created_by,
-                            params={"after": str(job.code)})
+        services.create_job(
+            dataset=job.dataset, kind=JobKind.INDEX, user=job.created_by, params={"after": str(job.code)}
+        )
         return f"embedded {n:,} distinct texts"
 
     run_claimed(self, job_id, work)

@@ -43,15 +43,19 @@ def workspace_detail(request: HttpRequest, code) -> HttpResponse:
     datasets = ws.datasets.annotate(
         n_documents=Count("documents", distinct=True),
     )
-    return TemplateResponse(request, "trackers/workspace.html", {
-        "workspace": ws,
-        "datasets": datasets,
-        "memberships": ws.memberships.select_related("user").order_by("user__username"),
-        "jobs": ws.jobs.select_related("dataset")[:10],
-        "role": role_in(request.user, ws),
-        "can_import": role_in(request.user, ws) in CAN_IMPORT,
-        "form": DatasetForm(),
-    })
+    return TemplateResponse(
+        request,
+        "trackers/workspace.html",
+        {
+            "workspace": ws,
+            "datasets": datasets,
+            "memberships": ws.memberships.select_related("user").order_by("user__username"),
+            "jobs": ws.jobs.select_related("dataset")[:10],
+            "role": role_in(request.user, ws),
+            "can_import": role_in(request.user, ws) in CAN_IMPORT,
+            "form": DatasetForm(),
+        },
+    )
 
 
 @login_required
@@ -81,7 +85,9 @@ def _activity_context(ds: Dataset) -> dict:
 
 
 def _dataset_context(request: HttpRequest, ds: Dataset, form: UploadForm | None = None) -> dict:
-    page = Paginator(ds.documents.annotate(n_segments=Count("segments")).order_by("id"), 25).get_page(request.GET.get("page"))
+    page = Paginator(ds.documents.annotate(n_segments=Count("segments")).order_by("id"), 25).get_page(
+        request.GET.get("page")
+    )
     return {
         **_activity_context(ds),
         "workspace": ds.workspace,
@@ -109,8 +115,14 @@ def dataset_upload(request: HttpRequest, code) -> HttpResponse:
         upload = form.cleaned_data["file"]
         try:
             services.check_upload_size(upload.name, upload.size)
-            job = services.start_import(dataset=ds, user=request.user, filename=upload.name, data=upload.read(),
-                                        fmt=form.cleaned_data["format"], on_error=form.cleaned_data["on_error"])
+            job = services.start_import(
+                dataset=ds,
+                user=request.user,
+                filename=upload.name,
+                data=upload.read(),
+                fmt=form.cleaned_data["format"],
+                on_error=form.cleaned_data["on_error"],
+            )
         except services.ImportRejected as exc:
             form.add_error("file", str(exc))
         else:
@@ -120,7 +132,9 @@ def dataset_upload(request: HttpRequest, code) -> HttpResponse:
             messages.success(request, f"Importing {upload.name} (job {job.code}).")
             return redirect("dataset", code=ds.code)
     if request.htmx:
-        response = TemplateResponse(request, "trackers/dataset.html#upload-form", {"form": form, "dataset": ds}, status=422)
+        response = TemplateResponse(
+            request, "trackers/dataset.html#upload-form", {"form": form, "dataset": ds}, status=422
+        )
         return reswap(retarget(response, "#upload-form"), "outerHTML")
     return TemplateResponse(request, "trackers/dataset.html", _dataset_context(request, ds, form), status=422)
 
@@ -140,17 +154,25 @@ def dataset_activity(request: HttpRequest, code) -> HttpResponse:
 def document_detail(request: HttpRequest, code) -> HttpResponse:
     """One document's segments in order."""
     doc = get_document_for_user(request.user, code)
-    return TemplateResponse(request, "trackers/document.html", {
-        "document": doc, "dataset": doc.dataset, "workspace": doc.dataset.workspace,
-        "segments": doc.segments.all(),
-    })
+    return TemplateResponse(
+        request,
+        "trackers/document.html",
+        {
+            "document": doc,
+            "dataset": doc.dataset,
+            "workspace": doc.dataset.workspace,
+            "segments": doc.segments.all(),
+        },
+    )
 
 
 @login_required
 def job_detail(request: HttpRequest, code) -> HttpResponse:
     """A job's progress and every error it recorded."""
     job = get_job_for_user(request.user, code)
-    return TemplateResponse(request, "trackers/job.html", {"job": job, "dataset": job.dataset, "workspace": job.workspace})
+    return TemplateResponse(
+        request, "trackers/job.html", {"job": job, "dataset": job.dataset, "workspace": job.workspace}
+    )
 
 
 @login_required
@@ -161,5 +183,3 @@ def job_progress(request: HttpRequest, code) -> HttpResponse:
     if job.is_done:
         response.status_code = 286
     return response
-
-

@@ -82,7 +82,9 @@ class OnnxEncoder:
         tok = Tokenizer.from_file(str(artifact_dir / manifest["tokenizer"]["file"]))
         # The shipped tokenizer pads everything to 128; pad only to the longest in a batch.
         tok.no_padding()
-        tok.enable_padding(pad_id=manifest["tokenizer"]["pad_id"], pad_token=manifest["tokenizer"]["pad_token"])
+        tok.enable_padding(
+            pad_id=manifest["tokenizer"]["pad_id"], pad_token=manifest["tokenizer"]["pad_token"]
+        )
         tok.enable_truncation(max_length=self.spec.max_tokens)
         self._tokenizer = tok
         opts = ort.SessionOptions()

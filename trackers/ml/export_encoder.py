@@ -60,8 +60,12 @@ def export(artifact_dir: Path | str, *, model_dir: Path | None = None, max_token
             str(fp32),
             input_names=["input_ids", "attention_mask", "token_type_ids"],
             output_names=["last_hidden_state"],
-            dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "token_type_ids": dyn,
-                          "last_hidden_state": dyn},
+            dynamic_axes={
+                "input_ids": dyn,
+                "attention_mask": dyn,
+                "token_type_ids": dyn,
+                "last_hidden_state": dyn,
+            },
             opset_version=OPSET,
             dynamo=False,
         )
@@ -92,7 +96,9 @@ def export(artifact_dir: Path | str, *, model_dir: Path | None = None, max_token
                 "padding": "dynamic",
                 "pad_id": pad.get("pad_id", 0),
                 "pad_token": pad.get("pad_token", "[PAD]"),
-                "lowercase": bool(json.loads((model_dir / "tokenizer_config.json").read_text()).get("do_lower_case", True)),
+                "lowercase": bool(
+                    json.loads((model_dir / "tokenizer_config.json").read_text()).get("do_lower_case", True)
+                ),
             },
             "variants": {
                 name: {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size}

@@ -79,6 +79,7 @@ class VectorStore:
             )
         start = int(m["rows"])
         name = f"chunk-{start:010d}-{len(vectors)}.npy"
+
         def save(tmp: str) -> None:
             with open(tmp, "wb") as fh:
                 np.save(fh, vectors)

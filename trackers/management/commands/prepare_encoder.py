@@ -7,7 +7,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from trackers.ml.embedding import EncoderNotPrepared, MANIFEST_NAME, OnnxEncoder
+from trackers.ml.embedding import MANIFEST_NAME, EncoderNotPrepared, OnnxEncoder
 
 
 class Command(BaseCommand):
@@ -31,4 +31,6 @@ class Command(BaseCommand):
         t0 = time.perf_counter()
         manifest = export(target)
         sizes = ", ".join(f"{k} {v['bytes'] / 1e6:.0f} MB" for k, v in manifest["variants"].items())
-        self.stdout.write(self.style.SUCCESS(f"exported encoder to {target} in {time.perf_counter() - t0:.1f}s ({sizes})"))
+        self.stdout.write(
+            self.style.SUCCESS(f"exported encoder to {target} in {time.perf_counter() - t0:.1f}s ({sizes})")
+        )

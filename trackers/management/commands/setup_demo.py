@@ -32,7 +32,9 @@ class Command(BaseCommand):
             user = User.objects.filter(username=username).first()
             if user is None:
                 password = os.environ.get("TRACKERS_DEMO_PASSWORD") or secrets.token_urlsafe(9)
-                user = User.objects.create_superuser(username=username, email=f"{username}@example.com", password=password)
+                user = User.objects.create_superuser(
+                    username=username, email=f"{username}@example.com", password=password
+                )
                 password_file.parent.mkdir(parents=True, exist_ok=True)
                 password_file.write_text(f"{username}\n{password}\n")
                 password_file.chmod(0o600)
@@ -41,15 +43,26 @@ class Command(BaseCommand):
                 ws = services.create_workspace(name=DEMO_WORKSPACE, owner=user)
             Membership.objects.get_or_create(workspace=ws, user=user, defaults={"role": Role.OWNER})
             ds, created = Dataset.objects.get_or_create(
-                workspace=ws, name=DEMO_DATASET,
-                defaults={"description": f"{calls} generated call transcripts with recurring sales and support concepts."},
+                workspace=ws,
+                name=DEMO_DATASET,
+                defaults={
+                    "description": f"{calls} generated call transcripts with recurring sales and support concepts."
+                },
             )
             if created or not ds.documents.exists() and not ds.jobs.exists():
-                job = services.start_import(dataset=ds, user=user, filename="demo-calls.zip", data=demo_zip(calls),
-                                            fmt="zip", on_error="reject")
+                job = services.start_import(
+                    dataset=ds,
+                    user=user,
+                    filename="demo-calls.zip",
+                    data=demo_zip(calls),
+                    fmt="zip",
+                    on_error="reject",
+                )
                 self.stdout.write(f"queued import of {calls} demo calls (job {job.code})")
         creds = password_file.read_text().split() if password_file.exists() else [username, "(set earlier)"]
-        self.stdout.write(self.style.SUCCESS(
-            f"demo ready: workspace '{ws.name}', dataset '{ds.name}'\n"
-            f"  log in as: {creds[0]}  password: {creds[1]}  (saved in {password_file})"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"demo ready: workspace '{ws.name}', dataset '{ds.name}'\n"
+                f"  log in as: {creds[0]}  password: {creds[1]}  (saved in {password_file})"
+            )
+        )

@@ -1,0 +1,123 @@
+"""Project-level checks: production settings, the embedded defaults of `make run`, the demo corpus."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from tests.conftest import REPO
+from tests.workers import start_worker, stop_worker, wait_for
+from trackers.demo import CONCEPTS, demo_zip, generate_calls
+from trackers.importing import parse_file
+
+
+def run_manage(*args: str, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"manage.py {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    drop = {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in drop and not k.startswith(("PYTEST", "TRACKERS_", "DJANGO_"))
+    }
+    return {**env, "HF_HUB_OFFLINE": "1", **overrides}
+
+
+def test_production_settings_pass_the_deploy_check(tmp_path):
+    import secrets
+
+    env = clean_env(
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DJANGO_ALLOWED_HOSTS="trackers.example.com",
+        TRACKERS_DATA_DIR=str(tmp_path),
+    )
+    proc = run_manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert "no issues" in proc.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path):
+    env = clean_env(DJANGO_DEBUG="0", TRACKERS_DATA_DIR=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "DJANGO_SECRET_KEY must be set" in proc.stderr
+
+
+def test_env_example_lists_every_variable_settings_read():
+    import re
+
+    source = (REPO / "config" / "settings.py").read_text()
+    read = set(re.findall(r'env_(?:bool|int|list)\("([A-Z_]+)"', source)) | set(
+        re.findall(r'os\.environ\.get\("([A-Z_]+)"', source)
+    )
+    listed = set(re.findall(r"^([A-Z_]+)=", (REPO / ".env.example").read_text(), re.M))
+    assert read and read == listed
+
+
+def test_demo_corpus_is_deterministic_and_imports_cleanly():
+    calls = generate_calls(150)
+    assert calls == generate_calls(150) and len(calls) == 150
+    result = parse_file("demo.zip", demo_zip(150))
+    assert result.errors == [] and len(result.documents) == 150
+    texts = {s.text for d in result.documents for s in d.segments}
+    speakers = {s.speaker for d in result.documents for s in d.segments}
+    assert len(speakers) >= 10
+    # every concept recurs across many calls
+    for concept, templates in CONCEPTS.items():
+        stems = [t.split("{")[0][1:18] for t in templates if not t.startswith("{")]
+        hits = sum(1 for d in result.documents if any(stem in s.text for s in d.segments for stem in stems))
+        assert hits >= 8, (concept, hits)
+    assert len(texts) >= 600
+
+
+@pytest.mark.real_worker
+def test_make_run_defaults_sqlite_filesystem_broker_and_demo(tmp_path):
+    """What `make run` does, on embedded defaults: migrate, demo set-up, a worker with no broker server."""
+    env = clean_env(
+        TRACKERS_DATA_DIR=str(tmp_path / "var"),
+        TRACKERS_ENCODER_DIR=str(settings.ENCODER_DIR),
+        TRACKERS_DEMO_PASSWORD="demo-pass-123",
+    )
+    run_manage("migrate", "--noinput", env=env)
+    out = run_manage("setup_demo", "--calls", "30", env=env).stdout
+    assert "log in as: admin  password: demo-pass-123" in out
+    assert (tmp_path / "var" / "db.sqlite3").exists() and list(
+        (tmp_path / "var" / "broker" / "queue").iterdir()
+    )
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log, beat=True)
+    try:
+
+        def indexed():
+            proc = run_manage(
+                "shell",
+                "-c",
+                "from trackers.models import Dataset;"
+                "d = Dataset.objects.get(); print(d.index_kind, d.index_size, d.documents.count())",
+                env=env,
+            )
+            kind, size, docs = proc.stdout.split()[-3:]
+            return (kind, int(size), int(docs)) if kind == "flat" else None
+
+        kind, size, docs = wait_for(indexed, 180, "the demo corpus to be indexed", log, interval=2)
+    finally:
+        stop_worker(worker)
+    assert docs == 30 and size > 100
+    again = run_manage("setup_demo", "--calls", "30", env=env).stdout
+    assert "queued import" not in again  # idempotent
