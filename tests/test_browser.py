@@ -45,13 +45,17 @@ def page(live_server, monkeypatch):
         browser.close()
 
 
-def test_upload_progress_and_search_in_a_browser(page, live_server, owner, dataset, tmp_path, settings):
-    owner.set_password("s3cret-pass-123")
-    owner.save()
-    page.goto(f"{live_server.url}/")
-    page.fill("input[name=username]", owner.username)
+def log_in(page, live_server, user, next_path: str = "/") -> None:
+    user.set_password("s3cret-pass-123")
+    user.save()
+    page.goto(f"{live_server.url}/accounts/login/?next={next_path}")
+    page.fill("input[name=username]", user.username)
     page.fill("input[name=password]", "s3cret-pass-123")
     page.click("button[type=submit]")
+
+
+def test_upload_progress_and_search_in_a_browser(page, live_server, owner, dataset, tmp_path):
+    log_in(page, live_server, owner)
     page.wait_for_url(f"{live_server.url}/w/**")
     page.click(f"text={dataset.name}")
 
@@ -77,12 +81,7 @@ def test_upload_progress_and_search_in_a_browser(page, live_server, owner, datas
 
 
 def test_bad_file_shows_the_error_in_place(page, live_server, owner, dataset, tmp_path):
-    owner.set_password("s3cret-pass-123")
-    owner.save()
-    page.goto(f"{live_server.url}/accounts/login/?next=/d/{dataset.code}/")
-    page.fill("input[name=username]", owner.username)
-    page.fill("input[name=password]", "s3cret-pass-123")
-    page.click("button[type=submit]")
+    log_in(page, live_server, owner, f"/d/{dataset.code}/")
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"\n")
     page.set_input_files("#upload-form input[type=file]", str(empty))

@@ -147,6 +147,14 @@ SMALL_TALK = [
     "You too, bye.",
 ]
 REP_LINES = [
+    "What does your current process look like for the {feature}?",
+    "How many of your managers log in each week?",
+    "I can get you a sandbox with the {feature} turned on.",
+    "Let me share my screen and show you the {feature}.",
+    "Who else should be involved on your side?",
+    "What would success look like for you this quarter?",
+    "We shipped a fix for the {feature} last Thursday.",
+    "Our support team is available around the clock.",
     "Just to recap, you're running about {seats} seats today.",
     "I can walk you through the {feature} if that helps.",
     "Let me check with my manager and get back to you.",
@@ -158,6 +166,14 @@ REP_LINES = [
     "I'll make a note of that in your account.",
 ]
 CUSTOMER_LINES = [
+    "Our reps mostly work from the {feature}.",
+    "We onboarded {seats} new people last month.",
+    "The {feature} saves my team a couple of hours a week.",
+    "I'd like to see how the {feature} handles our volume.",
+    "Our finance team signs off on anything over ten thousand.",
+    "We run everything through the {feature} at the moment.",
+    "Most of our customers are in Europe.",
+    "We have a board meeting at the end of the month.",
     "We have about {seats} people using it every day.",
     "The {feature} is the part my team uses the most.",
     "Overall the team likes it.",
@@ -187,32 +203,8 @@ SCENARIOS = {
 }
 
 
-LEAD_INS = [
-    "",
-    "",
-    "",
-    "Honestly, ",
-    "Look, ",
-    "So ",
-    "To be fair, ",
-    "Okay, so ",
-    "Right, ",
-    "Just so you know, ",
-    "I'll be straight with you, ",
-    "Well, ",
-    "Yeah, ",
-]
-TAILS = [
-    "",
-    "",
-    "",
-    " That's the main thing for us.",
-    " Just wanted to flag that.",
-    " Does that make sense?",
-    " I hope that's clear.",
-    " We talked about it internally.",
-    " My team raised it again this week.",
-]
+LEAD_INS = [""] * 9 + ["Honestly, ", "Look, ", "So ", "Well, ", "Yeah, ", "Okay, ", "Right, "]
+TAILS = [""] * 12 + [" Does that make sense?", " That's the main thing.", " Just so you know."]
 
 
 def _fill(template: str, rng: random.Random, customer: str, vary: bool = True, tail: bool = False) -> str:
