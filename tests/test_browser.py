@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from django.db import connections
 
 from trackers.models import Job, JobState
 
@@ -43,6 +44,8 @@ def page(live_server, monkeypatch):
         page.set_default_timeout(15_000)
         yield page
         browser.close()
+        # ORM calls made while Playwright's loop runs get connections of their own context
+        connections.close_all()
 
 
 def log_in(page, live_server, user, next_path: str = "/") -> None:
