@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from labeling.ml import index as faiss_index
-from trackers.encoders import get_encoder
+from trackers import encoders
 from trackers.models import Dataset, Job, Segment
 from trackers.services import report_progress, vector_store
 
@@ -60,7 +60,7 @@ def search_segments(dataset: Dataset, query: str, *, k: int = 20) -> list[Hit]:
     """The segments most similar in meaning to ``query``, with their neighbours in the document."""
     if not dataset.index_file or not Path(dataset.index_file).exists():
         raise IndexNotReady(f"'{dataset.name}' has no search index yet; import and embed a file first")
-    encoder = get_encoder(dataset.encoder_id or None)
+    encoder = encoders.get_encoder(dataset.encoder_id or None)
     query_vec = encoder.encode([query])
     idx = faiss_index.load(Path(dataset.index_file))
     scores, rows = faiss_index.search(idx, query_vec, k)

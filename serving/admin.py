@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from serving.models import ApiKey
+from serving.models import ApiKey, TrainingRun
 
 
 @admin.register(ApiKey)
@@ -36,3 +36,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
         from django.utils import timezone
 
         queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ["code", "tracker", "state", "featurizer", "threshold", "duration_s", "created_at", "finished_at"]
+    list_filter = ["state", "featurizer", "tracker"]
+    search_fields = ["code", "watermark"]
+    readonly_fields = ["code", "watermark", "created_at", "finished_at", "heartbeat_at"]

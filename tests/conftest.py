@@ -54,8 +54,7 @@ def fake_encoder(request, monkeypatch):
     def get_encoder(encoder_id=None):
         return enc
 
-    monkeypatch.setattr("trackers.services.get_encoder", get_encoder)
-    monkeypatch.setattr("labeling.services.get_encoder", get_encoder)
+    monkeypatch.setattr("trackers.encoders.get_encoder", get_encoder)
     yield enc
 
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from trackers.models import Dataset, Document, Job, Membership, Segment, Workspace
+from trackers.models import Dataset, Document, Job, Membership, SeedExample, Segment, Tracker, Workspace
 
 
 class MembershipInline(admin.TabularInline):
@@ -86,3 +86,26 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["code", "message"]
     raw_id_fields = ["dataset", "created_by"]
     readonly_fields = ["code", "created_at", "started_at", "heartbeat_at", "finished_at"]
+
+
+class SeedInline(admin.TabularInline):
+    model = SeedExample
+    extra = 0
+    raw_id_fields = ["segment"]
+
+
+@admin.register(Tracker)
+class TrackerAdmin(admin.ModelAdmin):
+    list_display = ["name", "workspace", "kind", "granularity", "state", "target_precision", "last_trained_at"]
+    list_filter = ["state", "kind", "granularity", "workspace"]
+    search_fields = ["name", "description", "code"]
+    filter_horizontal = ["datasets"]
+    inlines = [SeedInline]
+
+
+@admin.register(SeedExample)
+class SeedExampleAdmin(admin.ModelAdmin):
+    list_display = ["text", "label", "tracker"]
+    list_filter = ["tracker"]
+    search_fields = ["text"]
+    raw_id_fields = ["segment"]

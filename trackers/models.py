@@ -187,3 +187,71 @@ class Job(models.Model):
         if not self.total:
             return 0
         return min(100, int(100 * self.processed / self.total))
+
+
+class TrackerKind(models.TextChoices):
+    CONCEPT = "concept", "Concept (yes / no)"
+    TOPIC = "topic", "Topic (one of several labels)"
+
+
+class Granularity(models.TextChoices):
+    SEGMENT = "segment", "Segment (utterance or sentence)"
+    DOCUMENT = "document", "Document (whole call, email or chat)"
+
+
+class TrackerState(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    LABELING = "labeling", "Labeling"
+    READY = "ready", "Ready"
+    LIVE = "live", "Live"
+
+
+class Tracker(models.Model):
+    """A classifier a workspace trains by example: a concept (yes/no) or a topic (one of N labels)."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="trackers")
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    kind = models.CharField(max_length=16, choices=TrackerKind.choices, default=TrackerKind.CONCEPT)
+    granularity = models.CharField(max_length=16, choices=Granularity.choices, default=Granularity.SEGMENT)
+    labels = models.JSONField(default=list, blank=True)  # topic label names, in order
+    datasets = models.ManyToManyField(Dataset, related_name="trackers")
+    speaker_filter = models.CharField(max_length=120, blank=True)
+    metadata_filter = models.JSONField(default=dict, blank=True)
+    keywords = models.JSONField(default=list, blank=True)
+    target_precision = models.FloatField(default=0.8)
+    round_size = models.PositiveSmallIntegerField(default=25)
+    state = models.CharField(max_length=16, choices=TrackerState.choices, default=TrackerState.DRAFT)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_trained_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "name"], name="tracker_name_unique_in_workspace")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def answers(self) -> list[str]:
+        """The answers a labeler can give, besides skip."""
+        return ["yes", "no"] if self.kind == TrackerKind.CONCEPT else list(self.labels)
+
+
+class SeedExample(models.Model):
+    """An example sentence given when creating a tracker (typed, or picked from search)."""
+
+    tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="seeds")
+    text = models.TextField()
+    label = models.CharField(max_length=120, default="yes")
+    segment = models.ForeignKey(Segment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.text[:60]

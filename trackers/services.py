@@ -15,8 +15,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from trackers import importing
-from trackers.encoders import get_encoder
+from trackers import encoders, importing
 from trackers.ml.storage import VectorStore
 from trackers.models import Dataset, Document, Job, JobKind, JobState, Membership, Role, Segment, Workspace
 
@@ -290,7 +289,7 @@ def run_import(job: Job) -> ImportOutcome | None:
 def embed_pending(job: Job) -> int:
     """Embed every segment of the dataset that has no vector yet; identical texts share one row."""
     dataset = Dataset.objects.get(pk=job.dataset_id)
-    encoder = get_encoder(dataset.encoder_id or None)
+    encoder = encoders.get_encoder(dataset.encoder_id or None)
     store = vector_store(dataset)
     if store.rows and store.manifest()["encoder_id"] != encoder.encoder_id:
         raise RuntimeError(f"vector store of {dataset} was made by another encoder")
@@ -341,3 +340,73 @@ def embed_pending(job: Job) -> int:
 def _assign_rows(ids_by_hash: dict[str, list[int]], rows: dict[str, int]) -> None:
     objs = [Segment(pk=pk, vector_row=row) for h, row in rows.items() for pk in ids_by_hash.get(h, ())]
     Segment.objects.bulk_update(objs, ["vector_row"], batch_size=1000)
+
+
+# --- trackers ----------------------------------------------------------------------------
+
+MIN_SEEDS = 3
+
+
+class TrackerInvalid(ValueError):
+    """A tracker definition that cannot be used, with the reason."""
+
+
+def create_tracker(
+    *,
+    workspace: Workspace,
+    user,
+    name: str,
+    datasets: list[Dataset],
+    seeds: list[str],
+    description: str = "",
+    keywords: list[str] | None = None,
+    target_precision: float = 0.8,
+    round_size: int = 25,
+    speaker_filter: str = "",
+):
+    """A concept tracker with its seed sentences, and its first round of cards."""
+    from labeling import game
+    from trackers.models import SeedExample, Tracker, TrackerState
+
+    seeds = [" ".join(s.split()) for s in seeds if s and s.strip()]
+    if len(seeds) < MIN_SEEDS:
+        raise TrackerInvalid(f"give at least {MIN_SEEDS} example sentences (got {len(seeds)})")
+    too_long = [i + 1 for i, s in enumerate(seeds) if len(s) > settings.SEGMENT_MAX_CHARS]
+    if too_long:
+        raise TrackerInvalid(
+            f"example {too_long[0]} is longer than {settings.SEGMENT_MAX_CHARS:,} characters"
+        )
+    if not datasets:
+        raise TrackerInvalid("choose at least one dataset")
+    foreign = [d.name for d in datasets if d.workspace_id != workspace.pk]
+    if foreign:
+        raise TrackerInvalid(f"dataset '{foreign[0]}' is not in this workspace")
+    unembedded = [d.name for d in datasets if not d.vector_count]
+    if unembedded:
+        raise TrackerInvalid(
+            f"dataset '{unembedded[0]}' has no embedded segments yet; import and embed a file first"
+        )
+    if len({d.encoder_id for d in datasets}) > 1:
+        raise TrackerInvalid("these datasets were embedded by different encoders and cannot share a tracker")
+    if not 0.05 <= target_precision <= 0.999:
+        raise TrackerInvalid("target precision must be between 0.05 and 0.999")
+    if not 5 <= round_size <= 200:
+        raise TrackerInvalid("round size must be between 5 and 200 cards")
+    if Tracker.objects.filter(workspace=workspace, name=name).exists():
+        raise TrackerInvalid(f"a tracker named '{name}' already exists in this workspace")
+    with transaction.atomic():
+        tracker = Tracker.objects.create(
+            workspace=workspace,
+            name=name,
+            description=description,
+            created_by=user,
+            keywords=[k.strip() for k in (keywords or []) if k.strip()],
+            target_precision=target_precision,
+            round_size=round_size,
+            speaker_filter=speaker_filter.strip(),
+            state=TrackerState.LABELING,
+        )
+        tracker.datasets.set(datasets)
+        SeedExample.objects.bulk_create([SeedExample(tracker=tracker, text=s) for s in seeds])
+        game.fill_round(tracker)
+    return tracker

@@ -19,7 +19,7 @@ def run_claimed(task, job_id: int, work: Callable[[Job], str | None]) -> None:
     job = services.claim_job(job_id)
     if job is None:
         state = Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
-        if state == JobState.RUNNING and not task.request.is_eager:
+        if state == JobState.RUNNING and not (task.request.is_eager or task.request.called_directly):
             # Either another worker is on it, or one died holding it (a redelivery after a
             # kill arrives before its heartbeat goes stale): look again once it could be stale.
             raise task.retry(countdown=settings.JOB_STALE_SECONDS + 1, max_retries=None)

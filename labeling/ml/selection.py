@@ -1,0 +1,134 @@
+"""Which segments to show next: pure numpy over L2-normalised vectors.
+
+Round 1 (cold start): nearest neighbours of the seed sentences, taken in turn from each seed so
+every seed is represented, plus keyword matches and a random sample.
+Later rounds, ``DEFAULT_MIX``:
+- ``uncertain`` (half): scores nearest the decision threshold, most uncertain first, skipping any
+  card within cosine ``SAME_QUESTION`` of one already in the round (no question asked twice);
+- ``positive`` (a quarter): a uniform sample of the unlabeled segments scoring at or above the
+  threshold, to confirm positives (uniform, not the very top, so their answers estimate precision
+  without bias); when fewer score that high, the highest-scoring ones;
+- ``random`` (a quarter): a uniform sample of the unlabeled pool; with the labeled predicted
+  positives it gives the unbiased estimates of precision and recall.
+Every pick skips near-duplicates (cosine above ``NEAR_DUPLICATE``) of a card already in the round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NEAR_DUPLICATE = 0.97
+SAME_QUESTION = 0.9  # uncertain cards this similar to one already in the round ask the same thing
+DEFAULT_MIX = {"uncertain": 0.5, "positive": 0.25, "random": 0.25}
+
+
+@dataclass(frozen=True)
+class Pick:
+    index: int
+    strategy: str
+
+
+class _Round:
+    """Accumulates picks, refusing repeats and near-duplicates of cards already chosen."""
+
+    def __init__(self, vectors: np.ndarray, available: np.ndarray, size: int):
+        self.vectors = vectors
+        self.available = available.copy()
+        self.size = size
+        self.picks: list[Pick] = []
+        self._chosen: list[np.ndarray] = []
+
+    @property
+    def full(self) -> bool:
+        return len(self.picks) >= self.size
+
+    def add(self, index: int, strategy: str, min_distinct: float = NEAR_DUPLICATE) -> bool:
+        if self.full or not self.available[index]:
+            return False
+        v = self.vectors[index]
+        if self._chosen and float(np.max(np.stack(self._chosen) @ v)) > min_distinct:
+            if min_distinct >= NEAR_DUPLICATE:
+                self.available[index] = False
+            return False
+        self.available[index] = False
+        self._chosen.append(v)
+        self.picks.append(Pick(int(index), strategy))
+        return True
+
+    def take(self, ordered: np.ndarray, strategy: str, n: int, min_distinct: float = NEAR_DUPLICATE) -> None:
+        goal = min(self.size, len(self.picks) + n)
+        for i in ordered:
+            if len(self.picks) >= goal:
+                break
+            self.add(int(i), strategy, min_distinct)
+
+    def take_random(self, rng: np.random.Generator, n: int, strategy: str = "random") -> None:
+        self.take(rng.permutation(np.flatnonzero(self.available)), strategy, n)
+
+
+def _available(n: int, exclude: np.ndarray | None) -> np.ndarray:
+    mask = np.ones(n, dtype=bool)
+    if exclude is not None and len(exclude):
+        mask[np.asarray(exclude, dtype=np.int64)] = False
+    return mask
+
+
+def cold_start(
+    vectors: np.ndarray,
+    seed_vectors: np.ndarray,
+    *,
+    size: int,
+    rng: np.random.Generator,
+    exclude: np.ndarray | None = None,
+    keyword_hits: np.ndarray | None = None,
+    random_share: float = 0.2,
+) -> list[Pick]:
+    """The first round: seeds' neighbours (round-robin over seeds), keyword matches, random."""
+    rnd = _Round(vectors, _available(len(vectors), exclude), size)
+    n_random = max(1, round(size * random_share)) if size > 1 else 0
+    n_keyword = min(len(keyword_hits) if keyword_hits is not None else 0, size // 5)
+    n_neighbours = size - n_random - n_keyword
+    if len(seed_vectors):
+        sims = vectors @ np.asarray(seed_vectors, dtype=np.float32).T  # (n, seeds)
+        depth = min(len(vectors), n_neighbours * 4 + 8)
+        ranked = np.argsort(-sims, axis=0)[:depth]  # each seed's nearest, best first
+        goal = len(rnd.picks) + n_neighbours
+        for row in ranked:
+            for i in row:
+                if len(rnd.picks) >= goal:
+                    break
+                rnd.add(int(i), "seed_neighbour")
+    if n_keyword and keyword_hits is not None:
+        rnd.take(rng.permutation(np.asarray(keyword_hits)), "keyword", n_keyword)
+    rnd.take_random(rng, size - len(rnd.picks))
+    return rnd.picks
+
+
+def next_round(
+    vectors: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    *,
+    size: int,
+    rng: np.random.Generator,
+    exclude: np.ndarray | None = None,
+    mix: dict[str, float] | None = None,
+) -> list[Pick]:
+    """A later round from the current model's scores; see the module docstring for the mix."""
+    mix = mix or DEFAULT_MIX
+    rnd = _Round(vectors, _available(len(vectors), exclude), size)
+    avail = np.flatnonzero(rnd.available)
+    n_unc = round(size * mix.get("uncertain", 0))
+    n_pos = round(size * mix.get("positive", 0))
+    if n_unc and len(avail):
+        by_doubt = avail[np.argsort(np.abs(scores[avail] - threshold))]
+        rnd.take(by_doubt, "uncertain", n_unc, min_distinct=SAME_QUESTION)
+    if n_pos:
+        avail = np.flatnonzero(rnd.available)
+        above = rng.permutation(avail[scores[avail] >= threshold])
+        below = avail[scores[avail] < threshold]
+        rnd.take(np.concatenate([above, below[np.argsort(-scores[below])]]), "positive", n_pos)
+    rnd.take_random(rng, size - len(rnd.picks))
+    return rnd.picks

@@ -1,0 +1,229 @@
+"""The labeling loop through its services: rounds, claims, answers, undo, training, idempotency."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from labeling import game
+from labeling.models import Annotation, Card
+from serving import services as training
+from serving.models import TrainingRun, TrainingState
+from serving.tasks import train_tracker
+from tests.factories import MembershipFactory, UserFactory
+from trackers import services
+from trackers.models import Role, TrackerState
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CANCEL = [
+    "I want to cancel my subscription",
+    "please cancel our contract now",
+    "we will cancel if this continues",
+    "how do I cancel the account",
+    "cancel the plan before renewal",
+    "we are going to cancel next month",
+]
+OTHER = [
+    "the weather is nice today",
+    "can you send the invoice",
+    "our team loves the dashboard",
+    "the meeting moved to friday",
+    "what time is the demo",
+    "thanks for the quick reply",
+    "the export works fine now",
+    "we hired two new people",
+    "lunch was great",
+    "see you at the conference",
+]
+
+
+def corpus() -> bytes:
+    rows = [f"{t} ({i})" for i in range(6) for t in CANCEL] + [f"{t} ({i})" for i in range(8) for t in OTHER]
+    return ("text\n" + "\n".join(rows) + "\n").encode()
+
+
+@pytest.fixture
+def embedded(dataset, owner):
+    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    dataset.refresh_from_db()
+    assert dataset.vector_count == 116
+    return dataset
+
+
+@pytest.fixture
+def tracker(embedded, workspace, owner):
+    return services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Wants to cancel",
+        datasets=[embedded],
+        seeds=["cancel my subscription", "we want to cancel", "end the contract"],
+        round_size=20,
+    )
+
+
+@pytest.fixture
+def labeler(workspace):
+    return MembershipFactory(workspace=workspace, user=UserFactory(username="lara"), role=Role.LABELER).user
+
+
+def oracle(card: Card) -> str:
+    return "yes" if "cancel" in card.segment.text else "no"
+
+
+def test_first_round_is_seed_neighbours_and_random(tracker):
+    cards = list(tracker.cards.select_related("segment"))
+    assert tracker.state == TrackerState.LABELING and len(cards) == 20
+    assert {c.round for c in cards} == {1}
+    strategies = Counter(c.strategy for c in cards)
+    assert strategies["seed_neighbour"] == 16 and strategies["random"] == 4
+    near = [c for c in cards if c.strategy == "seed_neighbour"]
+    assert sum("cancel" in c.segment.text for c in near) >= 9  # about 5 by chance
+
+
+def test_tracker_needs_three_seeds_and_embedded_data(workspace, owner, dataset, embedded):
+    with pytest.raises(services.TrackerInvalid, match="at least 3 example sentences"):
+        services.create_tracker(
+            workspace=workspace, user=owner, name="x", datasets=[embedded], seeds=["a", " "]
+        )
+    empty = dataset.__class__.objects.create(workspace=workspace, name="empty")
+    with pytest.raises(services.TrackerInvalid, match="'empty' has no embedded segments yet"):
+        services.create_tracker(
+            workspace=workspace, user=owner, name="x", datasets=[empty], seeds=["a", "b", "c"]
+        )
+
+
+def test_two_labelers_never_get_the_same_card(tracker, owner, labeler):
+    mine = game.claim_cards(tracker, owner, n=5)
+    theirs = game.claim_cards(tracker, labeler, n=5)
+    assert len(mine) == len(theirs) == 5
+    assert not {c.pk for c in mine} & {c.pk for c in theirs}
+    assert [c.pk for c in game.claim_cards(tracker, owner, n=5)] == [c.pk for c in mine]  # still mine
+
+
+def test_an_abandoned_claim_is_released(tracker, owner, labeler):
+    mine = game.claim_cards(tracker, owner, n=20)
+    assert game.claim_cards(tracker, labeler, n=2) == []
+    Card.objects.filter(pk=mine[0].pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert [c.pk for c in game.claim_cards(tracker, labeler, n=2)] == [mine[0].pk]
+
+
+def test_a_double_press_records_one_label(tracker, owner):
+    card = game.claim_cards(tracker, owner, n=1)[0]
+    first, created = game.answer_card(tracker, owner, card, "yes")
+    again, created_again = game.answer_card(tracker, owner, card, "yes")
+    assert created and not created_again and first.pk == again.pk
+    assert Annotation.objects.filter(tracker=tracker).count() == 1
+    assert Annotation.objects.get().strategy == card.strategy
+
+
+def test_unknown_answers_are_rejected(tracker, owner):
+    card = game.claim_cards(tracker, owner, n=1)[0]
+    with pytest.raises(
+        game.LabelRejected, match="'maybe' is not an answer of this tracker; expected one of yes, no or skip"
+    ):
+        game.answer_card(tracker, owner, card, "maybe")
+    assert not Annotation.objects.exists()
+
+
+def test_undo_puts_the_card_back(tracker, owner):
+    card = game.claim_cards(tracker, owner, n=1)[0]
+    game.answer_card(tracker, owner, card, "no")
+    back = game.undo_last(tracker, owner)
+    assert back.pk == card.pk and back.answered_at is None
+    assert not Annotation.objects.exists()
+    assert game.claim_cards(tracker, owner, n=1)[0].pk == card.pk
+
+
+def test_concurrent_labelers_lose_and_duplicate_nothing(tracker, owner, labeler):
+    errors = []
+
+    def play(user):
+        try:
+            while cards := [c for c in game.claim_cards(tracker, user, n=2) if c.round == 1]:
+                for card in cards:
+                    game.answer_card(tracker, user, card, oracle(card))
+                    game.answer_card(tracker, user, card, oracle(card))  # and a double press
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=play, args=(u,)) for u in (owner, labeler)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    round1 = tracker.cards.filter(round=1)
+    answers = Annotation.objects.filter(tracker=tracker, card__round=1)
+    assert answers.count() == round1.count() == 20
+    assert answers.values("card").distinct().count() == 20  # each card answered exactly once
+    assert {a.annotator_id for a in answers} == {owner.pk, labeler.pk}
+
+
+def test_finishing_a_round_trains_and_queues_the_next(tracker, owner):
+    while cards := [c for c in game.claim_cards(tracker, owner, n=2) if c.round == 1]:
+        for card in cards:
+            game.answer_card(tracker, owner, card, oracle(card))
+    run = TrainingRun.objects.get(tracker=tracker)
+    assert run.state == TrainingState.SUCCEEDED, run.error
+    assert run.label_counts["yes"] >= 10 and run.label_counts["no"] >= 4
+    assert run.metrics["cv"]["f1"] > 0.8 and 0 < run.threshold < 1
+    assert len(run.metrics["score_histogram"]) == 20 and run.metrics["pool"] == 116
+    round2 = tracker.cards.filter(round=2)
+    assert round2.count() == 20
+    assert set(round2.values_list("strategy", flat=True)) <= {"uncertain", "positive", "random"}
+    assert all(c.training_run_id == run.pk and c.score is not None for c in round2)
+    tracker.refresh_from_db()
+    assert tracker.last_trained_at is not None
+
+
+def test_training_is_keyed_by_the_labels(tracker, owner):
+    card = game.claim_cards(tracker, owner, n=2)
+    game.answer_card(tracker, owner, card[0], "yes")
+    game.answer_card(tracker, owner, card[1], "no")
+    run, created = training.request_training(tracker)
+    assert created
+    again, created_again = training.request_training(tracker)
+    assert not created_again and again.pk == run.pk
+    run.refresh_from_db()
+    assert run.state == TrainingState.SUCCEEDED
+    train_tracker(training_run_id=run.pk)  # a redelivered message changes nothing
+    assert TrainingRun.objects.filter(tracker=tracker).count() == 1
+    card3 = game.claim_cards(tracker, owner, n=1)[0]
+    game.answer_card(tracker, owner, card3, "no")
+    assert training.request_training(tracker)[1]  # new labels, new run
+
+
+def test_a_run_left_by_a_killed_worker_is_taken_over(
+    tracker, owner, settings, django_capture_on_commit_callbacks
+):
+    cards = game.claim_cards(tracker, owner, n=2)
+    game.answer_card(tracker, owner, cards[0], "yes")
+    game.answer_card(tracker, owner, cards[1], "no")
+    run = TrainingRun.objects.create(
+        tracker=tracker, watermark="w1", state=TrainingState.RUNNING, heartbeat_at=timezone.now()
+    )
+    train_tracker(training_run_id=run.pk)
+    run.refresh_from_db()
+    assert run.state == TrainingState.RUNNING  # a live holder is left alone
+    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    train_tracker(training_run_id=run.pk)
+    run.refresh_from_db()
+    assert run.state == TrainingState.SUCCEEDED and run.head_file
+
+
+def test_training_with_one_class_fails_with_a_reason(tracker, owner):
+    card = game.claim_cards(tracker, owner, n=1)[0]
+    game.answer_card(tracker, owner, card, "yes")
+    run, _ = training.request_training(tracker)
+    run.refresh_from_db()
+    assert run.state == TrainingState.FAILED
+    assert run.error == "training needs at least one 'yes' and one 'no' answer"

@@ -1,0 +1,97 @@
+"""Choosing the next cards, on small arrays: cold start, the later-round mix, diversity, speed-free."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from labeling.ml.selection import NEAR_DUPLICATE, cold_start, next_round
+
+
+def clusters(rng, n_per=50, k=6, d=16, spread=0.15):
+    centres = rng.standard_normal((k, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    v = np.repeat(centres, n_per, axis=0) + spread * rng.standard_normal((k * n_per, d))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32), np.repeat(np.arange(k), n_per)
+
+
+def test_cold_start_takes_neighbours_of_every_seed_and_some_random():
+    rng = np.random.default_rng(0)
+    v, cluster = clusters(rng)
+    seeds = v[[0, 60]]  # one seed in cluster 0, one in cluster 1
+    picks = cold_start(v, seeds, size=25, rng=rng, exclude=np.array([0, 60]))
+    assert len(picks) == 25 and len({p.index for p in picks}) == 25
+    strategies = Counter(p.strategy for p in picks)
+    assert strategies == {"seed_neighbour": 20, "random": 5}
+    near = [cluster[p.index] for p in picks if p.strategy == "seed_neighbour"]
+    assert set(near) == {0, 1} and abs(near.count(0) - near.count(1)) <= 1
+    assert not {0, 60} & {p.index for p in picks}
+
+
+def test_cold_start_includes_keyword_matches():
+    rng = np.random.default_rng(1)
+    v, _ = clusters(rng)
+    keyword_hits = np.array([250, 251, 252, 253, 254, 255, 256, 257])
+    picks = cold_start(v, v[[0]], size=25, rng=rng, keyword_hits=keyword_hits)
+    kw = [p.index for p in picks if p.strategy == "keyword"]
+    assert len(kw) == 5 and set(kw) <= set(keyword_hits)
+
+
+def test_no_near_duplicates_in_a_round():
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((10, 8)).astype(np.float32)
+    v = np.repeat(base, 5, axis=0) + 1e-4 * rng.standard_normal((50, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    picks = cold_start(v, v[[0]], size=10, rng=rng)
+    chosen = v[[p.index for p in picks]]
+    sims = chosen @ chosen.T - 2 * np.eye(len(chosen))
+    assert sims.max() <= NEAR_DUPLICATE
+    assert len(picks) == 10  # one per group of duplicates
+
+
+def test_next_round_mix_and_strategies():
+    rng = np.random.default_rng(3)
+    v, cluster = clusters(rng)
+    scores = np.where(cluster == 2, 0.9, 0.1) + 0.05 * rng.standard_normal(len(v))
+    scores[cluster == 3] = 0.5 + 0.01 * rng.standard_normal(50)  # the uncertain cluster
+    picks = next_round(v, scores, 0.5, size=24, rng=rng, exclude=np.arange(10))
+    got = Counter(p.strategy for p in picks)
+    assert got == {"uncertain": 12, "positive": 6, "random": 6}
+    uncertain = [cluster[p.index] for p in picks if p.strategy == "uncertain"]
+    assert uncertain.count(3) >= 1 and uncertain.index(3) == 0  # the most doubtful first
+    assert all(scores[p.index] >= 0.5 for p in picks if p.strategy == "positive")
+    assert not set(range(10)) & {p.index for p in picks}
+
+
+def test_positive_sample_falls_back_to_highest_scores():
+    rng = np.random.default_rng(4)
+    v, _ = clusters(rng)
+    scores = np.linspace(0, 0.4, len(v))  # nothing reaches the threshold
+    picks = next_round(v, scores, 0.9, size=8, rng=rng, mix={"positive": 1.0})
+    assert sorted(p.index for p in picks)[-1] == len(v) - 1
+
+
+def test_uncertain_cards_do_not_ask_the_same_question_twice():
+    rng = np.random.default_rng(5)
+    v, cluster = clusters(rng, spread=0.02)  # six tight groups
+    scores = np.full(len(v), 0.1)
+    scores[cluster == 4] = 0.5  # a whole group sits on the threshold
+    picks = next_round(v, scores, 0.5, size=8, rng=rng, mix={"uncertain": 1.0})
+    assert [cluster[p.index] for p in picks].count(4) == 1
+
+
+def test_exhausted_pool_returns_what_is_left():
+    rng = np.random.default_rng(6)
+    v, _ = clusters(rng, n_per=2, k=3)
+    picks = next_round(v, np.full(6, 0.5), 0.5, size=25, rng=rng, exclude=np.array([0, 1]))
+    assert sorted(p.index for p in picks) == [2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_tiny_rounds(size):
+    rng = np.random.default_rng(7)
+    v, _ = clusters(rng)
+    assert len(cold_start(v, v[[0]], size=size, rng=rng)) == size
+    assert len(next_round(v, rng.random(len(v)), 0.5, size=size, rng=rng)) == size

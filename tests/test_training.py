@@ -1,0 +1,107 @@
+"""Training a head on frozen vectors: features chosen by CV, threshold for a target precision, estimates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labeling.ml.simulation import SimulationSpec, simulate
+from serving.ml.training import choose_threshold, prf, sample_estimates, train_binary, wilson
+
+
+def separable(rng, n=200, d=16, margin=1.0):
+    y = (rng.random(n) < 0.3).astype(int)
+    w = rng.standard_normal(d)
+    x = rng.standard_normal((n, d)) + np.outer(np.where(y == 1, margin, -margin), w / np.linalg.norm(w))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y
+
+
+def test_head_learns_a_separable_concept():
+    rng = np.random.default_rng(0)
+    x, y = separable(rng, margin=2.0)
+    head = train_binary(x[:150], y[:150])
+    assert head.featurizer == "embedding" and head.labels == 150 and head.positives == y[:150].sum()
+    assert prf(y[150:], head.score(x[150:]) >= head.threshold)[2] >= 0.9
+    assert head.cv["precision"] >= 0.8 and 0 < head.threshold < 1
+    assert len(head.pr_curve) == 21
+
+
+def test_char_features_win_when_the_signal_is_in_the_surface():
+    rng = np.random.default_rng(1)
+    n = 120
+    y = np.array([1, 0] * (n // 2))
+    noise = rng.standard_normal((n, 8)).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    words = ["call now", "meeting at noon", "see you later", "on my way", "running late"]
+    texts = [
+        f"WIN £{rng.integers(100, 999)} txt 8{rng.integers(1000, 9999)}" if t else str(rng.choice(words))
+        for t in y
+    ]
+    head = train_binary(noise, y, texts=texts)
+    assert head.featurizer == "embedding+chars"
+    assert head.candidates["embedding+chars"] > head.candidates["embedding"] + 0.2
+
+
+def test_training_needs_both_answers():
+    with pytest.raises(ValueError, match="at least one 'yes' and one 'no'"):
+        train_binary(np.ones((4, 3), np.float32), np.ones(4))
+
+
+def test_threshold_meets_the_target_precision_when_it_can():
+    y = np.array([1, 1, 1, 0, 1, 0, 0, 1, 0, 0])
+    s = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    t, rule = choose_threshold(y, s, 0.75)
+    p, r, _ = prf(y, s >= t)
+    assert rule == "meets target precision" and p >= 0.75
+    assert 0.6 < t < 0.7  # keeps the 0.7 positive (precision 0.8), stops before 0.6
+    t_strict, rule_strict = choose_threshold(y, s, 1.0)
+    assert rule_strict == "meets target precision" and prf(y, s >= t_strict)[0] == 1.0
+    _, rule_impossible = choose_threshold(np.array([1, 0]), np.array([0.2, 0.9]), 0.9)
+    assert rule_impossible == "target precision not reached"
+
+
+def test_wilson_interval():
+    lo, hi = wilson(8, 10)
+    assert 0.49 < lo < 0.5 and 0.94 < hi < 0.95
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_sample_estimates_are_unbiased_on_a_known_pool():
+    rng = np.random.default_rng(2)
+    n = 20_000
+    y = (rng.random(n) < 0.1).astype(int)
+    scores = np.clip(0.5 * y + 0.45 * rng.random(n), 0, 1)  # precision, recall known below
+    threshold = 0.5
+    predicted = scores >= threshold
+    true_precision = y[predicted].mean()
+    true_recall = predicted[y == 1].mean()
+    rand = rng.choice(n, 2000, replace=False)
+    pos = rng.choice(np.flatnonzero(predicted), 400, replace=False)
+    est = sample_estimates(
+        random_labels=y[rand],
+        random_scores=scores[rand],
+        positive_sample_labels=y[pos],
+        predicted_positive_count=int(predicted.sum()),
+        pool_size=n,
+        threshold=threshold,
+    )
+    assert abs(est["precision"] - true_precision) < 0.05
+    assert abs(est["recall"] - true_recall) < 0.12
+    lo, hi = est["precision_ci"]
+    assert lo <= true_precision <= hi
+
+
+def test_simulation_beats_random_on_a_rare_clustered_concept():
+    rng = np.random.default_rng(3)
+    k, d = 40, 24
+    centres = rng.standard_normal((k, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    cluster = rng.integers(0, k, 4000)
+    v = centres[cluster] + 0.3 * rng.standard_normal((4000, d))
+    v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    y = (cluster == 7).astype(int)  # about 2.5% positives
+    spec = SimulationSpec(repeats=2)
+    ours = simulate(v, y, None, spec, "ours")
+    rand = simulate(v, y, None, spec, "random")
+    assert [p["labels"] for p in ours["curve"]] == [30, 55, 80, 105]
+    assert ours["f1_mean"] > rand["f1_mean"] + 0.1, (ours["f1_mean"], rand["f1_mean"])
