@@ -5,7 +5,16 @@ from labeling.models import Annotation, Card
 
 @admin.register(Card)
 class CardAdmin(admin.ModelAdmin):
-    list_display = ["id", "tracker", "round", "strategy", "score", "claimed_by", "claimed_until", "answered_at"]
+    list_display = [
+        "id",
+        "tracker",
+        "round",
+        "strategy",
+        "score",
+        "claimed_by",
+        "claimed_until",
+        "answered_at",
+    ]
     list_filter = ["strategy", "round", "tracker"]
     raw_id_fields = ["segment", "training_run", "claimed_by"]
     list_select_related = ["tracker", "claimed_by"]

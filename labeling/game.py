@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import numpy as np
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from labeling.ml.selection import cold_start, next_round
@@ -219,17 +219,19 @@ def undo_last(tracker: Tracker, user) -> Card | None:
         card = last.card
         last.delete()
         if card is not None:
-            Card.objects.filter(pk=card.pk).update(
-                answered_at=None,
-                claimed_by=user,
-                claimed_until=timezone.now() + timedelta(seconds=CLAIM_SECONDS),
-            )
+            # Claims are served oldest first: make this one the oldest of the labeler's open cards.
+            until = timezone.now() + timedelta(seconds=CLAIM_SECONDS)
+            held = open_cards(tracker).filter(claimed_by=user, claimed_until__gte=timezone.now())
+            first = held.aggregate(m=Min("claimed_until"))["m"]
+            if first is not None:
+                until = min(until, first - timedelta(milliseconds=1))
+            Card.objects.filter(pk=card.pk).update(answered_at=None, claimed_by=user, claimed_until=until)
             card.refresh_from_db()
     return card
 
 
-def round_progress(tracker: Tracker) -> dict:
-    r = current_round(tracker)
+def round_progress(tracker: Tracker, round_no: int | None = None) -> dict:
+    r = round_no or current_round(tracker)
     counts = tracker.cards.filter(round=r).aggregate(
         total=Count("id"), done=Count("id", filter=Q(answered_at__isnull=False))
     )

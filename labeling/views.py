@@ -1,14 +1,29 @@
-"""The similarity search page (also where seed examples for a tracker are picked)."""
+"""Search, trackers and the labeling game."""
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+from django_htmx.http import trigger_client_event
 
-from labeling import services
-from trackers.access import get_dataset_for_user
+from labeling import charts, game, progress, services
+from labeling.forms import TrackerForm
+from labeling.models import Card
+from serving import services as training
+from trackers import services as corpus
+from trackers.access import (
+    get_dataset_for_user,
+    get_tracker_for_user,
+    get_workspace_for_user,
+    require_role,
+    role_in,
+)
 from trackers.forms import SearchForm
+from trackers.models import CAN_IMPORT, CAN_LABEL
 
 
 @login_required
@@ -25,3 +40,230 @@ def search(request: HttpRequest, code) -> HttpResponse:
     context = {"dataset": ds, "workspace": ds.workspace, "form": form, "hits": hits, "error": error}
     template = "labeling/search.html#results" if request.htmx else "labeling/search.html"
     return TemplateResponse(request, template, context)
+
+
+@login_required
+def tracker_list(request: HttpRequest, code) -> HttpResponse:
+    """A workspace's trackers with their state, labels and quality."""
+    ws = get_workspace_for_user(request.user, code)
+    rows = []
+    for t in ws.trackers.prefetch_related("datasets"):
+        runs = progress.runs(t)
+        rows.append(
+            {
+                "tracker": t,
+                "counts": progress.label_counts(t),
+                "quality": progress.quality(runs[-1] if runs else None),
+            }
+        )
+    return TemplateResponse(
+        request,
+        "labeling/trackers.html",
+        {"workspace": ws, "rows": rows, "can_create": role_in(request.user, ws) in CAN_IMPORT},
+    )
+
+
+@login_required
+def tracker_create(request: HttpRequest, code) -> HttpResponse:
+    """Name, examples and datasets; the first round of cards is chosen on save."""
+    ws = get_workspace_for_user(request.user, code)
+    require_role(request.user, ws, CAN_IMPORT)
+    initial = {"seeds": "\n".join(request.GET.getlist("seed"))} if request.GET.getlist("seed") else None
+    form = TrackerForm(request.POST or None, workspace=ws, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            tracker = corpus.create_tracker(
+                workspace=ws,
+                user=request.user,
+                name=d["name"],
+                description=d["description"],
+                datasets=list(d["datasets"]),
+                seeds=form.seed_list(),
+                keywords=form.keyword_list(),
+                target_precision=d["target_precision"],
+                round_size=d["round_size"],
+                speaker_filter=d["speaker_filter"],
+            )
+        except corpus.TrackerInvalid as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("play", code=tracker.code)
+    status = 422 if request.method == "POST" else 200
+    return TemplateResponse(
+        request, "labeling/tracker_form.html", {"workspace": ws, "form": form}, status=status
+    )
+
+
+@login_required
+def tracker_detail(request: HttpRequest, code) -> HttpResponse:
+    """State, quality charts, the threshold trade-off and what the model matches now."""
+    tracker = get_tracker_for_user(request.user, code)
+    runs = progress.runs(tracker)
+    latest = runs[-1] if runs else None
+    context = {
+        "tracker": tracker,
+        "workspace": tracker.workspace,
+        "counts": progress.label_counts(tracker),
+        "quality": progress.quality(latest),
+        "pending": progress.pending_run(tracker),
+        "round": game.round_progress(tracker),
+        "can_label": role_in(request.user, tracker.workspace) in CAN_LABEL,
+    }
+    if runs:
+        context["learning_curve"] = charts.line_chart(
+            {
+                "cross-validated F1": [
+                    (progress.quality(r)["labels"], r.metrics["cv"].get("f1", 0))
+                    for r in runs
+                    if r.metrics.get("cv")
+                ],
+                "estimated precision": [
+                    (progress.quality(r)["labels"], r.metrics["estimates"]["precision"])
+                    for r in runs
+                    if r.metrics.get("estimates", {}).get("precision") is not None
+                ],
+            },
+            x_label="labels",
+        )
+        pr = latest.metrics.get("pr_curve", [])
+        context["pr_points"] = pr
+        context["pr_chart"] = charts.line_chart(
+            {
+                "precision": [(p["threshold"], p["precision"]) for p in pr],
+                "recall": [(p["threshold"], p["recall"]) for p in pr],
+            },
+            x_label="threshold",
+        )
+        context["histogram"] = charts.histogram(latest.metrics.get("score_histogram", []), latest.threshold)
+        context["matches"] = _top_matches(tracker, latest)
+    return TemplateResponse(request, "labeling/tracker.html", context)
+
+
+def _top_matches(tracker, run, n: int = 10):
+    """The highest-scoring segments nobody has labeled yet."""
+    import numpy as np
+
+    from trackers.models import Segment
+
+    pool = game.build_pool(tracker)
+    if not pool.keys:
+        return []
+    scores = training.scorer_for(run).score(pool.vectors, pool.texts)
+    labeled = game.labeled_keys(tracker)
+    order = [i for i in np.argsort(-scores) if pool.keys[i] not in labeled][:n]
+    segs = Segment.objects.in_bulk([int(pool.segment_ids[i]) for i in order])
+    return [(float(scores[i]), segs[int(pool.segment_ids[i])]) for i in order]
+
+
+@login_required
+@require_POST
+def tracker_train(request: HttpRequest, code) -> HttpResponse:
+    """Train now on every answer so far (nothing happens if those answers were trained on already)."""
+    tracker = get_tracker_for_user(request.user, code)
+    require_role(request.user, tracker.workspace, CAN_LABEL)
+    training.request_training(tracker)
+    return redirect("tracker", code=tracker.code)
+
+
+def _game_context(request: HttpRequest, tracker) -> dict:
+    cards = game.claim_cards(tracker, request.user, n=2)
+    return {
+        "tracker": tracker,
+        "workspace": tracker.workspace,
+        "card": cards[0] if cards else None,
+        "upcoming": cards[1] if len(cards) > 1 else None,
+        "round": game.round_progress(tracker),
+        "stats": progress.player_stats(tracker, request.user),
+        "pending": progress.pending_run(tracker),
+        "answers": tracker.answers,
+    }
+
+
+def _card_context(card: Card | None) -> Card | None:
+    if card is not None:
+        seg = card.segment
+        near = {
+            s.position: s
+            for s in seg.document.segments.filter(position__in=[seg.position - 1, seg.position + 1])
+        }
+        card.previous, card.next = near.get(seg.position - 1), near.get(seg.position + 1)
+    return card
+
+
+@login_required
+def play(request: HttpRequest, code) -> HttpResponse:
+    """The game: one card at a time, keyboard first."""
+    tracker = get_tracker_for_user(request.user, code)
+    require_role(request.user, tracker.workspace, CAN_LABEL)
+    context = _game_context(request, tracker)
+    _card_context(context["card"])
+    template = "labeling/play.html#game" if request.htmx else "labeling/play.html"
+    response = TemplateResponse(request, template, context)
+    if request.htmx and context["card"] is None and not context["pending"] and context["round"]["size"] == 0:
+        response.status_code = 286
+    return response
+
+
+@login_required
+@require_POST
+def answer(request: HttpRequest, code) -> HttpResponse:
+    """Record an answer (a repeat of the same answer is harmless) and show the next card or the round summary."""
+    tracker = get_tracker_for_user(request.user, code)
+    require_role(request.user, tracker.workspace, CAN_LABEL)
+    card = get_object_or_404(
+        Card.objects.select_related("segment"), tracker=tracker, pk=request.POST.get("card") or 0
+    )
+    if (
+        card.claimed_by_id not in (None, request.user.pk)
+        and card.answered_at is None
+        and card.claimed_until
+        and card.claimed_until > timezone.now()
+    ):
+        return HttpResponse("This card is being answered by someone else.", status=409)
+    try:
+        _, created = game.answer_card(tracker, request.user, card, request.POST.get("answer", ""))
+    except game.LabelRejected as exc:
+        return HttpResponse(str(exc), status=400)
+    if not game.open_cards(tracker).filter(round=card.round).exists() and created:
+        response = TemplateResponse(
+            request,
+            "labeling/play.html#summary",
+            {"tracker": tracker, "summary": progress.round_summary(tracker, card.round)},
+        )
+        return trigger_client_event(response, "round-complete", {"round": card.round})
+    if not request.htmx:
+        return redirect("play", code=tracker.code)
+    context = _game_context(request, tracker)
+    _card_context(context["card"])
+    response = TemplateResponse(request, "labeling/play.html#game", context)
+    return trigger_client_event(response, "label-recorded", {"created": created, **context["stats"]})
+
+
+@login_required
+@require_POST
+def undo(request: HttpRequest, code) -> HttpResponse:
+    """Take back my last answer; its card comes back first."""
+    tracker = get_tracker_for_user(request.user, code)
+    require_role(request.user, tracker.workspace, CAN_LABEL)
+    game.undo_last(tracker, request.user)
+    if not request.htmx:
+        return redirect("play", code=tracker.code)
+    context = _game_context(request, tracker)
+    _card_context(context["card"])
+    return TemplateResponse(request, "labeling/play.html#game", context)
+
+
+@login_required
+def summary(request: HttpRequest, code) -> HttpResponse:
+    """The round summary; polls until the training it started is done (then 286)."""
+    tracker = get_tracker_for_user(request.user, code)
+    try:
+        round_no = int(request.GET.get("round", "0")) or None
+    except ValueError:
+        round_no = None
+    data = progress.round_summary(tracker, round_no)
+    response = TemplateResponse(request, "labeling/play.html#summary", {"tracker": tracker, "summary": data})
+    if not data["pending"]:
+        response.status_code = 286
+    return response

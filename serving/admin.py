@@ -40,7 +40,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
-    list_display = ["code", "tracker", "state", "featurizer", "threshold", "duration_s", "created_at", "finished_at"]
+    list_display = [
+        "code",
+        "tracker",
+        "state",
+        "featurizer",
+        "threshold",
+        "duration_s",
+        "created_at",
+        "finished_at",
+    ]
     list_filter = ["state", "featurizer", "tracker"]
     search_fields = ["code", "watermark"]
     readonly_fields = ["code", "watermark", "created_at", "finished_at", "heartbeat_at"]

@@ -50,3 +50,11 @@ def get_job_for_user(user, code) -> Job:
     return get_object_or_404(
         Job.objects.select_related("dataset").filter(workspace__in=workspaces_for(user)), code=code
     )
+
+
+def get_tracker_for_user(user, code):
+    from trackers.models import Tracker
+
+    return get_object_or_404(
+        Tracker.objects.select_related("workspace").filter(workspace__in=workspaces_for(user)), code=code
+    )

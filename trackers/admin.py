@@ -96,7 +96,15 @@ class SeedInline(admin.TabularInline):
 
 @admin.register(Tracker)
 class TrackerAdmin(admin.ModelAdmin):
-    list_display = ["name", "workspace", "kind", "granularity", "state", "target_precision", "last_trained_at"]
+    list_display = [
+        "name",
+        "workspace",
+        "kind",
+        "granularity",
+        "state",
+        "target_precision",
+        "last_trained_at",
+    ]
     list_filter = ["state", "kind", "granularity", "workspace"]
     search_fields = ["name", "description", "code"]
     filter_horizontal = ["datasets"]

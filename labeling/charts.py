@@ -1,0 +1,76 @@
+"""Small server-rendered SVG charts (no JS build): learning curve, precision/recall, histogram."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Chart:
+    width: int = 360
+    height: int = 180
+    pad: int = 28
+
+    def x(self, v: float, lo: float, hi: float) -> float:
+        return self.pad + (v - lo) / ((hi - lo) or 1) * (self.width - 2 * self.pad)
+
+    def y(self, v: float) -> float:
+        return self.height - self.pad - v * (self.height - 2 * self.pad)
+
+
+def line_chart(series: dict[str, list[tuple[float, float]]], *, x_label: str, y_label: str = "") -> dict:
+    """Points for polylines of 0..1 values over an x range, plus axis ticks."""
+    c = Chart()
+    xs = [x for pts in series.values() for x, _ in pts] or [0, 1]
+    lo, hi = min(xs), max(xs)
+    lines = {
+        name: " ".join(f"{c.x(x, lo, hi):.1f},{c.y(max(0.0, min(1.0, y))):.1f}" for x, y in pts)
+        for name, pts in series.items()
+    }
+    dots = {
+        name: [(round(c.x(x, lo, hi), 1), round(c.y(max(0.0, min(1.0, y))), 1), x, y) for x, y in pts]
+        for name, pts in series.items()
+    }
+    return {
+        "w": c.width,
+        "h": c.height,
+        "pad": c.pad,
+        "lines": lines,
+        "dots": dots,
+        "x_label": x_label,
+        "y_label": y_label,
+        "x_lo": lo,
+        "x_hi": hi,
+        "y_ticks": [(c.y(t), t) for t in (0, 0.5, 1)],
+        "x0": c.pad,
+        "x1": c.width - c.pad,
+        "y0": c.y(0),
+        "y1": c.y(1),
+    }
+
+
+def histogram(counts: list[int], threshold: float | None) -> dict:
+    c = Chart()
+    top = max(counts or [1]) or 1
+    n = len(counts) or 1
+    bw = (c.width - 2 * c.pad) / n
+    bars = [
+        (
+            round(c.pad + i * bw, 1),
+            round(c.y(v / top), 1),
+            round(bw - 1, 1),
+            round(c.y(0) - c.y(v / top), 1),
+            v,
+        )
+        for i, v in enumerate(counts)
+    ]
+    return {
+        "w": c.width,
+        "h": c.height,
+        "bars": bars,
+        "y0": c.y(0),
+        "x0": c.pad,
+        "x1": c.width - c.pad,
+        "threshold_x": round(c.x(threshold, 0, 1), 1) if threshold is not None else None,
+        "top": top,
+    }

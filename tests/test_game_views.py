@@ -1,0 +1,154 @@
+"""The game and tracker pages through the Django test client."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from labeling.models import Annotation, Card
+from serving.models import TrainingRun, TrainingState
+from tests.test_game import corpus, oracle
+from trackers import services
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def tracker(dataset, owner, workspace):
+    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    dataset.refresh_from_db()
+    return services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Wants to cancel",
+        datasets=[dataset],
+        seeds=["cancel my subscription", "we want to cancel", "end the contract"],
+        round_size=10,
+    )
+
+
+def test_create_tracker_through_the_form(owner_client, workspace, dataset, owner):
+    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    url = reverse("tracker-create", args=[workspace.code])
+    bad = owner_client.post(
+        url,
+        {
+            "name": "Churn",
+            "datasets": [dataset.pk],
+            "seeds": "only one",
+            "target_precision": 0.8,
+            "round_size": 25,
+        },
+    )
+    assert bad.status_code == 422 and "give at least 3 example sentences (got 1)" in bad.content.decode()
+    ok = owner_client.post(
+        url,
+        {
+            "name": "Churn",
+            "datasets": [dataset.pk],
+            "seeds": "cancel it\nwe quit\nend it now",
+            "keywords": "cancel, quit",
+            "target_precision": 0.9,
+            "round_size": 10,
+        },
+    )
+    tracker = workspace.trackers.get()
+    assert ok.status_code == 302 and ok["Location"] == reverse("play", args=[tracker.code])
+    assert tracker.keywords == ["cancel", "quit"] and tracker.target_precision == 0.9
+    assert tracker.cards.count() == 10 and tracker.seeds.count() == 3
+
+
+def test_search_results_prefill_the_tracker_form(owner_client, workspace):
+    url = reverse("tracker-create", args=[workspace.code]) + "?seed=first+example&seed=second+example"
+    assert "first example\nsecond example" in owner_client.get(url).content.decode()
+
+
+def test_play_shows_a_card_with_context_and_keyboard_hints(owner_client, tracker):
+    html = owner_client.get(reverse("play", args=[tracker.code])).content.decode()
+    card = Card.objects.get(
+        tracker=tracker,
+        claimed_by__isnull=False,
+        answered_at__isnull=True,
+        pk=int(html.split('data-card="')[1].split('"')[0]),
+    )
+    assert f"<strong>{card.segment.text}</strong>" in html
+    assert (
+        'data-key="y"' in html
+        and 'data-key="n"' in html
+        and 'data-key="s"' in html
+        and 'data-key="u"' in html
+    )
+    assert "Round 1" in html and "0/10" in html and 'id="upcoming"' in html
+
+
+def test_answering_a_full_round_shows_the_summary_then_the_next_round(owner_client, tracker, owner):
+    url = reverse("answer", args=[tracker.code])
+    last = None
+    for _ in range(10):
+        card = (
+            Card.objects.filter(tracker=tracker, round=1, answered_at__isnull=True, claimed_by=owner).first()
+            or Card.objects.filter(tracker=tracker, round=1, answered_at__isnull=True).first()
+        )
+        last = owner_client.post(url, {"card": card.pk, "answer": oracle(card)}, HTTP_HX_REQUEST="true")
+        assert last.status_code == 200
+    html = last.content.decode()
+    assert "Round 1 done!" in html and "matches found" in html
+    assert "round-complete" in last["HX-Trigger"]
+    run = TrainingRun.objects.get(tracker=tracker)
+    assert run.state == TrainingState.SUCCEEDED
+    summary = owner_client.get(reverse("round-summary", args=[tracker.code]), HTTP_HX_REQUEST="true")
+    assert summary.status_code == 286 and "F1 (cross-validated)" in summary.content.decode()
+    nxt = owner_client.get(reverse("play", args=[tracker.code])).content.decode()
+    assert "Round 2" in nxt and "0/10" in nxt
+
+
+def test_double_press_is_one_label_and_other_labelers_cards_are_409(
+    owner_client, client, tracker, owner, viewer, workspace
+):
+    from tests.factories import MembershipFactory, UserFactory
+    from trackers.models import Role
+
+    card = Card.objects.filter(tracker=tracker).first()
+    url = reverse("answer", args=[tracker.code])
+    first = owner_client.post(url, {"card": card.pk, "answer": "yes"}, HTTP_HX_REQUEST="true")
+    second = owner_client.post(url, {"card": card.pk, "answer": "yes"}, HTTP_HX_REQUEST="true")
+    assert first.status_code == second.status_code == 200
+    assert Annotation.objects.filter(tracker=tracker).count() == 1
+    other = MembershipFactory(workspace=workspace, user=UserFactory(username="lara"), role=Role.LABELER).user
+    client.force_login(other)
+    claimed = Card.objects.filter(tracker=tracker, answered_at__isnull=True, claimed_by=owner).first()
+    assert client.post(url, {"card": claimed.pk, "answer": "no"}).status_code == 409
+
+
+def test_viewers_cannot_play(client, viewer, tracker):
+    client.force_login(viewer)
+    assert client.get(reverse("play", args=[tracker.code])).status_code == 403
+
+
+def test_bad_answer_is_400(owner_client, tracker):
+    card = Card.objects.filter(tracker=tracker).first()
+    response = owner_client.post(reverse("answer", args=[tracker.code]), {"card": card.pk, "answer": "maybe"})
+    assert response.status_code == 400 and "'maybe' is not an answer" in response.content.decode()
+
+
+def test_undo_brings_the_card_back(owner_client, tracker):
+    card = Card.objects.filter(tracker=tracker).first()
+    owner_client.post(
+        reverse("answer", args=[tracker.code]), {"card": card.pk, "answer": "no"}, HTTP_HX_REQUEST="true"
+    )
+    html = owner_client.post(reverse("undo", args=[tracker.code]), HTTP_HX_REQUEST="true").content.decode()
+    assert f'data-card="{card.pk}"' in html and not Annotation.objects.exists()
+
+
+def test_tracker_page_shows_quality_charts_and_matches(owner_client, tracker, owner):
+    from labeling import game
+
+    while cards := [c for c in game.claim_cards(tracker, owner, n=2) if c.round == 1]:
+        for c in cards:
+            game.answer_card(tracker, owner, c, oracle(c))
+    html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
+    assert "Quality as labels grow" in html and "<polyline" in html and 'class="bar"' in html
+    assert "What it matches now" in html and "cancel" in html.split("What it matches now")[1]
+    assert 'id="pr-points"' in html
+    listing = owner_client.get(reverse("trackers", args=[tracker.workspace.code])).content.decode()
+    assert "Wants to cancel" in listing
