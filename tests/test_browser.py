@@ -91,3 +91,47 @@ def test_bad_file_shows_the_error_in_place(page, live_server, owner, dataset, tm
     page.click("#upload-form button[type=submit]")
     page.wait_for_selector("#upload-form .error >> text=empty.csv: the file is empty")
     assert not Job.objects.exists()
+
+
+def test_a_full_round_with_the_keyboard_alone(page, live_server, owner, dataset, workspace, tmp_path):
+    from labeling.models import Annotation
+    from serving.models import TrainingRun
+    from tests.test_game import corpus
+    from trackers import services
+
+    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    dataset.refresh_from_db()
+    tracker = services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Wants to cancel",
+        datasets=[dataset],
+        seeds=["cancel my subscription", "we want to cancel", "end the contract"],
+        round_size=10,
+    )
+    log_in(page, live_server, owner, f"/t/{tracker.code}/play/")
+    page.wait_for_selector(".game-card")
+    page.keyboard.press("?")
+    assert page.locator("#keys-help").is_visible()
+    page.keyboard.press("Escape")
+    seen = []
+    for i in range(10):
+        card = page.locator(".game-card")
+        text = card.locator(".focus strong").inner_text()
+        card_id = card.get_attribute("data-card")
+        seen.append(card_id)
+        page.keyboard.press("y" if "cancel" in text else "n")
+        if i < 9:
+            page.wait_for_function(
+                f"document.querySelector('.game-card') && document.querySelector('.game-card').dataset.card !== '{card_id}'"
+            )
+            assert page.locator("#round-count").inner_text() == f"{i + 1}/10"
+    page.wait_for_selector("text=Round 1 done!")
+    page.wait_for_selector(".summary table.compare")  # training finished and the summary shows before/after
+    page.screenshot(path=str(tmp_path / "summary.png"))
+    assert len(set(seen)) == 10
+    assert Annotation.objects.filter(tracker=tracker).count() == 10
+    assert TrainingRun.objects.filter(tracker=tracker, state="succeeded").count() == 1
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Round 2")
+    page.screenshot(path=str(tmp_path / "round2.png"))
