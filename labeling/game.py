@@ -188,6 +188,9 @@ def record_label(
         )
     now = timezone.now()
     card = card or Card.objects.filter(tracker=tracker, segment=segment).first()
+    existing = Annotation.objects.filter(tracker=tracker, segment=segment, annotator=user).first()
+    if existing is not None and existing.answer == answer:
+        return existing, False  # a repeat (double press, retried request) changes nothing
     defaults = {
         "answer": answer,
         "updated_at": now,

@@ -7,15 +7,19 @@ from uuid import UUID
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from ninja import File, Form, NinjaAPI, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.security import APIKeyHeader, HttpBearer, django_auth
 
+from labeling import game, progress
 from labeling import services as search_services
-from serving.models import ApiKey
+from labeling.models import Card
+from serving import services as training
+from serving.models import ApiKey, TrainingRun
 from trackers import services
-from trackers.models import CAN_IMPORT, Dataset, Job, Membership, Workspace
+from trackers.models import CAN_IMPORT, CAN_LABEL, Dataset, Job, Membership, Tracker, Workspace
 
 
 class BearerKey(HttpBearer):
@@ -245,6 +249,256 @@ def search(request, code: UUID, q: str, k: int = 20):
             for h in hits
         ],
     )
+
+
+# --- trackers and the game ---------------------------------------------------------------
+
+
+class TrackerIn(Schema):
+    name: str
+    description: str = ""
+    datasets: list[UUID]
+    seeds: list[str]
+    keywords: list[str] = []
+    target_precision: float = 0.8
+    round_size: int = 25
+    speaker_filter: str = ""
+
+
+class QualityOut(Schema):
+    labels: int
+    cv_precision: float | None
+    cv_recall: float | None
+    cv_f1: float | None
+    est_precision: float | None
+    est_precision_ci: list[float] | None
+    est_recall: float | None
+    threshold: float | None
+    featurizer: str
+
+
+class TrackerOut(Schema):
+    code: UUID
+    name: str
+    description: str
+    kind: str
+    state: str
+    answers: list[str]
+    target_precision: float
+    round: dict
+    label_counts: dict
+    quality: QualityOut | None
+    last_trained_at: datetime | None
+
+
+class CardOut(Schema):
+    id: int
+    round: int
+    strategy: str
+    score: float | None
+    text: str
+    speaker: str
+    document: UUID
+    document_title: str
+    previous: str | None
+    next: str | None
+
+
+class LabelIn(Schema):
+    card: int
+    answer: str
+
+
+class LabelOut(Schema):
+    card: int
+    answer: str
+    created: bool
+
+
+class RunOut(Schema):
+    code: UUID
+    state: str
+    label_counts: dict
+    featurizer: str
+    threshold: float | None
+    threshold_rule: str
+    metrics: dict
+    duration_s: float | None
+    error: str
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def _tracker(request: HttpRequest, code: UUID, allowed: set[str] | None = None) -> Tracker:
+    workspaces, roles = _scope(request)
+    tracker = get_object_or_404(
+        Tracker.objects.select_related("workspace").filter(workspace__in=workspaces), code=code
+    )
+    if allowed is not None and roles[tracker.workspace_id] not in allowed:
+        raise HttpError(403, "your role in this workspace does not allow this")
+    return tracker
+
+
+def _actor(request: HttpRequest):
+    """The user answers are recorded for: the session's, or the one who made the API key."""
+    if isinstance(request.auth, ApiKey):
+        if request.auth.created_by is None:
+            raise HttpError(403, "this API key has no user to label as; create a key from the admin console")
+        return request.auth.created_by
+    return request.user
+
+
+def _tracker_out(tracker: Tracker) -> TrackerOut:
+    runs = progress.runs(tracker)
+    q = progress.quality(runs[-1] if runs else None)
+    return TrackerOut(
+        code=tracker.code,
+        name=tracker.name,
+        description=tracker.description,
+        kind=tracker.kind,
+        state=tracker.state,
+        answers=tracker.answers,
+        target_precision=tracker.target_precision,
+        round=game.round_progress(tracker),
+        label_counts=progress.label_counts(tracker),
+        quality=QualityOut(**{k: v for k, v in q.items() if k in QualityOut.model_fields}) if q else None,
+        last_trained_at=tracker.last_trained_at,
+    )
+
+
+def _card_out(card: Card) -> CardOut:
+    seg = card.segment
+    near = {
+        x.position: x.text
+        for x in seg.document.segments.filter(position__in=[seg.position - 1, seg.position + 1])
+    }
+    return CardOut(
+        id=card.pk,
+        round=card.round,
+        strategy=card.strategy,
+        score=card.score,
+        text=seg.text,
+        speaker=seg.speaker,
+        document=seg.document.code,
+        document_title=seg.document.title,
+        previous=near.get(seg.position - 1),
+        next=near.get(seg.position + 1),
+    )
+
+
+def _run_out(run: TrainingRun) -> RunOut:
+    return RunOut(
+        code=run.code,
+        state=run.state,
+        label_counts=run.label_counts,
+        featurizer=run.featurizer,
+        threshold=run.threshold,
+        threshold_rule=run.threshold_rule,
+        metrics=run.metrics,
+        duration_s=run.duration_s,
+        error=run.error,
+        created_at=run.created_at,
+        finished_at=run.finished_at,
+    )
+
+
+@router.get("/workspaces/{code}/trackers", response=list[TrackerOut], tags=["trackers"])
+def list_trackers(request, code: UUID):
+    """Trackers of a workspace with their state, labels and quality."""
+    workspaces, _ = _scope(request)
+    ws = get_object_or_404(workspaces, code=code)
+    return [_tracker_out(t) for t in ws.trackers.all()]
+
+
+@router.post("/workspaces/{code}/trackers", response={201: TrackerOut, 400: ErrorOut}, tags=["trackers"])
+def create_tracker(request, code: UUID, payload: TrackerIn):
+    """Create a concept tracker from at least 3 example sentences; its first round is chosen at once."""
+    workspaces, roles = _scope(request)
+    ws = get_object_or_404(workspaces, code=code)
+    if roles[ws.pk] not in CAN_IMPORT:
+        raise HttpError(403, "your role in this workspace does not allow creating trackers")
+    datasets = list(ws.datasets.filter(code__in=payload.datasets))
+    missing = set(payload.datasets) - {d.code for d in datasets}
+    if missing:
+        return Status(400, {"detail": f"no dataset {sorted(map(str, missing))[0]} in this workspace"})
+    try:
+        tracker = services.create_tracker(
+            workspace=ws,
+            user=_actor(request),
+            name=payload.name,
+            description=payload.description,
+            datasets=datasets,
+            seeds=payload.seeds,
+            keywords=payload.keywords,
+            target_precision=payload.target_precision,
+            round_size=payload.round_size,
+            speaker_filter=payload.speaker_filter,
+        )
+    except services.TrackerInvalid as exc:
+        return Status(400, {"detail": str(exc)})
+    return Status(201, _tracker_out(tracker))
+
+
+@router.get("/trackers/{code}", response=TrackerOut, tags=["trackers"])
+def get_tracker(request, code: UUID):
+    """State, label counts, round progress and current quality."""
+    return _tracker_out(_tracker(request, code))
+
+
+@router.post("/trackers/{code}/cards", response=list[CardOut], tags=["labeling"])
+def next_cards(request, code: UUID, n: int = 2):
+    """Claim the next cards to answer (yours first); an empty list while the next round is being prepared."""
+    tracker = _tracker(request, code, CAN_LABEL)
+    if not 1 <= n <= 50:
+        raise HttpError(422, "n must be between 1 and 50")
+    return [_card_out(c) for c in game.claim_cards(tracker, _actor(request), n=n)]
+
+
+@router.post(
+    "/trackers/{code}/labels",
+    response={200: LabelOut, 201: LabelOut, 400: ErrorOut, 409: ErrorOut},
+    tags=["labeling"],
+)
+def submit_label(request, code: UUID, payload: LabelIn):
+    """Answer a card: 201 when recorded, 200 when it repeats the answer already stored (a double submit)."""
+    tracker = _tracker(request, code, CAN_LABEL)
+    user = _actor(request)
+    card = get_object_or_404(Card.objects.select_related("segment"), tracker=tracker, pk=payload.card)
+    if (
+        card.claimed_by_id not in (None, user.pk)
+        and card.answered_at is None
+        and card.claimed_until
+        and card.claimed_until > timezone.now()
+    ):
+        return Status(409, {"detail": "this card is claimed by another labeler"})
+    try:
+        annotation, created = game.answer_card(tracker, user, card, payload.answer)
+    except game.LabelRejected as exc:
+        return Status(400, {"detail": str(exc)})
+    return Status(201 if created else 200, LabelOut(card=card.pk, answer=annotation.answer, created=created))
+
+
+@router.post("/trackers/{code}/undo", response={200: CardOut, 204: None}, tags=["labeling"])
+def undo_label(request, code: UUID):
+    """Take back your latest answer; its card is yours again."""
+    tracker = _tracker(request, code, CAN_LABEL)
+    card = game.undo_last(tracker, _actor(request))
+    return Status(200, _card_out(card)) if card else Status(204, None)
+
+
+@router.post("/trackers/{code}/train", response={200: RunOut, 202: RunOut}, tags=["training"])
+def train(request, code: UUID):
+    """Train on every answer so far: 202 with a new run, 200 with the run that already covers these answers."""
+    tracker = _tracker(request, code, CAN_LABEL)
+    run, created = training.request_training(tracker)
+    run.refresh_from_db()
+    return Status(202 if created else 200, _run_out(run))
+
+
+@router.get("/trackers/{code}/runs", response=list[RunOut], tags=["training"])
+def list_runs(request, code: UUID):
+    """Every training run, newest first, with metrics (cross-validated and sample-based)."""
+    return [_run_out(r) for r in _tracker(request, code).training_runs.all()]
 
 
 api.add_router("", router)

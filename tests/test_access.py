@@ -99,6 +99,14 @@ API_OBJECT_ROUTES = [
     ("post", "/api/datasets/{dataset}/imports"),
     ("get", "/api/datasets/{dataset}/search?q=hello"),
     ("get", "/api/jobs/{job}"),
+    ("get", "/api/workspaces/{workspace}/trackers"),
+    ("post", "/api/workspaces/{workspace}/trackers"),
+    ("get", "/api/trackers/{tracker}"),
+    ("post", "/api/trackers/{tracker}/cards"),
+    ("post", "/api/trackers/{tracker}/labels"),
+    ("post", "/api/trackers/{tracker}/undo"),
+    ("post", "/api/trackers/{tracker}/train"),
+    ("get", "/api/trackers/{tracker}/runs"),
 ]
 
 
@@ -122,6 +130,10 @@ def test_stranger_api_key_gets_404(client, stranger, objects, method, route):
     kwargs = {}
     if route.endswith("/datasets") and method == "post":
         kwargs = {"content_type": "application/json", "data": {"name": "x"}}
+    elif route.endswith("/trackers") and method == "post":
+        kwargs = {"content_type": "application/json", "data": {"name": "x", "datasets": [], "seeds": []}}
+    elif route.endswith("/labels"):
+        kwargs = {"content_type": "application/json", "data": {"card": 1, "answer": "yes"}}
     elif route.endswith("/imports"):
         kwargs = {"data": {"file": SimpleUploadedFile("a.csv", b"text\nhello\n")}}
     response = getattr(client, method)(url, headers={"Authorization": f"Bearer {raw}"}, **kwargs)

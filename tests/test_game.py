@@ -117,7 +117,9 @@ def test_an_abandoned_claim_is_released(tracker, owner, labeler):
 def test_a_double_press_records_one_label(tracker, owner):
     card = game.claim_cards(tracker, owner, n=1)[0]
     first, created = game.answer_card(tracker, owner, card, "yes")
+    watermark = game.label_watermark(tracker)
     again, created_again = game.answer_card(tracker, owner, card, "yes")
+    assert game.label_watermark(tracker) == watermark  # a repeat is not new information to train on
     assert created and not created_again and first.pk == again.pk
     assert Annotation.objects.filter(tracker=tracker).count() == 1
     assert Annotation.objects.get().strategy == card.strategy
