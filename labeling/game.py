@@ -154,6 +154,16 @@ def open_cards(tracker: Tracker):
     return tracker.cards.filter(answered_at__isnull=True)
 
 
+def held_by_another(card: Card, user) -> bool:
+    """True while someone else's claim on this unanswered card is live."""
+    return bool(
+        card.answered_at is None
+        and card.claimed_by_id not in (None, user.pk)
+        and card.claimed_until
+        and card.claimed_until > timezone.now()
+    )
+
+
 def claim_cards(tracker: Tracker, user, n: int = 2) -> list[Card]:
     """Up to ``n`` unanswered cards for ``user``: theirs first, then free or expired ones, claimed by compare-and-set."""
     now = timezone.now()

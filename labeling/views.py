@@ -6,7 +6,6 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
@@ -214,12 +213,7 @@ def answer(request: HttpRequest, code) -> HttpResponse:
     card = get_object_or_404(
         Card.objects.select_related("segment"), tracker=tracker, pk=request.POST.get("card") or 0
     )
-    if (
-        card.claimed_by_id not in (None, request.user.pk)
-        and card.answered_at is None
-        and card.claimed_until
-        and card.claimed_until > timezone.now()
-    ):
+    if game.held_by_another(card, request.user):
         return HttpResponse("This card is being answered by someone else.", status=409)
     try:
         _, created = game.answer_card(tracker, request.user, card, request.POST.get("answer", ""))

@@ -7,7 +7,6 @@ from uuid import UUID
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from ninja import File, Form, NinjaAPI, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
@@ -464,12 +463,7 @@ def submit_label(request, code: UUID, payload: LabelIn):
     tracker = _tracker(request, code, CAN_LABEL)
     user = _actor(request)
     card = get_object_or_404(Card.objects.select_related("segment"), tracker=tracker, pk=payload.card)
-    if (
-        card.claimed_by_id not in (None, user.pk)
-        and card.answered_at is None
-        and card.claimed_until
-        and card.claimed_until > timezone.now()
-    ):
+    if game.held_by_another(card, user):
         return Status(409, {"detail": "this card is claimed by another labeler"})
     try:
         annotation, created = game.answer_card(tracker, user, card, payload.answer)

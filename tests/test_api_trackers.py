@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from serving.models import ApiKey
-from tests.test_game import corpus
+from tests.test_game import cancel_tracker, corpus
 from trackers import services
 from trackers.models import Role
 
@@ -93,14 +93,7 @@ def test_bad_tracker_definitions_are_400(client, workspace, embedded, key):
 
 
 def test_undo_and_bad_answers(client, workspace, embedded, owner, key):
-    tracker = services.create_tracker(
-        workspace=workspace,
-        user=owner,
-        name="t",
-        datasets=[embedded],
-        seeds=["cancel it", "we cancel", "stop the plan"],
-        round_size=5,
-    )
+    tracker = cancel_tracker(workspace, owner, embedded, round_size=5, name="t")
     card = client.post(f"/api/trackers/{tracker.code}/cards?n=1", headers=key).json()[0]
     bad = client.post(
         f"/api/trackers/{tracker.code}/labels",
@@ -121,14 +114,7 @@ def test_undo_and_bad_answers(client, workspace, embedded, owner, key):
 
 
 def test_viewer_keys_read_but_cannot_label(client, workspace, embedded, owner):
-    tracker = services.create_tracker(
-        workspace=workspace,
-        user=owner,
-        name="t",
-        datasets=[embedded],
-        seeds=["cancel it", "we cancel", "stop the plan"],
-        round_size=5,
-    )
+    tracker = cancel_tracker(workspace, owner, embedded, round_size=5, name="t")
     _, raw = ApiKey.issue(workspace=workspace, name="ro", role=Role.VIEWER, created_by=owner)
     headers = {"X-API-Key": raw}
     assert client.get(f"/api/trackers/{tracker.code}", headers=headers).status_code == 200

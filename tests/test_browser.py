@@ -96,19 +96,12 @@ def test_bad_file_shows_the_error_in_place(page, live_server, owner, dataset, tm
 def test_a_full_round_with_the_keyboard_alone(page, live_server, owner, dataset, workspace, tmp_path):
     from labeling.models import Annotation
     from serving.models import TrainingRun
-    from tests.test_game import corpus
+    from tests.test_game import cancel_tracker, corpus
     from trackers import services
 
     services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
-    tracker = services.create_tracker(
-        workspace=workspace,
-        user=owner,
-        name="Wants to cancel",
-        datasets=[dataset],
-        seeds=["cancel my subscription", "we want to cancel", "end the contract"],
-        round_size=10,
-    )
+    tracker = cancel_tracker(workspace, owner, dataset, round_size=10, name="Wants to cancel")
     log_in(page, live_server, owner, f"/t/{tracker.code}/play/")
     page.wait_for_selector(".game-card")
     page.keyboard.press("?")

@@ -48,6 +48,18 @@ def corpus() -> bytes:
     return ("text\n" + "\n".join(rows) + "\n").encode()
 
 
+def cancel_tracker(workspace, owner, dataset, *, round_size: int = 20, name: str = "Wants to cancel"):
+    """A concept tracker over the cancel corpus (already imported into ``dataset``)."""
+    return services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name=name,
+        datasets=[dataset],
+        seeds=["cancel my subscription", "we want to cancel", "end the contract"],
+        round_size=round_size,
+    )
+
+
 @pytest.fixture
 def embedded(dataset, owner):
     services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())

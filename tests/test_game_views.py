@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from labeling.models import Annotation, Card
 from serving.models import TrainingRun, TrainingState
-from tests.test_game import corpus, oracle
+from tests.test_game import cancel_tracker, corpus, oracle
 from trackers import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,14 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def tracker(dataset, owner, workspace):
     services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
-    return services.create_tracker(
-        workspace=workspace,
-        user=owner,
-        name="Wants to cancel",
-        datasets=[dataset],
-        seeds=["cancel my subscription", "we want to cancel", "end the contract"],
-        round_size=10,
-    )
+    return cancel_tracker(workspace, owner, dataset, round_size=10, name="Wants to cancel")
 
 
 def test_create_tracker_through_the_form(owner_client, workspace, dataset, owner):
