@@ -7,7 +7,7 @@ PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install install-test run web worker test test-fast lint bench services clean
+.PHONY: install install-test prepare run test test-fast lint bench simulate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,16 @@ lint: install-test
 bench: install-test
 	$(BIN)/python manage.py prepare_encoder
 	$(BIN)/python bench/embedding.py
+	$(BIN)/python bench/labeling.py
+
+# Learning curves of our active learning against random selection (bench/results/simulation.json).
+simulate: install
+	$(BIN)/python manage.py prepare_encoder
+	$(BIN)/python manage.py simulate_labeling --file ../shared/data/sms_spam/dev.csv --positive spam \
+	    --output bench/results/simulation.json
+	$(BIN)/python manage.py simulate_labeling --file ../shared/data/banking77/dev.csv --positive card_arrival \
+	    --positive lost_or_stolen_card --positive exchange_rate --positive pin_blocked --positive top_up_failed \
+	    --output bench/results/simulation.json
 
 clean:
 	rm -rf var/broker var/media var/db.sqlite3 var/celerybeat-schedule* var/worker.log
