@@ -79,7 +79,8 @@ def main() -> None:
         "ours_embedding_only": timed(lambda: train_binary(vectors[pick], y), 3),
         "ours_with_feature_search": timed(lambda: train_binary(vectors[pick], y, texts=lab_texts), 3),
         "baseline_single_fit": timed(
-            lambda: LogisticRegression(class_weight="balanced", max_iter=2000).fit(vectors[pick], y), 3),
+            lambda: LogisticRegression(class_weight="balanced", max_iter=2000).fit(vectors[pick], y), 3
+        ),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -26,6 +26,7 @@ urlpatterns = [
     path("t/<uuid:code>/answer/", labeling_views.answer, name="answer"),
     path("t/<uuid:code>/undo/", labeling_views.undo, name="undo"),
     path("t/<uuid:code>/summary/", labeling_views.summary, name="round-summary"),
+    path("t/<uuid:code>/labels/", labeling_views.labels, name="labels"),
     path("doc/<uuid:code>/", views.document_detail, name="document"),
     path("jobs/<uuid:code>/", views.job_detail, name="job"),
     path("jobs/<uuid:code>/progress/", views.job_progress, name="job-progress"),

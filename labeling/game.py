@@ -267,3 +267,26 @@ def answer_card(tracker: Tracker, user, card: Card, answer: str) -> tuple[Annota
     if created and not open_cards(tracker).exists():
         request_training(tracker)
     return annotation, created
+
+
+def disagreements(tracker: Tracker):
+    """Segments whose labelers gave different (non-skip) answers."""
+    return (
+        Annotation.objects.filter(tracker=tracker)
+        .exclude(answer=Annotation.SKIP)
+        .values("segment")
+        .annotate(kinds=Count("answer", distinct=True))
+        .filter(kinds__gt=1)
+        .values("segment")
+    )
+
+
+def resolve(tracker: Tracker, segment: Segment, answer: str) -> int:
+    """Settle a disagreement: every labeler's answer on ``segment`` becomes ``answer``."""
+    if answer not in tracker.answers:
+        raise LabelRejected(
+            f"'{answer}' is not an answer of this tracker; expected one of {', '.join(tracker.answers)}"
+        )
+    return Annotation.objects.filter(tracker=tracker, segment=segment).update(
+        answer=answer, updated_at=timezone.now()
+    )

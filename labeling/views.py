@@ -261,3 +261,73 @@ def summary(request: HttpRequest, code) -> HttpResponse:
     if not data["pending"]:
         response.status_code = 286
     return response
+
+
+@login_required
+def labels(request: HttpRequest, code) -> HttpResponse:
+    """Every answer of a tracker: search, filter, change one, and settle disagreements."""
+    from django.core.paginator import Paginator
+
+    from labeling.models import Annotation
+    from trackers.models import Segment
+
+    tracker = get_tracker_for_user(request.user, code)
+    role = role_in(request.user, tracker.workspace)
+    if request.method == "POST":
+        require_role(request.user, tracker.workspace, CAN_LABEL)
+        try:
+            if request.POST.get("action") == "resolve":
+                require_role(request.user, tracker.workspace, CAN_IMPORT)
+                segment = get_object_or_404(
+                    Segment.objects.filter(annotations__tracker=tracker).distinct(),
+                    pk=request.POST.get("segment") or 0,
+                )
+                game.resolve(tracker, segment, request.POST.get("answer", ""))
+            else:
+                mine = Annotation.objects.filter(tracker=tracker)
+                if role not in CAN_IMPORT:
+                    mine = mine.filter(annotator=request.user)  # labelers change their own answers only
+                annotation = get_object_or_404(mine, pk=request.POST.get("annotation") or 0)
+                game.record_label(
+                    tracker,
+                    annotation.annotator,
+                    segment=annotation.segment,
+                    answer=request.POST.get("answer", ""),
+                    card=annotation.card,
+                )
+        except game.LabelRejected as exc:
+            return HttpResponse(str(exc), status=400)
+        return redirect(request.get_full_path())
+    qs = Annotation.objects.filter(tracker=tracker).select_related("segment__document", "annotator")
+    f = request.GET
+    if f.get("q"):
+        qs = qs.filter(segment__text__icontains=f["q"])
+    if f.get("answer"):
+        qs = qs.filter(answer=f["answer"])
+    if f.get("labeler"):
+        qs = qs.filter(annotator__username=f["labeler"])
+    if f.get("strategy"):
+        qs = qs.filter(strategy=f["strategy"])
+    if f.get("disagreements"):
+        qs = qs.filter(segment__in=game.disagreements(tracker)).order_by("segment_id", "annotator__username")
+    page = Paginator(qs, 50).get_page(f.get("page"))
+    return TemplateResponse(
+        request,
+        "labeling/labels.html",
+        {
+            "tracker": tracker,
+            "workspace": tracker.workspace,
+            "page": page,
+            "filters": f,
+            "answers": [*tracker.answers, Annotation.SKIP],
+            "labelers": sorted(
+                set(Annotation.objects.filter(tracker=tracker).values_list("annotator__username", flat=True))
+            ),
+            "strategies": sorted(
+                set(Annotation.objects.filter(tracker=tracker).values_list("strategy", flat=True)) - {""}
+            ),
+            "n_disagreements": game.disagreements(tracker).count(),
+            "can_resolve": role in CAN_IMPORT,
+            "can_label": role in CAN_LABEL,
+        },
+    )

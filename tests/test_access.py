@@ -31,6 +31,7 @@ OBJECT_URLS = {
     "answer": "tracker",
     "undo": "tracker",
     "round-summary": "tracker",
+    "labels": "tracker",
 }
 POST_ONLY = {"dataset-create", "dataset-upload", "tracker-train", "answer", "undo"}
 
