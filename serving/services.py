@@ -33,6 +33,22 @@ def request_training(tracker: Tracker) -> tuple[TrainingRun, bool]:
     return run, created
 
 
+def requeue_stale_runs() -> list[int]:
+    """Send again training runs whose worker died or whose message was lost; claiming keeps it single."""
+    from serving.tasks import train_tracker
+
+    stale = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    ids = list(
+        TrainingRun.objects.filter(
+            Q(state=TrainingState.RUNNING, heartbeat_at__lt=stale)
+            | Q(state=TrainingState.QUEUED, created_at__lt=stale)
+        ).values_list("pk", flat=True)
+    )
+    for run_id in ids:
+        transaction.on_commit(lambda run_id=run_id: train_tracker.delay(training_run_id=run_id))
+    return ids
+
+
 def claim_run(run_id: int) -> TrainingRun | None:
     now = timezone.now()
     stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)

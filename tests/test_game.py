@@ -241,3 +241,22 @@ def test_training_with_one_class_fails_with_a_reason(tracker, owner):
     run.refresh_from_db()
     assert run.state == TrainingState.FAILED
     assert run.error == "training needs at least one 'yes' and one 'no' answer"
+
+
+def test_the_sweeper_resends_abandoned_training_runs(tracker, owner):
+    from trackers.tasks import requeue_stale_jobs
+
+    cards = game.claim_cards(tracker, owner, n=2)
+    game.answer_card(tracker, owner, cards[0], "yes")
+    game.answer_card(tracker, owner, cards[1], "no")
+    old = timezone.now() - timedelta(hours=1)
+    lost = TrainingRun.objects.create(tracker=tracker, watermark="lost", created_at=old)
+    dead = TrainingRun.objects.create(
+        tracker=tracker, watermark="dead", state=TrainingState.RUNNING, heartbeat_at=old
+    )
+    fresh = TrainingRun.objects.create(tracker=tracker, watermark="fresh")
+    swept = requeue_stale_jobs()
+    assert sorted(swept["training_runs"]) == sorted([lost.pk, dead.pk])
+    for run in (lost, dead, fresh):
+        run.refresh_from_db()
+    assert lost.state == dead.state == TrainingState.SUCCEEDED and fresh.state == TrainingState.QUEUED

@@ -113,13 +113,14 @@ def finish_job(
 
 
 def requeue_stale_jobs() -> list[int]:
-    """Queue again running jobs whose worker stopped sending heartbeats (killed, OOM, reboot)."""
+    """Queue again jobs whose worker died (running, no heartbeat) or whose message was lost (queued too long)."""
     stale = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
     requeued = []
-    for job in Job.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=stale):
-        if Job.objects.filter(pk=job.pk, state=JobState.RUNNING, heartbeat_at__lt=stale).update(
-            state=JobState.QUEUED, message="worker stopped; queued again"
-        ):
+    abandoned = Q(state=JobState.RUNNING, heartbeat_at__lt=stale) | Q(
+        state=JobState.QUEUED, created_at__lt=stale
+    )
+    for job in Job.objects.filter(abandoned):
+        if Job.objects.filter(abandoned, pk=job.pk).update(state=JobState.QUEUED, message="queued again"):
             with transaction.atomic():
                 enqueue_job(job)
             requeued.append(job.pk)

@@ -58,6 +58,8 @@ def embed_dataset(self, *, job_id: int) -> None:
 
 
 @shared_task
-def requeue_stale_jobs() -> list[int]:
-    """Periodic sweeper for jobs whose worker died."""
-    return services.requeue_stale_jobs()
+def requeue_stale_jobs() -> dict:
+    """Periodic sweeper for jobs and training runs whose worker died or whose message was lost."""
+    from serving.services import requeue_stale_runs
+
+    return {"jobs": services.requeue_stale_jobs(), "training_runs": requeue_stale_runs()}
