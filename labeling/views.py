@@ -199,8 +199,8 @@ def play(request: HttpRequest, code) -> HttpResponse:
     _card_context(context["card"])
     template = "labeling/play.html#game" if request.htmx else "labeling/play.html"
     response = TemplateResponse(request, template, context)
-    if request.htmx and context["card"] is None and not context["pending"] and context["round"]["size"] == 0:
-        response.status_code = 286
+    if request.htmx and context["card"] is None and not context["pending"]:
+        response.status_code = 286  # nothing left to show and nothing being prepared: stop polling
     return response
 
 

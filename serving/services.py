@@ -58,10 +58,6 @@ def claim_run(run_id: int) -> TrainingRun | None:
     return None
 
 
-def latest_run(tracker: Tracker) -> TrainingRun | None:
-    return tracker.training_runs.filter(state=TrainingState.SUCCEEDED).order_by("-finished_at", "-id").first()
-
-
 def scorer_for(run: TrainingRun):
     return load_scorer(Path(run.head_file))
 
@@ -112,6 +108,11 @@ def run_training(run: TrainingRun) -> None:
         "pool": len(pool.keys),
         "score_histogram": np.histogram(scores, bins=20, range=(0, 1))[0].tolist(),
     }
+    # The round is over once every card is answered: queue the next one from this model, before the
+    # run counts as done, so a player waiting on the run never sees an empty game.
+    with transaction.atomic():
+        if not game.open_cards(tracker).exists():
+            game.fill_round(tracker, scorer=scorer, training_run=run)
     finish_run(
         run,
         TrainingState.SUCCEEDED,
@@ -129,10 +130,6 @@ def run_training(run: TrainingRun) -> None:
         last_trained_at=timezone.now(),
         state=TrackerState.READY if ready and tracker.state == TrackerState.LABELING else tracker.state,
     )
-    # The round is over once every card is answered: queue the next one from this model.
-    with transaction.atomic():
-        if not game.open_cards(tracker).exists():
-            game.fill_round(tracker, scorer=scorer, training_run=run)
 
 
 def _estimates(tracker: Tracker, pool: game.Pool, scores: np.ndarray, threshold: float) -> dict:

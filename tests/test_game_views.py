@@ -145,3 +145,13 @@ def test_tracker_page_shows_quality_charts_and_matches(owner_client, tracker, ow
     assert 'id="pr-points"' in html
     listing = owner_client.get(reverse("trackers", args=[tracker.workspace.code])).content.decode()
     assert "Wants to cancel" in listing
+
+
+def test_the_game_stops_polling_when_nothing_is_left(owner_client, tracker):
+    from django.utils import timezone
+
+    Card.objects.filter(tracker=tracker).update(
+        answered_at=timezone.now()
+    )  # everything shown, nothing training
+    response = owner_client.get(reverse("play", args=[tracker.code]), HTTP_HX_REQUEST="true")
+    assert response.status_code == 286 and "No cards left" in response.content.decode()

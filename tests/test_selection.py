@@ -56,9 +56,9 @@ def test_next_round_mix_and_strategies():
     v, cluster = clusters(rng)
     scores = np.where(cluster == 2, 0.9, 0.1) + 0.05 * rng.standard_normal(len(v))
     scores[cluster == 3] = 0.5 + 0.01 * rng.standard_normal(50)  # the uncertain cluster
-    picks = next_round(v, scores, 0.5, size=24, rng=rng, exclude=np.arange(10))
+    picks = next_round(v, scores, 0.5, size=20, rng=rng, exclude=np.arange(10))
     got = Counter(p.strategy for p in picks)
-    assert got == {"uncertain": 12, "positive": 6, "random": 6}
+    assert got == {"uncertain": 12, "positive": 5, "random": 3}
     uncertain = [cluster[p.index] for p in picks if p.strategy == "uncertain"]
     assert uncertain.count(3) >= 1 and uncertain.index(3) == 0  # the most doubtful first
     assert all(scores[p.index] >= 0.5 for p in picks if p.strategy == "positive")

@@ -3,12 +3,12 @@
 Round 1 (cold start): nearest neighbours of the seed sentences, taken in turn from each seed so
 every seed is represented, plus keyword matches and a random sample.
 Later rounds, ``DEFAULT_MIX``:
-- ``uncertain`` (half): scores nearest the decision threshold, most uncertain first, skipping any
+- ``uncertain`` (60%): scores nearest the decision threshold, most uncertain first, skipping any
   card within cosine ``SAME_QUESTION`` of one already in the round (no question asked twice);
-- ``positive`` (a quarter): a uniform sample of the unlabeled segments scoring at or above the
+- ``positive`` (25%): a uniform sample of the unlabeled segments scoring at or above the
   threshold, to confirm positives (uniform, not the very top, so their answers estimate precision
   without bias); when fewer score that high, the highest-scoring ones;
-- ``random`` (a quarter): a uniform sample of the unlabeled pool; with the labeled predicted
+- ``random`` (15%): a uniform sample of the unlabeled pool; with the labeled predicted
   positives it gives the unbiased estimates of precision and recall.
 Every pick skips near-duplicates (cosine above ``NEAR_DUPLICATE``) of a card already in the round.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 NEAR_DUPLICATE = 0.97
 SAME_QUESTION = 0.9  # uncertain cards this similar to one already in the round ask the same thing
-DEFAULT_MIX = {"uncertain": 0.5, "positive": 0.25, "random": 0.25}
+DEFAULT_MIX = {"uncertain": 0.6, "positive": 0.25, "random": 0.15}
 
 
 @dataclass(frozen=True)
