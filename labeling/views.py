@@ -108,6 +108,7 @@ def tracker_detail(request: HttpRequest, code) -> HttpResponse:
         "pending": progress.pending_run(tracker),
         "round": game.round_progress(tracker),
         "can_label": role_in(request.user, tracker.workspace) in CAN_LABEL,
+        "can_manage": role_in(request.user, tracker.workspace) in CAN_IMPORT,
     }
     if runs:
         context["learning_curve"] = charts.line_chart(
@@ -134,7 +135,10 @@ def tracker_detail(request: HttpRequest, code) -> HttpResponse:
             },
             x_label="threshold",
         )
-        context["histogram"] = charts.histogram(latest.metrics.get("score_histogram", []), latest.threshold)
+        context["effective_threshold"] = tracker.effective_threshold(latest.threshold)
+        context["histogram"] = charts.histogram(
+            latest.metrics.get("score_histogram", []), context["effective_threshold"]
+        )
         context["matches"] = _top_matches(tracker, latest)
     return TemplateResponse(request, "labeling/tracker.html", context)
 
@@ -331,3 +335,26 @@ def labels(request: HttpRequest, code) -> HttpResponse:
             "can_label": role in CAN_LABEL,
         },
     )
+
+
+@login_required
+@require_POST
+def tracker_threshold(request: HttpRequest, code) -> HttpResponse:
+    """Owners move the threshold along the precision/recall curve, or give it back to training ("auto")."""
+    tracker = get_tracker_for_user(request.user, code)
+    require_role(request.user, tracker.workspace, CAN_IMPORT)
+    raw = request.POST.get("threshold", "")
+    if raw == "auto":
+        tracker.threshold_override = None
+    else:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0.0 < value < 1.0:
+            return HttpResponse(
+                f"threshold must be a number between 0 and 1, or 'auto' (got '{raw}')", status=400
+            )
+        tracker.threshold_override = value
+    tracker.save(update_fields=["threshold_override"])
+    return redirect("tracker", code=tracker.code)

@@ -96,6 +96,7 @@ def run_training(run: TrainingRun) -> None:
         pool.vectors[rows], y, texts=[pool.texts[i] for i in rows], target_precision=tracker.target_precision
     )
     scorer = scorer_of(head)
+    scorer.threshold = tracker.effective_threshold(scorer.threshold)
     path = Path(settings.ARTIFACT_ROOT) / "trackers" / str(tracker.code) / f"head-{run.code}.npz"
     save_scorer(scorer, path)
     scores = scorer.score(pool.vectors, pool.texts)
@@ -118,8 +119,8 @@ def run_training(run: TrainingRun) -> None:
         TrainingState.SUCCEEDED,
         label_counts=counts,
         featurizer=head.featurizer,
-        threshold=scorer.threshold,
-        threshold_rule=head.threshold_rule,
+        threshold=head.threshold,
+        threshold_rule=head.threshold_rule if tracker.threshold_override is None else "set by the owner",
         metrics=metrics,
         head_file=str(path),
         duration_s=round(time.perf_counter() - started, 3),

@@ -27,13 +27,14 @@ OBJECT_URLS = {
     "tracker-create": "workspace",
     "tracker": "tracker",
     "tracker-train": "tracker",
+    "tracker-threshold": "tracker",
     "play": "tracker",
     "answer": "tracker",
     "undo": "tracker",
     "round-summary": "tracker",
     "labels": "tracker",
 }
-POST_ONLY = {"dataset-create", "dataset-upload", "tracker-train", "answer", "undo"}
+POST_ONLY = {"dataset-create", "dataset-upload", "tracker-train", "tracker-threshold", "answer", "undo"}
 
 
 def _named_patterns(resolver=None, prefix=""):

@@ -155,3 +155,32 @@ def test_the_game_stops_polling_when_nothing_is_left(owner_client, tracker):
     )  # everything shown, nothing training
     response = owner_client.get(reverse("play", args=[tracker.code]), HTTP_HX_REQUEST="true")
     assert response.status_code == 286 and "No cards left" in response.content.decode()
+
+
+def test_the_owner_sets_and_clears_the_threshold(owner_client, client, viewer, tracker, owner):
+    from labeling import game
+    from serving.models import TrainingRun
+
+    while cards := [c for c in game.claim_cards(tracker, owner, n=2) if c.round == 1]:
+        for c in cards:
+            game.answer_card(tracker, owner, c, oracle(c))
+    url = reverse("tracker-threshold", args=[tracker.code])
+    assert owner_client.post(url, {"threshold": "1.5"}).status_code == 400
+    owner_client.post(url, {"threshold": "0.35"})
+    tracker.refresh_from_db()
+    assert tracker.threshold_override == 0.35
+    html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
+    assert "In use: <strong>0.350</strong>" in html and "set by the owner" in html
+    # the next training keeps the owner's threshold for choosing cards and says so
+    game.answer_card(tracker, owner, game.claim_cards(tracker, owner, n=1)[0], "no")
+    from serving import services as training
+
+    run, _ = training.request_training(tracker)
+    run.refresh_from_db()
+    assert run.threshold_rule == "set by the owner"
+    owner_client.post(url, {"threshold": "auto"})
+    tracker.refresh_from_db()
+    assert tracker.threshold_override is None
+    client.force_login(viewer)
+    assert client.post(url, {"threshold": "0.5"}).status_code == 403
+    assert TrainingRun.objects.filter(tracker=tracker).count() == 2

@@ -221,6 +221,8 @@ class Tracker(models.Model):
     metadata_filter = models.JSONField(default=dict, blank=True)
     keywords = models.JSONField(default=list, blank=True)
     target_precision = models.FloatField(default=0.8)
+    # Set by the owner on the precision/recall chart; None means the threshold training chooses.
+    threshold_override = models.FloatField(null=True, blank=True)
     round_size = models.PositiveSmallIntegerField(default=25)
     state = models.CharField(max_length=16, choices=TrackerState.choices, default=TrackerState.DRAFT)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -235,6 +237,9 @@ class Tracker(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def effective_threshold(self, chosen: float | None) -> float | None:
+        return self.threshold_override if self.threshold_override is not None else chosen
 
     @property
     def answers(self) -> list[str]:
