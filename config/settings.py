@@ -155,6 +155,9 @@ EMBED_CHUNK_ROWS = env_int("TRACKERS_EMBED_CHUNK_ROWS", 4096)
 INDEX_KIND = os.environ.get("TRACKERS_INDEX_KIND", "auto")  # auto | flat | hnsw | ivf
 INDEX_FLAT_MAX = env_int("TRACKERS_INDEX_FLAT_MAX", 200_000)
 JOB_STALE_SECONDS = env_int("TRACKERS_JOB_STALE_SECONDS", 600)
+# Character n-gram features are tried only for pools up to this many distinct texts: hashing every
+# text of a larger pool for each round would take longer than a round may (2 s at 100k).
+CHAR_FEATURES_MAX_POOL = env_int("TRACKERS_CHAR_FEATURES_MAX_POOL", 20_000)
 
 # --- Production hardening (active when DJANGO_DEBUG is off) ------------------------------
 if not DEBUG:

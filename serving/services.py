@@ -14,7 +14,14 @@ from django.utils import timezone
 
 from labeling import game
 from labeling.models import Annotation
-from serving.ml.training import load_scorer, sample_estimates, save_scorer, scorer_of, train_binary
+from serving.ml.training import (
+    FEATURIZERS,
+    load_scorer,
+    sample_estimates,
+    save_scorer,
+    scorer_of,
+    train_binary,
+)
 from serving.models import TrainingRun, TrainingState
 from trackers.models import Tracker, TrackerState
 
@@ -92,8 +99,13 @@ def run_training(run: TrainingRun) -> None:
             error="training needs at least one 'yes' and one 'no' answer",
         )
         return
+    small = len(pool.keys) <= settings.CHAR_FEATURES_MAX_POOL
     head = train_binary(
-        pool.vectors[rows], y, texts=[pool.texts[i] for i in rows], target_precision=tracker.target_precision
+        pool.vectors[rows],
+        y,
+        texts=[pool.texts[i] for i in rows],
+        target_precision=tracker.target_precision,
+        featurizers=FEATURIZERS if small else ("embedding",),
     )
     scorer = scorer_of(head)
     scorer.threshold = tracker.effective_threshold(scorer.threshold)

@@ -260,3 +260,14 @@ def test_the_sweeper_resends_abandoned_training_runs(tracker, owner):
     for run in (lost, dead, fresh):
         run.refresh_from_db()
     assert lost.state == dead.state == TrainingState.SUCCEEDED and fresh.state == TrainingState.QUEUED
+
+
+def test_large_pools_train_on_the_vectors_alone(tracker, owner, settings):
+    settings.CHAR_FEATURES_MAX_POOL = 50  # this pool holds 116 distinct texts
+    cards = game.claim_cards(tracker, owner, n=4)
+    for card, answer in zip(cards, ["yes", "no", "yes", "no"], strict=True):
+        game.answer_card(tracker, owner, card, answer)
+    run, _ = training.request_training(tracker)
+    run.refresh_from_db()
+    assert run.state == TrainingState.SUCCEEDED
+    assert run.featurizer == "embedding" and list(run.metrics["featurizer_cv_f1"]) == ["embedding"]

@@ -105,3 +105,22 @@ def test_simulation_beats_random_on_a_rare_clustered_concept():
     rand = simulate(v, y, None, spec, "random")
     assert [p["labels"] for p in ours["curve"]] == [30, 55, 80, 105]
     assert ours["f1_mean"] > rand["f1_mean"] + 0.1, (ours["f1_mean"], rand["f1_mean"])
+
+
+def test_stored_scorer_matches_the_trained_model():
+    from serving.ml.training import load_scorer, save_scorer, scorer_of
+
+    rng = np.random.default_rng(8)
+    x, y = separable(rng, n=120)
+    texts = [f"text number {i} {'win cash' if t else 'see you'}" for i, t in enumerate(y)]
+    for feats in (("embedding",), ("embedding+chars",)):
+        head = train_binary(x, y, texts=texts, featurizers=feats)
+        expected = head.score(x, texts)
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            save_scorer(scorer_of(head), Path(tmp) / "h.npz")
+            loaded = load_scorer(Path(tmp) / "h.npz")
+        assert loaded.featurizer == feats[0] and loaded.threshold == head.threshold
+        assert np.allclose(loaded.score(x, texts), expected, atol=1e-5)

@@ -194,7 +194,14 @@ class LinearScorer:
     threshold: float
 
     def score(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
-        z = featurize(vectors, texts, self.featurizer) @ self.coef + self.intercept
+        vectors = np.asarray(vectors, dtype=np.float32)
+        dim = vectors.shape[1]
+        z = vectors @ self.coef[:dim] + self.intercept
+        if self.featurizer == "embedding+chars":
+            if texts is None:
+                raise ValueError("the embedding+chars features need the texts")
+            # The dense and the hashed parts are scored apart: stacking them would copy every vector.
+            z = z + _hasher.transform(texts) @ self.coef[dim:]
         return 1.0 / (1.0 + np.exp(-np.asarray(z).ravel()))
 
 
