@@ -224,11 +224,14 @@ def answer(request: HttpRequest, code) -> HttpResponse:
     except game.LabelRejected as exc:
         return HttpResponse(str(exc), status=400)
     if not game.open_cards(tracker).filter(round=card.round).exists() and created:
-        response = TemplateResponse(
-            request,
-            "labeling/play.html#summary",
-            {"tracker": tracker, "summary": progress.round_summary(tracker, card.round)},
-        )
+        context = {
+            "tracker": tracker,
+            "workspace": tracker.workspace,
+            "summary": progress.round_summary(tracker, card.round),
+        }
+        if not request.htmx:
+            return TemplateResponse(request, "labeling/play.html", context)
+        response = TemplateResponse(request, "labeling/play.html#summary", context)
         return trigger_client_event(response, "round-complete", {"round": card.round})
     if not request.htmx:
         return redirect("play", code=tracker.code)

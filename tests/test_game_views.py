@@ -184,3 +184,18 @@ def test_the_owner_sets_and_clears_the_threshold(owner_client, client, viewer, t
     client.force_login(viewer)
     assert client.post(url, {"threshold": "0.5"}).status_code == 403
     assert TrainingRun.objects.filter(tracker=tracker).count() == 2
+
+
+def test_the_game_works_without_javascript(owner_client, tracker, owner):
+    url = reverse("answer", args=[tracker.code])
+    last = None
+    for _ in range(10):
+        card = Card.objects.filter(tracker=tracker, round=1, answered_at__isnull=True).first()
+        last = owner_client.post(url, {"card": card.pk, "answer": oracle(card)})
+    assert last.status_code == 200
+    html = last.content.decode()
+    assert html.lstrip().startswith("<!doctype html>") and "Round 1 done!" in html
+    first = owner_client.post(
+        url, {"card": Card.objects.filter(tracker=tracker, round=2).first().pk, "answer": "no"}
+    )
+    assert first.status_code == 302 and first["Location"] == reverse("play", args=[tracker.code])
