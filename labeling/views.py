@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -11,7 +13,7 @@ from django_htmx.http import trigger_client_event
 
 from labeling import charts, game, progress, services
 from labeling.forms import TrackerForm
-from labeling.models import Card
+from labeling.models import Annotation, Card
 from serving import services as training
 from trackers import services as corpus
 from trackers.access import (
@@ -22,7 +24,7 @@ from trackers.access import (
     role_in,
 )
 from trackers.forms import SearchForm
-from trackers.models import CAN_IMPORT, CAN_LABEL
+from trackers.models import CAN_IMPORT, CAN_LABEL, Segment
 
 
 @login_required
@@ -145,16 +147,17 @@ def tracker_detail(request: HttpRequest, code) -> HttpResponse:
 
 def _top_matches(tracker, run, n: int = 10):
     """The highest-scoring segments nobody has labeled yet."""
-    import numpy as np
-
-    from trackers.models import Segment
-
     pool = game.build_pool(tracker)
     if not pool.keys:
         return []
     scores = training.scorer_for(run).score(pool.vectors, pool.texts)
     labeled = game.labeled_keys(tracker)
-    order = [i for i in np.argsort(-scores) if pool.keys[i] not in labeled][:n]
+    order = []
+    for i in np.argsort(-scores):
+        if pool.keys[i] not in labeled:
+            order.append(i)
+            if len(order) == n:
+                break
     segs = Segment.objects.in_bulk([int(pool.segment_ids[i]) for i in order])
     return [(float(scores[i]), segs[int(pool.segment_ids[i])]) for i in order]
 
@@ -273,11 +276,6 @@ def summary(request: HttpRequest, code) -> HttpResponse:
 @login_required
 def labels(request: HttpRequest, code) -> HttpResponse:
     """Every answer of a tracker: search, filter, change one, and settle disagreements."""
-    from django.core.paginator import Paginator
-
-    from labeling.models import Annotation
-    from trackers.models import Segment
-
     tracker = get_tracker_for_user(request.user, code)
     role = role_in(request.user, tracker.workspace)
     if request.method == "POST":
