@@ -47,6 +47,17 @@ def rebuild_index(job: Job) -> str:
     return f"{kind} index over {len(vectors):,} vectors"
 
 
+def neighbours(segment: Segment) -> tuple[Segment | None, Segment | None]:
+    """The utterances just before and after ``segment`` in its document."""
+    near = {
+        s.position: s
+        for s in Segment.objects.filter(
+            document_id=segment.document_id, position__in=[segment.position - 1, segment.position + 1]
+        )
+    }
+    return near.get(segment.position - 1), near.get(segment.position + 1)
+
+
 @dataclass
 class Hit:
     score: float
@@ -78,19 +89,8 @@ def search_segments(dataset: Dataset, query: str, *, k: int = 20) -> list[Hit]:
         if not segs:
             continue
         seg = segs[0]
-        neighbours = {
-            s.position: s
-            for s in Segment.objects.filter(
-                document_id=seg.document_id, position__in=[seg.position - 1, seg.position + 1]
-            )
-        }
+        previous, following = neighbours(seg)
         hits.append(
-            Hit(
-                score=score,
-                segment=seg,
-                previous=neighbours.get(seg.position - 1),
-                next=neighbours.get(seg.position + 1),
-                duplicates=len(segs) - 1,
-            )
+            Hit(score=score, segment=seg, previous=previous, next=following, duplicates=len(segs) - 1)
         )
     return hits

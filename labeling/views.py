@@ -188,12 +188,7 @@ def _game_context(request: HttpRequest, tracker) -> dict:
 
 def _card_context(card: Card | None) -> Card | None:
     if card is not None:
-        seg = card.segment
-        near = {
-            s.position: s
-            for s in seg.document.segments.filter(position__in=[seg.position - 1, seg.position + 1])
-        }
-        card.previous, card.next = near.get(seg.position - 1), near.get(seg.position + 1)
+        card.previous, card.next = services.neighbours(card.segment)
     return card
 
 

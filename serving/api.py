@@ -16,7 +16,7 @@ from labeling import game, progress
 from labeling import services as search_services
 from labeling.models import Card
 from serving import services as training
-from serving.models import ApiKey, TrainingRun
+from serving.models import ApiKey
 from trackers import services
 from trackers.models import CAN_IMPORT, CAN_LABEL, Dataset, Job, Membership, Tracker, Workspace
 
@@ -367,10 +367,7 @@ def _tracker_out(tracker: Tracker) -> TrackerOut:
 
 def _card_out(card: Card) -> CardOut:
     seg = card.segment
-    near = {
-        x.position: x.text
-        for x in seg.document.segments.filter(position__in=[seg.position - 1, seg.position + 1])
-    }
+    previous, following = search_services.neighbours(seg)
     return CardOut(
         id=card.pk,
         round=card.round,
@@ -380,24 +377,8 @@ def _card_out(card: Card) -> CardOut:
         speaker=seg.speaker,
         document=seg.document.code,
         document_title=seg.document.title,
-        previous=near.get(seg.position - 1),
-        next=near.get(seg.position + 1),
-    )
-
-
-def _run_out(run: TrainingRun) -> RunOut:
-    return RunOut(
-        code=run.code,
-        state=run.state,
-        label_counts=run.label_counts,
-        featurizer=run.featurizer,
-        threshold=run.threshold,
-        threshold_rule=run.threshold_rule,
-        metrics=run.metrics,
-        duration_s=run.duration_s,
-        error=run.error,
-        created_at=run.created_at,
-        finished_at=run.finished_at,
+        previous=previous.text if previous else None,
+        next=following.text if following else None,
     )
 
 
@@ -486,13 +467,13 @@ def train(request, code: UUID):
     tracker = _tracker(request, code, CAN_LABEL)
     run, created = training.request_training(tracker)
     run.refresh_from_db()
-    return Status(202 if created else 200, _run_out(run))
+    return Status(202 if created else 200, run)
 
 
 @router.get("/trackers/{code}/runs", response=list[RunOut], tags=["training"])
 def list_runs(request, code: UUID):
     """Every training run, newest first, with metrics (cross-validated and sample-based)."""
-    return [_run_out(r) for r in _tracker(request, code).training_runs.all()]
+    return [r for r in _tracker(request, code).training_runs.all()]
 
 
 api.add_router("", router)
