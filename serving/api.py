@@ -473,7 +473,7 @@ def train(request, code: UUID):
 @router.get("/trackers/{code}/runs", response=list[RunOut], tags=["training"])
 def list_runs(request, code: UUID):
     """Every training run, newest first, with metrics (cross-validated and sample-based)."""
-    return [r for r in _tracker(request, code).training_runs.all()]
+    return list(_tracker(request, code).training_runs.all())
 
 
 api.add_router("", router)
