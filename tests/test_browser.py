@@ -128,3 +128,21 @@ def test_a_full_round_with_the_keyboard_alone(page, live_server, owner, dataset,
     page.keyboard.press("Enter")
     page.wait_for_selector("text=Round 2")
     page.screenshot(path=str(tmp_path / "round2.png"))
+
+
+def test_the_game_fits_a_phone(page, live_server, owner, dataset, workspace):
+    from tests.test_game import cancel_tracker, corpus
+    from trackers import services
+
+    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    dataset.refresh_from_db()
+    tracker = cancel_tracker(workspace, owner, dataset, round_size=10)
+    page.set_viewport_size({"width": 390, "height": 800})
+    log_in(page, live_server, owner, f"/t/{tracker.code}/play/")
+    page.wait_for_selector(".game-card")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    for name in ("yes", "no", "skip"):
+        box = page.locator(f"button.answer.{name}").bounding_box()
+        assert box["width"] >= 300 and box["height"] >= 44  # thumb-sized targets
+    page.locator("button.answer.no").click()
+    page.wait_for_function("document.querySelector('#round-count').textContent === '1/10'")
