@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -146,20 +145,15 @@ def tracker_detail(request: HttpRequest, code) -> HttpResponse:
 
 
 def _top_matches(tracker, run, n: int = 10):
-    """The highest-scoring segments nobody has labeled yet."""
-    pool = game.build_pool(tracker)
-    if not pool.keys:
-        return []
-    scores = training.scorer_for(run).score(pool.vectors, pool.texts)
-    labeled = game.labeled_keys(tracker)
-    order = []
-    for i in np.argsort(-scores):
-        if pool.keys[i] not in labeled:
-            order.append(i)
-            if len(order) == n:
-                break
-    segs = Segment.objects.in_bulk([int(pool.segment_ids[i]) for i in order])
-    return [(float(scores[i]), segs[int(pool.segment_ids[i])]) for i in order]
+    """The best-scoring segments at the last training that are still unlabeled."""
+    top = run.metrics.get("top_unlabeled", [])
+    answered = set(
+        Annotation.objects.filter(tracker=tracker, segment_id__in=[sid for sid, _ in top]).values_list(
+            "segment_id", flat=True
+        )
+    )
+    segs = Segment.objects.in_bulk([sid for sid, _ in top if sid not in answered][:n])
+    return [(score, segs[sid]) for sid, score in top if sid in segs]
 
 
 @login_required

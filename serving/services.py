@@ -120,6 +120,7 @@ def run_training(run: TrainingRun) -> None:
         "predicted_positive": int(np.sum(scores >= scorer.threshold)),
         "pool": len(pool.keys),
         "score_histogram": np.histogram(scores, bins=20, range=(0, 1))[0].tolist(),
+        "top_unlabeled": _top_unlabeled(tracker, pool, scores),
     }
     # The round is over once every card is answered: queue the next one from this model, before the
     # run counts as done, so a player waiting on the run never sees an empty game.
@@ -143,6 +144,18 @@ def run_training(run: TrainingRun) -> None:
         last_trained_at=timezone.now(),
         state=TrackerState.READY if ready and tracker.state == TrackerState.LABELING else tracker.state,
     )
+
+
+def _top_unlabeled(tracker: Tracker, pool: game.Pool, scores: np.ndarray, n: int = 30) -> list[list]:
+    """[segment id, score] of the best-scoring segments nobody has labeled, for "what it matches now"."""
+    labeled = game.labeled_keys(tracker)
+    top = []
+    for i in np.argsort(-scores):
+        if pool.keys[i] not in labeled:
+            top.append([int(pool.segment_ids[i]), round(float(scores[i]), 4)])
+            if len(top) == n:
+                break
+    return top
 
 
 def _estimates(tracker: Tracker, pool: game.Pool, scores: np.ndarray, threshold: float) -> dict:

@@ -143,6 +143,16 @@ def test_tracker_page_shows_quality_charts_and_matches(owner_client, tracker, ow
     assert "Quality as labels grow" in html and "<polyline" in html and 'class="bar"' in html
     assert "What it matches now" in html and "cancel" in html.split("What it matches now")[1]
     assert 'id="pr-points"' in html
+    # a match answered after the training leaves the list without retraining
+    from serving.models import TrainingRun
+    from trackers.models import Segment
+
+    top_id = TrainingRun.objects.get(tracker=tracker).metrics["top_unlabeled"][0][0]
+    top = Segment.objects.get(pk=top_id)
+    assert top.text in html.split("What it matches now")[1]
+    game.record_label(tracker, owner, segment=top, answer="yes")
+    again = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
+    assert top.text not in again.split("What it matches now")[1]
     listing = owner_client.get(reverse("trackers", args=[tracker.workspace.code])).content.decode()
     assert "Wants to cancel" in listing
 
