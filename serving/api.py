@@ -84,6 +84,22 @@ class DatasetOut(Schema):
     index_kind: str
     index_size: int
 
+    @staticmethod
+    def resolve_workspace(ds: Dataset) -> UUID:
+        return ds.workspace.code
+
+    @staticmethod
+    def resolve_documents(ds: Dataset) -> int:
+        return ds.documents.count()
+
+    @staticmethod
+    def resolve_segments(ds: Dataset) -> int:
+        return ds.segments.count()
+
+    @staticmethod
+    def resolve_vectors(ds: Dataset) -> int:
+        return ds.vector_count
+
 
 class JobOut(Schema):
     code: UUID
@@ -98,6 +114,10 @@ class JobOut(Schema):
     dataset: UUID | None
     created_at: datetime
     finished_at: datetime | None
+
+    @staticmethod
+    def resolve_dataset(job: Job) -> UUID | None:
+        return job.dataset.code if job.dataset else None
 
 
 class SegmentHit(Schema):
@@ -115,38 +135,6 @@ class ErrorOut(Schema):
     detail: str
 
 
-def _dataset_out(ds: Dataset) -> DatasetOut:
-    return DatasetOut(
-        code=ds.code,
-        name=ds.name,
-        description=ds.description,
-        workspace=ds.workspace.code,
-        documents=ds.documents.count(),
-        segments=ds.segments.count(),
-        vectors=ds.vector_count,
-        encoder_id=ds.encoder_id,
-        index_kind=ds.index_kind,
-        index_size=ds.index_size,
-    )
-
-
-def _job_out(job: Job) -> JobOut:
-    return JobOut(
-        code=job.code,
-        kind=job.kind,
-        state=job.state,
-        processed=job.processed,
-        total=job.total,
-        percent=job.percent,
-        message=job.message,
-        errors=job.errors,
-        result=job.result,
-        dataset=job.dataset.code if job.dataset else None,
-        created_at=job.created_at,
-        finished_at=job.finished_at,
-    )
-
-
 @router.get("/workspaces", response=list[WorkspaceOut], tags=["workspaces"])
 def list_workspaces(request):
     """Workspaces the caller can see."""
@@ -159,7 +147,7 @@ def list_datasets(request, code: UUID):
     """Datasets of a workspace."""
     workspaces, _ = _scope(request)
     ws = get_object_or_404(workspaces, code=code)
-    return [_dataset_out(ds) for ds in ws.datasets.select_related("workspace")]
+    return list(ws.datasets.select_related("workspace"))
 
 
 @router.post("/workspaces/{code}/datasets", response={201: DatasetOut, 409: ErrorOut}, tags=["datasets"])
@@ -172,18 +160,14 @@ def create_dataset(request, code: UUID, payload: DatasetIn):
     if ws.datasets.filter(name=payload.name).exists():
         return Status(409, {"detail": f"a dataset named '{payload.name}' already exists in this workspace"})
     return Status(
-        201,
-        _dataset_out(
-            services.create_dataset(workspace=ws, name=payload.name, description=payload.description)
-        ),
+        201, services.create_dataset(workspace=ws, name=payload.name, description=payload.description)
     )
 
 
 @router.get("/datasets/{code}", response=DatasetOut, tags=["datasets"])
 def get_dataset(request, code: UUID):
     """A dataset with its counts and index state."""
-    ds, _ = _dataset(request, code)
-    return _dataset_out(ds)
+    return _dataset(request, code)[0]
 
 
 @router.post("/datasets/{code}/imports", response={202: JobOut, 400: ErrorOut}, tags=["import"])
@@ -210,15 +194,15 @@ def import_file(
         )
     except services.ImportRejected as exc:
         return Status(400, {"detail": str(exc)})
-    return Status(202, _job_out(job))
+    return Status(202, job)
 
 
 @router.get("/jobs/{code}", response=JobOut, tags=["jobs"])
 def get_job(request, code: UUID):
     """A job's state, progress and errors."""
     workspaces, _ = _scope(request)
-    return _job_out(
-        get_object_or_404(Job.objects.select_related("dataset").filter(workspace__in=workspaces), code=code)
+    return get_object_or_404(
+        Job.objects.select_related("dataset").filter(workspace__in=workspaces), code=code
     )
 
 
@@ -289,6 +273,19 @@ class TrackerOut(Schema):
     quality: QualityOut | None
     last_trained_at: datetime | None
 
+    @staticmethod
+    def resolve_round(tracker: Tracker) -> dict:
+        return game.round_progress(tracker)
+
+    @staticmethod
+    def resolve_label_counts(tracker: Tracker) -> dict:
+        return progress.label_counts(tracker)
+
+    @staticmethod
+    def resolve_quality(tracker: Tracker) -> dict | None:
+        runs = progress.runs(tracker)
+        return progress.quality(runs[-1]) if runs else None
+
 
 class CardOut(Schema):
     id: int
@@ -301,6 +298,39 @@ class CardOut(Schema):
     document_title: str
     previous: str | None
     next: str | None
+
+    @staticmethod
+    def resolve_text(card: Card) -> str:
+        return card.segment.text
+
+    @staticmethod
+    def resolve_speaker(card: Card) -> str:
+        return card.segment.speaker
+
+    @staticmethod
+    def resolve_document(card: Card) -> UUID:
+        return card.segment.document.code
+
+    @staticmethod
+    def resolve_document_title(card: Card) -> str:
+        return card.segment.document.title
+
+    @staticmethod
+    def resolve_previous(card: Card) -> str | None:
+        before = _neighbours(card)[0]
+        return before.text if before else None
+
+    @staticmethod
+    def resolve_next(card: Card) -> str | None:
+        after = _neighbours(card)[1]
+        return after.text if after else None
+
+
+def _neighbours(card: Card):
+    """The card's surrounding utterances, looked up once per card."""
+    if not hasattr(card, "_neighbours"):
+        card._neighbours = search_services.neighbours(card.segment)
+    return card._neighbours
 
 
 class LabelIn(Schema):
@@ -347,47 +377,12 @@ def _actor(request: HttpRequest):
     return request.user
 
 
-def _tracker_out(tracker: Tracker) -> TrackerOut:
-    runs = progress.runs(tracker)
-    q = progress.quality(runs[-1] if runs else None)
-    return TrackerOut(
-        code=tracker.code,
-        name=tracker.name,
-        description=tracker.description,
-        kind=tracker.kind,
-        state=tracker.state,
-        answers=tracker.answers,
-        target_precision=tracker.target_precision,
-        round=game.round_progress(tracker),
-        label_counts=progress.label_counts(tracker),
-        quality=QualityOut(**{k: v for k, v in q.items() if k in QualityOut.model_fields}) if q else None,
-        last_trained_at=tracker.last_trained_at,
-    )
-
-
-def _card_out(card: Card) -> CardOut:
-    seg = card.segment
-    previous, following = search_services.neighbours(seg)
-    return CardOut(
-        id=card.pk,
-        round=card.round,
-        strategy=card.strategy,
-        score=card.score,
-        text=seg.text,
-        speaker=seg.speaker,
-        document=seg.document.code,
-        document_title=seg.document.title,
-        previous=previous.text if previous else None,
-        next=following.text if following else None,
-    )
-
-
 @router.get("/workspaces/{code}/trackers", response=list[TrackerOut], tags=["trackers"])
 def list_trackers(request, code: UUID):
     """Trackers of a workspace with their state, labels and quality."""
     workspaces, _ = _scope(request)
     ws = get_object_or_404(workspaces, code=code)
-    return [_tracker_out(t) for t in ws.trackers.all()]
+    return list(ws.trackers.all())
 
 
 @router.post("/workspaces/{code}/trackers", response={201: TrackerOut, 400: ErrorOut}, tags=["trackers"])
@@ -416,13 +411,13 @@ def create_tracker(request, code: UUID, payload: TrackerIn):
         )
     except services.TrackerInvalid as exc:
         return Status(400, {"detail": str(exc)})
-    return Status(201, _tracker_out(tracker))
+    return Status(201, tracker)
 
 
 @router.get("/trackers/{code}", response=TrackerOut, tags=["trackers"])
 def get_tracker(request, code: UUID):
     """State, label counts, round progress and current quality."""
-    return _tracker_out(_tracker(request, code))
+    return _tracker(request, code)
 
 
 @router.post("/trackers/{code}/cards", response=list[CardOut], tags=["labeling"])
@@ -431,7 +426,7 @@ def next_cards(request, code: UUID, n: int = 2):
     tracker = _tracker(request, code, CAN_LABEL)
     if not 1 <= n <= 50:
         raise HttpError(422, "n must be between 1 and 50")
-    return [_card_out(c) for c in game.claim_cards(tracker, _actor(request), n=n)]
+    return game.claim_cards(tracker, _actor(request), n=n)
 
 
 @router.post(
@@ -458,7 +453,7 @@ def undo_label(request, code: UUID):
     """Take back your latest answer; its card is yours again."""
     tracker = _tracker(request, code, CAN_LABEL)
     card = game.undo_last(tracker, _actor(request))
-    return Status(200, _card_out(card)) if card else Status(204, None)
+    return Status(200, card) if card else Status(204, None)
 
 
 @router.post("/trackers/{code}/train", response={200: RunOut, 202: RunOut}, tags=["training"])
