@@ -74,3 +74,22 @@ def histogram(counts: list[int], threshold: float | None) -> dict:
         "threshold_x": round(c.x(threshold, 0, 1), 1) if threshold is not None else None,
         "top": top,
     }
+
+
+def label_bars(values: list[tuple[str, float]], *, scale: float = 1.0) -> dict:
+    """Horizontal bars, one per label: (label, value) with values from 0 to ``scale``."""
+    c = Chart()
+    row = 22
+    label_w = 120
+    span = c.width - label_w - 48
+    bars = [
+        (label, label_w, i * row + 4, round(span * max(0.0, min(1.0, v / (scale or 1))), 1), v)
+        for i, (label, v) in enumerate(values)
+    ]
+    return {
+        "w": c.width,
+        "h": max(row, len(values) * row + 8),
+        "bars": bars,
+        "label_w": label_w - 6,
+        "row": row - 6,
+    }

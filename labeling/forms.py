@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from trackers.models import Dataset
+from trackers.models import Dataset, Granularity, TrackerKind
 
 
 class TrackerForm(forms.Form):
@@ -12,13 +12,31 @@ class TrackerForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="What counts as a match, in a sentence or two.",
     )
+    kind = forms.ChoiceField(
+        choices=TrackerKind.choices, initial=TrackerKind.CONCEPT, widget=forms.RadioSelect, required=False
+    )
+    labels = forms.CharField(
+        required=False,
+        label="Topic labels",
+        help_text="Topic trackers only: 2 to 9 names, comma-separated (e.g. billing, cancellation, technical).",
+    )
+    granularity = forms.ChoiceField(
+        choices=Granularity.choices,
+        initial=Granularity.SEGMENT,
+        widget=forms.RadioSelect,
+        label="What to classify",
+        required=False,
+    )
     datasets = forms.ModelMultipleChoiceField(
         queryset=Dataset.objects.none(), widget=forms.CheckboxSelectMultiple
     )
     seeds = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 6}),
         label="Example sentences",
-        help_text="At least 3 sentences that are matches, one per line.",
+        help_text=(
+            "At least 3 sentences that are matches, one per line. "
+            "Topic trackers: write each as 'label: sentence', at least one per label."
+        ),
     )
     keywords = forms.CharField(required=False, help_text="Optional, comma-separated.")
     speaker_filter = forms.CharField(
@@ -34,8 +52,31 @@ class TrackerForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["datasets"].queryset = Dataset.objects.filter(workspace=workspace, vector_count__gt=0)
 
-    def seed_list(self) -> list[str]:
-        return [line.strip() for line in self.cleaned_data["seeds"].splitlines() if line.strip()]
+    def clean_kind(self) -> str:
+        return self.cleaned_data.get("kind") or TrackerKind.CONCEPT
+
+    def clean_granularity(self) -> str:
+        return self.cleaned_data.get("granularity") or Granularity.SEGMENT
+
+    def label_list(self) -> list[str]:
+        return [n.strip() for n in self.cleaned_data.get("labels", "").split(",") if n.strip()]
+
+    def seed_list(self) -> list:
+        """Sentences; for topic trackers (label, sentence) pairs."""
+        lines = [line.strip() for line in self.cleaned_data["seeds"].splitlines()]
+        if self.cleaned_data.get("kind") != TrackerKind.TOPIC:
+            return [line for line in lines if line]
+        pairs = []
+        for n, line in enumerate(lines, 1):
+            if not line:
+                continue
+            label, sep, text = line.partition(":")
+            if not sep or not text.strip():
+                raise forms.ValidationError(
+                    f"example line {n}: write it as 'label: sentence' (got '{line[:60]}')"
+                )
+            pairs.append((label.strip(), text.strip()))
+        return pairs
 
     def keyword_list(self) -> list[str]:
         return [k.strip() for k in self.cleaned_data["keywords"].split(",") if k.strip()]

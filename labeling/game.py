@@ -11,10 +11,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
-from labeling.ml.selection import cold_start, next_round
+from labeling.ml.selection import cold_start, next_round, topic_round
 from labeling.models import Annotation, Card
 from trackers import encoders
-from trackers.models import Dataset, Segment, Tracker
+from trackers.models import Dataset, Granularity, Segment, Tracker
 from trackers.services import vector_store
 
 CLAIM_SECONDS = 120  # a card left on screen this long goes back to the others
@@ -26,15 +26,31 @@ class LabelRejected(ValueError):
 
 @dataclass
 class Pool:
-    """A tracker's candidates: one entry per distinct text (dataset, vector row)."""
+    """A tracker's candidates: one entry per distinct text (segment trackers) or per document.
 
-    keys: list[tuple[int, int]]
+    ``keys`` are (dataset, vector row) pairs for segment trackers and document ids for document
+    trackers; ``segment_ids`` the segment a card shows (a document's first segment anchors its
+    card). Document pools also keep their segments' vectors (``member_vectors``) and which entry
+    each belongs to (``member_of``): a document's vector is the normalised mean of its segments'.
+    """
+
+    keys: list
     segment_ids: np.ndarray
     vectors: np.ndarray
     texts: list[str]
+    member_of: np.ndarray | None = None
+    member_vectors: np.ndarray | None = None
 
-    def index_of(self) -> dict[tuple[int, int], int]:
+    def index_of(self) -> dict:
         return {k: i for i, k in enumerate(self.keys)}
+
+    def member_max(self, sims: np.ndarray) -> np.ndarray:
+        """Per pool entry, the highest of its segments' values in ``sims`` (segments × columns)."""
+        if self.member_of is None:
+            return sims
+        out = np.full((len(self.keys), sims.shape[1]), -np.inf, dtype=np.float32)
+        np.maximum.at(out, self.member_of, sims)
+        return out
 
 
 def eligible_segments(tracker: Tracker):
@@ -46,37 +62,79 @@ def eligible_segments(tracker: Tracker):
     return qs
 
 
-def build_pool(tracker: Tracker) -> Pool:
-    seen: dict[tuple[int, int], tuple[int, str]] = {}
-    for pk, ds, row, text in (
-        eligible_segments(tracker).order_by("id").values_list("pk", "dataset_id", "vector_row", "text")
-    ):
-        seen.setdefault((ds, row), (pk, text))
-    keys = sorted(seen)
-    vectors = np.zeros((len(keys), 0), dtype=np.float32)
+def key_fields(tracker: Tracker, prefix: str = "segment__") -> tuple[str, ...]:
+    """The fields that name a pool entry, from a card or an answer (or, with no prefix, a segment)."""
+    if tracker.granularity == Granularity.DOCUMENT:
+        return (f"{prefix}document_id",)
+    return (f"{prefix}dataset_id", f"{prefix}vector_row")
+
+
+def keys_of(tracker: Tracker, queryset, prefix: str = "segment__") -> list:
+    rows = queryset.values_list(*key_fields(tracker, prefix))
+    return [r[0] for r in rows] if tracker.granularity == Granularity.DOCUMENT else list(rows)
+
+
+def _vectors(keys: list[tuple[int, int]]) -> np.ndarray:
     parts = []
     for ds in sorted({k[0] for k in keys}):
-        rows = [r for d, r in keys if d == ds]
-        parts.append(vector_store(Dataset.objects.get(pk=ds)).get(rows))
-    if parts:
-        vectors = np.vstack(parts)
+        parts.append(vector_store(Dataset.objects.get(pk=ds)).get([r for d, r in keys if d == ds]))
+    return np.vstack(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def build_pool(tracker: Tracker) -> Pool:
+    rows = (
+        eligible_segments(tracker)
+        .order_by("id")
+        .values_list("pk", "dataset_id", "vector_row", "text", "document_id", "document__title")
+    )
+    if tracker.granularity == Granularity.DOCUMENT:
+        return _document_pool(rows)
+    seen: dict[tuple[int, int], tuple[int, str]] = {}
+    for pk, ds, row, text, _, _ in rows:
+        seen.setdefault((ds, row), (pk, text))
+    keys = sorted(seen)
     return Pool(
         keys=keys,
         segment_ids=np.array([seen[k][0] for k in keys], dtype=np.int64),
-        vectors=vectors,
+        vectors=_vectors(keys),
         texts=[seen[k][1] for k in keys],
     )
 
 
-def labeled_keys(tracker: Tracker) -> dict[tuple[int, int], list[tuple[str, object]]]:
-    """Every non-skip answer per distinct text: {(dataset, row): [(answer, updated_at), ...]}."""
-    out: dict[tuple[int, int], list] = {}
-    for ds, row, answer, at in (
-        Annotation.objects.filter(tracker=tracker)
-        .exclude(answer=Annotation.SKIP)
-        .values_list("segment__dataset_id", "segment__vector_row", "answer", "updated_at")
-    ):
-        out.setdefault((ds, row), []).append((answer, at))
+def _document_pool(rows) -> Pool:
+    docs: dict[int, tuple[int, str]] = {}
+    member_keys, member_doc = [], []
+    for pk, ds, row, _, doc, title in rows:
+        docs.setdefault(doc, (pk, title))
+        member_keys.append((ds, row))
+        member_doc.append(doc)
+    keys = sorted(docs)
+    where = {d: i for i, d in enumerate(keys)}
+    member_of = np.array([where[d] for d in member_doc], dtype=np.int64)
+    distinct = sorted(set(member_keys))
+    rows_at = {k: i for i, k in enumerate(distinct)}
+    member_vectors = _vectors(distinct)[[rows_at[k] for k in member_keys]] if distinct else None
+    if member_vectors is None:
+        return Pool([], np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32), [])
+    sums = np.zeros((len(keys), member_vectors.shape[1]), dtype=np.float32)
+    np.add.at(sums, member_of, member_vectors)
+    vectors = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return Pool(
+        keys=keys,
+        segment_ids=np.array([docs[d][0] for d in keys], dtype=np.int64),
+        vectors=vectors.astype(np.float32),
+        texts=[docs[d][1] for d in keys],
+        member_of=member_of,
+        member_vectors=member_vectors,
+    )
+
+
+def labeled_keys(tracker: Tracker) -> dict:
+    """Every non-skip answer per pool entry: {key: [(answer, updated_at), ...]}."""
+    out: dict = {}
+    answers = Annotation.objects.filter(tracker=tracker).exclude(answer=Annotation.SKIP)
+    for *key, answer, at in answers.values_list(*key_fields(tracker), "answer", "updated_at"):
+        out.setdefault(key[0] if len(key) == 1 else tuple(key), []).append((answer, at))
     return out
 
 
@@ -100,30 +158,41 @@ def fill_round(tracker: Tracker, *, scorer=None, training_run=None, seed: int | 
         return []
     index = pool.index_of()
     taken = {index[k] for k in labeled_keys(tracker) if k in index}
-    carded = set(tracker.cards.values_list("segment__dataset_id", "segment__vector_row"))
-    taken |= {index[k] for k in carded if k in index}
+    taken |= {index[k] for k in keys_of(tracker, tracker.cards.all()) if k in index}
     rng = np.random.default_rng(seed)
     exclude = np.fromiter(taken, dtype=np.int64)
+    scores = None
     if scorer is None:
         seeds = list(tracker.seeds.values_list("text", flat=True))
         seed_vecs = (
             encoders.get_encoder(_encoder_id(tracker)).encode(seeds)
             if seeds
-            else np.zeros((0, pool.vectors.shape[1]))
+            else np.zeros((0, pool.vectors.shape[1]), dtype=np.float32)
         )
         hits = None
         if tracker.keywords:
             q = Q()
             for kw in tracker.keywords:
                 q |= Q(text__icontains=kw)
-            hit_keys = set(
-                eligible_segments(tracker).filter(q).values_list("dataset_id", "vector_row")[:2000]
-            )
+            hit_keys = set(keys_of(tracker, eligible_segments(tracker).filter(q)[:2000], prefix=""))
             hits = np.array([index[k] for k in hit_keys if k in index], dtype=np.int64)
+        seed_sims = None
+        if pool.member_vectors is not None and len(seed_vecs):
+            # A document is near a seed when one of its lines is: a mean over a whole call blurs it.
+            seed_sims = pool.member_max(pool.member_vectors @ np.asarray(seed_vecs, dtype=np.float32).T)
         picks = cold_start(
-            pool.vectors, seed_vecs, size=tracker.round_size, rng=rng, exclude=exclude, keyword_hits=hits
+            pool.vectors,
+            seed_vecs,
+            size=tracker.round_size,
+            rng=rng,
+            exclude=exclude,
+            keyword_hits=hits,
+            seed_sims=seed_sims,
         )
-        scores = None
+    elif scorer.is_topic:
+        proba = scorer.probabilities(pool.vectors, pool.texts)
+        scores = proba.max(axis=1)
+        picks = topic_round(pool.vectors, proba, size=tracker.round_size, rng=rng, exclude=exclude)
     else:
         scores = scorer.score(pool.vectors, pool.texts)
         picks = next_round(

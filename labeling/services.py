@@ -94,3 +94,34 @@ def search_segments(dataset: Dataset, query: str, *, k: int = 20) -> list[Hit]:
             Hit(score=score, segment=seg, previous=previous, next=following, duplicates=len(segs) - 1)
         )
     return hits
+
+
+DOCUMENT_LINES_SHOWN = 200
+
+
+def key_lines(tracker, document, n: int = 3) -> tuple[list[Segment], set[int]]:
+    """A document card's lines (up to ``DOCUMENT_LINES_SHOWN``) and the ids of its ``n`` key lines.
+
+    Key lines are those the tracker's latest model scores highest; before any training, those
+    closest in meaning to the tracker's example sentences.
+    """
+    from labeling.game import eligible_segments
+    from serving.models import TrainingState
+    from serving.services import scorer_for
+
+    lines = list(Segment.objects.filter(document=document).order_by("position")[:DOCUMENT_LINES_SHOWN])
+    candidates = list(eligible_segments(tracker).filter(document=document).order_by("position"))
+    if not candidates:
+        return lines, set()
+    vectors = vector_store(document.dataset).get([s.vector_row for s in candidates])
+    run = tracker.training_runs.filter(state=TrainingState.SUCCEEDED).order_by("-finished_at", "-id").first()
+    if run is not None and run.head_file and Path(run.head_file).exists():
+        scores = scorer_for(run).score(vectors, [s.text for s in candidates])
+    else:
+        seeds = list(tracker.seeds.values_list("text", flat=True))
+        if not seeds:
+            return lines, set()
+        seed_vecs = encoders.get_encoder(document.dataset.encoder_id or None).encode(seeds)
+        scores = (vectors @ seed_vecs.T).max(axis=1)
+    best = sorted(range(len(candidates)), key=lambda i: -float(scores[i]))[:n]
+    return lines, {candidates[i].pk for i in best}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -23,7 +24,7 @@ from trackers.access import (
     role_in,
 )
 from trackers.forms import SearchForm
-from trackers.models import CAN_IMPORT, CAN_LABEL, Segment
+from trackers.models import CAN_IMPORT, CAN_LABEL, Granularity, Segment, TrackerKind
 
 
 @login_required
@@ -78,6 +79,9 @@ def tracker_create(request: HttpRequest, code) -> HttpResponse:
                 user=request.user,
                 name=d["name"],
                 description=d["description"],
+                kind=d["kind"],
+                labels=form.label_list(),
+                granularity=d["granularity"],
                 datasets=list(d["datasets"]),
                 seeds=form.seed_list(),
                 keywords=form.keyword_list(),
@@ -85,8 +89,8 @@ def tracker_create(request: HttpRequest, code) -> HttpResponse:
                 round_size=d["round_size"],
                 speaker_filter=d["speaker_filter"],
             )
-        except corpus.TrackerInvalid as exc:
-            form.add_error(None, str(exc))
+        except (corpus.TrackerInvalid, ValidationError) as exc:
+            form.add_error(None, exc.message if isinstance(exc, ValidationError) else str(exc))
         else:
             return redirect("play", code=tracker.code)
     status = 422 if request.method == "POST" else 200
@@ -112,6 +116,8 @@ def tracker_detail(request: HttpRequest, code) -> HttpResponse:
         "can_manage": role_in(request.user, tracker.workspace) in CAN_IMPORT,
     }
     if runs:
+        sampled_key = "accuracy" if tracker.kind == TrackerKind.TOPIC else "precision"
+        sampled_name = f"estimated {sampled_key} (sampled)"
         context["learning_curve"] = charts.line_chart(
             {
                 "cross-validated F1": [
@@ -119,14 +125,17 @@ def tracker_detail(request: HttpRequest, code) -> HttpResponse:
                     for r in runs
                     if r.metrics.get("cv")
                 ],
-                "estimated precision": [
-                    (progress.quality(r)["labels"], r.metrics["estimates"]["precision"])
+                sampled_name: [
+                    (progress.quality(r)["labels"], r.metrics["estimates"][sampled_key])
                     for r in runs
-                    if r.metrics.get("estimates", {}).get("precision") is not None
+                    if r.metrics.get("estimates", {}).get(sampled_key) is not None
                 ],
             },
             x_label="labels",
         )
+        if tracker.kind == TrackerKind.TOPIC:
+            context.update(_topic_charts(tracker, latest))
+            return TemplateResponse(request, "labeling/tracker.html", context)
         pr = latest.metrics.get("pr_curve", [])
         context["pr_points"] = pr
         context["pr_chart"] = charts.line_chart(
@@ -144,16 +153,37 @@ def tracker_detail(request: HttpRequest, code) -> HttpResponse:
     return TemplateResponse(request, "labeling/tracker.html", context)
 
 
+def _topic_charts(tracker, run) -> dict:
+    """Per-label F1, the confusion matrix and how the pool divides between the labels."""
+    cv = run.metrics.get("cv", {})
+    confusion = cv.get("confusion") or []
+    return {
+        "label_f1": charts.label_bars([(p["label"], p["f1"]) for p in cv.get("per_label", [])]),
+        "per_label": cv.get("per_label", []),
+        "confusion": [
+            (name, [(n, n / (sum(row) or 1)) for n in row])
+            for name, row in zip(tracker.labels, confusion, strict=False)
+        ],
+        "predicted": charts.label_bars(
+            list(zip(tracker.labels, run.metrics.get("predicted_counts", []), strict=False)),
+            scale=max(run.metrics.get("predicted_counts") or [1]),
+        ),
+        "matches": _top_matches(tracker, run, n=30),
+    }
+
+
 def _top_matches(tracker, run, n: int = 10):
-    """The best-scoring segments at the last training that are still unlabeled."""
-    top = run.metrics.get("top_unlabeled", [])
+    """The best-scoring entries at the last training still unlabeled: (score, segment, label or None)."""
+    top = [(row[0], row[1], row[2] if len(row) > 2 else None) for row in run.metrics.get("top_unlabeled", [])]
     answered = set(
-        Annotation.objects.filter(tracker=tracker, segment_id__in=[sid for sid, _ in top]).values_list(
+        Annotation.objects.filter(tracker=tracker, segment_id__in=[sid for sid, _, _ in top]).values_list(
             "segment_id", flat=True
         )
     )
-    segs = Segment.objects.in_bulk([sid for sid, _ in top if sid not in answered][:n])
-    return [(score, segs[sid]) for sid, score in top if sid in segs]
+    segs = Segment.objects.select_related("document").in_bulk(
+        [sid for sid, _, _ in top if sid not in answered][:n]
+    )
+    return [(score, segs[sid], label) for sid, score, label in top if sid in segs]
 
 
 @login_required
@@ -176,12 +206,26 @@ def _game_context(request: HttpRequest, tracker) -> dict:
         "round": game.round_progress(tracker),
         "stats": progress.player_stats(tracker, request.user),
         "pending": progress.pending_run(tracker),
-        "answers": tracker.answers,
+        "buttons": answer_buttons(tracker),
     }
 
 
+def answer_buttons(tracker) -> list[tuple[str, str, str]]:
+    """(answer, caption, key) of the game's buttons: Yes/No, or one per topic label on keys 1 to 9."""
+    if tracker.kind == TrackerKind.TOPIC:
+        return [(name, name, str(i)) for i, name in enumerate(tracker.labels, 1)]
+    return [("yes", "Yes", "y"), ("no", "No", "n")]
+
+
 def _card_context(card: Card | None) -> Card | None:
-    if card is not None:
+    """What a card shows around its segment: the utterances next to it, or a document's key lines."""
+    if card is None:
+        return None
+    if card.tracker.granularity == Granularity.DOCUMENT:
+        card.previous = card.next = None
+        card.lines, card.key_ids = services.key_lines(card.tracker, card.segment.document)
+        card.key_lines = [s for s in card.lines if s.pk in card.key_ids]
+    else:
         card.previous, card.next = services.neighbours(card.segment)
     return card
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import File, Form, NinjaAPI, Router, Schema, Status
+from ninja import Field, File, Form, NinjaAPI, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.security import APIKeyHeader, HttpBearer, django_auth
@@ -237,11 +238,21 @@ def search(request, code: UUID, q: str, k: int = 20):
 # --- trackers and the game ---------------------------------------------------------------
 
 
+class SeedIn(Schema):
+    label: str
+    text: str
+
+
 class TrackerIn(Schema):
     name: str
     description: str = ""
+    kind: Literal["concept", "topic"] = "concept"
+    granularity: Literal["segment", "document"] = "segment"
+    labels: list[str] = Field([], description="topic trackers: 2 to 9 label names, in button order")
     datasets: list[UUID]
-    seeds: list[str]
+    seeds: list[str | SeedIn] = Field(
+        description="concept: sentences that match; topic: {label, text} objects, at least one per label"
+    )
     keywords: list[str] = []
     target_precision: float = 0.8
     round_size: int = 25
@@ -256,6 +267,9 @@ class QualityOut(Schema):
     est_precision: float | None
     est_precision_ci: list[float] | None
     est_recall: float | None
+    cv_accuracy: float | None = None
+    est_accuracy: float | None = None
+    est_accuracy_ci: list[float] | None = None
     threshold: float | None
     featurizer: str
 
@@ -265,6 +279,8 @@ class TrackerOut(Schema):
     name: str
     description: str
     kind: str
+    granularity: str
+    labels: list[str]
     state: str
     answers: list[str]
     target_precision: float
@@ -387,7 +403,11 @@ def list_trackers(request, code: UUID):
 
 @router.post("/workspaces/{code}/trackers", response={201: TrackerOut, 400: ErrorOut}, tags=["trackers"])
 def create_tracker(request, code: UUID, payload: TrackerIn):
-    """Create a concept tracker from at least 3 example sentences; its first round is chosen at once."""
+    """Create a tracker from at least 3 example sentences; its first round is chosen at once.
+
+    Concept trackers answer yes/no; topic trackers pick one of ``labels`` (examples name their label).
+    ``granularity`` "document" classifies whole documents instead of single segments.
+    """
     workspaces, roles = _scope(request)
     ws = get_object_or_404(workspaces, code=code)
     if roles[ws.pk] not in CAN_IMPORT:
@@ -402,8 +422,11 @@ def create_tracker(request, code: UUID, payload: TrackerIn):
             user=_actor(request),
             name=payload.name,
             description=payload.description,
+            kind=payload.kind,
+            labels=payload.labels,
+            granularity=payload.granularity,
             datasets=datasets,
-            seeds=payload.seeds,
+            seeds=[(s.label, s.text) if isinstance(s, SeedIn) else s for s in payload.seeds],
             keywords=payload.keywords,
             target_precision=payload.target_precision,
             round_size=payload.round_size,

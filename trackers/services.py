@@ -352,27 +352,77 @@ class TrackerInvalid(ValueError):
     """A tracker definition that cannot be used, with the reason."""
 
 
+MAX_TOPIC_LABELS = 9  # one key each, 1 to 9
+
+
+def clean_topic_labels(labels: list[str]) -> list[str]:
+    """Topic label names, checked: 2 to 9 distinct, short, none called "skip"."""
+    names = [" ".join(n.split()) for n in labels if n and n.strip()]
+    if not 2 <= len(names) <= MAX_TOPIC_LABELS:
+        raise TrackerInvalid(f"a topic tracker needs 2 to {MAX_TOPIC_LABELS} labels (got {len(names)})")
+    lowered = [n.lower() for n in names]
+    repeated = next((n for i, n in enumerate(names) if lowered.index(n.lower()) != i), None)
+    if repeated:
+        raise TrackerInvalid(f"label '{repeated}' is given twice")
+    if "skip" in lowered:
+        raise TrackerInvalid("'skip' is reserved for skipping a card; choose another label name")
+    too_long = next((n for n in names if len(n) > 40), None)
+    if too_long:
+        raise TrackerInvalid(f"label '{too_long[:40]}…' is longer than 40 characters")
+    return names
+
+
 def create_tracker(
     *,
     workspace: Workspace,
     user,
     name: str,
     datasets: list[Dataset],
-    seeds: list[str],
+    seeds: list,
     description: str = "",
+    kind: str = "concept",
+    labels: list[str] | None = None,
+    granularity: str = "segment",
     keywords: list[str] | None = None,
     target_precision: float = 0.8,
     round_size: int = 25,
     speaker_filter: str = "",
 ):
-    """A concept tracker with its seed sentences, and its first round of cards."""
-    from labeling import game
-    from trackers.models import SeedExample, Tracker, TrackerState
+    """A tracker with its seed sentences, and its first round of cards.
 
-    seeds = [" ".join(s.split()) for s in seeds if s and s.strip()]
-    if len(seeds) < MIN_SEEDS:
-        raise TrackerInvalid(f"give at least {MIN_SEEDS} example sentences (got {len(seeds)})")
-    too_long = [i + 1 for i, s in enumerate(seeds) if len(s) > settings.SEGMENT_MAX_CHARS]
+    ``seeds`` are sentences (concept trackers: examples of a match) or, for topic trackers,
+    (label, sentence) pairs with at least one example per label.
+    """
+    from labeling import game
+    from trackers.models import Granularity, SeedExample, Tracker, TrackerKind, TrackerState
+
+    if kind not in TrackerKind.values:
+        raise TrackerInvalid(f"kind must be one of {', '.join(TrackerKind.values)} (got '{kind}')")
+    if granularity not in Granularity.values:
+        raise TrackerInvalid(
+            f"granularity must be one of {', '.join(Granularity.values)} (got '{granularity}')"
+        )
+    if kind == TrackerKind.TOPIC:
+        labels = clean_topic_labels(labels or [])
+        bare = next((s for s in seeds if isinstance(s, str)), None)
+        if bare is not None:
+            raise TrackerInvalid(f"topic examples need a label: '{bare[:60]}' has none")
+        pairs = [(str(lab).strip(), " ".join(str(t).split())) for lab, t in seeds if t and str(t).strip()]
+        by_name = {n.lower(): n for n in labels}
+        unknown = next((lab for lab, _ in pairs if lab.lower() not in by_name), None)
+        if unknown is not None:
+            raise TrackerInvalid(f"example label '{unknown}' is not one of the labels ({', '.join(labels)})")
+        pairs = [(by_name[lab.lower()], t) for lab, t in pairs]
+        missing = [n for n in labels if n not in {lab for lab, _ in pairs}]
+        if missing:
+            raise TrackerInvalid(f"give at least one example for every label; '{missing[0]}' has none")
+    else:
+        labels = []
+        texts = [s[1] if isinstance(s, tuple | list) else s for s in seeds]
+        pairs = [("yes", " ".join(t.split())) for t in texts if t and t.strip()]
+    if len(pairs) < MIN_SEEDS:
+        raise TrackerInvalid(f"give at least {MIN_SEEDS} example sentences (got {len(pairs)})")
+    too_long = [i + 1 for i, (_, s) in enumerate(pairs) if len(s) > settings.SEGMENT_MAX_CHARS]
     if too_long:
         raise TrackerInvalid(
             f"example {too_long[0]} is longer than {settings.SEGMENT_MAX_CHARS:,} characters"
@@ -400,6 +450,9 @@ def create_tracker(
             workspace=workspace,
             name=name,
             description=description,
+            kind=kind,
+            labels=labels,
+            granularity=granularity,
             created_by=user,
             keywords=[k.strip() for k in (keywords or []) if k.strip()],
             target_precision=target_precision,
@@ -408,6 +461,6 @@ def create_tracker(
             state=TrackerState.LABELING,
         )
         tracker.datasets.set(datasets)
-        SeedExample.objects.bulk_create([SeedExample(tracker=tracker, text=s) for s in seeds])
+        SeedExample.objects.bulk_create([SeedExample(tracker=tracker, text=t, label=lab) for lab, t in pairs])
         game.fill_round(tracker)
     return tracker

@@ -11,6 +11,11 @@ Later rounds, ``DEFAULT_MIX``:
 - ``random`` (15%): a uniform sample of the unlabeled pool; with the labeled predicted
   positives it gives the unbiased estimates of precision and recall.
 Every pick skips near-duplicates (cosine above ``NEAR_DUPLICATE``) of a card already in the round.
+
+Topic trackers (``topic_round``) use the same mix over class probabilities: ``uncertain`` are the
+smallest margins between the two likeliest labels, ``positive`` a uniform sample of each label's
+predicted members taken in turn over the labels (so rare labels get confirmed too), ``random`` as
+above.
 """
 
 from __future__ import annotations
@@ -84,14 +89,19 @@ def cold_start(
     exclude: np.ndarray | None = None,
     keyword_hits: np.ndarray | None = None,
     random_share: float = 0.2,
+    seed_sims: np.ndarray | None = None,
 ) -> list[Pick]:
-    """The first round: seeds' neighbours (round-robin over seeds), keyword matches, random."""
+    """The first round: seeds' neighbours (round-robin over seeds), keyword matches, random.
+
+    ``seed_sims`` (n, seeds) replaces the cosine of ``vectors`` to the seeds where nearness is
+    measured otherwise (documents: their closest line).
+    """
     rnd = _Round(vectors, _available(len(vectors), exclude), size)
     n_random = max(1, round(size * random_share)) if size > 1 else 0
     n_keyword = min(len(keyword_hits) if keyword_hits is not None else 0, size // 5)
     n_neighbours = size - n_random - n_keyword
     if len(seed_vectors):
-        sims = vectors @ np.asarray(seed_vectors, dtype=np.float32).T  # (n, seeds)
+        sims = seed_sims if seed_sims is not None else vectors @ np.asarray(seed_vectors, dtype=np.float32).T
         depth = min(len(vectors), n_neighbours * 4 + 8)
         ranked = np.argsort(-sims, axis=0)[:depth]  # each seed's nearest, best first
         goal = len(rnd.picks) + n_neighbours
@@ -106,6 +116,18 @@ def cold_start(
     return rnd.picks
 
 
+def _mixed_round(vectors, size: int, exclude, mix) -> tuple[_Round, np.ndarray, int, int]:
+    """An empty round, the indices still available, and how many uncertain / positive cards to take."""
+    mix = mix or DEFAULT_MIX
+    rnd = _Round(vectors, _available(len(vectors), exclude), size)
+    return (
+        rnd,
+        np.flatnonzero(rnd.available),
+        round(size * mix.get("uncertain", 0)),
+        round(size * mix.get("positive", 0)),
+    )
+
+
 def next_round(
     vectors: np.ndarray,
     scores: np.ndarray,
@@ -117,11 +139,7 @@ def next_round(
     mix: dict[str, float] | None = None,
 ) -> list[Pick]:
     """A later round from the current model's scores; see the module docstring for the mix."""
-    mix = mix or DEFAULT_MIX
-    rnd = _Round(vectors, _available(len(vectors), exclude), size)
-    avail = np.flatnonzero(rnd.available)
-    n_unc = round(size * mix.get("uncertain", 0))
-    n_pos = round(size * mix.get("positive", 0))
+    rnd, avail, n_unc, n_pos = _mixed_round(vectors, size, exclude, mix)
     if n_unc and len(avail):
         by_doubt = avail[np.argsort(np.abs(scores[avail] - threshold))]
         rnd.take(by_doubt, "uncertain", n_unc, min_distinct=SAME_QUESTION)
@@ -130,5 +148,35 @@ def next_round(
         above = rng.permutation(avail[scores[avail] >= threshold])
         below = avail[scores[avail] < threshold]
         rnd.take(np.concatenate([above, below[np.argsort(-scores[below])]]), "positive", n_pos)
+    rnd.take_random(rng, size - len(rnd.picks))
+    return rnd.picks
+
+
+def topic_round(
+    vectors: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    size: int,
+    rng: np.random.Generator,
+    exclude: np.ndarray | None = None,
+    mix: dict[str, float] | None = None,
+) -> list[Pick]:
+    """A later round of a topic tracker from its (n, labels) probabilities."""
+    rnd, avail, n_unc, n_pos = _mixed_round(vectors, size, exclude, mix)
+    if n_unc and len(avail):
+        top2 = -np.sort(-probabilities[avail], axis=1)[:, :2]
+        margin = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0.0)
+        rnd.take(avail[np.argsort(margin, kind="stable")], "uncertain", n_unc, min_distinct=SAME_QUESTION)
+    if n_pos:
+        avail = np.flatnonzero(rnd.available)
+        predicted = np.argmax(probabilities[avail], axis=1)
+        queues = {c: iter(rng.permutation(avail[predicted == c])) for c in range(probabilities.shape[1])}
+        goal = min(size, len(rnd.picks) + n_pos)
+        while len(rnd.picks) < goal and queues:
+            for c in list(queues):
+                if len(rnd.picks) >= goal:
+                    break
+                if not any(rnd.add(int(i), "positive") for i in queues[c]):
+                    del queues[c]  # this label has no more predicted members to show
     rnd.take_random(rng, size - len(rnd.picks))
     return rnd.picks

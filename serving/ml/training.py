@@ -184,16 +184,100 @@ def sample_estimates(
     }
 
 
+def train_topic(vectors: np.ndarray, y: np.ndarray, labels: list[str], *, folds: int = 5) -> TopicHead:
+    """A multinomial head over the sentence vectors for a topic tracker (``y`` indexes ``labels``).
+
+    Quality is cross-validated: accuracy, macro-F1, per-label precision/recall/F1 and the confusion
+    matrix, counted over the labels that have answers.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise ValueError("training needs answers for at least two labels")
+    feats = np.asarray(vectors, dtype=np.float32)
+    model = _fit(feats, y)
+    head = TopicHead(
+        model=model,
+        labels=list(labels),
+        n_labels=len(y),
+        counts=np.bincount(y, minlength=len(labels)).tolist(),
+    )
+    k = int(min(folds, np.bincount(y)[present].min()))
+    if k >= 2:
+        predicted = np.zeros(len(y), dtype=np.int64)
+        for train, test in StratifiedKFold(k, shuffle=True, random_state=0).split(feats, y):
+            fold = _fit(feats[train], y[train])
+            predicted[test] = fold.classes_[np.argmax(fold.predict_proba(feats[test]), axis=1)]
+        head.cv = topic_report(y, predicted, labels)
+    return head
+
+
+def topic_report(y: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict:
+    """Accuracy, macro-F1 over the labels present, per-label P/R/F1 and the confusion matrix."""
+    per_label, f1s = [], []
+    present = set(np.unique(y).tolist())
+    for c, name in enumerate(labels):
+        p, r, f = prf(y == c, predicted == c)
+        per_label.append(
+            {"label": name, "precision": p, "recall": r, "f1": f, "support": int(np.sum(y == c))}
+        )
+        if c in present:
+            f1s.append(f)
+    confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    np.add.at(confusion, (y, predicted), 1)
+    return {
+        "accuracy": float(np.mean(y == predicted)),
+        "f1": float(np.mean(f1s)) if f1s else 0.0,
+        "per_label": per_label,
+        "confusion": confusion.tolist(),
+    }
+
+
+@dataclass
+class TopicHead:
+    model: LogisticRegression
+    labels: list[str]
+    n_labels: int
+    counts: list[int]
+    cv: dict = field(default_factory=dict)
+    featurizer: str = "embedding"
+
+
+def topic_estimates(random_labels: np.ndarray, random_predicted: np.ndarray, labels: list[str]) -> dict:
+    """Unbiased accuracy and label shares from the uniform random sample, with 95% intervals."""
+    n = len(random_labels)
+    right = int(np.sum(random_labels == random_predicted))
+    shares = []
+    for c, name in enumerate(labels):
+        hits = int(np.sum(random_labels == c))
+        shares.append({"label": name, "share": hits / n if n else None, "ci": wilson(hits, n)})
+    return {
+        "accuracy": right / n if n else None,
+        "accuracy_ci": wilson(right, n),
+        "shares": shares,
+        "sample_sizes": {"random": n},
+    }
+
+
 @dataclass
 class LinearScorer:
-    """A stored head: the features it reads, its weights and its threshold."""
+    """A stored head: the features it reads, its weights and its threshold.
+
+    Concept heads have one weight column and score P(yes); topic heads have one column per label
+    and give a softmax over ``labels`` (``score`` is then the probability of the predicted label).
+    """
 
     featurizer: str
-    coef: np.ndarray
-    intercept: float
+    coef: np.ndarray  # (features,) or (features, labels)
+    intercept: np.ndarray | float
     threshold: float
+    labels: list[str] = field(default_factory=list)
 
-    def score(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+    @property
+    def is_topic(self) -> bool:
+        return self.coef.ndim == 2
+
+    def logits(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         dim = vectors.shape[1]
         z = vectors @ self.coef[:dim] + self.intercept
@@ -202,7 +286,19 @@ class LinearScorer:
                 raise ValueError("the embedding+chars features need the texts")
             # The dense and the hashed parts are scored apart: stacking them would copy every vector.
             z = z + _hasher.transform(texts) @ self.coef[dim:]
-        return 1.0 / (1.0 + np.exp(-np.asarray(z).ravel()))
+        return np.asarray(z)
+
+    def probabilities(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+        """Topic heads: (n, labels) probabilities."""
+        z = self.logits(vectors, texts)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def score(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+        if self.is_topic:
+            return self.probabilities(vectors, texts).max(axis=1)
+        return 1.0 / (1.0 + np.exp(-self.logits(vectors, texts).ravel()))
 
 
 def scorer_of(head: Head) -> LinearScorer:
@@ -214,6 +310,22 @@ def scorer_of(head: Head) -> LinearScorer:
     )
 
 
+def topic_scorer_of(head: TopicHead) -> LinearScorer:
+    """Weights for every label, also those with no answers yet (they never win)."""
+    model = head.model
+    dim = model.coef_.shape[1]
+    coef = np.zeros((dim, len(head.labels)), dtype=np.float32)
+    intercept = np.full(len(head.labels), -1e4, dtype=np.float32)
+    if len(model.classes_) == 2:  # scikit-learn keeps one column for two classes
+        a, b = model.classes_
+        coef[:, b], intercept[b] = model.coef_[0], model.intercept_[0]
+        intercept[a] = 0.0
+    else:
+        for j, c in enumerate(model.classes_):
+            coef[:, c], intercept[c] = model.coef_[j], model.intercept_[j]
+    return LinearScorer("embedding", coef, intercept, 0.0, list(head.labels))
+
+
 def save_scorer(scorer: LinearScorer, path) -> None:
     from trackers.ml.storage import write_atomic
 
@@ -222,9 +334,10 @@ def save_scorer(scorer: LinearScorer, path) -> None:
             np.savez(
                 fh,
                 coef=scorer.coef,
-                intercept=scorer.intercept,
+                intercept=np.asarray(scorer.intercept, dtype=np.float32),
                 threshold=scorer.threshold,
                 featurizer=scorer.featurizer,
+                labels=np.asarray(scorer.labels, dtype=str),
             )
 
     write_atomic(path, write)
@@ -232,4 +345,12 @@ def save_scorer(scorer: LinearScorer, path) -> None:
 
 def load_scorer(path) -> LinearScorer:
     with np.load(path) as z:
-        return LinearScorer(str(z["featurizer"]), z["coef"], float(z["intercept"]), float(z["threshold"]))
+        intercept = z["intercept"]
+        labels = [str(x) for x in z["labels"]] if "labels" in z.files else []
+        return LinearScorer(
+            str(z["featurizer"]),
+            z["coef"],
+            intercept if intercept.ndim else float(intercept),
+            float(z["threshold"]),
+            labels,
+        )

@@ -1,0 +1,144 @@
+"""Document trackers: whole calls are the cards, their vectors come from their segments."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from django.urls import reverse
+
+from labeling import game, progress
+from labeling.models import Annotation
+from serving.models import TrainingState
+from trackers import services
+from trackers.models import Document, Granularity, Segment
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SMALL_TALK = [
+    "hi thanks for calling how can I help",
+    "good morning how is the weather there",
+    "let me pull up your account",
+    "thanks for your patience",
+    "is there anything else today",
+]
+CANCEL_LINES = [
+    "I want to cancel my subscription",
+    "please cancel the contract before it renews",
+    "we are going to cancel the service",
+]
+OTHER_LINES = [
+    "the dashboard export is slow",
+    "can you add two more seats",
+    "the invoice address needs changing",
+]
+
+
+def calls() -> bytes:
+    """Thirty calls; a third of them contain one cancellation line among small talk."""
+    rows = []
+    for i in range(30):
+        about = CANCEL_LINES if i % 3 == 0 else OTHER_LINES
+        turns = [
+            {"speaker": "agent", "text": f"{SMALL_TALK[i % 5]} ({i})"},
+            {"speaker": "customer", "text": f"{about[(i // 3) % 3]} ({i})"},
+            {"speaker": "agent", "text": f"{SMALL_TALK[(i + 1) % 5]} ({i})"},
+            {"speaker": "customer", "text": f"{SMALL_TALK[(i + 2) % 5]} ({i})"},
+        ]
+        title = f"{'cancel' if i % 3 == 0 else 'other'} call {i}"
+        rows.append(json.dumps({"id": f"call-{i}", "title": title, "turns": turns}))
+    return ("\n".join(rows) + "\n").encode()
+
+
+def is_cancel(document: Document) -> bool:
+    return document.title.startswith("cancel")
+
+
+@pytest.fixture
+def doc_tracker(dataset, owner, workspace):
+    services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
+    dataset.refresh_from_db()
+    return services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Cancellation calls",
+        granularity=Granularity.DOCUMENT,
+        datasets=[dataset],
+        seeds=[
+            "I want to cancel my subscription",
+            "please cancel the contract",
+            "going to cancel the service",
+        ],
+        round_size=10,
+    )
+
+
+def test_the_pool_has_one_entry_per_document_with_the_mean_of_its_lines(doc_tracker, fake_encoder):
+    pool = game.build_pool(doc_tracker)
+    docs = list(Document.objects.filter(dataset__in=doc_tracker.datasets.all()).order_by("pk"))
+    assert pool.keys == [d.pk for d in docs]
+    first = docs[0]
+    lines = list(Segment.objects.filter(document=first).order_by("position"))
+    assert pool.segment_ids[0] == lines[0].pk  # the card of a document is anchored on its first line
+    mean = fake_encoder.encode([s.text for s in lines]).mean(axis=0)
+    np.testing.assert_allclose(pool.vectors[0], mean / np.linalg.norm(mean), atol=1e-5)
+    assert len(pool.member_of) == Segment.objects.filter(dataset__in=doc_tracker.datasets.all()).count()
+
+
+def test_first_round_finds_documents_by_their_closest_line(doc_tracker):
+    cards = list(doc_tracker.cards.select_related("segment__document"))
+    assert len(cards) == 10 and len({c.segment.document_id for c in cards}) == 10
+    near = [c for c in cards if c.strategy == "seed_neighbour"]
+    assert near and all(is_cancel(c.segment.document) for c in near)
+
+
+def test_speaker_filter_builds_document_vectors_from_that_speaker_only(dataset, owner, workspace):
+    services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
+    dataset.refresh_from_db()
+    tracker = services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Customer wants out",
+        granularity=Granularity.DOCUMENT,
+        speaker_filter="customer",
+        datasets=[dataset],
+        seeds=["cancel my subscription", "cancel the contract", "we want to cancel"],
+        round_size=10,
+    )
+    pool = game.build_pool(tracker)
+    assert len(pool.keys) == 30 and len(pool.member_of) == 60  # two customer lines per call
+
+
+def test_document_rounds_train_on_document_vectors(doc_tracker, owner):
+    given = 0
+    for _ in range(3):
+        round_no = game.current_round(doc_tracker)
+        while (cards := game.claim_cards(doc_tracker, owner, n=1)) and cards[0].round == round_no:
+            card = cards[0]
+            answer = "yes" if is_cancel(card.segment.document) else "no"
+            game.answer_card(doc_tracker, owner, card, answer)
+            given += 1
+    runs = progress.runs(doc_tracker)
+    assert len(runs) == 3 and runs[-1].state == TrainingState.SUCCEEDED
+    latest = runs[-1]
+    assert latest.featurizer == "embedding"  # documents use the vectors alone
+    assert latest.label_counts["yes"] + latest.label_counts["no"] == given >= 27
+    assert latest.metrics["pool"] == 30 and latest.metrics["cv"]["f1"] >= 0.7
+    assert set(game.labeled_keys(doc_tracker)) == set(
+        Annotation.objects.filter(tracker=doc_tracker).values_list("segment__document_id", flat=True)
+    )
+
+
+def test_the_game_shows_a_documents_key_lines(owner_client, doc_tracker, owner):
+    card = game.claim_cards(doc_tracker, owner, n=1)[0]
+    doc = card.segment.document
+    html = owner_client.get(reverse("play", args=[doc_tracker.code])).content.decode()
+    assert doc.title in html and "Whole document" in html
+    key_block = html.split('aria-label="Key lines"')[1].split("</ul>")[0]
+    if is_cancel(doc):
+        cancel_line = Segment.objects.get(document=doc, position=1)
+        assert cancel_line.text in key_block  # the line that makes it a match is among the key lines
+    assert key_block.count("<li") == 3
+    for line in Segment.objects.filter(document=doc):
+        assert line.text in html

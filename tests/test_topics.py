@@ -1,0 +1,348 @@
+"""Topic trackers: one of N labels, a multinomial head, a button per label, per-label quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.urls import reverse
+
+from labeling import game, progress
+from labeling.ml.selection import topic_round
+from labeling.models import Annotation
+from serving.ml.training import (
+    load_scorer,
+    save_scorer,
+    topic_estimates,
+    topic_scorer_of,
+    train_topic,
+)
+from serving.models import TrainingState
+from trackers import services
+from trackers.models import Segment, TrackerKind
+
+LABELS = ["billing", "cancellation", "technical"]
+TOPICS = {
+    "billing": [
+        "my invoice shows the wrong amount",
+        "why was my card charged twice",
+        "please send a receipt for the payment",
+        "the bill is higher than last month",
+    ],
+    "cancellation": [
+        "I want to cancel my subscription",
+        "please close our account for good",
+        "we will not renew the contract",
+        "stop the plan at the end of the month",
+    ],
+    "technical": [
+        "the app crashes when I log in",
+        "the export button throws an error",
+        "sync fails with a timeout",
+        "the page will not load on my phone",
+    ],
+}
+SEEDS = [
+    ("billing", "I was charged twice on my invoice"),
+    ("cancellation", "cancel my subscription please"),
+    ("technical", "the app keeps crashing"),
+]
+
+
+def topic_of(text: str) -> str:
+    return next(label for label, texts in TOPICS.items() if any(text.startswith(t) for t in texts))
+
+
+def topic_corpus() -> bytes:
+    rows = [f"{t} ({i})" for i in range(8) for texts in TOPICS.values() for t in texts]
+    return ("text\n" + "\n".join(rows) + "\n").encode()
+
+
+def clusters(rng, n_per: int = 40, dim: int = 16, k: int = 3):
+    centres = np.eye(dim, dtype=np.float32)[:k] * 3
+    x = np.vstack([c + rng.normal(0, 0.6, (n_per, dim)) for c in centres]).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, np.repeat(np.arange(k), n_per)
+
+
+def test_topic_head_learns_separable_topics_and_reports_per_label():
+    x, y = clusters(np.random.default_rng(0))
+    head = train_topic(x, y, LABELS)
+    assert head.cv["accuracy"] > 0.95 and head.cv["f1"] > 0.95
+    assert [p["label"] for p in head.cv["per_label"]] == LABELS
+    confusion = np.array(head.cv["confusion"])
+    assert confusion.sum() == len(y) and np.trace(confusion) >= 0.95 * len(y)
+
+
+def test_stored_topic_scorer_matches_the_model(tmp_path):
+    x, y = clusters(np.random.default_rng(1))
+    head = train_topic(x, y, LABELS)
+    scorer = topic_scorer_of(head)
+    save_scorer(scorer, tmp_path / "head.npz")
+    loaded = load_scorer(tmp_path / "head.npz")
+    assert loaded.is_topic and loaded.labels == LABELS
+    np.testing.assert_allclose(loaded.probabilities(x), head.model.predict_proba(x), atol=1e-4)
+
+
+def test_a_label_without_answers_is_never_predicted():
+    x, y = clusters(np.random.default_rng(2), k=2)  # nobody has answered "technical" yet
+    head = train_topic(x, y, LABELS)
+    proba = topic_scorer_of(head).probabilities(x)
+    assert proba.shape == (len(x), 3) and proba[:, 2].max() < 1e-6
+    np.testing.assert_allclose(proba[:, :2], head.model.predict_proba(x), atol=1e-4)
+
+
+def test_topic_training_needs_two_labels():
+    with pytest.raises(ValueError, match="at least two labels"):
+        train_topic(np.eye(4, dtype=np.float32), np.zeros(4, dtype=np.int64), LABELS)
+
+
+def test_topic_round_asks_about_small_margins_and_confirms_every_label():
+    rng = np.random.default_rng(0)
+    n = 300
+    vectors = rng.normal(size=(n, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    proba = np.full((n, 3), 0.05)
+    winner = np.arange(n) % 3
+    proba[np.arange(n), winner] = 0.9
+    proba[:10] = [0.45, 0.44, 0.11]  # ten texts where the model hesitates between two labels
+    picks = topic_round(vectors, proba, size=20, rng=rng)
+    by = {}
+    for p in picks:
+        by.setdefault(p.strategy, []).append(p.index)
+    assert len(picks) == 20 and len({p.index for p in picks}) == 20
+    assert set(range(10)) <= set(by["uncertain"])  # every hesitant text is asked first
+    assert {int(winner[i]) for i in by["positive"]} == {0, 1, 2}
+    assert "random" in by
+
+
+def test_topic_estimates_count_accuracy_on_the_random_sample():
+    est = topic_estimates(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2]), LABELS)
+    assert est["accuracy"] == 0.75 and est["accuracy_ci"][0] < 0.75 < est["accuracy_ci"][1]
+    assert [s["share"] for s in est["shares"]] == [0.25, 0.25, 0.5]
+
+
+# --- through the services and pages, on PostgreSQL ------------------------------------------
+
+pytestmark_db = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def topic_tracker(dataset, owner, workspace):
+    services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+    dataset.refresh_from_db()
+    return services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Ticket topic",
+        kind=TrackerKind.TOPIC,
+        labels=LABELS,
+        datasets=[dataset],
+        seeds=SEEDS,
+        round_size=12,
+    )
+
+
+def play_round(tracker, user) -> int:
+    """Answer the current round with the true topics; training (eager here) queues the next."""
+    answered, round_no = 0, game.current_round(tracker)
+    while (cards := game.claim_cards(tracker, user, n=1)) and cards[0].round == round_no:
+        card = cards[0]
+        game.answer_card(tracker, user, card, topic_of(card.segment.text))
+        answered += 1
+    return answered
+
+
+@pytestmark_db
+@pytest.mark.parametrize(
+    ("labels", "seeds", "error"),
+    [
+        (["billing"], SEEDS[:1] * 3, r"needs 2 to 9 labels \(got 1\)"),
+        ([f"l{i}" for i in range(10)], SEEDS, r"needs 2 to 9 labels \(got 10\)"),
+        (["billing", "Billing"], SEEDS, "label 'Billing' is given twice"),
+        (["billing", "skip"], SEEDS, "'skip' is reserved"),
+        (LABELS, [*SEEDS, ("refunds", "money back")], "example label 'refunds' is not one of the labels"),
+        (LABELS, SEEDS[:2] + [("billing", "another bill")], "'technical' has none"),
+        (LABELS, ["a sentence without a label", *SEEDS], "topic examples need a label"),
+    ],
+)
+def test_topic_trackers_check_labels_and_examples(workspace, owner, dataset, labels, seeds, error):
+    services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+    dataset.refresh_from_db()
+    with pytest.raises(services.TrackerInvalid, match=error):
+        services.create_tracker(
+            workspace=workspace,
+            user=owner,
+            name="Ticket topic",
+            kind=TrackerKind.TOPIC,
+            labels=labels,
+            datasets=[dataset],
+            seeds=seeds,
+        )
+    assert not workspace.trackers.exists()
+
+
+@pytestmark_db
+def test_topic_rounds_train_a_multinomial_head(topic_tracker, owner):
+    assert topic_tracker.answers == LABELS
+    assert set(topic_tracker.seeds.values_list("label", flat=True)) == set(LABELS)
+    with pytest.raises(game.LabelRejected, match="expected one of billing, cancellation, technical"):
+        card = game.claim_cards(topic_tracker, owner, n=1)[0]
+        game.record_label(topic_tracker, owner, segment=card.segment, answer="yes", card=card)
+    for _ in range(3):
+        assert play_round(topic_tracker, owner) == 12
+    runs = progress.runs(topic_tracker)
+    assert len(runs) == 3 and all(r.state == TrainingState.SUCCEEDED for r in runs)
+    latest = runs[-1]
+    assert sum(latest.label_counts[label] for label in LABELS) == 36
+    assert latest.metrics["cv"]["f1"] > 0.6 and len(latest.metrics["cv"]["confusion"]) == 3
+    assert sum(latest.metrics["predicted_counts"]) == latest.metrics["pool"]
+    assert {row[2] for row in latest.metrics["top_unlabeled"]} <= set(LABELS)
+    later = topic_tracker.cards.filter(round=4)
+    assert later.count() == 12 and later.filter(strategy="uncertain").exists()
+    # the head predicts held-in texts right: every answer's topic comes out on top
+    scorer = load_scorer(latest.head_file)
+    pool = game.build_pool(topic_tracker)
+    predicted = np.argmax(scorer.probabilities(pool.vectors), axis=1)
+    truth = np.array([LABELS.index(topic_of(t)) for t in pool.texts])
+    assert np.mean(predicted == truth) > 0.6  # chance is 1/3; the real encoder is tested below
+    counts = progress.label_counts(topic_tracker)
+    assert [a for a, _ in counts["per_answer"]] == LABELS and counts["answered"] == 36
+
+
+@pytestmark_db
+def test_topic_game_and_pages(owner_client, topic_tracker, owner):
+    html = owner_client.get(reverse("play", args=[topic_tracker.code])).content.decode()
+    for i, label in enumerate(LABELS, 1):
+        assert f'value="{label}" data-key="{i}"' in html
+    assert 'value="yes"' not in html and "Which label fits" in html
+    card = game.claim_cards(topic_tracker, owner, n=1)[0]
+    wrong = owner_client.post(reverse("answer", args=[topic_tracker.code]), {"card": card.pk, "answer": "no"})
+    assert wrong.status_code == 400
+    ok = owner_client.post(
+        reverse("answer", args=[topic_tracker.code]),
+        {"card": card.pk, "answer": topic_of(card.segment.text)},
+        HTTP_HX_REQUEST="true",
+    )
+    assert ok.status_code == 200
+    assert Annotation.objects.get(tracker=topic_tracker).answer == topic_of(card.segment.text)
+    play_round(topic_tracker, owner)
+    page = owner_client.get(reverse("tracker", args=[topic_tracker.code])).content.decode()
+    assert "F1 per label" in page and "Confusion" in page and "accuracy, sampled" in page
+    assert "Precision / recall trade-off" not in page
+    listing = owner_client.get(reverse("trackers", args=[topic_tracker.workspace.code])).content.decode()
+    assert "topic · segment" in listing
+
+
+@pytestmark_db
+def test_topic_tracker_through_the_form(owner_client, workspace, dataset, owner):
+    services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+    url = reverse("tracker-create", args=[workspace.code])
+    form = {
+        "name": "Ticket topic",
+        "kind": "topic",
+        "labels": "billing, cancellation, technical",
+        "datasets": [dataset.pk],
+        "target_precision": 0.8,
+        "round_size": 10,
+    }
+    bad = owner_client.post(url, {**form, "seeds": "billing: charged twice\nno label here"})
+    assert bad.status_code == 422 and "example line 2: write it as" in bad.content.decode()
+    ok = owner_client.post(
+        url,
+        {**form, "seeds": "billing: charged twice\ncancellation: close my account\ntechnical: app crashes"},
+    )
+    tracker = workspace.trackers.get()
+    assert ok.status_code == 302 and tracker.kind == "topic" and tracker.labels == LABELS
+    assert sorted(tracker.seeds.values_list("label", "text")) == [
+        ("billing", "charged twice"),
+        ("cancellation", "close my account"),
+        ("technical", "app crashes"),
+    ]
+
+
+@pytestmark_db
+def test_topic_tracker_through_the_api(client, workspace, dataset, owner):
+    from serving.models import ApiKey
+
+    services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+    _, raw = ApiKey.issue(workspace=workspace, name="ci", created_by=owner)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    url = f"/api/workspaces/{workspace.code}/trackers"
+    body = {
+        "name": "Ticket topic",
+        "kind": "topic",
+        "labels": LABELS,
+        "datasets": [str(dataset.code)],
+        "seeds": [{"label": label, "text": text} for label, text in SEEDS],
+        "round_size": 10,
+    }
+    bad = client.post(
+        url, {**body, "seeds": ["no label", *body["seeds"]]}, content_type="application/json", **headers
+    )
+    assert bad.status_code == 400 and "topic examples need a label" in bad.json()["detail"]
+    made = client.post(url, body, content_type="application/json", **headers)
+    assert made.status_code == 201, made.content
+    out = made.json()
+    assert out["kind"] == "topic" and out["answers"] == LABELS and out["labels"] == LABELS
+    code = out["code"]
+    cards = client.post(f"/api/trackers/{code}/cards?n=1", **headers).json()
+    text = cards[0]["text"]
+    sent = client.post(
+        f"/api/trackers/{code}/labels",
+        {"card": cards[0]["id"], "answer": topic_of(text)},
+        content_type="application/json",
+        **headers,
+    )
+    assert sent.status_code == 201
+    status = client.get(f"/api/trackers/{code}", **headers).json()
+    assert status["label_counts"]["answered"] == 1
+
+
+@pytestmark_db
+@pytest.mark.real_encoder
+def test_topic_tracker_learns_banking_intents_with_the_real_encoder(workspace, owner, dataset):
+    import csv
+
+    from django.core.management import call_command
+
+    from tests.conftest import shared_file
+
+    call_command("prepare_encoder")  # a no-op once exported
+    intents = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "pin_blocked"]
+    rows, seen = [], dict.fromkeys(intents, 0)
+    for r in csv.DictReader(open(shared_file("banking77", "dev.csv"), newline="", encoding="utf-8")):
+        if r["label"] in intents and seen[r["label"]] < 80:
+            seen[r["label"]] += 1
+            rows.append(r)
+    data = "text,label\n" + "".join(
+        f'"{r["text"].replace(chr(34), chr(34) * 2)}",{r["label"]}\n' for r in rows
+    )
+    services.start_import(dataset=dataset, user=owner, filename="b77.csv", data=data.encode())
+    dataset.refresh_from_db()
+    tracker = services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Card questions",
+        kind=TrackerKind.TOPIC,
+        labels=intents,
+        datasets=[dataset],
+        seeds=[
+            ("card_arrival", "when will my new card be delivered"),
+            ("exchange_rate", "what rate do you use to convert currency"),
+            ("lost_or_stolen_card", "someone stole my card"),
+            ("pin_blocked", "my pin is blocked after too many tries"),
+        ],
+        round_size=20,
+    )
+    for _ in range(3):
+        round_no = game.current_round(tracker)
+        while (cards := game.claim_cards(tracker, owner, n=1)) and cards[0].round == round_no:
+            game.answer_card(tracker, owner, cards[0], cards[0].segment.known_label)
+    latest = progress.runs(tracker)[-1]
+    scorer = load_scorer(latest.head_file)
+    pool = game.build_pool(tracker)
+    truth = dict(Segment.objects.filter(dataset=dataset).values_list("vector_row", "known_label"))
+    predicted = np.argmax(scorer.probabilities(pool.vectors), axis=1)
+    accuracy = np.mean([intents[p] == truth[row] for p, (_, row) in zip(predicted, pool.keys, strict=True)])
+    assert accuracy > 0.85, accuracy  # 60 answers over 320 texts; chance is 1/4
+    assert latest.metrics["cv"]["f1"] > 0.8
