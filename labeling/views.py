@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -168,8 +170,19 @@ def _topic_charts(tracker, run) -> dict:
             list(zip(tracker.labels, run.metrics.get("predicted_counts", []), strict=False)),
             scale=max(run.metrics.get("predicted_counts") or [1]),
         ),
-        "matches": _top_matches(tracker, run, n=30),
+        "matches": _per_label(_top_matches(tracker, run, n=30), 5),
     }
+
+
+def _per_label(matches: list, n: int) -> list:
+    """At most ``n`` of the (score, segment, label) matches of each label, in order."""
+    counts: Counter = Counter()
+    kept = []
+    for match in matches:
+        counts[match[2]] += 1
+        if counts[match[2]] <= n:
+            kept.append(match)
+    return kept
 
 
 def _top_matches(tracker, run, n: int = 10):

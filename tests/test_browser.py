@@ -146,3 +146,72 @@ def test_the_game_fits_a_phone(page, live_server, owner, dataset, workspace):
         assert box["width"] >= 300 and box["height"] >= 44  # thumb-sized targets
     page.locator("button.answer.no").click()
     page.wait_for_function("document.querySelector('#round-count').textContent === '1/10'")
+
+
+def test_a_topic_round_with_number_keys(page, live_server, owner, dataset, workspace, tmp_path):
+    from labeling.models import Annotation
+    from tests.test_topics import LABELS, SEEDS, topic_corpus, topic_of
+    from trackers import services
+
+    services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+    dataset.refresh_from_db()
+    tracker = services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Ticket topic",
+        kind="topic",
+        labels=LABELS,
+        datasets=[dataset],
+        seeds=SEEDS,
+        round_size=8,
+    )
+    log_in(page, live_server, owner, f"/t/{tracker.code}/play/")
+    page.wait_for_selector(".game-card")
+    truth = []
+    for i in range(8):
+        card = page.locator(".game-card")
+        text = card.locator(".focus strong").inner_text()
+        card_id = card.get_attribute("data-card")
+        truth.append((text, topic_of(text)))
+        page.keyboard.press(str(LABELS.index(topic_of(text)) + 1))
+        if i < 7:
+            page.wait_for_function(
+                f"document.querySelector('.game-card') && document.querySelector('.game-card').dataset.card !== '{card_id}'"
+            )
+    page.wait_for_selector(".summary table.compare >> text=Accuracy (cross-validated)")
+    stored = {
+        a.segment.text: a.answer for a in Annotation.objects.filter(tracker=tracker).select_related("segment")
+    }
+    assert stored == dict(truth)  # every key press stored the label it stands for
+    page.goto(f"{live_server.url}/t/{tracker.code}/")
+    page.wait_for_selector("text=How the data divides")
+    page.screenshot(path=str(tmp_path / "topic.png"), full_page=True)
+
+
+def test_swipe_right_says_yes_and_left_says_no(page, live_server, owner, dataset, workspace):
+    from labeling.models import Annotation
+    from tests.test_game import cancel_tracker, corpus
+    from trackers import services
+
+    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    dataset.refresh_from_db()
+    tracker = cancel_tracker(workspace, owner, dataset, round_size=10)
+    page.set_viewport_size({"width": 390, "height": 800})
+    log_in(page, live_server, owner, f"/t/{tracker.code}/play/")
+    answers = []
+    for dx, expected in ((160, "yes"), (-160, "no")):
+        page.wait_for_selector(".game-card")
+        card_id = page.locator(".game-card").get_attribute("data-card")
+        page.evaluate(
+            """(dx) => {
+              const card = document.querySelector('.game-card .focus');
+              const fire = (type, x) => card.dispatchEvent(new PointerEvent(type,
+                {bubbles: true, pointerType: 'touch', clientX: x, clientY: 300}));
+              fire('pointerdown', 200); fire('pointermove', 200 + dx / 2); fire('pointerup', 200 + dx);
+            }""",
+            dx,
+        )
+        page.wait_for_function(f"document.querySelector('.game-card')?.dataset.card !== '{card_id}'")
+        answers.append((int(card_id), expected))
+    stored = dict(Annotation.objects.filter(tracker=tracker).values_list("card_id", "answer"))
+    assert stored == dict(answers)

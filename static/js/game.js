@@ -31,4 +31,33 @@
     }));
     setTimeout(() => box.replaceChildren(), 1800);
   });
+  // Touch: swipe a card right for yes, left for no (concept trackers; topics use their buttons).
+  const SWIPE = 80;
+  let start = null;
+  document.addEventListener("pointerdown", (event) => {
+    const card = event.target.closest(".game-card");
+    if (!card || event.pointerType === "mouse" || event.target.closest("button, a, summary")) return;
+    start = { x: event.clientX, y: event.clientY, card };
+  });
+  document.addEventListener("pointermove", (event) => {
+    if (!start) return;
+    const dx = event.clientX - start.x;
+    start.card.style.transform = `translateX(${dx}px) rotate(${dx / 40}deg)`;
+  });
+  const finish = (event) => {
+    if (!start) return;
+    const { card } = start;
+    const dx = event.clientX - start.x;
+    const dy = event.clientY - start.y;
+    start = null;
+    card.style.transform = "";
+    if (Math.abs(dx) < SWIPE || Math.abs(dy) > Math.abs(dx)) return;
+    const target = card.querySelector(`[data-key="${dx > 0 ? "y" : "n"}"]`);
+    if (target && !target.disabled) target.click();
+  };
+  document.addEventListener("pointerup", finish);
+  document.addEventListener("pointercancel", () => {
+    if (start) start.card.style.transform = "";
+    start = null;
+  });
 })();
