@@ -100,7 +100,9 @@ DOCUMENT_LINES_SHOWN = 200
 
 
 def key_lines(tracker, document, n: int = 3) -> tuple[list[Segment], set[int]]:
-    """A document card's lines (up to ``DOCUMENT_LINES_SHOWN``) and the ids of its ``n`` key lines.
+    """A document card's lines (up to ``DOCUMENT_LINES_SHOWN``) and the ids of its key lines.
+
+    ``n`` key lines, fewer in short documents (one per three lines), so they stay a hint.
 
     Key lines are those the tracker's latest model scores highest; before any training, those
     closest in meaning to the tracker's example sentences.
@@ -123,5 +125,6 @@ def key_lines(tracker, document, n: int = 3) -> tuple[list[Segment], set[int]]:
             return lines, set()
         seed_vecs = encoders.get_encoder(document.dataset.encoder_id or None).encode(seeds)
         scores = (vectors @ seed_vecs.T).max(axis=1)
+    n = min(n, max(1, len(candidates) // 3))
     best = sorted(range(len(candidates)), key=lambda i: -float(scores[i]))[:n]
     return lines, {candidates[i].pk for i in best}

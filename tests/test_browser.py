@@ -215,3 +215,42 @@ def test_swipe_right_says_yes_and_left_says_no(page, live_server, owner, dataset
         answers.append((int(card_id), expected))
     stored = dict(Annotation.objects.filter(tracker=tracker).values_list("card_id", "answer"))
     assert stored == dict(answers)
+
+
+def test_a_document_card_shows_key_lines_and_opens_the_whole_call(
+    page, live_server, owner, dataset, workspace, tmp_path
+):
+    from labeling.models import Annotation
+    from tests.test_documents import calls
+    from trackers import services
+
+    services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
+    dataset.refresh_from_db()
+    tracker = services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Cancellation calls",
+        granularity="document",
+        datasets=[dataset],
+        seeds=[
+            "I want to cancel my subscription",
+            "please cancel the contract",
+            "going to cancel the service",
+        ],
+        round_size=5,
+    )
+    log_in(page, live_server, owner, f"/t/{tracker.code}/play/")
+    page.wait_for_selector(".game-card .key-lines li")
+    assert page.locator(".key-lines li").count() == 1
+    assert not page.locator(".whole-document p").first.is_visible()
+    page.click(".whole-document summary")
+    assert (
+        page.locator(".whole-document p").count() == 4
+        and page.locator(".whole-document p").first.is_visible()
+    )
+    page.screenshot(path=str(tmp_path / "document.png"), full_page=True)
+    title = page.locator(".game-card .doc strong").inner_text()
+    page.keyboard.press("y" if title.startswith("cancel") else "n")
+    page.wait_for_function("document.querySelector('#round-count').textContent === '1/5'")
+    answer = Annotation.objects.select_related("segment__document").get(tracker=tracker)
+    assert answer.segment.document.title == title
