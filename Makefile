@@ -70,6 +70,16 @@ simulate: install
 	$(BIN)/python manage.py simulate_labeling --file ../shared/data/banking77/dev.csv --positive card_arrival \
 	    --positive lost_or_stolen_card --positive exchange_rate --positive pin_blocked --positive top_up_failed \
 	    --output bench/results/simulation.json
+	$(BIN)/python manage.py simulate_labeling --file ../shared/data/banking77/dev.csv --topic --output bench/results/simulation.json \
+	    --positive card_arrival --positive card_delivery_estimate --positive card_not_working --positive declined_card_payment \
+	    --positive lost_or_stolen_card --positive compromised_card --positive pin_blocked --positive activate_my_card \
+	    --positive card_payment_fee_charged
+	$(BIN)/python manage.py simulate_labeling --file ../shared/data/banking77/dev.csv --topic --output bench/results/simulation.json \
+	    --positive top_up_failed --positive pending_top_up --positive top_up_reverted --positive top_up_limits \
+	    --positive verify_top_up --positive topping_up_by_card
+	$(BIN)/python manage.py simulate_labeling --file ../shared/data/banking77/dev.csv --topic --output bench/results/simulation.json \
+	    --positive cancel_transfer --positive declined_transfer --positive failed_transfer --positive pending_transfer \
+	    --positive transfer_timing --positive transfer_not_received_by_recipient --positive transfer_fee_charged
 
 clean:
 	rm -rf var/broker var/media var/db.sqlite3 var/celerybeat-schedule* var/worker.log

@@ -346,3 +346,14 @@ def test_topic_tracker_learns_banking_intents_with_the_real_encoder(workspace, o
     accuracy = np.mean([intents[p] == truth[row] for p, (_, row) in zip(predicted, pool.keys, strict=True)])
     assert accuracy > 0.85, accuracy  # 60 answers over 320 texts; chance is 1/4
     assert latest.metrics["cv"]["f1"] > 0.8
+
+
+def test_topic_simulation_reports_macro_f1_per_round():
+    from labeling.ml.simulation import SimulationSpec, simulate
+
+    x, y = clusters(np.random.default_rng(4), n_per=200)
+    spec = SimulationSpec(repeats=2, rounds=3, round_size=10)
+    ours = simulate(x, y, None, spec, "ours", topic_labels=LABELS)
+    rand = simulate(x, y, None, spec, "random", topic_labels=LABELS)
+    assert [p["labels"] for p in ours["curve"]] == [15, 25, 35]  # 5 seeds spread over the labels, then rounds
+    assert ours["f1_mean"] > 0.9 and rand["f1_mean"] > 0.9  # separable topics: both learn them

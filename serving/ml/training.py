@@ -203,7 +203,7 @@ def train_topic(vectors: np.ndarray, y: np.ndarray, labels: list[str], *, folds:
         counts=np.bincount(y, minlength=len(labels)).tolist(),
     )
     k = int(min(folds, np.bincount(y)[present].min()))
-    if k >= 2:
+    if k >= 2:  # folds=0 skips cross-validation
         predicted = np.zeros(len(y), dtype=np.int64)
         for train, test in StratifiedKFold(k, shuffle=True, random_state=0).split(feats, y):
             fold = _fit(feats[train], y[train])
