@@ -7,6 +7,7 @@ from collections import Counter
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -352,7 +353,10 @@ def labels(request: HttpRequest, code) -> HttpResponse:
     qs = Annotation.objects.filter(tracker=tracker).select_related("segment__document", "annotator")
     f = request.GET
     if f.get("q"):
-        qs = qs.filter(segment__text__icontains=f["q"])
+        q = Q(segment__text__icontains=f["q"])
+        if tracker.granularity == Granularity.DOCUMENT:
+            q |= Q(segment__document__title__icontains=f["q"])
+        qs = qs.filter(q)
     if f.get("answer"):
         qs = qs.filter(answer=f["answer"])
     if f.get("labeler"):

@@ -142,3 +142,15 @@ def test_the_game_shows_a_documents_key_lines(owner_client, doc_tracker, owner):
     assert key_block.count("<li") == 1  # four lines: one key line
     for line in Segment.objects.filter(document=doc):
         assert line.text in html
+
+
+def test_the_labels_page_lists_documents(owner_client, doc_tracker, owner):
+    card = game.claim_cards(doc_tracker, owner, n=1)[0]
+    game.answer_card(doc_tracker, owner, card, "yes")
+    title = card.segment.document.title
+    html = owner_client.get(reverse("labels", args=[doc_tracker.code]), {"q": title}).content.decode()
+    assert "<th>Document</th>" in html and f"<strong>{title}</strong>" in html
+    none = owner_client.get(
+        reverse("labels", args=[doc_tracker.code]), {"q": "no such call"}
+    ).content.decode()
+    assert "No answers match." in none
