@@ -117,7 +117,7 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
     from labeling.ml.selection import cold_start, next_round
-    from serving.ml.training import train_binary
+    from serving.ml.training import background_sample, train_binary
     from trackers.encoders import get_encoder
 
     if not DATA.exists():
@@ -149,9 +149,17 @@ def main() -> None:
     y = (labels[pick] == labels[pick][0]).astype(int)
     y[:50] = 1  # about 5% positives, like a concept after a few rounds
     lab_texts = [texts[i] for i in pick]
+    bg = background_sample(len(vectors), pick)  # as a training run does: unlabeled rows as weak 'no'
+    bg_texts = [texts[i] for i in bg]
     results["training_1000_labels"] = {
         "ours_embedding_only": timed(lambda: train_binary(vectors[pick], y), 3),
         "ours_with_feature_search": timed(lambda: train_binary(vectors[pick], y, texts=lab_texts), 3),
+        "ours_as_a_training_run": timed(
+            lambda: train_binary(
+                vectors[pick], y, texts=lab_texts, background_vectors=vectors[bg], background_texts=bg_texts
+            ),
+            3,
+        ),
         "baseline_single_fit": timed(
             lambda: LogisticRegression(class_weight="balanced", max_iter=2000).fit(vectors[pick], y), 3
         ),

@@ -16,6 +16,7 @@ from labeling import game
 from labeling.models import Annotation
 from serving.ml.training import (
     FEATURIZERS,
+    background_sample,
     load_scorer,
     sample_estimates,
     save_scorer,
@@ -120,12 +121,15 @@ def run_training(run: TrainingRun) -> None:
         return
     # Character n-grams help on short texts; documents and very large pools use the vectors alone.
     chars = len(pool.keys) <= settings.CHAR_FEATURES_MAX_POOL and tracker.granularity == Granularity.SEGMENT
+    background = background_sample(len(pool.keys), rows)  # unlabeled segments as weak 'no' rows
     head = train_binary(
         pool.vectors[rows],
         y,
         texts=[pool.texts[i] for i in rows],
         target_precision=tracker.target_precision,
         featurizers=FEATURIZERS if chars else ("embedding",),
+        background_vectors=pool.vectors[background],
+        background_texts=[pool.texts[i] for i in background],
     )
     scorer = scorer_of(head)
     scorer.threshold = tracker.effective_threshold(scorer.threshold)
@@ -135,6 +139,7 @@ def run_training(run: TrainingRun) -> None:
     metrics = {
         "cv": head.cv,
         "featurizer_cv_f1": head.candidates,
+        "background_no_rows": head.background,
         "pr_curve": head.pr_curve,
         "estimates": _estimates(tracker, pool, scores, scorer.threshold),
         "predicted_positive": int(np.sum(scores >= scorer.threshold)),

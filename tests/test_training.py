@@ -91,14 +91,17 @@ def test_sample_estimates_are_unbiased_on_a_known_pool():
     assert lo <= true_precision <= hi
 
 
-def test_simulation_beats_random_on_a_rare_clustered_concept():
-    rng = np.random.default_rng(3)
-    k, d = 40, 24
+def topics(rng, *, k: int, n: int, noise: float, d: int = 24):
+    """Unit vectors around ``k`` random topic centres: (centres, topic of each row, vectors)."""
     centres = rng.standard_normal((k, d))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    cluster = rng.integers(0, k, 4000)
-    v = centres[cluster] + 0.3 * rng.standard_normal((4000, d))
-    v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    cluster = rng.integers(0, k, n)
+    v = centres[cluster] + noise * rng.standard_normal((n, d))
+    return centres, cluster, (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_simulation_beats_random_on_a_rare_clustered_concept():
+    _, cluster, v = topics(np.random.default_rng(3), k=40, n=4000, noise=0.3)
     y = (cluster == 7).astype(int)  # about 2.5% positives
     spec = SimulationSpec(repeats=2)
     ours = simulate(v, y, None, spec, "ours")
@@ -124,3 +127,24 @@ def test_stored_scorer_matches_the_trained_model():
             loaded = load_scorer(Path(tmp) / "h.npz")
         assert loaded.featurizer == feats[0] and loaded.threshold == head.threshold
         assert np.allclose(loaded.score(x, texts), expected, atol=1e-5)
+
+
+def test_unlabeled_background_trains_as_no_except_what_the_answers_call_yes():
+    rng = np.random.default_rng(11)
+    centres, cluster, v = topics(rng, k=30, n=6000, noise=0.35)
+    y_all = (cluster == 0).astype(int)
+    # answers as active learning gathers them: matches and near-misses from the two closest topics
+    near = np.argsort(-(centres @ centres[0]))[1:3]
+    pos = np.flatnonzero(cluster == 0)[:25]
+    neg = np.flatnonzero(np.isin(cluster, near))[:50]
+    rows = np.concatenate([pos, neg])
+    y = y_all[rows]
+    background = np.setdiff1d(rng.choice(6000, 500, replace=False), rows)
+    plain = train_binary(v[rows], y)
+    helped = train_binary(v[rows], y, background_vectors=v[background])
+    assert plain.background == 0
+    # background rows of the concept itself are recognised by the answers-only model and left out
+    assert helped.background < len(background) - int(y_all[background].sum()) // 2
+    rest = np.setdiff1d(np.arange(6000), np.concatenate([rows, background]))
+    f1 = [prf(y_all[rest], h.score(v[rest]) >= h.threshold)[2] for h in (plain, helped)]
+    assert f1[1] > f1[0], f1

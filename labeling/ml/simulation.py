@@ -12,7 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from labeling.ml.selection import cold_start, next_round, topic_round
-from serving.ml.training import featurize, prf, topic_report, topic_scorer_of, train_binary, train_topic
+from serving.ml.training import (
+    background_sample,
+    featurize,
+    prf,
+    topic_report,
+    topic_scorer_of,
+    train_binary,
+    train_topic,
+)
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,14 @@ def _one_run(vectors, y, texts, spec: SimulationSpec, strategy: str, rep: int) -
         head = None
         f1 = 0.0
         if 0 < yl.sum() < len(yl):
+            bg = background_sample(len(py), lab)
             head = train_binary(
                 pv[lab],
                 yl,
                 texts=[ptexts[i] for i in lab] if ptexts else None,
                 target_precision=spec.target_precision,
+                background_vectors=pv[bg],
+                background_texts=[ptexts[i] for i in bg] if ptexts else None,
             )
             predicted = (
                 head.model.predict_proba(featurize(vectors[ev], etexts, head.featurizer))[:, 1]

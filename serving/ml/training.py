@@ -3,6 +3,14 @@
 Pure numpy/scikit-learn. Two feature sets compete by cross-validation on the labels:
 ``embedding`` (the 384-d sentence vector) and ``embedding+chars`` (plus hashed character
 2-4-grams, which catch the surface cues of spam-like concepts: numbers, URLs, odd spelling).
+
+Background: the answers come from active learning, so the 'no' answers are mostly hard near-misses
+and the model never sees the bulk of ordinary segments. A uniform sample of unlabeled segments
+(``BACKGROUND`` rows) joins training as weak 'no' rows, together weighing as much as all the 'no'
+answers; rows that a first model fit on the answers alone scores at ``BACKGROUND_MAX_YES`` or more
+are left out, so that a common concept's members (spam is 13% of SMS) do not teach 'no'. The rows
+are dealt round the cross-validation folds and only ever train, never score: the threshold is
+still chosen on the answers alone.
 """
 
 from __future__ import annotations
@@ -19,6 +27,19 @@ from sklearn.model_selection import StratifiedKFold
 FEATURIZERS = ("embedding", "embedding+chars")
 CHAR_FEATURES = {"analyzer": "char_wb", "ngram_range": (2, 4), "n_features": 2**14}
 _hasher = HashingVectorizer(**CHAR_FEATURES, alternate_sign=False, norm="l2")
+REGULARISATION_C = 16.0  # inverse L2 strength; C=1 over-shrinks on unit-norm sentence vectors
+BACKGROUND = 500  # unlabeled segments sampled as weak 'no' rows (see the module docstring)
+BACKGROUND_WEIGHT = 1.0  # their total weight, relative to the total weight of the 'no' answers
+BACKGROUND_MAX_YES = 0.9  # sampled rows a first, answers-only model scores at least this high are dropped
+
+
+def background_sample(
+    n_pool: int, labeled: np.ndarray, *, size: int = BACKGROUND, seed: int = 0
+) -> np.ndarray:
+    """A uniform sample of the pool's unlabeled rows, reproducible for a given set of labels."""
+    candidates = np.setdiff1d(np.arange(n_pool), np.asarray(labeled, dtype=np.int64))
+    rng = np.random.default_rng(seed + len(labeled))
+    return rng.choice(candidates, min(size, len(candidates)), replace=False)
 
 
 def featurize(vectors: np.ndarray, texts: list[str] | None, kind: str):
@@ -34,18 +55,54 @@ def featurize(vectors: np.ndarray, texts: list[str] | None, kind: str):
     raise ValueError(f"unknown featurizer {kind!r}")
 
 
+def _stack(a, b):
+    if b is None or b.shape[0] == 0:
+        return a
+    return sp.vstack([a, b]).tocsr() if sp.issparse(a) else np.vstack([a, b])
+
+
 def _fit(features, y: np.ndarray, C: float = 1.0) -> LogisticRegression:
     return LogisticRegression(C=C, class_weight="balanced", max_iter=2000).fit(features, y)
 
 
-def out_of_fold_scores(features, y: np.ndarray, *, folds: int = 5, seed: int = 0) -> np.ndarray | None:
-    """Cross-validated P(yes) for every labeled row; None when a class has fewer than 2 labels."""
+def _fit_binary(features, y: np.ndarray, background=None, C: float = REGULARISATION_C) -> LogisticRegression:
+    """Class-balanced LR on the answers, plus ``background`` rows as 'no' (see the module docstring)."""
+    y = np.asarray(y, dtype=np.int64)
+    n, pos = len(y), int(y.sum())
+    weights = np.where(y == 1, n / (2 * pos), n / (2 * (n - pos)))  # = class_weight="balanced"
+    nb = 0 if background is None else background.shape[0]
+    if nb:
+        no_weight = float(weights[y == 0].sum())
+        weights = np.concatenate([weights, np.full(nb, BACKGROUND_WEIGHT * no_weight / nb)])
+        y = np.concatenate([y, np.zeros(nb, dtype=np.int64)])
+    features = _stack(features, background)
+    if sp.issparse(features):
+        # Same objective, several times faster on the sparse character features than lbfgs; the
+        # large intercept scaling keeps liblinear from shrinking the intercept.
+        model = LogisticRegression(C=C, max_iter=2000, solver="liblinear", intercept_scaling=100)
+    else:
+        model = LogisticRegression(C=C, max_iter=2000)
+    return model.fit(features, y, sample_weight=weights)
+
+
+def out_of_fold_scores(
+    features, y: np.ndarray, *, folds: int = 5, seed: int = 0, background=None
+) -> np.ndarray | None:
+    """Cross-validated P(yes) for every labeled row; None when a class has fewer than 2 labels.
+
+    ``background`` rows are dealt round the folds and train every fold but their own; they are never scored.
+    """
     k = int(min(folds, y.sum(), len(y) - y.sum()))
     if k < 2:
         return None
+    nb = 0 if background is None else background.shape[0]
+    bfold = np.arange(nb) % k
     scores = np.zeros(len(y))
-    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
-        scores[test] = _fit(features[train], y[train]).predict_proba(features[test])[:, 1]
+    for i, (train, test) in enumerate(
+        StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+    ):
+        bg = background[np.flatnonzero(bfold != i)] if nb else None
+        scores[test] = _fit_binary(features[train], y[train], bg).predict_proba(features[test])[:, 1]
     return scores
 
 
@@ -105,6 +162,7 @@ class Head:
     cv: dict = field(default_factory=dict)  # precision/recall/f1 from out-of-fold scores
     candidates: dict = field(default_factory=dict)  # cross-validated F1 of each featurizer
     pr_curve: list = field(default_factory=list)
+    background: int = 0  # unlabeled segments that trained as weak 'no' rows
 
     def score(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
         return self.model.predict_proba(featurize(vectors, texts, self.featurizer))[:, 1]
@@ -117,24 +175,43 @@ def train_binary(
     texts: list[str] | None = None,
     target_precision: float = 0.8,
     featurizers: tuple[str, ...] | None = None,
+    background_vectors: np.ndarray | None = None,
+    background_texts: list[str] | None = None,
 ) -> Head:
-    """Pick features by cross-validated F1, fit on every label, choose the threshold."""
+    """Pick features by cross-validated F1, fit on every label, choose the threshold.
+
+    ``background_vectors`` (and their texts when ``texts`` are given): unlabeled segments, e.g. from
+    ``background_sample``, used as weak 'no' rows.
+    """
     y = np.asarray(y, dtype=np.int64)
     if y.min() == y.max():
         raise ValueError("training needs at least one 'yes' and one 'no' label")
     kinds = featurizers or (FEATURIZERS if texts is not None else ("embedding",))
+    if background_vectors is not None and len(background_vectors):
+        # Drop the sampled segments that the answers alone already call 'yes': for a common concept
+        # (spam is 13% of SMS) many of them are, and they must not teach the model 'no'.
+        background_vectors = np.asarray(background_vectors, dtype=np.float32)
+        first = _fit_binary(np.asarray(vectors, dtype=np.float32), y)
+        keep = first.predict_proba(background_vectors)[:, 1] < BACKGROUND_MAX_YES
+        background_vectors = background_vectors[keep]
+        if background_texts is not None:
+            background_texts = [t for t, k in zip(background_texts, keep, strict=True) if k]
     trials = {}
     for kind in kinds:
         feats = featurize(vectors, texts, kind)
-        oof = out_of_fold_scores(feats, y)
+        bg = None
+        if background_vectors is not None and len(background_vectors):
+            bg = featurize(background_vectors, background_texts if texts is not None else None, kind)
+        oof = out_of_fold_scores(feats, y, background=bg)
         t, rule = choose_threshold(y, oof, target_precision)
-        trials[kind] = (prf(y, oof >= t)[2] if oof is not None else 0.0, feats, oof, t, rule)
+        trials[kind] = (prf(y, oof >= t)[2] if oof is not None else 0.0, feats, oof, t, rule, bg)
     # Prefer the plainer features unless the richer ones are clearly better.
     kind = max(kinds, key=lambda k: trials[k][0] - (0.01 if k != "embedding" else 0.0))
-    _, feats, oof, threshold, rule = trials[kind]
+    _, feats, oof, threshold, rule, bg = trials[kind]
     head = Head(
         featurizer=kind,
-        model=_fit(feats, y),
+        model=_fit_binary(feats, y, bg),
+        background=0 if bg is None else bg.shape[0],
         threshold=threshold,
         threshold_rule=rule,
         labels=len(y),
