@@ -17,7 +17,7 @@ def label_counts(tracker: Tracker) -> dict:
     """Answers so far: ``per_answer`` [(answer, count)] in button order, plus yes/no for concepts."""
     by = dict(
         Annotation.objects.filter(tracker=tracker)
-        .values_list("answer")
+        .values("answer")
         .annotate(n=Count("id"))
         .values_list("answer", "n")
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,13 @@ def claim_run(run_id: int) -> TrainingRun | None:
 
 
 def scorer_for(run: TrainingRun):
-    return load_scorer(Path(run.head_file))
+    return _scorer_at(run.head_file)
+
+
+@lru_cache(maxsize=64)
+def _scorer_at(path: str):
+    """A stored head, read once per process: a head file is written once, under its run's name."""
+    return load_scorer(Path(path))
 
 
 def training_set(tracker: Tracker, pool: game.Pool):

@@ -150,21 +150,9 @@ def test_the_game_fits_a_phone(page, live_server, owner, dataset, workspace):
 
 def test_a_topic_round_with_number_keys(page, live_server, owner, dataset, workspace, tmp_path):
     from labeling.models import Annotation
-    from tests.test_topics import LABELS, SEEDS, topic_corpus, topic_of
-    from trackers import services
+    from tests.test_topics import LABELS, ticket_topic_tracker, topic_of
 
-    services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
-    dataset.refresh_from_db()
-    tracker = services.create_tracker(
-        workspace=workspace,
-        user=owner,
-        name="Ticket topic",
-        kind="topic",
-        labels=LABELS,
-        datasets=[dataset],
-        seeds=SEEDS,
-        round_size=8,
-    )
+    tracker = ticket_topic_tracker(dataset, owner, workspace, round_size=8)
     log_in(page, live_server, owner, f"/t/{tracker.code}/play/")
     page.wait_for_selector(".game-card")
     truth = []

@@ -11,6 +11,7 @@ from django.urls import reverse
 from labeling import game, progress
 from labeling.models import Annotation
 from serving.models import TrainingState
+from tests.test_topics import play_round
 from trackers import services
 from trackers.models import Document, Granularity, Segment
 
@@ -111,14 +112,10 @@ def test_speaker_filter_builds_document_vectors_from_that_speaker_only(dataset, 
 
 
 def test_document_rounds_train_on_document_vectors(doc_tracker, owner):
-    given = 0
-    for _ in range(3):
-        round_no = game.current_round(doc_tracker)
-        while (cards := game.claim_cards(doc_tracker, owner, n=1)) and cards[0].round == round_no:
-            card = cards[0]
-            answer = "yes" if is_cancel(card.segment.document) else "no"
-            game.answer_card(doc_tracker, owner, card, answer)
-            given += 1
+    given = sum(
+        play_round(doc_tracker, owner, lambda card: "yes" if is_cancel(card.segment.document) else "no")
+        for _ in range(3)
+    )
     runs = progress.runs(doc_tracker)
     assert len(runs) == 3 and runs[-1].state == TrainingState.SUCCEEDED
     latest = runs[-1]

@@ -126,8 +126,8 @@ def test_topic_estimates_count_accuracy_on_the_random_sample():
 pytestmark_db = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def topic_tracker(dataset, owner, workspace):
+def ticket_topic_tracker(dataset, owner, workspace, *, round_size: int = 12):
+    """The three-label ticket tracker over the ticket corpus (imported into ``dataset`` here)."""
     services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
     dataset.refresh_from_db()
     return services.create_tracker(
@@ -138,16 +138,20 @@ def topic_tracker(dataset, owner, workspace):
         labels=LABELS,
         datasets=[dataset],
         seeds=SEEDS,
-        round_size=12,
+        round_size=round_size,
     )
 
 
-def play_round(tracker, user) -> int:
-    """Answer the current round with the true topics; training (eager here) queues the next."""
+@pytest.fixture
+def topic_tracker(dataset, owner, workspace):
+    return ticket_topic_tracker(dataset, owner, workspace)
+
+
+def play_round(tracker, user, answer_of=lambda card: topic_of(card.segment.text)) -> int:
+    """Answer the current round with ``answer_of(card)``; training (eager in tests) queues the next."""
     answered, round_no = 0, game.current_round(tracker)
     while (cards := game.claim_cards(tracker, user, n=1)) and cards[0].round == round_no:
-        card = cards[0]
-        game.answer_card(tracker, user, card, topic_of(card.segment.text))
+        game.answer_card(tracker, user, cards[0], answer_of(cards[0]))
         answered += 1
     return answered
 
@@ -338,9 +342,7 @@ def test_topic_tracker_learns_banking_intents_with_the_real_encoder(workspace, o
         round_size=20,
     )
     for _ in range(3):
-        round_no = game.current_round(tracker)
-        while (cards := game.claim_cards(tracker, owner, n=1)) and cards[0].round == round_no:
-            game.answer_card(tracker, owner, cards[0], cards[0].segment.known_label)
+        play_round(tracker, owner, lambda card: card.segment.known_label)
     latest = progress.runs(tracker)[-1]
     scorer = load_scorer(latest.head_file)
     pool = game.build_pool(tracker)
