@@ -44,7 +44,9 @@ def database_path(vectors: np.ndarray, texts: list[str], labels: np.ndarray, n: 
     from django.core.management import call_command
 
     from labeling import game
-    from serving.ml.training import scorer_of, train_binary
+    from labeling import services as loop_services
+    from labeling.ml import loop
+    from labeling.ml.training import scorer_of, train_binary
     from trackers import services
     from trackers.encoders import get_encoder
     from trackers.models import Dataset, Document, Segment
@@ -79,7 +81,7 @@ def database_path(vectors: np.ndarray, texts: list[str], labels: np.ndarray, n: 
     Dataset.objects.filter(pk=ds.pk).update(vector_count=n, encoder_id=get_encoder().encoder_id)
     ds.refresh_from_db()
     t = time.perf_counter()
-    tracker = services.create_tracker(
+    tracker = loop_services.create_tracker(
         workspace=ws,
         user=user,
         name="card arrival",
@@ -93,7 +95,10 @@ def database_path(vectors: np.ndarray, texts: list[str], labels: np.ndarray, n: 
         pool.vectors[lab], (labels[lab % len(labels)] == "card_arrival").astype(int) | (np.arange(100) < 10)
     )
     t = time.perf_counter()
-    game.fill_round(tracker, scorer=scorer_of(head))
+    inputs = game.loop_inputs(tracker)  # read the pool, answers and examples, as a training run does
+    scorer = scorer_of(head)
+    trained = loop.Trained(head, scorer, scorer.score(inputs.arrays.vectors, inputs.arrays.texts))
+    game.fill_round(tracker, inputs=inputs, trained=trained, threshold=head.threshold)
     later = time.perf_counter() - t
     return {"create_tracker_with_round_1_s": round(first, 3), "later_round_s": round(later, 3)}
 
@@ -117,7 +122,7 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
     from labeling.ml.selection import cold_start, next_round
-    from serving.ml.training import background_sample, train_binary
+    from labeling.ml.training import background_sample, train_binary
     from trackers.encoders import get_encoder
 
     if not DATA.exists():

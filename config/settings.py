@@ -133,6 +133,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+    if os.environ.get("TRACKERS_BROKER_KEY_PREFIX"):
+        # Installs (or test runs) sharing one Redis database keep their queues apart.
+        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = os.environ["TRACKERS_BROKER_KEY_PREFIX"]
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a killed worker's message is delivered again
@@ -140,8 +143,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Each app's sweeper of abandoned work, composed here so no app needs to know the others.
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stale-jobs": {"task": "trackers.tasks.requeue_stale_jobs", "schedule": 60.0},
+    "sweep-stale-jobs": {"task": "trackers.tasks.sweep_stale_jobs", "schedule": 60.0},
+    "sweep-stale-training-runs": {"task": "labeling.tasks.sweep_stale_runs", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
@@ -156,6 +161,9 @@ EMBED_CHUNK_ROWS = env_int("TRACKERS_EMBED_CHUNK_ROWS", 4096)
 INDEX_KIND = os.environ.get("TRACKERS_INDEX_KIND", "auto")  # auto | flat | hnsw | ivf
 INDEX_FLAT_MAX = env_int("TRACKERS_INDEX_FLAT_MAX", 200_000)
 JOB_STALE_SECONDS = env_int("TRACKERS_JOB_STALE_SECONDS", 600)
+# Claims of one job or training run before it fails ("gave up after N attempts"): a job that kills
+# its worker every time must not be redelivered forever.
+WORK_MAX_ATTEMPTS = env_int("TRACKERS_WORK_MAX_ATTEMPTS", 3)
 # Character n-gram features are tried only for pools up to this many distinct texts: hashing every
 # text of a larger pool for each round would take longer than a round may (2 s at 100k).
 CHAR_FEATURES_MAX_POOL = env_int("TRACKERS_CHAR_FEATURES_MAX_POOL", 20_000)

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from config.api import api
 from labeling import views as labeling_views
-from serving.api import api
 from trackers import views
 
 urlpatterns = [
@@ -17,7 +17,7 @@ urlpatterns = [
     path("d/<uuid:code>/", views.dataset_detail, name="dataset"),
     path("d/<uuid:code>/upload/", views.dataset_upload, name="dataset-upload"),
     path("d/<uuid:code>/activity/", views.dataset_activity, name="dataset-activity"),
-    path("d/<uuid:code>/search/", labeling_views.search, name="search"),
+    path("d/<uuid:code>/search/", views.search_page, name="search"),
     path("w/<uuid:code>/trackers/", labeling_views.tracker_list, name="trackers"),
     path("w/<uuid:code>/trackers/new/", labeling_views.tracker_create, name="tracker-create"),
     path("t/<uuid:code>/", labeling_views.tracker_detail, name="tracker"),

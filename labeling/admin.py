@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from labeling.models import Annotation, Card
+from labeling.models import Annotation, Card, TrainingRun
 
 
 @admin.register(Card)
@@ -27,3 +27,21 @@ class AnnotationAdmin(admin.ModelAdmin):
     search_fields = ["segment__text"]
     raw_id_fields = ["segment", "card", "training_run"]
     list_select_related = ["segment", "annotator", "tracker"]
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "code",
+        "tracker",
+        "state",
+        "attempt",
+        "featurizer",
+        "threshold",
+        "duration_s",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["state", "featurizer", "tracker"]
+    search_fields = ["code", "watermark"]
+    readonly_fields = ["code", "watermark", "created_at", "started_at", "finished_at", "heartbeat_at"]

@@ -18,8 +18,17 @@ class Chart:
         return self.height - self.pad - v * (self.height - 2 * self.pad)
 
 
-def line_chart(series: dict[str, list[tuple[float, float]]], *, x_label: str, y_label: str = "") -> dict:
-    """Points for polylines of 0..1 values over an x range, plus axis ticks."""
+def line_chart(
+    series: dict[str, list[tuple[float, float]]],
+    *,
+    x_label: str,
+    y_label: str = "",
+    intervals: dict[str, list[tuple[float, float, float]]] | None = None,
+) -> dict:
+    """Points for polylines of 0..1 values over an x range, plus axis ticks.
+
+    ``intervals``: per series name, (x, low, high) drawn as whiskers in the series' colour.
+    """
     c = Chart()
     xs = [x for pts in series.values() for x, _ in pts] or [0, 1]
     lo, hi = min(xs), max(xs)
@@ -31,10 +40,25 @@ def line_chart(series: dict[str, list[tuple[float, float]]], *, x_label: str, y_
         name: [(round(c.x(x, lo, hi), 1), round(c.y(max(0.0, min(1.0, y))), 1), x, y) for x, y in pts]
         for name, pts in series.items()
     }
+    names = list(series)
+    whiskers = [
+        (
+            names.index(name) + 1,
+            round(c.x(x, lo, hi), 1),
+            round(c.y(min(1.0, max(0.0, a))), 1),
+            round(c.y(min(1.0, max(0.0, b))), 1),
+            a,
+            b,
+        )
+        for name, rows in (intervals or {}).items()
+        if name in names
+        for x, a, b in rows
+    ]
     return {
         "w": c.width,
         "h": c.height,
         "pad": c.pad,
+        "whiskers": whiskers,
         "lines": lines,
         "dots": dots,
         "x_label": x_label,

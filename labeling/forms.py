@@ -50,7 +50,9 @@ class TrackerForm(forms.Form):
 
     def __init__(self, *args, workspace=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["datasets"].queryset = Dataset.objects.filter(workspace=workspace, vector_count__gt=0)
+        datasets = self.fields["datasets"]
+        assert isinstance(datasets, forms.ModelMultipleChoiceField)
+        datasets.queryset = Dataset.objects.filter(workspace=workspace, vector_count__gt=0)
 
     def clean_kind(self) -> str:
         return self.cleaned_data.get("kind") or TrackerKind.CONCEPT

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 import numpy as np
+from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Max, Min, Model, Q, QuerySet
 from django.utils import timezone
 
-from labeling.ml.selection import cold_start, next_round, topic_round
-from labeling.models import Annotation, Card
+from labeling.ml import loop
+from labeling.models import Annotation, Card, TrainingRun
 from trackers import encoders
-from trackers.models import Dataset, Granularity, Segment, Tracker
+from trackers.models import Dataset, Granularity, Segment, Tracker, TrackerKind
 from trackers.services import vector_store
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 CLAIM_SECONDS = 120  # a card left on screen this long goes back to the others
+
+# A pool entry's name: (dataset id, vector row) for segment trackers, a document id for document trackers.
+PoolKey: TypeAlias = "tuple[int, int] | int"
+# An eligible segment as the pool reads it: pk, dataset id, vector row (eligible segments all have
+# one), text, document id, document title.
+PoolRow: TypeAlias = "tuple[int, int, int, str, int, str]"
 
 
 class LabelRejected(ValueError):
@@ -34,26 +46,26 @@ class Pool:
     each belongs to (``member_of``): a document's vector is the normalised mean of its segments'.
     """
 
-    keys: list
+    keys: Sequence[PoolKey]
     segment_ids: np.ndarray
     vectors: np.ndarray
     texts: list[str]
     member_of: np.ndarray | None = None
     member_vectors: np.ndarray | None = None
 
-    def index_of(self) -> dict:
+    def index_of(self) -> dict[PoolKey, int]:
         return {k: i for i, k in enumerate(self.keys)}
 
-    def member_max(self, sims: np.ndarray) -> np.ndarray:
-        """Per pool entry, the highest of its segments' values in ``sims`` (segments × columns)."""
-        if self.member_of is None:
-            return sims
-        out = np.full((len(self.keys), sims.shape[1]), -np.inf, dtype=np.float32)
-        np.maximum.at(out, self.member_of, sims)
-        return out
+    def arrays(self, char_features: bool) -> loop.Pool:
+        return loop.Pool(
+            vectors=self.vectors,
+            texts=self.texts if char_features else None,
+            member_of=self.member_of,
+            member_vectors=self.member_vectors,
+        )
 
 
-def eligible_segments(tracker: Tracker):
+def eligible_segments(tracker: Tracker) -> QuerySet[Segment]:
     qs = Segment.objects.filter(dataset__in=tracker.datasets.all(), vector_row__isnull=False)
     if tracker.speaker_filter:
         qs = qs.filter(speaker__iexact=tracker.speaker_filter)
@@ -69,7 +81,7 @@ def key_fields(tracker: Tracker, prefix: str = "segment__") -> tuple[str, ...]:
     return (f"{prefix}dataset_id", f"{prefix}vector_row")
 
 
-def keys_of(tracker: Tracker, queryset, prefix: str = "segment__") -> list:
+def keys_of(tracker: Tracker, queryset: QuerySet[Model], prefix: str = "segment__") -> list[PoolKey]:
     rows = queryset.values_list(*key_fields(tracker, prefix))
     return [r[0] for r in rows] if tracker.granularity == Granularity.DOCUMENT else list(rows)
 
@@ -82,10 +94,11 @@ def _vectors(keys: list[tuple[int, int]]) -> np.ndarray:
 
 
 def build_pool(tracker: Tracker) -> Pool:
-    rows = (
+    rows = cast(
+        "QuerySet[Segment, PoolRow]",
         eligible_segments(tracker)
         .order_by("id")
-        .values_list("pk", "dataset_id", "vector_row", "text", "document_id", "document__title")
+        .values_list("pk", "dataset_id", "vector_row", "text", "document_id", "document__title"),
     )
     if tracker.granularity == Granularity.DOCUMENT:
         return _document_pool(rows)
@@ -101,7 +114,7 @@ def build_pool(tracker: Tracker) -> Pool:
     )
 
 
-def _document_pool(rows) -> Pool:
+def _document_pool(rows: Iterable[PoolRow]) -> Pool:
     docs: dict[int, tuple[int, str]] = {}
     member_keys, member_doc = [], []
     for pk, ds, row, _, doc, title in rows:
@@ -113,32 +126,29 @@ def _document_pool(rows) -> Pool:
     member_of = np.array([where[d] for d in member_doc], dtype=np.int64)
     distinct = sorted(set(member_keys))
     rows_at = {k: i for i, k in enumerate(distinct)}
-    member_vectors = _vectors(distinct)[[rows_at[k] for k in member_keys]] if distinct else None
-    if member_vectors is None:
+    if not distinct:
         return Pool([], np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32), [])
-    sums = np.zeros((len(keys), member_vectors.shape[1]), dtype=np.float32)
-    np.add.at(sums, member_of, member_vectors)
-    vectors = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    arrays = loop.document_pool(_vectors(distinct)[[rows_at[k] for k in member_keys]], member_of, len(keys))
     return Pool(
         keys=keys,
         segment_ids=np.array([docs[d][0] for d in keys], dtype=np.int64),
-        vectors=vectors.astype(np.float32),
+        vectors=arrays.vectors,
         texts=[docs[d][1] for d in keys],
-        member_of=member_of,
-        member_vectors=member_vectors,
+        member_of=arrays.member_of,
+        member_vectors=arrays.member_vectors,
     )
 
 
-def labeled_keys(tracker: Tracker) -> dict:
+def labeled_keys(tracker: Tracker) -> dict[PoolKey, list[tuple[str, datetime]]]:
     """Every non-skip answer per pool entry: {key: [(answer, updated_at), ...]}."""
-    out: dict = {}
+    out: dict[PoolKey, list[tuple[str, datetime]]] = {}
     answers = Annotation.objects.filter(tracker=tracker).exclude(answer=Annotation.SKIP)
     for *key, answer, at in answers.values_list(*key_fields(tracker), "answer", "updated_at"):
         out.setdefault(key[0] if len(key) == 1 else tuple(key), []).append((answer, at))
     return out
 
 
-def majority(answers: list[tuple[str, object]]) -> str:
+def majority(answers: Sequence[tuple[str, datetime]]) -> str:
     """The most common answer; ties go to the most recent."""
     counts: dict[str, int] = {}
     for a, _ in answers:
@@ -151,58 +161,138 @@ def current_round(tracker: Tracker) -> int:
     return tracker.cards.aggregate(r=Max("round"))["r"] or 0
 
 
-def fill_round(tracker: Tracker, *, scorer=None, training_run=None, seed: int | None = None) -> list[Card]:
-    """Queue the next round of cards: cold start from the seeds, or the mix from the model's scores."""
-    pool = build_pool(tracker)
-    if not pool.keys:
-        return []
+@dataclass
+class LoopInputs:
+    """Everything ``labeling.ml.loop`` needs about a tracker, read from the database once."""
+
+    pool: Pool
+    arrays: loop.Pool
+    spec: loop.Spec
+    answers: loop.Answers
+    shown: np.ndarray
+    example_vectors: np.ndarray  # every example sentence (cold-start queries)
+    typed_vectors: np.ndarray  # the examples not found in the data (concepts: 'yes' rows)
+    typed_texts: list[str]
+    keyword_hits: np.ndarray | None
+
+
+def spec_of(tracker: Tracker, pool_size: int) -> loop.Spec:
+    whole_documents = tracker.granularity == Granularity.DOCUMENT
+    return loop.Spec(
+        kind=tracker.kind,
+        labels=tuple(tracker.labels) if tracker.kind == TrackerKind.TOPIC else (),
+        round_size=tracker.round_size,
+        target_precision=tracker.target_precision,
+        char_features=loop.use_char_features(
+            pool_size, whole_documents=whole_documents, max_pool=settings.CHAR_FEATURES_MAX_POOL
+        ),
+    )
+
+
+def answers_of(tracker: Tracker, pool: Pool, spec: loop.Spec) -> loop.Answers:
+    """One row per answered pool entry, by majority over labelers (skips left out), with the
+    strategy of the card that first asked about it."""
     index = pool.index_of()
-    taken = {index[k] for k in labeled_keys(tracker) if k in index}
-    taken |= {index[k] for k in keys_of(tracker, tracker.cards.all()) if k in index}
-    rng = np.random.default_rng(seed)
-    exclude = np.fromiter(taken, dtype=np.int64)
+    answers: dict[PoolKey, list[tuple[str, datetime]]] = {}
+    strategy: dict[PoolKey, str] = {}
+    for *key, answer, at, how in (
+        Annotation.objects.filter(tracker=tracker)
+        .exclude(answer=Annotation.SKIP)
+        .order_by("created_at", "id")
+        .values_list(*key_fields(tracker), "answer", "updated_at", "strategy")
+    ):
+        k: PoolKey = key[0] if len(key) == 1 else (key[0], key[1])
+        answers.setdefault(k, []).append((answer, at))
+        strategy.setdefault(k, how)
+    rows, classes, strategies = [], [], []
+    for k, given in answers.items():
+        c = spec.class_of(majority(given))
+        if k in index and c is not None:
+            rows.append(index[k])
+            classes.append(c)
+            strategies.append(strategy[k])
+    order = np.argsort(rows, kind="stable")
+    return loop.Answers(
+        np.asarray(rows, dtype=np.int64)[order],
+        np.asarray(classes, dtype=np.int64)[order],
+        np.asarray(strategies, dtype="<U16")[order] if rows else np.zeros(0, dtype="<U16"),
+    )
+
+
+def loop_inputs(tracker: Tracker) -> LoopInputs:
+    pool = build_pool(tracker)
+    spec = spec_of(tracker, len(pool.keys))
+    index = pool.index_of()
+    shown = np.array(
+        sorted({index[k] for k in keys_of(tracker, tracker.cards.all()) if k in index}), dtype=np.int64
+    )
+    dim = pool.vectors.shape[1] if len(pool.keys) else 0
+    seeds = list(tracker.seeds.all())
+    texts = [s.text for s in seeds]
+    vectors = (
+        np.asarray(encoders.get_encoder(_encoder_id(tracker)).encode(texts), dtype=np.float32)
+        if texts
+        else np.zeros((0, dim), dtype=np.float32)
+    )
+    typed = [i for i, s in enumerate(seeds) if s.segment_id is None]  # not found in the data
+    # Typed examples train as 'yes' rows of segment concept trackers (a sentence is no document).
+    typed_rows = spec.kind == TrackerKind.CONCEPT and tracker.granularity == Granularity.SEGMENT
+    hits = None
+    if tracker.keywords:
+        q = Q()
+        for kw in tracker.keywords:
+            q |= Q(text__icontains=kw)
+        hit_keys = set(keys_of(tracker, eligible_segments(tracker).filter(q)[:2000], prefix=""))
+        hits = np.array(sorted(index[k] for k in hit_keys if k in index), dtype=np.int64)
+    return LoopInputs(
+        pool=pool,
+        arrays=pool.arrays(spec.char_features),
+        spec=spec,
+        answers=answers_of(tracker, pool, spec),
+        shown=shown,
+        example_vectors=vectors,
+        typed_vectors=vectors[typed] if typed_rows else vectors[:0],
+        typed_texts=[texts[i] for i in typed] if typed_rows else [],
+        keyword_hits=hits,
+    )
+
+
+def fill_round(
+    tracker: Tracker,
+    *,
+    inputs: LoopInputs | None = None,
+    trained: loop.Trained | None = None,
+    threshold: float | None = None,
+    training_run: TrainingRun | None = None,
+    seed: int | None = None,
+) -> list[Card]:
+    """Queue the next round of cards, chosen by ``labeling.ml.loop.plan_round``.
+
+    With a trained head: from its scores at ``threshold`` (the threshold in use); without one: the
+    fallback (neighbours of the examples and of the 'yes' answers, keywords, random texts).
+    """
+    inputs = inputs or loop_inputs(tracker)
+    if not inputs.pool.keys:
+        return []
+    picks = loop.plan_round(
+        inputs.arrays,
+        inputs.answers,
+        inputs.spec,
+        shown=inputs.shown,
+        trained=trained,
+        threshold=threshold,
+        example_vectors=inputs.example_vectors,
+        keyword_hits=inputs.keyword_hits,
+        rng=np.random.default_rng(seed),
+    )
     scores = None
-    if scorer is None:
-        seeds = list(tracker.seeds.values_list("text", flat=True))
-        seed_vecs = (
-            encoders.get_encoder(_encoder_id(tracker)).encode(seeds)
-            if seeds
-            else np.zeros((0, pool.vectors.shape[1]), dtype=np.float32)
-        )
-        hits = None
-        if tracker.keywords:
-            q = Q()
-            for kw in tracker.keywords:
-                q |= Q(text__icontains=kw)
-            hit_keys = set(keys_of(tracker, eligible_segments(tracker).filter(q)[:2000], prefix=""))
-            hits = np.array([index[k] for k in hit_keys if k in index], dtype=np.int64)
-        seed_sims = None
-        if pool.member_vectors is not None and len(seed_vecs):
-            # A document is near a seed when one of its lines is: a mean over a whole call blurs it.
-            seed_sims = pool.member_max(pool.member_vectors @ np.asarray(seed_vecs, dtype=np.float32).T)
-        picks = cold_start(
-            pool.vectors,
-            seed_vecs,
-            size=tracker.round_size,
-            rng=rng,
-            exclude=exclude,
-            keyword_hits=hits,
-            seed_sims=seed_sims,
-        )
-    elif scorer.is_topic:
-        proba = scorer.probabilities(pool.vectors, pool.texts)
-        scores = proba.max(axis=1)
-        picks = topic_round(pool.vectors, proba, size=tracker.round_size, rng=rng, exclude=exclude)
-    else:
-        scores = scorer.score(pool.vectors, pool.texts)
-        picks = next_round(
-            pool.vectors, scores, scorer.threshold, size=tracker.round_size, rng=rng, exclude=exclude
-        )
+    if trained is not None and trained.scores is not None:
+        scores = trained.scores.max(axis=1) if trained.scores.ndim == 2 else trained.scores
     round_no = current_round(tracker) + 1
     cards = [
         Card(
             tracker=tracker,
-            segment_id=int(pool.segment_ids[p.index]),
+            segment_id=int(inputs.pool.segment_ids[p.index]),
             round=round_no,
             strategy=p.strategy,
             score=float(scores[p.index]) if scores is not None else None,
@@ -214,16 +304,26 @@ def fill_round(tracker: Tracker, *, scorer=None, training_run=None, seed: int | 
     return list(tracker.cards.filter(round=round_no))
 
 
+def unshown_count(tracker: Tracker) -> int:
+    """Pool entries never put on a card nor answered: what later rounds can still draw from.
+
+    Counted from the database alone (the game polls it while waiting): no vector is read.
+    """
+    entries = set(keys_of(tracker, eligible_segments(tracker), prefix=""))
+    used = set(keys_of(tracker, tracker.cards.all())) | set(labeled_keys(tracker))
+    return len(entries - used)
+
+
 def _encoder_id(tracker: Tracker) -> str | None:
     ids = set(tracker.datasets.values_list("encoder_id", flat=True))
     return ids.pop() if len(ids) == 1 else None
 
 
-def open_cards(tracker: Tracker):
+def open_cards(tracker: Tracker) -> QuerySet[Card]:
     return tracker.cards.filter(answered_at__isnull=True)
 
 
-def held_by_another(card: Card, user) -> bool:
+def held_by_another(card: Card, user: User) -> bool:
     """True while someone else's claim on this unanswered card is live."""
     return bool(
         card.answered_at is None
@@ -233,7 +333,7 @@ def held_by_another(card: Card, user) -> bool:
     )
 
 
-def claim_cards(tracker: Tracker, user, n: int = 2) -> list[Card]:
+def claim_cards(tracker: Tracker, user: User, n: int = 2) -> list[Card]:
     """Up to ``n`` unanswered cards for ``user``: theirs first, then free or expired ones, claimed by compare-and-set."""
     now = timezone.now()
     until = now + timedelta(seconds=CLAIM_SECONDS)
@@ -258,7 +358,7 @@ def claim_cards(tracker: Tracker, user, n: int = 2) -> list[Card]:
 
 
 def record_label(
-    tracker: Tracker, user, *, segment: Segment, answer: str, card: Card | None = None
+    tracker: Tracker, user: User, *, segment: Segment, answer: str, card: Card | None = None
 ) -> tuple[Annotation, bool]:
     """Store ``user``'s answer for ``segment``; the same answer twice is one row (a double press)."""
     if answer not in [*tracker.answers, Annotation.SKIP]:
@@ -292,7 +392,7 @@ def record_label(
     return annotation, created
 
 
-def undo_last(tracker: Tracker, user) -> Card | None:
+def undo_last(tracker: Tracker, user: User) -> Card | None:
     """Take back ``user``'s latest answer and put its card back in front of them."""
     last = Annotation.objects.filter(tracker=tracker, annotator=user).order_by("-updated_at", "-id").first()
     if last is None:
@@ -312,7 +412,7 @@ def undo_last(tracker: Tracker, user) -> Card | None:
     return card
 
 
-def round_progress(tracker: Tracker, round_no: int | None = None) -> dict:
+def round_progress(tracker: Tracker, round_no: int | None = None) -> dict[str, int]:
     r = round_no or current_round(tracker)
     counts = tracker.cards.filter(round=r).aggregate(
         total=Count("id"), done=Count("id", filter=Q(answered_at__isnull=False))
@@ -328,17 +428,7 @@ def label_watermark(tracker: Tracker) -> str:
     return hashlib.sha1(f"{agg['n']}:{agg['last']}:{agg['top']}".encode()).hexdigest()
 
 
-def answer_card(tracker: Tracker, user, card: Card, answer: str) -> tuple[Annotation, bool]:
-    """Record an answer to a card; when it completes the round, ask for training (which queues the next)."""
-    from serving.services import request_training
-
-    annotation, created = record_label(tracker, user, segment=card.segment, answer=answer, card=card)
-    if created and not open_cards(tracker).exists():
-        request_training(tracker)
-    return annotation, created
-
-
-def disagreements(tracker: Tracker):
+def disagreements(tracker: Tracker) -> QuerySet[Annotation, Mapping[str, object]]:
     """Segments whose labelers gave different (non-skip) answers."""
     return (
         Annotation.objects.filter(tracker=tracker)

@@ -1,12 +1,13 @@
-"""The labeling game's queue of cards and the answers labelers give."""
+"""The learning loop's rows: cards queued for the game, the answers labelers give, training runs."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
-from trackers.models import Segment, Tracker
+from trackers.models import ClaimableWork, Segment, Tracker
 
 
 class Strategy(models.TextChoices):
@@ -15,6 +16,7 @@ class Strategy(models.TextChoices):
     UNCERTAIN = "uncertain", "Model unsure"
     POSITIVE = "positive", "Predicted match"
     RANDOM = "random", "Random sample"
+    EXAMPLE = "example", "An example given when the tracker was made"
 
 
 class Card(models.Model):
@@ -26,7 +28,7 @@ class Card(models.Model):
     strategy = models.CharField(max_length=20, choices=Strategy.choices)
     score = models.FloatField(null=True, blank=True)
     training_run = models.ForeignKey(
-        "serving.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     claimed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -34,6 +36,14 @@ class Card(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
     answered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    # Not stored: what a page or the API shows around the card, set by the views and the API.
+    previous: Segment | None
+    next: Segment | None
+    lines: list[Segment]
+    key_ids: set[int]
+    key_lines: list[Segment]
+    _neighbours: tuple[Segment | None, Segment | None]
 
     class Meta:
         ordering = ["round", "id"]
@@ -60,7 +70,7 @@ class Annotation(models.Model):
     )
     strategy = models.CharField(max_length=20, blank=True)
     training_run = models.ForeignKey(
-        "serving.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -74,3 +84,51 @@ class Annotation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.annotator} said {self.answer} on {self.segment_id}"
+
+
+class TrainingState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    # The answers cannot train a model yet (one class only); the next round is filled all the same.
+    NEEDS_ANSWERS = "needs_answers", "Needs more answers"
+    FAILED = "failed", "Failed"
+
+
+class TrainingRun(ClaimableWork):
+    """One training of a tracker's head on the answers up to ``watermark``.
+
+    At most one run per watermark is queued, running or done: asking again for the same answers
+    returns it. A failed run steps aside (the constraint leaves failed runs out), so "Train now"
+    after a failure makes a new attempt; ``attempt`` counts them.
+    """
+
+    state = models.CharField(max_length=16, choices=TrainingState.choices, default=TrainingState.QUEUED)
+    tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="training_runs")
+    watermark = models.CharField(max_length=64)  # fingerprint of the answers it was asked for
+    attempt = models.PositiveSmallIntegerField(default=1)
+    label_counts = models.JSONField(default=dict, blank=True)
+    featurizer = models.CharField(max_length=32, blank=True)
+    # Training's own choice; the threshold in use is derived (see Tracker.threshold_in_use).
+    threshold = models.FloatField(null=True, blank=True)
+    threshold_rule = models.CharField(max_length=64, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)  # cross-validated numbers, curves, pool counts
+    head_file = models.CharField(max_length=255, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tracker", "watermark"],
+                condition=~Q(state="failed"),
+                name="one_live_run_per_watermark",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"training of {self.tracker} at {self.watermark[:8]} ({self.state})"
+
+    @property
+    def has_model(self) -> bool:
+        return self.state == TrainingState.SUCCEEDED and bool(self.head_file)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.db.models import Count
 
-from labeling import game
-from labeling.models import Annotation
-from serving.models import TrainingRun, TrainingState
-from serving.services import READY_LABELS, READY_PER_CLASS
+from labeling import game, services
+from labeling.ml.loop import NONE as NONE_ANSWER
+from labeling.models import Annotation, TrainingRun, TrainingState
+from labeling.services import READY_LABELS, READY_PER_CLASS
 from trackers.models import Tracker, TrackerKind
 
 POINTS_PER_ANSWER = 10
@@ -27,7 +27,9 @@ def label_counts(tracker: Tracker) -> dict:
         "per_answer": per,
         "skip": by.get(Annotation.SKIP, 0),
         "answered": answered,
-        "until_ready": max(0, READY_LABELS - answered, *(READY_PER_CLASS - n for _, n in per)),
+        "until_ready": max(
+            0, READY_LABELS - answered, *(READY_PER_CLASS - n for a, n in per if a != NONE_ANSWER)
+        ),
     }
     if tracker.kind == TrackerKind.CONCEPT:
         out.update(yes=by.get("yes", 0), no=by.get("no", 0))
@@ -52,6 +54,7 @@ def player_stats(tracker: Tracker, user) -> dict:
 
 
 def runs(tracker: Tracker) -> list[TrainingRun]:
+    """The runs that trained a head, oldest first."""
     return list(tracker.training_runs.filter(state=TrainingState.SUCCEEDED).order_by("finished_at", "id"))
 
 
@@ -59,31 +62,66 @@ def pending_run(tracker: Tracker) -> TrainingRun | None:
     return tracker.training_runs.filter(state__in=[TrainingState.QUEUED, TrainingState.RUNNING]).first()
 
 
-def quality(run: TrainingRun | None) -> dict | None:
-    """The numbers a person reads: cross-validated (biased by active learning) and sample-based.
+def last_outcome(tracker: Tracker) -> TrainingRun | None:
+    """The latest finished run, whatever its outcome."""
+    return (
+        tracker.training_runs.exclude(state__in=[TrainingState.QUEUED, TrainingState.RUNNING])
+        .order_by("-finished_at", "-id")
+        .first()
+    )
 
-    For topic trackers F1 is the macro average over labels, and the sampled number is accuracy.
+
+def no_model_reason(tracker: Tracker) -> str | None:
+    """Why the latest training left no new head, in words a labeler can act on; None if it did."""
+    run = last_outcome(tracker)
+    if run is None or run.state == TrainingState.SUCCEEDED:
+        return None
+    if run.state == TrainingState.NEEDS_ANSWERS:
+        return f"No model yet: {run.error}. Answer the next round; training starts again when it is done."
+    return (
+        f"Training failed (attempt {run.attempt}): {run.error}. The next round is ready all the same; "
+        "“Train now” tries again."
+    )
+
+
+def _estimate(est: dict, name: str) -> tuple[float | None, list[float] | None]:
+    value = est.get(name)
+    if isinstance(value, dict):
+        return value.get("value"), value.get("ci")
+    return None, None
+
+
+def quality(run: TrainingRun | None) -> dict | None:
+    """The numbers a person reads, for the threshold in use.
+
+    Cross-validated numbers come from the answers (which active learning chose where the model
+    hesitates: biased); the estimates cover every text of the tracker, by strata, with 95%
+    intervals (``labeling.ml.estimates``). Topic trackers: F1 is the macro average over labels and
+    the estimated number is accuracy.
     """
     if run is None:
         return None
-    est = run.metrics.get("estimates", {})
+    tracker = run.tracker
+    in_use = services.threshold_in_use(tracker, run) if tracker.kind == TrackerKind.CONCEPT else None
+    est = services.estimates_for(run, in_use) or {}
     cv = run.metrics.get("cv", {})
-    return {
+    out = {
         "labels": sum(n for a, n in run.label_counts.items() if a != Annotation.SKIP),
         "cv_precision": cv.get("precision"),
         "cv_recall": cv.get("recall"),
         "cv_f1": cv.get("f1"),
         "cv_accuracy": cv.get("accuracy"),
-        "est_precision": est.get("precision"),
-        "est_precision_ci": est.get("precision_ci"),
-        "est_recall": est.get("recall"),
-        "est_accuracy": est.get("accuracy"),
-        "est_accuracy_ci": est.get("accuracy_ci"),
-        "est_sizes": est.get("sample_sizes", {}),
-        "threshold": run.threshold,
+        "precision_exact": bool(est.get("precision_exact")),
+        "strata": est.get("strata", {}),
+        "threshold": in_use,
+        "training_threshold": run.threshold,
+        "threshold_set_by": "owner" if tracker.threshold_override is not None else "training",
         "featurizer": run.featurizer,
         "run": run,
     }
+    for name in ("precision", "recall", "f1", "accuracy"):
+        out[name], out[f"{name}_ci"] = _estimate(est, name)
+    return out
 
 
 def round_summary(tracker: Tracker, round_no: int | None = None) -> dict:
@@ -102,6 +140,7 @@ def round_summary(tracker: Tracker, round_no: int | None = None) -> dict:
             quality(done[-2]) if len(done) >= 2 else None, quality(done[-1]) if done else None, tracker.kind
         ),
         "pending": pending_run(tracker),
+        "no_model": no_model_reason(tracker),
         "counts": label_counts(tracker),
     }
 
@@ -113,21 +152,21 @@ def _fmt(value, ci=None) -> str:
 
 
 def comparison_rows(before: dict | None, after: dict | None, kind: str) -> list[tuple[str, str, str]]:
-    """(measure, before, after) for the round summary; says which numbers are cross-validated."""
+    """(measure, before, after) for the round summary; says which numbers are which."""
     if after is None:
         return []
     if kind == TrackerKind.TOPIC:
         measures = [
+            ("Accuracy, all texts (estimated, 95% interval)", "accuracy", "accuracy_ci"),
             ("F1, mean over labels (cross-validated)", "cv_f1", None),
             ("Accuracy (cross-validated)", "cv_accuracy", None),
-            ("Accuracy (sampled, 95% interval)", "est_accuracy", "est_accuracy_ci"),
         ]
     else:
         measures = [
+            ("Precision, all texts (estimated, 95% interval)", "precision", "precision_ci"),
+            ("Recall, all texts (estimated, 95% interval)", "recall", "recall_ci"),
+            ("F1, all texts (estimated, 95% interval)", "f1", "f1_ci"),
             ("F1 (cross-validated)", "cv_f1", None),
-            ("Precision (cross-validated)", "cv_precision", None),
-            ("Recall (cross-validated)", "cv_recall", None),
-            ("Precision (sampled, 95% interval)", "est_precision", "est_precision_ci"),
         ]
     rows = []
     for name, key, ci in measures:

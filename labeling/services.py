@@ -1,105 +1,386 @@
-"""Similarity index and search over a dataset's segments."""
+"""The learning loop's services: create a tracker, request and run training, queue the next round.
+
+The decisions themselves (what trains, which cards come next, how good the head is) are made by
+``labeling.ml.loop`` and ``labeling.ml.estimates`` on arrays; this module reads the arrays from the
+database, calls them, and records what they decided.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from labeling.ml import index as faiss_index
-from trackers import encoders
-from trackers.models import Dataset, Job, Segment
-from trackers.services import report_progress, vector_store
+from labeling import game
+from labeling.ml import loop
+from labeling.ml.estimates import ConceptEvidence, TopicEvidence, concept_estimates, topic_estimates
+from labeling.ml.training import Head, LinearScorer, TopicHead, load_scorer, save_scorer
+from labeling.models import Annotation, Card, TrainingRun, TrainingState
+from trackers import encoders, work
+from trackers import services as corpus
+from trackers.ml.storage import write_atomic
+from trackers.models import Document, Granularity, Segment, Tracker, TrackerKind, TrackerState
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+READY_LABELS = 100  # answers (not skips) before a tracker counts as ready
+READY_PER_CLASS = 5
+TOP_UNLABELED = 200  # best-scoring unanswered entries kept with each run ("what it matches now")
 
 
-class IndexNotReady(RuntimeError):
-    """The dataset has no search index yet."""
+class TrainingRefused(ValueError):
+    """Training cannot be asked for now (these answers failed to train too many times)."""
 
 
-def rebuild_index(job: Job) -> str:
-    """Build a new index file from the stored vectors, then point the dataset at it."""
-    dataset = Dataset.objects.get(pk=job.dataset_id)
-    store = vector_store(dataset)
-    vectors = store.load()
-    kind = faiss_index.choose_kind(len(vectors), settings.INDEX_KIND, settings.INDEX_FLAT_MAX)
-    report_progress(
-        job, 0, total=len(vectors), message=f"building {kind} index over {len(vectors):,} vectors"
-    )
-    built = faiss_index.build(vectors, kind)
-    folder = Path(settings.ARTIFACT_ROOT) / "datasets" / str(dataset.code) / "index"
-    path = folder / f"index-{timezone.now():%Y%m%d%H%M%S%f}-{len(vectors)}.faiss"
-    faiss_index.save(built, path)
-    previous = dataset.index_file
+def create_tracker(**definition: Any) -> Tracker:
+    """A tracker from its definition (checked by ``trackers.services.define_tracker``) with its first round.
+
+    Example sentences found in the data are answered from the start ('yes', or their label), so
+    they are never shown as cards.
+    """
     with transaction.atomic():
-        # Only move forward: a slower build of older vectors must not replace a newer index.
-        swapped = Dataset.objects.filter(pk=dataset.pk, index_size__lte=len(vectors)).update(
-            index_file=str(path), index_kind=kind, index_size=len(vectors), index_built_at=timezone.now()
-        )
-    if not swapped:
-        path.unlink(missing_ok=True)
-        return "a newer index is already live"
-    if previous and previous != str(path):
-        Path(previous).unlink(missing_ok=True)
-    report_progress(job, len(vectors))
-    return f"{kind} index over {len(vectors):,} vectors"
+        tracker = corpus.define_tracker(**definition)
+        _answer_examples_found(tracker)
+        game.fill_round(tracker)
+    return tracker
 
 
-def neighbours(segment: Segment) -> tuple[Segment | None, Segment | None]:
-    """The utterances just before and after ``segment`` in its document."""
-    near = {
-        s.position: s
-        for s in Segment.objects.filter(
-            document_id=segment.document_id, position__in=[segment.position - 1, segment.position + 1]
-        )
-    }
-    return near.get(segment.position - 1), near.get(segment.position + 1)
-
-
-@dataclass
-class Hit:
-    score: float
-    segment: Segment
-    previous: Segment | None
-    next: Segment | None
-    duplicates: int
-
-
-def search_segments(dataset: Dataset, query: str, *, k: int = 20) -> list[Hit]:
-    """The segments most similar in meaning to ``query``, with their neighbours in the document."""
-    if not dataset.index_file or not Path(dataset.index_file).exists():
-        raise IndexNotReady(f"'{dataset.name}' has no search index yet; import and embed a file first")
-    encoder = encoders.get_encoder(dataset.encoder_id or None)
-    query_vec = encoder.encode([query])
-    idx = faiss_index.load(Path(dataset.index_file))
-    scores, rows = faiss_index.search(idx, query_vec, k)
-    pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
-    by_row: dict[int, list[Segment]] = {}
-    for seg in (
-        Segment.objects.filter(dataset=dataset, vector_row__in=[r for _, r in pairs])
-        .select_related("document")
-        .order_by("id")
-    ):
-        by_row.setdefault(seg.vector_row, []).append(seg)
-    hits = []
-    for score, row in pairs:
-        segs = by_row.get(row)
-        if not segs:
+def _answer_examples_found(tracker: Tracker) -> None:
+    if tracker.granularity != Granularity.SEGMENT or tracker.created_by is None:
+        return
+    eligible = game.eligible_segments(tracker)
+    for seed in tracker.seeds.all():
+        segment = eligible.filter(text_hash=corpus.text_hash(seed.text)).order_by("id").first()
+        if segment is None:
             continue
-        seg = segs[0]
-        previous, following = neighbours(seg)
-        hits.append(
-            Hit(score=score, segment=seg, previous=previous, next=following, duplicates=len(segs) - 1)
+        seed.segment = segment
+        seed.save(update_fields=["segment"])
+        Annotation.objects.get_or_create(
+            tracker=tracker,
+            segment=segment,
+            annotator=tracker.created_by,
+            defaults={"answer": seed.label, "strategy": loop.EXAMPLE},
         )
-    return hits
+
+
+def _enqueue_training(run: TrainingRun) -> None:
+    from labeling.tasks import train_tracker
+
+    run_id = run.pk
+    transaction.on_commit(lambda: train_tracker.delay(training_run_id=run_id))
+
+
+def request_training(tracker: Tracker) -> tuple[TrainingRun, bool]:
+    """A training run for the tracker's current answers; asking again for the same answers returns it.
+
+    A failed run does not count: asking again after a failure makes a new attempt, up to
+    ``WORK_MAX_ATTEMPTS`` attempts for the same answers.
+    """
+    watermark = game.label_watermark(tracker)
+    runs = TrainingRun.objects.filter(tracker=tracker, watermark=watermark)
+    live = runs.exclude(state=TrainingState.FAILED).first()
+    if live is not None:
+        return live, False
+    failed = list(runs.filter(state=TrainingState.FAILED).order_by("-attempt"))
+    if len(failed) >= settings.WORK_MAX_ATTEMPTS:
+        raise TrainingRefused(
+            f"training failed {len(failed)} times on these answers (last error: {failed[0].error}); "
+            "add or change answers to try again"
+        )
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(tracker=tracker, watermark=watermark, attempt=len(failed) + 1)
+    except IntegrityError:  # a concurrent request for the same answers made it first
+        return runs.exclude(state=TrainingState.FAILED).get(), False
+    _enqueue_training(run)
+    return run, True
+
+
+def requeue_stale_runs() -> dict[str, list[int]]:
+    """Send again training runs whose worker died or whose message was lost; claiming keeps it single."""
+    return work.sweep(TrainingRun, _enqueue_training)
+
+
+def answer_card(tracker: Tracker, user: User, card: Card, answer: str) -> tuple[Annotation, bool]:
+    """Record an answer to a card; when it completes the round, ask for training (which queues the next)."""
+    annotation, created = game.record_label(tracker, user, segment=card.segment, answer=answer, card=card)
+    if created and not game.open_cards(tracker).exists():
+        try:
+            request_training(tracker)
+        except TrainingRefused:
+            _fill_next_round(tracker)
+    return annotation, created
+
+
+def _fill_next_round(tracker: Tracker, **kwargs: Any) -> None:
+    """Queue the next round unless one is open: every run outcome ends with cards to play."""
+    with transaction.atomic():
+        # Two runs finishing at once would each see no open card: one at a time per tracker.
+        Tracker.objects.select_for_update().filter(pk=tracker.pk).first()
+        if not game.open_cards(tracker).exists():
+            game.fill_round(tracker, **kwargs)
+
+
+def after_training_failed(sender: type[TrainingRun], row: TrainingRun, **kwargs: Any) -> None:
+    """A failed (or abandoned) run still leaves the tracker a next round, from the fallback."""
+    _fill_next_round(row.tracker)
+
+
+# --- training ----------------------------------------------------------------------------
+
+
+def scorer_for(run: TrainingRun) -> LinearScorer:
+    return _scorer_at(run.head_file)
+
+
+@lru_cache(maxsize=64)
+def _scorer_at(path: str) -> LinearScorer:
+    """A stored head, read once per process: a head file is written once, under its run's name."""
+    return load_scorer(Path(path))
+
+
+def _artifact(tracker: Tracker, run: TrainingRun, name: str) -> Path:
+    return Path(settings.ARTIFACT_ROOT) / "trackers" / str(tracker.code) / f"{name}-{run.code}.npz"
+
+
+def threshold_in_use(tracker: Tracker, run: TrainingRun | None) -> float | None:
+    """The owner's threshold if set, else training's; never stored anywhere else."""
+    if tracker.threshold_override is not None:
+        return tracker.threshold_override
+    return run.threshold if run is not None else None
+
+
+def run_training(run: TrainingRun) -> None:
+    """Fit the head on every answer so far, record its quality, and queue the next round.
+
+    Every outcome leaves a next round: from the new head, or from the fallback when the answers
+    cannot train one yet (the run then says which answers are missing) or when training fails.
+    """
+    tracker = run.tracker
+    started = time.perf_counter()
+    inputs = game.loop_inputs(tracker)
+    work.heartbeat(run)
+    counts = _label_counts(tracker, inputs)
+    trained = loop.train(
+        inputs.arrays,
+        inputs.answers,
+        inputs.spec,
+        example_vectors=inputs.typed_vectors,
+        example_texts=inputs.typed_texts,
+    )
+    work.heartbeat(run)
+    if trained.head is None:
+        _fill_next_round(tracker, inputs=inputs, training_run=run)
+        work.finish(run, TrainingState.NEEDS_ANSWERS, label_counts=counts, error=trained.reason)
+        return
+    assert trained.scorer is not None and trained.scores is not None
+    path = _artifact(tracker, run, "head")
+    save_scorer(trained.scorer, path)
+    evidence = loop.evidence(trained, inputs.answers, len(inputs.pool.keys))
+    _save_evidence(_artifact(tracker, run, "evidence"), evidence)
+    if isinstance(trained.head, TopicHead):
+        fields = _topic_fields(tracker, inputs, trained, evidence)
+        in_use = None
+    else:
+        run.threshold = trained.head.threshold
+        in_use = threshold_in_use(tracker, run)
+        assert in_use is not None, "the run's own threshold was just set"
+        fields = _concept_fields(tracker, inputs, trained, evidence, in_use)
+    _fill_next_round(tracker, inputs=inputs, trained=trained, threshold=in_use, training_run=run)
+    work.finish(
+        run,
+        TrainingState.SUCCEEDED,
+        label_counts=counts,
+        head_file=str(path),
+        duration_s=round(time.perf_counter() - started, 3),
+        **fields,
+    )
+    _mark_ready(tracker, [n for a, n in counts.items() if a not in (Annotation.SKIP, loop.NONE)])
+
+
+def _label_counts(tracker: Tracker, inputs: game.LoopInputs) -> dict[str, int]:
+    per_class = np.bincount(inputs.answers.classes, minlength=len(inputs.spec.classes))
+    names = inputs.spec.classes
+    counts = {name: int(per_class[i]) for i, name in enumerate(names)}
+    if tracker.kind == TrackerKind.CONCEPT:
+        counts = {"yes": counts["yes"], "no": counts["no"]}
+    counts["skip"] = Annotation.objects.filter(tracker=tracker, answer=Annotation.SKIP).count()
+    return counts
+
+
+def _concept_fields(
+    tracker: Tracker,
+    inputs: game.LoopInputs,
+    trained: loop.Trained,
+    evidence: ConceptEvidence | TopicEvidence,
+    in_use: float,
+) -> dict[str, Any]:
+    head = trained.head
+    scores = trained.scores
+    assert isinstance(head, Head) and scores is not None and isinstance(evidence, ConceptEvidence)
+    return {
+        "featurizer": head.featurizer,
+        "threshold": head.threshold,
+        "threshold_rule": head.threshold_rule,
+        "metrics": {
+            "cv": head.cv,
+            "featurizer_cv_f1": head.candidates,
+            "background_no_rows": head.background,
+            "example_yes_rows": head.examples,
+            "pr_curve": head.pr_curve,
+            "estimates": concept_estimates(evidence, in_use),
+            "pool": len(inputs.pool.keys),
+            "score_histogram": np.histogram(scores, bins=20, range=(0, 1))[0].tolist(),
+            "top_unlabeled": _top_unlabeled(inputs, scores),
+        },
+    }
+
+
+def _topic_fields(
+    tracker: Tracker,
+    inputs: game.LoopInputs,
+    trained: loop.Trained,
+    evidence: ConceptEvidence | TopicEvidence,
+) -> dict[str, Any]:
+    head = trained.head
+    proba = trained.scores
+    assert isinstance(head, TopicHead) and proba is not None and isinstance(evidence, TopicEvidence)
+    predicted = np.argmax(proba, axis=1)
+    estimates = topic_estimates(evidence, inputs.spec.classes)
+    return {
+        "featurizer": head.featurizer,
+        "threshold": None,
+        "threshold_rule": "most likely label",
+        "metrics": {
+            "cv": head.cv,
+            "estimates": estimates,
+            "predicted_counts": [s["predicted"] for s in estimates["shares"]],
+            "classes": inputs.spec.classes,
+            "pool": len(inputs.pool.keys),
+            "score_histogram": np.histogram(proba.max(axis=1), bins=20, range=(0, 1))[0].tolist(),
+            "top_unlabeled": _top_unlabeled(inputs, proba.max(axis=1), predicted, inputs.spec.classes),
+        },
+    }
+
+
+def _save_evidence(path: Path, evidence: ConceptEvidence | TopicEvidence) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, allow_pickle=False, kind=type(evidence).__name__, **evidence.arrays())
+
+    write_atomic(path, write)
+
+
+@lru_cache(maxsize=32)
+def _evidence_at(path: str) -> ConceptEvidence | TopicEvidence:
+    with np.load(path) as z:
+        if str(z["kind"]) == "TopicEvidence":
+            return TopicEvidence.from_arrays(z)
+        return ConceptEvidence.from_arrays(z)
+
+
+def evidence_for(run: TrainingRun) -> ConceptEvidence | TopicEvidence | None:
+    path = _artifact(run.tracker, run, "evidence")
+    return _evidence_at(str(path)) if run.has_model and path.exists() else None
+
+
+@lru_cache(maxsize=256)
+def _concept_estimates_at(path: str, threshold: float) -> dict[str, Any]:
+    evidence = _evidence_at(path)
+    assert isinstance(evidence, ConceptEvidence)
+    return concept_estimates(evidence, threshold)
+
+
+def estimates_for(run: TrainingRun, threshold: float | None) -> dict[str, Any] | None:
+    """The run's estimates over the whole pool at ``threshold`` (concepts), recomputed if the owner moved it."""
+    if not run.has_model:
+        return None
+    stored: dict[str, Any] | None = run.metrics.get("estimates")
+    if run.tracker.kind == TrackerKind.TOPIC or threshold is None:
+        return stored
+    if stored and abs(stored.get("threshold", -1) - threshold) < 1e-9:
+        return stored
+    path = _artifact(run.tracker, run, "evidence")
+    return _concept_estimates_at(str(path), float(threshold)) if path.exists() else stored
+
+
+def matches_now(
+    run: TrainingRun, threshold: float | None, n: int = 10
+) -> tuple[list[tuple[float, Segment, str | None]], int | None]:
+    """The unanswered texts the head matches at the threshold in use, best first, and how many there are.
+
+    Topic trackers: the top ones of every label (not "none"), taken in turn.
+    """
+    top = run.metrics.get("top_unlabeled", [])
+    answered = set(
+        Annotation.objects.filter(tracker=run.tracker, segment_id__in=[row[0] for row in top]).values_list(
+            "segment_id", flat=True
+        )
+    )
+    if run.tracker.kind == TrackerKind.TOPIC:
+        kept = [row for row in top if row[0] not in answered and row[2] != loop.NONE]
+        count = None
+        per_label: dict[str, int] = {}
+        chosen = []
+        for row in kept:
+            per_label[row[2]] = per_label.get(row[2], 0) + 1
+            if per_label[row[2]] <= max(1, n // 2):
+                chosen.append(row)
+    else:
+        chosen = [
+            row for row in top if row[0] not in answered and threshold is not None and row[1] >= threshold
+        ]
+        chosen = chosen[:n]
+        evidence = evidence_for(run)
+        count = (
+            int(np.sum(evidence.unanswered_scores >= threshold))
+            if isinstance(evidence, ConceptEvidence) and threshold is not None
+            else len(chosen)
+        )
+    segs = Segment.objects.select_related("document").in_bulk([row[0] for row in chosen])
+    return [
+        (row[1], segs[row[0]], row[2] if len(row) > 2 else None) for row in chosen if row[0] in segs
+    ], count
+
+
+def _mark_ready(tracker: Tracker, per_class: list[int]) -> None:
+    ready = sum(per_class) >= READY_LABELS and min(per_class) >= READY_PER_CLASS
+    Tracker.objects.filter(pk=tracker.pk).update(
+        last_trained_at=timezone.now(),
+        state=TrackerState.READY if ready and tracker.state == TrackerState.LABELING else tracker.state,
+    )
+
+
+def _top_unlabeled(
+    inputs: game.LoopInputs,
+    scores: np.ndarray,
+    predicted: np.ndarray | None = None,
+    classes: list[str] | None = None,
+) -> list[list[int | float | str]]:
+    """[segment id, score(, label)] of the best-scoring unanswered entries: "what it matches now"."""
+    answered = set(inputs.answers.rows.tolist())
+    order = [int(i) for i in np.argsort(-scores, kind="stable") if int(i) not in answered]
+    if predicted is None or classes is None:
+        return [[int(inputs.pool.segment_ids[i]), round(float(scores[i]), 4)] for i in order[:TOP_UNLABELED]]
+    per_label = max(1, TOP_UNLABELED // len(classes))
+    top: list[list[int | float | str]] = []
+    for c, name in enumerate(classes):
+        best = [i for i in order if predicted[i] == c][:per_label]
+        top += [[int(inputs.pool.segment_ids[i]), round(float(scores[i]), 4), name] for i in best]
+    return top
 
 
 DOCUMENT_LINES_SHOWN = 200
 
 
-def key_lines(tracker, document, n: int = 3) -> tuple[list[Segment], set[int]]:
+def key_lines(tracker: Tracker, document: Document, n: int = 3) -> tuple[list[Segment], set[int]]:
     """A document card's lines (up to ``DOCUMENT_LINES_SHOWN``) and the ids of its key lines.
 
     ``n`` key lines, fewer in short documents (one per three lines), so they stay a hint.
@@ -107,15 +388,14 @@ def key_lines(tracker, document, n: int = 3) -> tuple[list[Segment], set[int]]:
     Key lines are those the tracker's latest model scores highest; before any training, those
     closest in meaning to the tracker's example sentences.
     """
-    from labeling.game import eligible_segments
-    from serving.models import TrainingState
-    from serving.services import scorer_for
-
     lines = list(Segment.objects.filter(document=document).order_by("position")[:DOCUMENT_LINES_SHOWN])
-    candidates = list(eligible_segments(tracker).filter(document=document).order_by("position"))
+    candidates = list(game.eligible_segments(tracker).filter(document=document).order_by("position"))
     if not candidates:
         return lines, set()
-    vectors = vector_store(document.dataset).get([s.vector_row for s in candidates])
+    # Eligible segments all have a vector row.
+    vectors = corpus.vector_store(document.dataset).get(
+        np.array([s.vector_row for s in candidates], dtype=np.int64)
+    )
     run = tracker.training_runs.filter(state=TrainingState.SUCCEEDED).order_by("-finished_at", "-id").first()
     if run is not None and run.head_file and Path(run.head_file).exists():
         scores = scorer_for(run).score(vectors, [s.text for s in candidates])

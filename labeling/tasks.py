@@ -1,14 +1,21 @@
-"""Celery tasks for the similarity index."""
+"""Training tasks: run ids in, run through the one claimable-work machinery, reruns harmless."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
 from labeling import services
-from trackers.tasks import run_claimed
+from labeling.models import TrainingRun
+from trackers import work
 
 
 @shared_task(bind=True, acks_late=True)
-def build_index(self, *, job_id: int) -> None:
-    """Rebuild a dataset's FAISS index beside the live one and swap it in."""
-    run_claimed(self, job_id, services.rebuild_index)
+def train_tracker(self, *, training_run_id: int) -> None:
+    """Train a tracker's head on the answers of one watermark, then queue its next round."""
+    work.run_claimed(self, TrainingRun, training_run_id, services.run_training)
+
+
+@shared_task
+def sweep_stale_runs() -> dict:
+    """Periodic: training runs whose worker died or whose message was lost are sent again."""
+    return services.requeue_stale_runs()

@@ -1,14 +1,15 @@
-"""Search, trackers and the labeling game."""
+"""Tracker pages and the labeling game."""
 
 from __future__ import annotations
 
-from collections import Counter
+from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_POST
@@ -17,37 +18,20 @@ from django_htmx.http import trigger_client_event
 from labeling import charts, game, progress, services
 from labeling.forms import TrackerForm
 from labeling.models import Annotation, Card
-from serving import services as training
-from trackers import services as corpus
+from trackers import search
 from trackers.access import (
-    get_dataset_for_user,
     get_tracker_for_user,
     get_workspace_for_user,
     require_role,
     role_in,
 )
-from trackers.forms import SearchForm
+from trackers.http import PageRequest
 from trackers.models import CAN_IMPORT, CAN_LABEL, Granularity, Segment, TrackerKind
+from trackers.services import TrackerInvalid
 
 
 @login_required
-def search(request: HttpRequest, code) -> HttpResponse:
-    """Find the segments of a dataset closest in meaning to a sentence."""
-    ds = get_dataset_for_user(request.user, code)
-    form = SearchForm(request.GET or None)
-    hits, error = [], ""
-    if form.is_valid():
-        try:
-            hits = services.search_segments(ds, form.cleaned_data["q"], k=form.cleaned_data["k"] or 20)
-        except services.IndexNotReady as exc:
-            error = str(exc)
-    context = {"dataset": ds, "workspace": ds.workspace, "form": form, "hits": hits, "error": error}
-    template = "labeling/search.html#results" if request.htmx else "labeling/search.html"
-    return TemplateResponse(request, template, context)
-
-
-@login_required
-def tracker_list(request: HttpRequest, code) -> HttpResponse:
+def tracker_list(request: PageRequest, code) -> HttpResponse:
     """A workspace's trackers with their state, labels and quality."""
     ws = get_workspace_for_user(request.user, code)
     rows = []
@@ -68,7 +52,7 @@ def tracker_list(request: HttpRequest, code) -> HttpResponse:
 
 
 @login_required
-def tracker_create(request: HttpRequest, code) -> HttpResponse:
+def tracker_create(request: PageRequest, code) -> HttpResponse:
     """Name, examples and datasets; the first round of cards is chosen on save."""
     ws = get_workspace_for_user(request.user, code)
     require_role(request.user, ws, CAN_IMPORT)
@@ -77,7 +61,7 @@ def tracker_create(request: HttpRequest, code) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
-            tracker = corpus.create_tracker(
+            tracker = services.create_tracker(
                 workspace=ws,
                 user=request.user,
                 name=d["name"],
@@ -92,7 +76,7 @@ def tracker_create(request: HttpRequest, code) -> HttpResponse:
                 round_size=d["round_size"],
                 speaker_filter=d["speaker_filter"],
             )
-        except (corpus.TrackerInvalid, ValidationError) as exc:
+        except (TrackerInvalid, ValidationError) as exc:
             form.add_error(None, exc.message if isinstance(exc, ValidationError) else str(exc))
         else:
             return redirect("play", code=tracker.code)
@@ -103,7 +87,7 @@ def tracker_create(request: HttpRequest, code) -> HttpResponse:
 
 
 @login_required
-def tracker_detail(request: HttpRequest, code) -> HttpResponse:
+def tracker_detail(request: PageRequest, code) -> HttpResponse:
     """State, quality charts, the threshold trade-off and what the model matches now."""
     tracker = get_tracker_for_user(request.user, code)
     runs = progress.runs(tracker)
@@ -118,29 +102,21 @@ def tracker_detail(request: HttpRequest, code) -> HttpResponse:
         "can_label": role_in(request.user, tracker.workspace) in CAN_LABEL,
         "can_manage": role_in(request.user, tracker.workspace) in CAN_IMPORT,
     }
-    if runs:
-        sampled_key = "accuracy" if tracker.kind == TrackerKind.TOPIC else "precision"
-        sampled_name = f"estimated {sampled_key} (sampled)"
-        context["learning_curve"] = charts.line_chart(
-            {
-                "cross-validated F1": [
-                    (progress.quality(r)["labels"], r.metrics["cv"].get("f1", 0))
-                    for r in runs
-                    if r.metrics.get("cv")
-                ],
-                sampled_name: [
-                    (progress.quality(r)["labels"], r.metrics["estimates"][sampled_key])
-                    for r in runs
-                    if r.metrics.get("estimates", {}).get(sampled_key) is not None
-                ],
-            },
-            x_label="labels",
-        )
+    context["no_model"] = progress.no_model_reason(tracker)
+    if latest is not None:
+        context["learning_curve"] = _learning_curve(tracker, runs)
         if tracker.kind == TrackerKind.TOPIC:
             context.update(_topic_charts(tracker, latest))
             return TemplateResponse(request, "labeling/tracker.html", context)
+        in_use = services.threshold_in_use(tracker, latest)
         pr = latest.metrics.get("pr_curve", [])
         context["pr_points"] = pr
+        # The slider opens at the curve's point nearest the threshold in use.
+        context["slider_at"] = (
+            min(range(len(pr)), key=lambda i: abs(pr[i]["threshold"] - in_use))
+            if pr and in_use is not None
+            else 0
+        )
         context["pr_chart"] = charts.line_chart(
             {
                 "precision": [(p["threshold"], p["precision"]) for p in pr],
@@ -148,69 +124,77 @@ def tracker_detail(request: HttpRequest, code) -> HttpResponse:
             },
             x_label="threshold",
         )
-        context["effective_threshold"] = tracker.effective_threshold(latest.threshold)
-        context["histogram"] = charts.histogram(
-            latest.metrics.get("score_histogram", []), context["effective_threshold"]
-        )
-        context["matches"] = _top_matches(tracker, latest)
+        context["threshold_in_use"] = in_use
+        context["histogram"] = charts.histogram(latest.metrics.get("score_histogram", []), in_use)
+        context["matches"], context["match_count"] = services.matches_now(latest, in_use)
     return TemplateResponse(request, "labeling/tracker.html", context)
 
 
+def _learning_curve(tracker, runs) -> dict:
+    """Cross-validated F1 and the estimates over all texts (with their 95% intervals), per run.
+
+    Earlier runs show their estimates as recorded; the latest, at the threshold in use now.
+    """
+    estimated, name = (
+        ("accuracy", "accuracy, all texts (estimated, 95% interval)")
+        if tracker.kind == TrackerKind.TOPIC
+        else ("f1", "F1, all texts (estimated, 95% interval)")
+    )
+    points, whiskers, cv = [], [], []
+    for r in runs:
+        labels = sum(n for a, n in r.label_counts.items() if a != Annotation.SKIP)
+        latest = r is runs[-1]
+        est = (
+            services.estimates_for(r, services.threshold_in_use(tracker, r)) if latest else None
+        ) or r.metrics.get("estimates", {})
+        value = est.get(estimated)
+        if isinstance(value, dict) and value.get("value") is not None:
+            points.append((labels, value["value"]))
+            if value.get("ci"):
+                whiskers.append((labels, value["ci"][0], value["ci"][1]))
+        if r.metrics.get("cv", {}).get("f1") is not None:
+            cv.append((labels, r.metrics["cv"]["f1"]))
+    return charts.line_chart(
+        {name: points, "F1, cross-validated": cv}, x_label="labels", intervals={name: whiskers}
+    )
+
+
 def _topic_charts(tracker, run) -> dict:
-    """Per-label F1, the confusion matrix and how the pool divides between the labels."""
+    """Per-label F1, the confusion matrix and how the pool divides between the labels (and "none")."""
     cv = run.metrics.get("cv", {})
     confusion = cv.get("confusion") or []
+    classes = run.metrics.get("classes") or [*tracker.labels, "none"]
+    counts = run.metrics.get("predicted_counts", [])
+    matches, _ = services.matches_now(run, None, n=10)
     return {
-        "label_f1": charts.label_bars([(p["label"], p["f1"]) for p in cv.get("per_label", [])]),
+        "classes": classes,
+        "label_f1": charts.label_bars(
+            [(p["label"], p["f1"]) for p in cv.get("per_label", []) if p["support"]]
+        ),
         "per_label": cv.get("per_label", []),
         "confusion": [
             (name, [(n, n / (sum(row) or 1)) for n in row])
-            for name, row in zip(tracker.labels, confusion, strict=False)
+            for name, row in zip(classes, confusion, strict=False)
         ],
-        "predicted": charts.label_bars(
-            list(zip(tracker.labels, run.metrics.get("predicted_counts", []), strict=False)),
-            scale=max(run.metrics.get("predicted_counts") or [1]),
-        ),
-        "matches": _per_label(_top_matches(tracker, run, n=30), 5),
+        "predicted": charts.label_bars(list(zip(classes, counts, strict=False)), scale=max(counts or [1])),
+        "matches": matches,
     }
-
-
-def _per_label(matches: list, n: int) -> list:
-    """At most ``n`` of the (score, segment, label) matches of each label, in order."""
-    counts: Counter = Counter()
-    kept = []
-    for match in matches:
-        counts[match[2]] += 1
-        if counts[match[2]] <= n:
-            kept.append(match)
-    return kept
-
-
-def _top_matches(tracker, run, n: int = 10):
-    """The best-scoring entries at the last training still unlabeled: (score, segment, label or None)."""
-    top = [(row[0], row[1], row[2] if len(row) > 2 else None) for row in run.metrics.get("top_unlabeled", [])]
-    answered = set(
-        Annotation.objects.filter(tracker=tracker, segment_id__in=[sid for sid, _, _ in top]).values_list(
-            "segment_id", flat=True
-        )
-    )
-    segs = Segment.objects.select_related("document").in_bulk(
-        [sid for sid, _, _ in top if sid not in answered][:n]
-    )
-    return [(score, segs[sid], label) for sid, score, label in top if sid in segs]
 
 
 @login_required
 @require_POST
-def tracker_train(request: HttpRequest, code) -> HttpResponse:
+def tracker_train(request: PageRequest, code) -> HttpResponse:
     """Train now on every answer so far (nothing happens if those answers were trained on already)."""
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_LABEL)
-    training.request_training(tracker)
+    try:
+        services.request_training(tracker)
+    except services.TrainingRefused as exc:
+        messages.error(request, str(exc))
     return redirect("tracker", code=tracker.code)
 
 
-def _game_context(request: HttpRequest, tracker) -> dict:
+def _game_context(request: PageRequest, tracker) -> dict:
     cards = game.claim_cards(tracker, request.user, n=2)
     return {
         "tracker": tracker,
@@ -221,13 +205,17 @@ def _game_context(request: HttpRequest, tracker) -> dict:
         "stats": progress.player_stats(tracker, request.user),
         "pending": progress.pending_run(tracker),
         "buttons": answer_buttons(tracker),
+        "no_model": progress.no_model_reason(tracker),
     }
 
 
 def answer_buttons(tracker) -> list[tuple[str, str, str]]:
     """(answer, caption, key) of the game's buttons: Yes/No, or one per topic label on keys 1 to 9."""
     if tracker.kind == TrackerKind.TOPIC:
-        return [(name, name, str(i)) for i, name in enumerate(tracker.labels, 1)]
+        return [
+            *((name, name, str(i)) for i, name in enumerate(tracker.labels, 1)),
+            ("none", "None of these", "0"),
+        ]
     return [("yes", "Yes", "y"), ("no", "No", "n")]
 
 
@@ -240,27 +228,29 @@ def _card_context(card: Card | None) -> Card | None:
         card.lines, card.key_ids = services.key_lines(card.tracker, card.segment.document)
         card.key_lines = [s for s in card.lines if s.pk in card.key_ids]
     else:
-        card.previous, card.next = services.neighbours(card.segment)
+        card.previous, card.next = search.neighbours(card.segment)
     return card
 
 
 @login_required
-def play(request: HttpRequest, code) -> HttpResponse:
+def play(request: PageRequest, code) -> HttpResponse:
     """The game: one card at a time, keyboard first."""
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_LABEL)
     context = _game_context(request, tracker)
     _card_context(context["card"])
+    if context["card"] is None and not context["pending"]:
+        context["unshown"] = game.unshown_count(tracker) + game.open_cards(tracker).count()
     template = "labeling/play.html#game" if request.htmx else "labeling/play.html"
     response = TemplateResponse(request, template, context)
-    if request.htmx and context["card"] is None and not context["pending"]:
+    if request.htmx and context["card"] is None and not context["pending"] and not context["unshown"]:
         response.status_code = 286  # nothing left to show and nothing being prepared: stop polling
     return response
 
 
 @login_required
 @require_POST
-def answer(request: HttpRequest, code) -> HttpResponse:
+def answer(request: PageRequest, code) -> HttpResponse:
     """Record an answer (a repeat of the same answer is harmless) and show the next card or the round summary."""
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_LABEL)
@@ -270,11 +260,11 @@ def answer(request: HttpRequest, code) -> HttpResponse:
     if game.held_by_another(card, request.user):
         return HttpResponse("This card is being answered by someone else.", status=409)
     try:
-        _, created = game.answer_card(tracker, request.user, card, request.POST.get("answer", ""))
+        _, created = services.answer_card(tracker, request.user, card, request.POST.get("answer", ""))
     except game.LabelRejected as exc:
         return HttpResponse(str(exc), status=400)
     if not game.open_cards(tracker).filter(round=card.round).exists() and created:
-        context = {
+        context: dict[str, Any] = {
             "tracker": tracker,
             "workspace": tracker.workspace,
             "summary": progress.round_summary(tracker, card.round),
@@ -293,7 +283,7 @@ def answer(request: HttpRequest, code) -> HttpResponse:
 
 @login_required
 @require_POST
-def undo(request: HttpRequest, code) -> HttpResponse:
+def undo(request: PageRequest, code) -> HttpResponse:
     """Take back my last answer; its card comes back first."""
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_LABEL)
@@ -306,7 +296,7 @@ def undo(request: HttpRequest, code) -> HttpResponse:
 
 
 @login_required
-def summary(request: HttpRequest, code) -> HttpResponse:
+def summary(request: PageRequest, code) -> HttpResponse:
     """The round summary; polls until the training it started is done (then 286)."""
     tracker = get_tracker_for_user(request.user, code)
     try:
@@ -321,7 +311,7 @@ def summary(request: HttpRequest, code) -> HttpResponse:
 
 
 @login_required
-def labels(request: HttpRequest, code) -> HttpResponse:
+def labels(request: PageRequest, code) -> HttpResponse:
     """Every answer of a tracker: search, filter, change one, and settle disagreements."""
     tracker = get_tracker_for_user(request.user, code)
     role = role_in(request.user, tracker.workspace)
@@ -390,7 +380,7 @@ def labels(request: HttpRequest, code) -> HttpResponse:
 
 @login_required
 @require_POST
-def tracker_threshold(request: HttpRequest, code) -> HttpResponse:
+def tracker_threshold(request: PageRequest, code) -> HttpResponse:
     """Owners move the threshold along the precision/recall curve, or give it back to training ("auto")."""
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_IMPORT)

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from serving.models import ApiKey, TrainingRun
+from serving.models import ApiKey
 
 
 @admin.register(ApiKey)
@@ -36,20 +36,3 @@ class ApiKeyAdmin(admin.ModelAdmin):
         from django.utils import timezone
 
         queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-
-
-@admin.register(TrainingRun)
-class TrainingRunAdmin(admin.ModelAdmin):
-    list_display = [
-        "code",
-        "tracker",
-        "state",
-        "featurizer",
-        "threshold",
-        "duration_s",
-        "created_at",
-        "finished_at",
-    ]
-    list_filter = ["state", "featurizer", "tracker"]
-    search_fields = ["code", "watermark"]
-    readonly_fields = ["code", "watermark", "created_at", "finished_at", "heartbeat_at"]

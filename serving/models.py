@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import uuid
 
 from django.conf import settings
 from django.db import models
@@ -62,37 +61,3 @@ class ApiKey(models.Model):
         if key:
             cls.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
         return key
-
-
-class TrainingState(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-
-
-class TrainingRun(models.Model):
-    """One training of a tracker's head on the labels up to ``watermark``; at most one per watermark."""
-
-    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    tracker = models.ForeignKey("trackers.Tracker", on_delete=models.CASCADE, related_name="training_runs")
-    watermark = models.CharField(max_length=64)  # fingerprint of the labels it was asked for
-    state = models.CharField(max_length=16, choices=TrainingState.choices, default=TrainingState.QUEUED)
-    label_counts = models.JSONField(default=dict, blank=True)
-    featurizer = models.CharField(max_length=32, blank=True)
-    threshold = models.FloatField(null=True, blank=True)
-    threshold_rule = models.CharField(max_length=64, blank=True)
-    metrics = models.JSONField(default=dict, blank=True)  # cv + sample-based estimates + curves
-    head_file = models.CharField(max_length=255, blank=True)
-    duration_s = models.FloatField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["tracker", "watermark"], name="one_run_per_watermark")]
-
-    def __str__(self) -> str:
-        return f"training of {self.tracker} at {self.watermark[:8]} ({self.state})"

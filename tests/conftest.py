@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 
 from tests.factories import DatasetFactory, MembershipFactory, UserFactory, WorkspaceFactory
 from tests.fakes import FakeEncoder
@@ -13,6 +15,31 @@ from trackers.models import Role
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Two suites on one machine share PostgreSQL and Redis: each run gets its own test database
+# and its own broker key prefix, so neither drops, drains or deadlocks the other's.
+RUN_ID = f"{os.getpid()}_{secrets.token_hex(4)}"
+BROKER_KEY_PREFIX = f"test-{RUN_ID}:"
+# Overwritten, not defaulted: a nested run must not share the prefix of the run that started it.
+os.environ["TRACKERS_BROKER_KEY_PREFIX"] = BROKER_KEY_PREFIX  # worker processes inherit it
+if not django_settings.CELERY_BROKER_URL.startswith("filesystem://"):
+    # settings.py has already been read; the Celery app reads its config lazily, after this.
+    django_settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **django_settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        "global_keyprefix": BROKER_KEY_PREFIX,
+    }
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request, django_db_modify_db_settings_parallel_suffix):
+    """A test database of this run's own (`test_trackers_<pid>_<hex>`), unless --reuse-db asks to keep one."""
+    if request.config.getvalue("reuse_db"):
+        return
+    for db in django_settings.DATABASES.values():
+        if db["ENGINE"] == "django.db.backends.sqlite3":
+            continue  # in memory, private to the process already
+        test = db.setdefault("TEST", {})
+        test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_{RUN_ID}"
 
 
 def shared_file(*parts: str) -> Path:

@@ -115,7 +115,7 @@ API_OBJECT_ROUTES = [
 def test_every_api_route_with_an_object_is_covered_here():
     import re
 
-    from serving.api import api
+    from config.api import api
 
     def shape(path):
         return re.sub(r"\{[^}]+\}", "{}", path.split("?")[0])

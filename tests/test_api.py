@@ -8,7 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from serving.models import ApiKey
 from trackers.models import Role
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def key(workspace):
     return {"Authorization": f"Bearer {raw}"}
 
 
-def test_create_dataset_import_poll_and_search(client, workspace, key):
+def test_create_dataset_import_poll_and_search(client, workspace, key, django_capture_on_commit_callbacks):
     created = client.post(
         f"/api/workspaces/{workspace.code}/datasets",
         {"name": "Support chats"},
@@ -35,9 +35,10 @@ def test_create_dataset_import_poll_and_search(client, workspace, key):
     assert again.status_code == 409 and "already exists" in again.json()["detail"]
 
     data = b'{"text": "my card was stolen yesterday"}\n{"text": "what is the exchange rate for euros"}\n'
-    started = client.post(
-        f"/api/datasets/{ds}/imports", {"file": SimpleUploadedFile("m.jsonl", data)}, headers=key
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
+        started = client.post(
+            f"/api/datasets/{ds}/imports", {"file": SimpleUploadedFile("m.jsonl", data)}, headers=key
+        )
     assert started.status_code == 202
     job = client.get(f"/api/jobs/{started.json()['code']}", headers=key).json()
     assert job["state"] == "succeeded" and job["percent"] == 100 and job["result"]["documents"] == 2
@@ -49,13 +50,14 @@ def test_create_dataset_import_poll_and_search(client, workspace, key):
     assert [h["text"] for h in hits] == ["my card was stolen yesterday"]
 
 
-def test_import_with_bad_rows_reports_them(client, dataset, key):
+def test_import_with_bad_rows_reports_them(client, dataset, key, django_capture_on_commit_callbacks):
     data = b'{"text": "fine"}\n{"text": oops}\n'
-    started = client.post(
-        f"/api/datasets/{dataset.code}/imports",
-        {"file": SimpleUploadedFile("m.jsonl", data), "on_error": "skip"},
-        headers=key,
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        started = client.post(
+            f"/api/datasets/{dataset.code}/imports",
+            {"file": SimpleUploadedFile("m.jsonl", data), "on_error": "skip"},
+            headers=key,
+        )
     job = client.get(f"/api/jobs/{started.json()['code']}", headers=key).json()
     assert job["state"] == "succeeded" and job["result"]["skipped"] == 1
     assert job["errors"][0]["line"] == 2 and job["errors"][0]["file"] == "m.jsonl"

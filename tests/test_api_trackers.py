@@ -9,7 +9,7 @@ from tests.test_game import cancel_tracker, corpus
 from trackers import services
 from trackers.models import Role
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
@@ -19,13 +19,14 @@ def key(workspace, owner):
 
 
 @pytest.fixture
-def embedded(dataset, owner):
-    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+def embedded(dataset, owner, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
+        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     return dataset
 
 
-def test_a_whole_round_through_the_api(client, workspace, embedded, key):
+def test_a_whole_round_through_the_api(client, workspace, embedded, key, django_capture_on_commit_callbacks):
     body = {
         "name": "Wants to cancel",
         "datasets": [str(embedded.code)],
@@ -49,12 +50,14 @@ def test_a_whole_round_through_the_api(client, workspace, embedded, key):
     ]:
         for card in cards:
             answer = "yes" if "cancel" in card["text"] else "no"
-            r = client.post(
-                f"/api/trackers/{code}/labels",
-                {"card": card["id"], "answer": answer},
-                content_type="application/json",
-                headers=key,
-            )
+            # each answer commits: the round's last one queues training, which queues round 2
+            with django_capture_on_commit_callbacks(execute=True):
+                r = client.post(
+                    f"/api/trackers/{code}/labels",
+                    {"card": card["id"], "answer": answer},
+                    content_type="application/json",
+                    headers=key,
+                )
             assert r.status_code == 201 and r.json()["created"]
             again = client.post(
                 f"/api/trackers/{code}/labels",

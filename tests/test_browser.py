@@ -7,6 +7,7 @@ import shutil
 import pytest
 from django.db import connections
 
+from labeling import services as labeling_services
 from trackers.models import Job, JobState
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -94,8 +95,7 @@ def test_bad_file_shows_the_error_in_place(page, live_server, owner, dataset, tm
 
 
 def test_a_full_round_with_the_keyboard_alone(page, live_server, owner, dataset, workspace, tmp_path):
-    from labeling.models import Annotation
-    from serving.models import TrainingRun
+    from labeling.models import Annotation, TrainingRun
     from tests.test_game import cancel_tracker, corpus
     from trackers import services
 
@@ -214,7 +214,7 @@ def test_a_document_card_shows_key_lines_and_opens_the_whole_call(
 
     services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
     dataset.refresh_from_db()
-    tracker = services.create_tracker(
+    tracker = labeling_services.create_tracker(
         workspace=workspace,
         user=owner,
         name="Cancellation calls",

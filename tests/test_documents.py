@@ -9,13 +9,13 @@ import pytest
 from django.urls import reverse
 
 from labeling import game, progress
-from labeling.models import Annotation
-from serving.models import TrainingState
+from labeling import services as labeling_services
+from labeling.models import Annotation, TrainingState
 from tests.test_topics import play_round
 from trackers import services
 from trackers.models import Document, Granularity, Segment
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 SMALL_TALK = [
     "hi thanks for calling how can I help",
@@ -57,10 +57,11 @@ def is_cancel(document: Document) -> bool:
 
 
 @pytest.fixture
-def doc_tracker(dataset, owner, workspace):
-    services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
+def doc_tracker(dataset, owner, workspace, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
+        services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
     dataset.refresh_from_db()
-    return services.create_tracker(
+    return labeling_services.create_tracker(
         workspace=workspace,
         user=owner,
         name="Cancellation calls",
@@ -94,10 +95,13 @@ def test_first_round_finds_documents_by_their_closest_line(doc_tracker):
     assert near and all(is_cancel(c.segment.document) for c in near)
 
 
-def test_speaker_filter_builds_document_vectors_from_that_speaker_only(dataset, owner, workspace):
-    services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
+def test_speaker_filter_builds_document_vectors_from_that_speaker_only(
+    dataset, owner, workspace, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
     dataset.refresh_from_db()
-    tracker = services.create_tracker(
+    tracker = labeling_services.create_tracker(
         workspace=workspace,
         user=owner,
         name="Customer wants out",
@@ -143,7 +147,7 @@ def test_the_game_shows_a_documents_key_lines(owner_client, doc_tracker, owner):
 
 def test_the_labels_page_lists_documents(owner_client, doc_tracker, owner):
     card = game.claim_cards(doc_tracker, owner, n=1)[0]
-    game.answer_card(doc_tracker, owner, card, "yes")
+    labeling_services.answer_card(doc_tracker, owner, card, "yes")
     title = card.segment.document.title
     html = owner_client.get(reverse("labels", args=[doc_tracker.code]), {"q": title}).content.decode()
     assert "<th>Document</th>" in html and f"<strong>{title}</strong>" in html

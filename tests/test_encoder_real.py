@@ -133,8 +133,8 @@ def test_web_process_search_path_never_imports_torch(encoder_dir):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.django_db(transaction=True)
-def test_real_search_finds_paraphrases(owner_client, dataset):
+@pytest.mark.django_db
+def test_real_search_finds_paraphrases(owner_client, dataset, django_capture_on_commit_callbacks):
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.urls import reverse
 
@@ -155,10 +155,11 @@ def test_real_search_finds_paraphrases(owner_client, dataset):
     data = "text,label\n" + "".join(
         f'"{r["text"].replace(chr(34), chr(34) * 2)}",{r["label"]}\n' for r in rows
     )
-    owner_client.post(
-        reverse("dataset-upload", args=[dataset.code]),
-        {"file": SimpleUploadedFile("b77.csv", data.encode()), "format": "auto", "on_error": "reject"},
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
+        owner_client.post(
+            reverse("dataset-upload", args=[dataset.code]),
+            {"file": SimpleUploadedFile("b77.csv", data.encode()), "format": "auto", "on_error": "reject"},
+        )
     hits = owner_client.get(
         reverse("search", args=[dataset.code]), {"q": "someone took my card", "k": 10}
     ).context["hits"]

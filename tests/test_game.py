@@ -8,18 +8,19 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
 from labeling import game
-from labeling.models import Annotation, Card
-from serving import services as training
-from serving.models import TrainingRun, TrainingState
-from serving.tasks import train_tracker
+from labeling import services as labeling_services
+from labeling import services as training
+from labeling.models import Annotation, Card, TrainingRun, TrainingState
+from labeling.tasks import train_tracker
 from tests.factories import MembershipFactory, UserFactory
 from trackers import services
 from trackers.models import Role, TrackerState
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 CANCEL = [
     "I want to cancel my subscription",
@@ -50,7 +51,7 @@ def corpus() -> bytes:
 
 def cancel_tracker(workspace, owner, dataset, *, round_size: int = 20, name: str = "Wants to cancel"):
     """A concept tracker over the cancel corpus (already imported into ``dataset``)."""
-    return services.create_tracker(
+    return labeling_services.create_tracker(
         workspace=workspace,
         user=owner,
         name=name,
@@ -61,8 +62,9 @@ def cancel_tracker(workspace, owner, dataset, *, round_size: int = 20, name: str
 
 
 @pytest.fixture
-def embedded(dataset, owner):
-    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+def embedded(dataset, owner, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
+        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     assert dataset.vector_count == 116
     return dataset
@@ -70,7 +72,7 @@ def embedded(dataset, owner):
 
 @pytest.fixture
 def tracker(embedded, workspace, owner):
-    return services.create_tracker(
+    return labeling_services.create_tracker(
         workspace=workspace,
         user=owner,
         name="Wants to cancel",
@@ -101,12 +103,12 @@ def test_first_round_is_seed_neighbours_and_random(tracker):
 
 def test_tracker_needs_three_seeds_and_embedded_data(workspace, owner, dataset, embedded):
     with pytest.raises(services.TrackerInvalid, match="at least 3 example sentences"):
-        services.create_tracker(
+        labeling_services.create_tracker(
             workspace=workspace, user=owner, name="x", datasets=[embedded], seeds=["a", " "]
         )
     empty = dataset.__class__.objects.create(workspace=workspace, name="empty")
     with pytest.raises(services.TrackerInvalid, match="'empty' has no embedded segments yet"):
-        services.create_tracker(
+        labeling_services.create_tracker(
             workspace=workspace, user=owner, name="x", datasets=[empty], seeds=["a", "b", "c"]
         )
 
@@ -128,9 +130,9 @@ def test_an_abandoned_claim_is_released(tracker, owner, labeler):
 
 def test_a_double_press_records_one_label(tracker, owner):
     card = game.claim_cards(tracker, owner, n=1)[0]
-    first, created = game.answer_card(tracker, owner, card, "yes")
+    first, created = labeling_services.answer_card(tracker, owner, card, "yes")
     watermark = game.label_watermark(tracker)
-    again, created_again = game.answer_card(tracker, owner, card, "yes")
+    again, created_again = labeling_services.answer_card(tracker, owner, card, "yes")
     assert game.label_watermark(tracker) == watermark  # a repeat is not new information to train on
     assert created and not created_again and first.pk == again.pk
     assert Annotation.objects.filter(tracker=tracker).count() == 1
@@ -142,19 +144,20 @@ def test_unknown_answers_are_rejected(tracker, owner):
     with pytest.raises(
         game.LabelRejected, match="'maybe' is not an answer of this tracker; expected one of yes, no or skip"
     ):
-        game.answer_card(tracker, owner, card, "maybe")
+        labeling_services.answer_card(tracker, owner, card, "maybe")
     assert not Annotation.objects.exists()
 
 
 def test_undo_puts_the_card_back(tracker, owner):
     card = game.claim_cards(tracker, owner, n=1)[0]
-    game.answer_card(tracker, owner, card, "no")
+    labeling_services.answer_card(tracker, owner, card, "no")
     back = game.undo_last(tracker, owner)
     assert back.pk == card.pk and back.answered_at is None
     assert not Annotation.objects.exists()
     assert game.claim_cards(tracker, owner, n=1)[0].pk == card.pk
 
 
+@pytest.mark.django_db(transaction=True)  # two threads, two connections: answers must really commit
 def test_concurrent_labelers_lose_and_duplicate_nothing(tracker, owner, labeler):
     errors = []
 
@@ -162,8 +165,8 @@ def test_concurrent_labelers_lose_and_duplicate_nothing(tracker, owner, labeler)
         try:
             while cards := [c for c in game.claim_cards(tracker, user, n=2) if c.round == 1]:
                 for card in cards:
-                    game.answer_card(tracker, user, card, oracle(card))
-                    game.answer_card(tracker, user, card, oracle(card))  # and a double press
+                    labeling_services.answer_card(tracker, user, card, oracle(card))
+                    labeling_services.answer_card(tracker, user, card, oracle(card))  # and a double press
         except Exception as exc:  # surfaced below
             errors.append(exc)
         finally:
@@ -182,10 +185,18 @@ def test_concurrent_labelers_lose_and_duplicate_nothing(tracker, owner, labeler)
     assert {a.annotator_id for a in answers} == {owner.pk, labeler.pk}
 
 
-def test_finishing_a_round_trains_and_queues_the_next(tracker, owner):
-    while cards := [c for c in game.claim_cards(tracker, owner, n=2) if c.round == 1]:
-        for card in cards:
-            game.answer_card(tracker, owner, card, oracle(card))
+def test_finishing_a_round_trains_and_queues_the_next(tracker, owner, django_capture_on_commit_callbacks):
+    from unittest import mock
+
+    from trackers import work
+
+    with mock.patch("labeling.services.work.heartbeat", wraps=work.heartbeat) as heartbeat:
+        while cards := [c for c in game.claim_cards(tracker, owner, n=2) if c.round == 1]:
+            for card in cards:
+                # each answer commits: the round's last one queues training, which queues round 2
+                with django_capture_on_commit_callbacks(execute=True):
+                    labeling_services.answer_card(tracker, owner, card, oracle(card))
+    assert heartbeat.call_count >= 2  # training runs tell the sweeper they are alive
     run = TrainingRun.objects.get(tracker=tracker)
     assert run.state == TrainingState.SUCCEEDED, run.error
     assert run.label_counts["yes"] >= 10 and run.label_counts["no"] >= 4
@@ -199,11 +210,12 @@ def test_finishing_a_round_trains_and_queues_the_next(tracker, owner):
     assert tracker.last_trained_at is not None
 
 
-def test_training_is_keyed_by_the_labels(tracker, owner):
+def test_training_is_keyed_by_the_labels(tracker, owner, django_capture_on_commit_callbacks):
     card = game.claim_cards(tracker, owner, n=2)
-    game.answer_card(tracker, owner, card[0], "yes")
-    game.answer_card(tracker, owner, card[1], "no")
-    run, created = training.request_training(tracker)
+    labeling_services.answer_card(tracker, owner, card[0], "yes")
+    labeling_services.answer_card(tracker, owner, card[1], "no")
+    with django_capture_on_commit_callbacks(execute=True):  # the run trains once its row commits
+        run, created = training.request_training(tracker)
     assert created
     again, created_again = training.request_training(tracker)
     assert not created_again and again.pk == run.pk
@@ -212,7 +224,7 @@ def test_training_is_keyed_by_the_labels(tracker, owner):
     train_tracker(training_run_id=run.pk)  # a redelivered message changes nothing
     assert TrainingRun.objects.filter(tracker=tracker).count() == 1
     card3 = game.claim_cards(tracker, owner, n=1)[0]
-    game.answer_card(tracker, owner, card3, "no")
+    labeling_services.answer_card(tracker, owner, card3, "no")
     assert training.request_training(tracker)[1]  # new labels, new run
 
 
@@ -220,8 +232,8 @@ def test_a_run_left_by_a_killed_worker_is_taken_over(
     tracker, owner, settings, django_capture_on_commit_callbacks
 ):
     cards = game.claim_cards(tracker, owner, n=2)
-    game.answer_card(tracker, owner, cards[0], "yes")
-    game.answer_card(tracker, owner, cards[1], "no")
+    labeling_services.answer_card(tracker, owner, cards[0], "yes")
+    labeling_services.answer_card(tracker, owner, cards[1], "no")
     run = TrainingRun.objects.create(
         tracker=tracker, watermark="w1", state=TrainingState.RUNNING, heartbeat_at=timezone.now()
     )
@@ -234,40 +246,112 @@ def test_a_run_left_by_a_killed_worker_is_taken_over(
     assert run.state == TrainingState.SUCCEEDED and run.head_file
 
 
-def test_training_with_one_class_fails_with_a_reason(tracker, owner):
-    card = game.claim_cards(tracker, owner, n=1)[0]
-    game.answer_card(tracker, owner, card, "yes")
-    run, _ = training.request_training(tracker)
-    run.refresh_from_db()
-    assert run.state == TrainingState.FAILED
-    assert run.error == "training needs at least one 'yes' and one 'no' answer"
+def test_an_all_yes_round_still_leaves_a_next_round_and_says_why(
+    tracker, owner, client, django_capture_on_commit_callbacks
+):
+    """Round 1 answered 'yes' throughout: no model can train, yet the game goes on."""
+    round1 = list(tracker.cards.filter(round=1))
+    for card in round1:
+        with django_capture_on_commit_callbacks(execute=True):  # the last answer's training runs on commit
+            labeling_services.answer_card(tracker, owner, card, "yes")
+    run = TrainingRun.objects.get(tracker=tracker)
+    assert run.state == TrainingState.NEEDS_ANSWERS
+    assert run.error == f"all {len(round1)} answers so far are 'yes': training needs at least one 'no'"
+    round2 = tracker.cards.filter(round=2)
+    assert round2.count() == 20 and not round2.filter(segment__in=[c.segment_id for c in round1]).exists()
+    assert {c.strategy for c in round2} <= {"seed_neighbour", "random"}
+    # the same answers ask for nothing new; the page and the game say why there is no model
+    assert training.request_training(tracker) == (run, False)
+    client.force_login(owner)
+    for url in (reverse("tracker", args=[tracker.code]), reverse("play", args=[tracker.code])):
+        html = client.get(url).content.decode()
+        assert "training needs at least one &#x27;no&#x27;" in html and "No cards left" not in html
 
 
-def test_the_sweeper_resends_abandoned_training_runs(tracker, owner):
-    from trackers.tasks import requeue_stale_jobs
+def test_a_failed_run_still_fills_the_next_round_and_train_now_tries_again(
+    tracker, owner, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    settings.WORK_MAX_ATTEMPTS = 2
+    for card in tracker.cards.filter(round=1):
+        with django_capture_on_commit_callbacks(execute=True):
+            labeling_services.answer_card(tracker, owner, card, oracle(card))
+    TrainingRun.objects.all().delete()
+    tracker.cards.filter(round=2).delete()
+
+    from labeling.ml import loop
+
+    real_train, broken_now = loop.train, [True]
+
+    def broken(*args, **kwargs):
+        if broken_now[0]:
+            raise MemoryError("the head did not fit")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train", broken)
+    with django_capture_on_commit_callbacks(execute=True):
+        first, created = training.request_training(tracker)
+    first.refresh_from_db()
+    assert (
+        created and first.state == TrainingState.FAILED and first.error == "MemoryError: the head did not fit"
+    )
+    assert tracker.cards.filter(round=2).count() == 20  # the fallback round
+    with django_capture_on_commit_callbacks(execute=True):
+        again, created = training.request_training(tracker)  # "Train now": a new attempt, not the failed run
+    again.refresh_from_db()
+    assert created and again.pk != first.pk and again.attempt == 2 and again.state == TrainingState.FAILED
+    with pytest.raises(training.TrainingRefused, match="training failed 2 times on these answers"):
+        training.request_training(tracker)
+    broken_now[0] = False
+    labeling_services.answer_card(tracker, owner, game.claim_cards(tracker, owner, n=1)[0], "no")
+    with django_capture_on_commit_callbacks(execute=True):
+        fixed, created = training.request_training(tracker)  # new answers, a fresh start
+    fixed.refresh_from_db()
+    assert created and fixed.attempt == 1 and fixed.state == TrainingState.SUCCEEDED
+
+
+def test_examples_found_in_the_data_are_answers_not_cards(embedded, workspace, owner):
+    found = "I want to cancel my subscription (0)"  # a text of the corpus, word for word
+    tracker = labeling_services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Cancels",
+        datasets=[embedded],
+        seeds=[found, "we want to cancel", "end the contract"],
+        round_size=20,
+    )
+    example = Annotation.objects.get(tracker=tracker)
+    assert example.answer == "yes" and example.strategy == "example" and example.segment.text == found
+    assert not tracker.cards.filter(segment__text=found).exists()
+    assert tracker.seeds.get(text=found).segment_id == example.segment_id
+
+
+def test_the_sweeper_resends_abandoned_training_runs(tracker, owner, django_capture_on_commit_callbacks):
+    from labeling.tasks import sweep_stale_runs
 
     cards = game.claim_cards(tracker, owner, n=2)
-    game.answer_card(tracker, owner, cards[0], "yes")
-    game.answer_card(tracker, owner, cards[1], "no")
+    labeling_services.answer_card(tracker, owner, cards[0], "yes")
+    labeling_services.answer_card(tracker, owner, cards[1], "no")
     old = timezone.now() - timedelta(hours=1)
     lost = TrainingRun.objects.create(tracker=tracker, watermark="lost", created_at=old)
     dead = TrainingRun.objects.create(
         tracker=tracker, watermark="dead", state=TrainingState.RUNNING, heartbeat_at=old
     )
     fresh = TrainingRun.objects.create(tracker=tracker, watermark="fresh")
-    swept = requeue_stale_jobs()
-    assert sorted(swept["training_runs"]) == sorted([lost.pk, dead.pk])
+    with django_capture_on_commit_callbacks(execute=True):  # the resent runs train once requeued
+        swept = sweep_stale_runs()
+    assert sorted(swept["requeued"]) == sorted([lost.pk, dead.pk])
     for run in (lost, dead, fresh):
         run.refresh_from_db()
     assert lost.state == dead.state == TrainingState.SUCCEEDED and fresh.state == TrainingState.QUEUED
 
 
-def test_large_pools_train_on_the_vectors_alone(tracker, owner, settings):
+def test_large_pools_train_on_the_vectors_alone(tracker, owner, settings, django_capture_on_commit_callbacks):
     settings.CHAR_FEATURES_MAX_POOL = 50  # this pool holds 116 distinct texts
     cards = game.claim_cards(tracker, owner, n=4)
     for card, answer in zip(cards, ["yes", "no", "yes", "no"], strict=True):
-        game.answer_card(tracker, owner, card, answer)
-    run, _ = training.request_training(tracker)
+        labeling_services.answer_card(tracker, owner, card, answer)
+    with django_capture_on_commit_callbacks(execute=True):
+        run, _ = training.request_training(tracker)
     run.refresh_from_db()
     assert run.state == TrainingState.SUCCEEDED
     assert run.featurizer == "embedding" and list(run.metrics["featurizer_cv_f1"]) == ["embedding"]

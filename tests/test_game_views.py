@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
-from labeling.models import Annotation, Card
-from serving.models import TrainingRun, TrainingState
+from labeling import game
+from labeling import services as labeling_services
+from labeling.models import Annotation, Card, TrainingRun, TrainingState
 from tests.test_game import cancel_tracker, corpus, oracle
 from trackers import services
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def tracker(dataset, owner, workspace):
-    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+def tracker(dataset, owner, workspace, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
+        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     return cancel_tracker(workspace, owner, dataset, round_size=10, name="Wants to cancel")
 
 
-def test_create_tracker_through_the_form(owner_client, workspace, dataset, owner):
-    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+def test_create_tracker_through_the_form(
+    owner_client, workspace, dataset, owner, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     url = reverse("tracker-create", args=[workspace.code])
     bad = owner_client.post(
         url,
@@ -74,7 +81,9 @@ def test_play_shows_a_card_with_context_and_keyboard_hints(owner_client, tracker
     assert "Round 1" in html and "0/10" in html and 'id="upcoming"' in html
 
 
-def test_answering_a_full_round_shows_the_summary_then_the_next_round(owner_client, tracker, owner):
+def test_answering_a_full_round_shows_the_summary_then_the_next_round(
+    owner_client, tracker, owner, django_capture_on_commit_callbacks
+):
     url = reverse("answer", args=[tracker.code])
     last = None
     for _ in range(10):
@@ -82,7 +91,8 @@ def test_answering_a_full_round_shows_the_summary_then_the_next_round(owner_clie
             Card.objects.filter(tracker=tracker, round=1, answered_at__isnull=True, claimed_by=owner).first()
             or Card.objects.filter(tracker=tracker, round=1, answered_at__isnull=True).first()
         )
-        last = owner_client.post(url, {"card": card.pk, "answer": oracle(card)}, HTTP_HX_REQUEST="true")
+        with django_capture_on_commit_callbacks(execute=True):  # the last answer's training runs on commit
+            last = owner_client.post(url, {"card": card.pk, "answer": oracle(card)}, HTTP_HX_REQUEST="true")
         assert last.status_code == 200
     html = last.content.decode()
     assert "Round 1 done!" in html and "matches found" in html
@@ -133,18 +143,21 @@ def test_undo_brings_the_card_back(owner_client, tracker):
     assert f'data-card="{card.pk}"' in html and not Annotation.objects.exists()
 
 
-def test_tracker_page_shows_quality_charts_and_matches(owner_client, tracker, owner):
+def test_tracker_page_shows_quality_charts_and_matches(
+    owner_client, tracker, owner, django_capture_on_commit_callbacks
+):
     from labeling import game
 
     while cards := [c for c in game.claim_cards(tracker, owner, n=2) if c.round == 1]:
         for c in cards:
-            game.answer_card(tracker, owner, c, oracle(c))
+            with django_capture_on_commit_callbacks(execute=True):
+                labeling_services.answer_card(tracker, owner, c, oracle(c))
     html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
     assert "Quality as labels grow" in html and "<polyline" in html and 'class="bar"' in html
     assert "What it matches now" in html and "cancel" in html.split("What it matches now")[1]
     assert 'id="pr-points"' in html
     # a match answered after the training leaves the list without retraining
-    from serving.models import TrainingRun
+    from labeling.models import TrainingRun
     from trackers.models import Segment
 
     top_id = TrainingRun.objects.get(tracker=tracker).metrics["top_unlabeled"][0][0]
@@ -157,23 +170,35 @@ def test_tracker_page_shows_quality_charts_and_matches(owner_client, tracker, ow
     assert "Wants to cancel" in listing
 
 
-def test_the_game_stops_polling_when_nothing_is_left(owner_client, tracker):
+def test_the_game_stops_polling_only_when_every_text_was_shown(owner_client, tracker):
     from django.utils import timezone
 
-    Card.objects.filter(tracker=tracker).update(
-        answered_at=timezone.now()
-    )  # everything shown, nothing training
-    response = owner_client.get(reverse("play", args=[tracker.code]), HTTP_HX_REQUEST="true")
+    url = reverse("play", args=[tracker.code])
+    Card.objects.filter(tracker=tracker).update(answered_at=timezone.now())  # round over, nothing training
+    response = owner_client.get(url, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and "not shown yet" in response.content.decode()
+    # every text of the pool on a card, all answered: now there is nothing left to show
+    carded = set(Card.objects.filter(tracker=tracker).values_list("segment_id", flat=True))
+    Card.objects.bulk_create(
+        [
+            Card(tracker=tracker, segment=s, round=9, strategy="random", answered_at=timezone.now())
+            for s in game.eligible_segments(tracker).exclude(pk__in=carded)
+        ]
+    )
+    response = owner_client.get(url, HTTP_HX_REQUEST="true")
     assert response.status_code == 286 and "No cards left" in response.content.decode()
 
 
-def test_the_owner_sets_and_clears_the_threshold(owner_client, client, viewer, tracker, owner):
+def test_the_owner_sets_and_clears_the_threshold(
+    owner_client, client, viewer, tracker, owner, django_capture_on_commit_callbacks
+):
     from labeling import game
-    from serving.models import TrainingRun
+    from labeling.models import TrainingRun
 
     while cards := [c for c in game.claim_cards(tracker, owner, n=2) if c.round == 1]:
         for c in cards:
-            game.answer_card(tracker, owner, c, oracle(c))
+            with django_capture_on_commit_callbacks(execute=True):
+                labeling_services.answer_card(tracker, owner, c, oracle(c))
     url = reverse("tracker-threshold", args=[tracker.code])
     assert owner_client.post(url, {"threshold": "1.5"}).status_code == 400
     owner_client.post(url, {"threshold": "0.35"})
@@ -181,13 +206,30 @@ def test_the_owner_sets_and_clears_the_threshold(owner_client, client, viewer, t
     assert tracker.threshold_override == 0.35
     html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
     assert "In use: <strong>0.350</strong>" in html and "set by the owner" in html
-    # the next training keeps the owner's threshold for choosing cards and says so
-    game.answer_card(tracker, owner, game.claim_cards(tracker, owner, n=1)[0], "no")
-    from serving import services as training
+    # the slider opens at the threshold in use, not at its lowest point
+    slider = html[html.index('id="threshold"') - 80 : html.index('id="threshold"') + 120]
+    assert 'value="0"' not in slider
+    # the next training records training's own choice; the owner's stays the one in use
+    labeling_services.answer_card(tracker, owner, game.claim_cards(tracker, owner, n=1)[0], "no")
+    from labeling import services as training
 
-    run, _ = training.request_training(tracker)
+    with django_capture_on_commit_callbacks(execute=True):
+        run, _ = training.request_training(tracker)
     run.refresh_from_db()
-    assert run.threshold_rule == "set by the owner"
+    assert run.threshold_rule in ("meets target precision", "target precision not reached")
+    assert training.threshold_in_use(tracker, run) == 0.35 != run.threshold
+    # its round's predicted-match cards were drawn at the owner's threshold
+    assert all(c.score >= 0.35 for c in tracker.cards.filter(training_run=run, strategy="positive"))
+    html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
+    assert "In use: <strong>0.350</strong>" in html and "set by the owner" in html
+    # "what it matches now": only texts at or above the threshold in use, and how many there are
+    listed = html[html.index('id="matches"') : html.index("</ol>", html.index('id="matches"'))]
+    scores = [float(x) for x in re.findall(r'<span class="badge">([0-9.]+)</span>', listed)]
+    count = int(re.search(r'id="match-count">(\d+) unanswered', html).group(1))
+    assert scores and min(scores) >= 0.35 and count >= len(scores)
+    owner_client.post(url, {"threshold": "0.999"})
+    html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
+    assert "No unanswered text scores at or above the threshold in use (0.999)" in html
     owner_client.post(url, {"threshold": "auto"})
     tracker.refresh_from_db()
     assert tracker.threshold_override is None
@@ -196,12 +238,13 @@ def test_the_owner_sets_and_clears_the_threshold(owner_client, client, viewer, t
     assert TrainingRun.objects.filter(tracker=tracker).count() == 2
 
 
-def test_the_game_works_without_javascript(owner_client, tracker, owner):
+def test_the_game_works_without_javascript(owner_client, tracker, owner, django_capture_on_commit_callbacks):
     url = reverse("answer", args=[tracker.code])
     last = None
     for _ in range(10):
         card = Card.objects.filter(tracker=tracker, round=1, answered_at__isnull=True).first()
-        last = owner_client.post(url, {"card": card.pk, "answer": oracle(card)})
+        with django_capture_on_commit_callbacks(execute=True):
+            last = owner_client.post(url, {"card": card.pk, "answer": oracle(card)})
     assert last.status_code == 200
     html = last.content.decode()
     assert html.lstrip().startswith("<!doctype html>") and "Round 1 done!" in html

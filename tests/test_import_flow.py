@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import TestCase
 from django.urls import reverse
 
-from trackers import services
+from trackers import services, work
 from trackers.models import Document, Job, JobKind, JobState, Segment
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 GOOD_CSV = (
     b"text,label,channel\nMy card has not arrived yet,card_arrival,app\nHow do I reset my PIN?,pin,web\n"
@@ -17,12 +18,15 @@ GOOD_CSV = (
 MIXED_CSV = b"text,label\nMy card has not arrived yet,card_arrival\n,empty\nHow do I reset my PIN?,pin\n"
 
 
-def upload(client, dataset, name, data, on_error="reject", fmt="auto", **headers):
-    return client.post(
-        reverse("dataset-upload", args=[dataset.code]),
-        {"file": SimpleUploadedFile(name, data), "format": fmt, "on_error": on_error},
-        **headers,
-    )
+def upload(client, dataset, name, data, on_error="reject", fmt="auto", run_jobs=True, **headers):
+    """POST a file; with ``run_jobs`` the jobs it queues on commit run (eagerly), as after a real commit."""
+    # What the django_capture_on_commit_callbacks fixture returns: the test's transaction never commits.
+    with TestCase.captureOnCommitCallbacks(execute=run_jobs):
+        return client.post(
+            reverse("dataset-upload", args=[dataset.code]),
+            {"file": SimpleUploadedFile(name, data), "format": fmt, "on_error": on_error},
+            **headers,
+        )
 
 
 def test_upload_runs_import_embed_and_index_jobs(owner_client, dataset, fake_encoder):
@@ -103,7 +107,7 @@ def test_htmx_upload_returns_the_polling_activity_panel(
     owner_client, dataset, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = upload(owner_client, dataset, "msgs.csv", GOOD_CSV, HTTP_HX_REQUEST="true")
+        response = upload(owner_client, dataset, "msgs.csv", GOOD_CSV, run_jobs=False, HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and len(callbacks) == 1
     job = Job.objects.get()
     html = response.content.decode()
@@ -204,7 +208,7 @@ def test_a_killed_worker_job_is_queued_again_and_finishes(
         state=JobState.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=1)
     )
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.requeue_stale_jobs() == [job.pk]
+        assert services.requeue_stale_jobs() == {"requeued": [job.pk], "failed": []}
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED and job.attempts == 1
     assert Document.objects.count() == 2
@@ -216,6 +220,52 @@ def test_a_running_job_with_a_fresh_heartbeat_is_not_claimed_twice(
 ):
     with django_capture_on_commit_callbacks(execute=False):
         job = services.start_import(dataset=dataset, user=owner, filename="m.csv", data=GOOD_CSV)
-    assert services.claim_job(job.pk) is not None
-    assert services.claim_job(job.pk) is None
-    assert services.requeue_stale_jobs() == []
+    assert work.claim(Job, job.pk) is not None
+    assert work.claim(Job, job.pk) is None
+    assert services.requeue_stale_jobs() == {"requeued": [], "failed": []}
+
+
+@pytest.mark.django_db
+def test_a_job_that_keeps_killing_its_worker_fails_at_the_attempt_cap(
+    dataset, owner, settings, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.WORK_MAX_ATTEMPTS = 3
+    with django_capture_on_commit_callbacks(execute=False):
+        job = services.start_import(dataset=dataset, user=owner, filename="m.csv", data=GOOD_CSV)
+    long_ago = timezone.now() - timedelta(hours=1)
+    for attempt in (1, 2, 3):  # each claim's worker dies: running, heartbeat gone stale
+        assert work.claim(Job, job.pk) is not None
+        Job.objects.filter(pk=job.pk).update(heartbeat_at=long_ago)
+        assert Job.objects.get(pk=job.pk).attempts == attempt
+    # the sweeper does not send it a fourth time: it fails, saying why
+    assert services.requeue_stale_jobs() == {"requeued": [], "failed": [job.pk]}
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED and job.attempts == 3
+    assert job.error.startswith("gave up after 3 attempts: the worker stopped each time before finishing")
+    assert job.message == job.error
+    assert work.claim(Job, job.pk) is None  # a late redelivery finds nothing to do
+    assert Document.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_redelivered_job_past_the_cap_is_failed_by_the_claim_itself(dataset, owner, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.WORK_MAX_ATTEMPTS = 1
+    job = Job.objects.create(
+        workspace=dataset.workspace,
+        dataset=dataset,
+        kind=JobKind.IMPORT,
+        state=JobState.RUNNING,
+        attempts=1,
+        heartbeat_at=timezone.now() - timedelta(hours=1),
+    )
+    assert work.claim(Job, job.pk) is None
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED and "gave up after 1 attempt: the worker stopped" in job.error

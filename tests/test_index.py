@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from labeling.ml import index
+from trackers.ml import index
 from trackers.ml.storage import VectorStore, VectorStoreMismatch, write_atomic
 
 

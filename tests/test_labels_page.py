@@ -12,12 +12,13 @@ from tests.test_game import cancel_tracker, corpus
 from trackers import services
 from trackers.models import Role
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def setup(dataset, owner, workspace):
-    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+def setup(dataset, owner, workspace, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
+        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     tracker = cancel_tracker(workspace, owner, dataset, round_size=6)
     lara = MembershipFactory(workspace=workspace, user=UserFactory(username="lara"), role=Role.LABELER).user

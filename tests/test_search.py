@@ -6,7 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 TRANSCRIPT = b"""Rep: Thanks for joining today.
 Customer: We are also evaluating Zendesk for this.
@@ -15,11 +15,14 @@ Customer: Can we book a follow up call on Friday?
 """
 
 
-def test_search_shows_the_match_with_previous_and_next_utterances(owner_client, dataset):
-    owner_client.post(
-        reverse("dataset-upload", args=[dataset.code]),
-        {"file": SimpleUploadedFile("acme_call.txt", TRANSCRIPT), "format": "auto", "on_error": "reject"},
-    )
+def test_search_shows_the_match_with_previous_and_next_utterances(
+    owner_client, dataset, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
+        owner_client.post(
+            reverse("dataset-upload", args=[dataset.code]),
+            {"file": SimpleUploadedFile("acme_call.txt", TRANSCRIPT), "format": "auto", "on_error": "reject"},
+        )
     response = owner_client.get(reverse("search", args=[dataset.code]), {"q": "evaluating Zendesk", "k": 2})
     hits = response.context["hits"]
     assert hits[0].segment.text == "We are also evaluating Zendesk for this."
@@ -30,11 +33,14 @@ def test_search_shows_the_match_with_previous_and_next_utterances(owner_client, 
     assert "<strong>We are also evaluating Zendesk for this.</strong>" in html and "acme call" in html
 
 
-def test_htmx_search_returns_only_the_results_fragment(owner_client, dataset):
-    owner_client.post(
-        reverse("dataset-upload", args=[dataset.code]),
-        {"file": SimpleUploadedFile("c.txt", TRANSCRIPT), "format": "auto", "on_error": "reject"},
-    )
+def test_htmx_search_returns_only_the_results_fragment(
+    owner_client, dataset, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        owner_client.post(
+            reverse("dataset-upload", args=[dataset.code]),
+            {"file": SimpleUploadedFile("c.txt", TRANSCRIPT), "format": "auto", "on_error": "reject"},
+        )
     html = owner_client.get(
         reverse("search", args=[dataset.code]), {"q": "follow up call"}, HTTP_HX_REQUEST="true"
     ).content.decode()
@@ -47,12 +53,13 @@ def test_search_before_indexing_says_what_to_do(owner_client, dataset):
     assert "has no search index yet; import and embed a file first" in html
 
 
-def test_identical_texts_show_once_with_a_count(owner_client, dataset):
+def test_identical_texts_show_once_with_a_count(owner_client, dataset, django_capture_on_commit_callbacks):
     data = b"text\nwe want to cancel\nwe want to cancel\nsomething else entirely\n"
-    owner_client.post(
-        reverse("dataset-upload", args=[dataset.code]),
-        {"file": SimpleUploadedFile("d.csv", data), "format": "auto", "on_error": "reject"},
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        owner_client.post(
+            reverse("dataset-upload", args=[dataset.code]),
+            {"file": SimpleUploadedFile("d.csv", data), "format": "auto", "on_error": "reject"},
+        )
     hits = owner_client.get(reverse("search", args=[dataset.code]), {"q": "cancel"}).context["hits"]
     assert [h.segment.text for h in hits].count("we want to cancel") == 1
     assert hits[0].duplicates == 1

@@ -65,12 +65,15 @@ def test_next_round_mix_and_strategies():
     assert not set(range(10)) & {p.index for p in picks}
 
 
-def test_positive_sample_falls_back_to_highest_scores():
+def test_predicted_match_cards_come_only_from_at_or_above_the_threshold():
     rng = np.random.default_rng(4)
     v, _ = clusters(rng)
     scores = np.linspace(0, 0.4, len(v))  # nothing reaches the threshold
-    picks = next_round(v, scores, 0.9, size=8, rng=rng, mix={"positive": 1.0})
-    assert sorted(p.index for p in picks)[-1] == len(v) - 1
+    picks = next_round(v, scores, 0.9, size=8, rng=rng, mix={"uncertain": 0.5, "positive": 0.5})
+    assert len(picks) == 8 and not [p for p in picks if p.strategy == "positive"]
+    # the slots go to the texts nearest the threshold instead
+    assert {p.strategy for p in picks} == {"uncertain"}
+    assert max(p.index for p in picks) == len(v) - 1
 
 
 def test_uncertain_cards_do_not_ask_the_same_question_twice():

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.test import TestCase
 from django.urls import reverse
 
 from labeling import game, progress
+from labeling import services as labeling_services
+from labeling.ml.estimates import TopicEvidence, topic_estimates
 from labeling.ml.selection import topic_round
-from labeling.models import Annotation
-from serving.ml.training import (
+from labeling.ml.training import (
     load_scorer,
     save_scorer,
-    topic_estimates,
     topic_scorer_of,
     train_topic,
 )
-from serving.models import TrainingState
+from labeling.models import Annotation, TrainingState
 from trackers import services
 from trackers.models import Segment, TrackerKind
 
@@ -115,22 +116,35 @@ def test_topic_round_asks_about_small_margins_and_confirms_every_label():
     assert "random" in by
 
 
-def test_topic_estimates_count_accuracy_on_the_random_sample():
-    est = topic_estimates(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2]), LABELS)
-    assert est["accuracy"] == 0.75 and est["accuracy_ci"][0] < 0.75 < est["accuracy_ci"][1]
-    assert [s["share"] for s in est["shares"]] == [0.25, 0.25, 0.5]
+def test_topic_estimates_count_answers_exactly_and_sample_the_rest():
+    evidence = TopicEvidence(
+        answered_predicted=np.array([0, 1, 2, 2]),
+        answered_oof=np.array([0, 1, 1, 2]),
+        answered_y=np.array([0, 1, 2, 2]),
+        answered_strategy=np.array(["random", "random", "random", "uncertain"]),
+        unanswered_predicted=np.array([0, 0, 1, 3, 3, 3]),
+    )
+    est = topic_estimates(evidence, [*LABELS, "none"])
+    lo, hi = est["accuracy"]["ci"]
+    assert lo < est["accuracy"]["value"] < hi and 4 / 10 <= hi <= 1.0
+    # how the data divides: answers where given, predictions elsewhere, "none" included
+    assert [s["predicted"] for s in est["shares"]] == [3, 2, 2, 3]
+    assert est["strata"] == {"answered": 4, "unanswered": 6, "sampled": 3}
 
 
 # --- through the services and pages, on PostgreSQL ------------------------------------------
 
-pytestmark_db = pytest.mark.django_db(transaction=True)
+pytestmark_db = pytest.mark.django_db
+# The helpers below run what a real commit would (queued import and training tasks, eager here) with
+# TestCase.captureOnCommitCallbacks, the same context the django_capture_on_commit_callbacks fixture gives.
 
 
 def ticket_topic_tracker(dataset, owner, workspace, *, round_size: int = 12):
     """The three-label ticket tracker over the ticket corpus (imported into ``dataset`` here)."""
-    services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+    with TestCase.captureOnCommitCallbacks(execute=True):  # import, embed and index run on commit
+        services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
     dataset.refresh_from_db()
-    return services.create_tracker(
+    return labeling_services.create_tracker(
         workspace=workspace,
         user=owner,
         name="Ticket topic",
@@ -151,7 +165,8 @@ def play_round(tracker, user, answer_of=lambda card: topic_of(card.segment.text)
     """Answer the current round with ``answer_of(card)``; training (eager in tests) queues the next."""
     answered, round_no = 0, game.current_round(tracker)
     while (cards := game.claim_cards(tracker, user, n=1)) and cards[0].round == round_no:
-        game.answer_card(tracker, user, cards[0], answer_of(cards[0]))
+        with TestCase.captureOnCommitCallbacks(execute=True):  # the round's last answer trains on commit
+            labeling_services.answer_card(tracker, user, cards[0], answer_of(cards[0]))
         answered += 1
     return answered
 
@@ -164,16 +179,20 @@ def play_round(tracker, user, answer_of=lambda card: topic_of(card.segment.text)
         ([f"l{i}" for i in range(10)], SEEDS, r"needs 2 to 9 labels \(got 10\)"),
         (["billing", "Billing"], SEEDS, "label 'Billing' is given twice"),
         (["billing", "skip"], SEEDS, "'skip' is reserved"),
+        (["billing", "None"], SEEDS, "'None' is reserved"),
         (LABELS, [*SEEDS, ("refunds", "money back")], "example label 'refunds' is not one of the labels"),
         (LABELS, SEEDS[:2] + [("billing", "another bill")], "'technical' has none"),
         (LABELS, ["a sentence without a label", *SEEDS], "topic examples need a label"),
     ],
 )
-def test_topic_trackers_check_labels_and_examples(workspace, owner, dataset, labels, seeds, error):
-    services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+def test_topic_trackers_check_labels_and_examples(
+    workspace, owner, dataset, labels, seeds, error, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
     dataset.refresh_from_db()
     with pytest.raises(services.TrackerInvalid, match=error):
-        services.create_tracker(
+        labeling_services.create_tracker(
             workspace=workspace,
             user=owner,
             name="Ticket topic",
@@ -187,7 +206,7 @@ def test_topic_trackers_check_labels_and_examples(workspace, owner, dataset, lab
 
 @pytestmark_db
 def test_topic_rounds_train_a_multinomial_head(topic_tracker, owner):
-    assert topic_tracker.answers == LABELS
+    assert topic_tracker.answers == [*LABELS, "none"]
     assert set(topic_tracker.seeds.values_list("label", flat=True)) == set(LABELS)
     with pytest.raises(game.LabelRejected, match="expected one of billing, cancellation, technical"):
         card = game.claim_cards(topic_tracker, owner, n=1)[0]
@@ -198,8 +217,10 @@ def test_topic_rounds_train_a_multinomial_head(topic_tracker, owner):
     assert len(runs) == 3 and all(r.state == TrainingState.SUCCEEDED for r in runs)
     latest = runs[-1]
     assert sum(latest.label_counts[label] for label in LABELS) == 36
-    assert latest.metrics["cv"]["f1"] > 0.6 and len(latest.metrics["cv"]["confusion"]) == 3
+    # the confusion matrix and how the data divides have a row for "none" (nobody answered it here)
+    assert latest.metrics["cv"]["f1"] > 0.6 and len(latest.metrics["cv"]["confusion"]) == 4
     assert sum(latest.metrics["predicted_counts"]) == latest.metrics["pool"]
+    assert latest.metrics["predicted_counts"][3] == 0
     assert {row[2] for row in latest.metrics["top_unlabeled"]} <= set(LABELS)
     later = topic_tracker.cards.filter(round=4)
     assert later.count() == 12 and later.filter(strategy="uncertain").exists()
@@ -210,7 +231,35 @@ def test_topic_rounds_train_a_multinomial_head(topic_tracker, owner):
     truth = np.array([LABELS.index(topic_of(t)) for t in pool.texts])
     assert np.mean(predicted == truth) > 0.6  # chance is 1/3; the real encoder is tested below
     counts = progress.label_counts(topic_tracker)
-    assert [a for a, _ in counts["per_answer"]] == LABELS and counts["answered"] == 36
+    assert [a for a, _ in counts["per_answer"]] == [*LABELS, "none"] and counts["answered"] == 36
+
+
+@pytestmark_db
+def test_none_of_these_trains_a_class_of_its_own(owner_client, topic_tracker, owner):
+    """Answering "none" (key 0) for every technical ticket: "none" becomes a class the head predicts."""
+
+    def billing_or_cancellation(card) -> str:
+        topic = topic_of(card.segment.text)
+        return "none" if topic == "technical" else topic
+
+    html = owner_client.get(reverse("play", args=[topic_tracker.code])).content.decode()
+    assert 'value="none" data-key="0"' in html
+    for _ in range(3):
+        play_round(topic_tracker, owner, billing_or_cancellation)
+    latest = progress.runs(topic_tracker)[-1]
+    assert latest.label_counts["none"] > 0 and latest.metrics["classes"] == [*LABELS, "none"]
+    confusion = np.array(latest.metrics["cv"]["confusion"])
+    assert confusion.shape == (4, 4) and confusion[3].sum() == latest.label_counts["none"]
+    assert confusion[3, 3] > 0
+    # a text may be predicted "none": the technical tickets nobody answered mostly are
+    scorer = load_scorer(latest.head_file)
+    pool = game.build_pool(topic_tracker)
+    predicted = np.argmax(scorer.probabilities(pool.vectors), axis=1)
+    technical = [i for i, t in enumerate(pool.texts) if topic_of(t) == "technical"]
+    assert np.mean(predicted[technical] == 3) > 0.6
+    assert latest.metrics["predicted_counts"][3] >= len(technical) // 2
+    page = owner_client.get(reverse("tracker", args=[topic_tracker.code])).content.decode()
+    assert "<th>none</th>" in page and "(and “none”)" in page
 
 
 @pytestmark_db
@@ -234,15 +283,18 @@ def test_topic_game_and_pages(owner_client, topic_tracker, owner):
     # per-label charts once every answered label has two answers to cross-validate; a note before
     cv = progress.runs(topic_tracker)[-1].metrics["cv"]
     shown = ["F1 per label", "Confusion"] if cv else ["Cross-validation needs at least two answers"]
-    assert all(s in page for s in shown) and "accuracy, sampled" in page
+    assert all(s in page for s in shown) and "accuracy, all texts" in page
     assert "Precision / recall trade-off" not in page
     listing = owner_client.get(reverse("trackers", args=[topic_tracker.workspace.code])).content.decode()
     assert "topic · segment" in listing
 
 
 @pytestmark_db
-def test_topic_tracker_through_the_form(owner_client, workspace, dataset, owner):
-    services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+def test_topic_tracker_through_the_form(
+    owner_client, workspace, dataset, owner, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
     url = reverse("tracker-create", args=[workspace.code])
     form = {
         "name": "Ticket topic",
@@ -268,10 +320,11 @@ def test_topic_tracker_through_the_form(owner_client, workspace, dataset, owner)
 
 
 @pytestmark_db
-def test_topic_tracker_through_the_api(client, workspace, dataset, owner):
+def test_topic_tracker_through_the_api(client, workspace, dataset, owner, django_capture_on_commit_callbacks):
     from serving.models import ApiKey
 
-    services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+    with django_capture_on_commit_callbacks(execute=True):
+        services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
     _, raw = ApiKey.issue(workspace=workspace, name="ci", created_by=owner)
     headers = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
     url = f"/api/workspaces/{workspace.code}/trackers"
@@ -290,7 +343,7 @@ def test_topic_tracker_through_the_api(client, workspace, dataset, owner):
     made = client.post(url, body, content_type="application/json", **headers)
     assert made.status_code == 201, made.content
     out = made.json()
-    assert out["kind"] == "topic" and out["answers"] == LABELS and out["labels"] == LABELS
+    assert out["kind"] == "topic" and out["answers"] == [*LABELS, "none"] and out["labels"] == LABELS
     code = out["code"]
     cards = client.post(f"/api/trackers/{code}/cards?n=1", **headers).json()
     text = cards[0]["text"]
@@ -307,7 +360,9 @@ def test_topic_tracker_through_the_api(client, workspace, dataset, owner):
 
 @pytestmark_db
 @pytest.mark.real_encoder
-def test_topic_tracker_learns_banking_intents_with_the_real_encoder(workspace, owner, dataset):
+def test_topic_tracker_learns_banking_intents_with_the_real_encoder(
+    workspace, owner, dataset, django_capture_on_commit_callbacks
+):
     import csv
 
     from django.core.management import call_command
@@ -324,9 +379,10 @@ def test_topic_tracker_learns_banking_intents_with_the_real_encoder(workspace, o
     data = "text,label\n" + "".join(
         f'"{r["text"].replace(chr(34), chr(34) * 2)}",{r["label"]}\n' for r in rows
     )
-    services.start_import(dataset=dataset, user=owner, filename="b77.csv", data=data.encode())
+    with django_capture_on_commit_callbacks(execute=True):
+        services.start_import(dataset=dataset, user=owner, filename="b77.csv", data=data.encode())
     dataset.refresh_from_db()
-    tracker = services.create_tracker(
+    tracker = labeling_services.create_tracker(
         workspace=workspace,
         user=owner,
         name="Card questions",

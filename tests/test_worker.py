@@ -8,7 +8,7 @@ import pytest
 import redis
 from django.db import connection
 
-from tests.conftest import shared_file
+from tests.conftest import BROKER_KEY_PREFIX, shared_file
 from tests.workers import start_worker, stop_worker, wait_for, worker_env
 from trackers import services
 from trackers.models import Dataset, Job, JobKind, JobState, Segment
@@ -22,9 +22,15 @@ def broker(settings):
     if not url.startswith("redis://"):
         pytest.skip("worker tests need REDIS_URL (make test sets it)")
     client = redis.Redis.from_url(url)
-    client.flushdb()
+
+    def drop_our_keys():
+        # Only this run's keys: another suite may be using the same Redis database right now.
+        for key in client.scan_iter(match=f"{BROKER_KEY_PREFIX}*", count=500):
+            client.delete(key)
+
+    drop_our_keys()
     yield url
-    client.flushdb()
+    drop_our_keys()
 
 
 @pytest.fixture
@@ -62,10 +68,12 @@ def test_worker_imports_embeds_and_indexes_a_file(env, dataset, owner, tmp_path)
         wait_for(lambda: jobs_done(dataset), 120, "import, embed and index jobs", log)
     finally:
         stop_worker(proc)
+    # the queues lived under this run's key prefix, apart from any other suite on this Redis
+    assert redis.Redis.from_url(env["CELERY_BROKER_URL"]).exists(f"{BROKER_KEY_PREFIX}_kombu.binding.celery")
     dataset.refresh_from_db()
     assert dataset.vector_count == 2 and dataset.index_size == 2
     assert Segment.objects.filter(dataset=dataset, vector_row__isnull=True).count() == 0
-    from labeling.services import search_segments
+    from trackers.search import search_segments
 
     hits = search_segments(dataset, "my bank card is missing", k=1)
     assert hits[0].segment.text == "I lost my card on the train" and hits[0].duplicates == 1

@@ -1,60 +1,130 @@
-"""Who may see and change what: every lookup of a workspace object goes through here."""
+"""Who may see and change what: every lookup of a workspace object, by a page or the API, goes through here.
+
+A ``Scope`` is what one caller may see (workspaces) and do (a role in each). Pages build it from
+the session's user; the API from ``request.auth``, which is either a user (session) or a
+``KeyPrincipal`` (an API key: one workspace, one role, acting for the user who made the key).
+Strangers get 404 for objects of workspaces they are not in; members whose role is too low, 403.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
-from trackers.models import Dataset, Document, Job, Membership, Workspace
+from trackers.models import Dataset, Document, Job, Membership, Tracker, Workspace
 
 
-def workspaces_for(user):
-    return (
-        Workspace.objects.filter(memberships__user=user)
-        if user.is_authenticated
-        else Workspace.objects.none()
-    )
+@dataclass(frozen=True)
+class KeyPrincipal:
+    """A caller authenticated by an API key."""
+
+    workspace_id: int
+    role: str
+    user: Any  # the key's creator, whose name answers are recorded under (None if deleted)
+    key_id: int
+
+
+class Scope:
+    """The workspaces a caller can see and the role it has in each."""
+
+    def __init__(self, roles: dict[int, str], actor: Any) -> None:
+        self.roles = roles
+        self.actor = actor
+
+    @classmethod
+    def of_user(cls, user) -> Scope:
+        if not user.is_authenticated:
+            return cls({}, None)
+        return cls(dict(Membership.objects.filter(user=user).values_list("workspace_id", "role")), user)
+
+    @classmethod
+    def of_request(cls, request) -> Scope:
+        """The API caller's scope: an API key's, or the session user's."""
+        auth = getattr(request, "auth", None)
+        if isinstance(auth, KeyPrincipal):
+            return cls({auth.workspace_id: auth.role}, auth.user)
+        return cls.of_user(request.user)
+
+    @property
+    def workspaces(self) -> QuerySet[Workspace]:
+        return Workspace.objects.filter(pk__in=list(self.roles))
+
+    def role(self, workspace: Workspace) -> str | None:
+        return self.roles.get(workspace.pk)
+
+    def require(self, workspace: Workspace, allowed: Collection[str] | None) -> None:
+        """403 for a member without the right role (strangers never get this far: they get 404)."""
+        if allowed is not None and self.roles.get(workspace.pk) not in allowed:
+            raise PermissionDenied("your role in this workspace does not allow this")
+
+    def workspace(self, code, allowed: Collection[str] | None = None) -> Workspace:
+        ws = get_object_or_404(self.workspaces, code=code)
+        self.require(ws, allowed)
+        return ws
+
+    def dataset(self, code, allowed: Collection[str] | None = None) -> Dataset:
+        ds = get_object_or_404(
+            Dataset.objects.select_related("workspace").filter(workspace_id__in=list(self.roles)), code=code
+        )
+        self.require(ds.workspace, allowed)
+        return ds
+
+    def document(self, code) -> Document:
+        return get_object_or_404(
+            Document.objects.select_related("dataset__workspace").filter(
+                dataset__workspace_id__in=list(self.roles)
+            ),
+            code=code,
+        )
+
+    def job(self, code) -> Job:
+        return get_object_or_404(
+            Job.objects.select_related("dataset").filter(workspace_id__in=list(self.roles)), code=code
+        )
+
+    def tracker(self, code, allowed: Collection[str] | None = None) -> Tracker:
+        tracker = get_object_or_404(
+            Tracker.objects.select_related("workspace").filter(workspace_id__in=list(self.roles)), code=code
+        )
+        self.require(tracker.workspace, allowed)
+        return tracker
+
+
+# Shorthands for pages, which always act as the session's user.
+
+
+def workspaces_for(user) -> QuerySet[Workspace]:
+    return Scope.of_user(user).workspaces
 
 
 def role_in(user, workspace: Workspace) -> str | None:
-    m = Membership.objects.filter(user=user, workspace=workspace).values_list("role", flat=True).first()
-    return m
+    return Membership.objects.filter(user=user, workspace=workspace).values_list("role", flat=True).first()
 
 
-def require_role(user, workspace: Workspace, allowed: set[str]) -> None:
-    """403 for a member without the right role (strangers never get this far: they get 404)."""
-    if role_in(user, workspace) not in allowed:
-        raise PermissionDenied("your role in this workspace does not allow this")
+def require_role(user, workspace: Workspace, allowed: Collection[str]) -> None:
+    Scope({workspace.pk: role_in(user, workspace) or ""}, user).require(workspace, allowed)
 
 
 def get_workspace_for_user(user, code) -> Workspace:
-    return get_object_or_404(workspaces_for(user), code=code)
+    return Scope.of_user(user).workspace(code)
 
 
 def get_dataset_for_user(user, code) -> Dataset:
-    return get_object_or_404(
-        Dataset.objects.select_related("workspace").filter(workspace__in=workspaces_for(user)), code=code
-    )
+    return Scope.of_user(user).dataset(code)
 
 
 def get_document_for_user(user, code) -> Document:
-    return get_object_or_404(
-        Document.objects.select_related("dataset__workspace").filter(
-            dataset__workspace__in=workspaces_for(user)
-        ),
-        code=code,
-    )
+    return Scope.of_user(user).document(code)
 
 
 def get_job_for_user(user, code) -> Job:
-    return get_object_or_404(
-        Job.objects.select_related("dataset").filter(workspace__in=workspaces_for(user)), code=code
-    )
+    return Scope.of_user(user).job(code)
 
 
-def get_tracker_for_user(user, code):
-    from trackers.models import Tracker
-
-    return get_object_or_404(
-        Tracker.objects.select_related("workspace").filter(workspace__in=workspaces_for(user)), code=code
-    )
+def get_tracker_for_user(user, code) -> Tracker:
+    return Scope.of_user(user).tracker(code)

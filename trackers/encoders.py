@@ -11,8 +11,11 @@ from trackers.ml.embedding import load_encoder
 
 
 class Encoder(Protocol):
-    encoder_id: str
-    dim: int
+    @property
+    def encoder_id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class Role(models.TextChoices):
@@ -26,7 +30,7 @@ class Workspace(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=120)
     created_at = models.DateTimeField(default=timezone.now)
-    members = models.ManyToManyField(
+    members: models.ManyToManyField[User, Membership] = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="workspaces"
     )
 
@@ -135,39 +139,66 @@ class Segment(models.Model):
         return self.text[:60]
 
 
-class JobKind(models.TextChoices):
-    IMPORT = "import", "Import"
-    EMBED = "embed", "Embed"
-    INDEX = "index", "Build index"
-
-
-class JobState(models.TextChoices):
+class WorkState(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
 
 
-class Job(models.Model):
-    """A unit of background work with visible progress; claimed by compare-and-set."""
+JobState = WorkState
+
+
+class ClaimableWork(models.Model):
+    """Background work that one worker at a time claims by compare-and-set (see ``trackers.work``).
+
+    ``attempts`` counts claims: a worker that dies holding the work leaves it running with a stale
+    heartbeat, the next claim takes it over, and past ``TRACKERS_WORK_MAX_ATTEMPTS`` it fails.
+    """
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    state = models.CharField(max_length=16, choices=WorkState.choices, default=WorkState.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # Declared for the type checker: every concrete subclass gets Django's default manager.
+    objects: ClassVar[models.Manager[Self]]
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_done(self) -> bool:
+        return self.state not in (WorkState.QUEUED, WorkState.RUNNING)
+
+    def failure_fields(self, reason: str) -> dict:
+        """The fields that record a failure; subclasses add their own (a job's message)."""
+        return {"error": reason}
+
+
+class JobKind(models.TextChoices):
+    IMPORT = "import", "Import"
+    EMBED = "embed", "Embed"
+    INDEX = "index", "Build index"
+
+
+class Job(ClaimableWork):
+    """A unit of corpus work (import, embedding, index) with visible progress."""
+
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="jobs")
     dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
     kind = models.CharField(max_length=16, choices=JobKind.choices)
-    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
     params = models.JSONField(default=dict, blank=True)
     processed = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
     message = models.CharField(max_length=500, blank=True)
     errors = models.JSONField(default=list, blank=True)
     result = models.JSONField(default=dict, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -176,9 +207,8 @@ class Job(models.Model):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.code} ({self.state})"
 
-    @property
-    def is_done(self) -> bool:
-        return self.state in (JobState.SUCCEEDED, JobState.FAILED)
+    def failure_fields(self, reason: str) -> dict:
+        return {"error": reason, "message": reason[:500]}
 
     @property
     def percent(self) -> int:
@@ -238,13 +268,10 @@ class Tracker(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def effective_threshold(self, chosen: float | None) -> float | None:
-        return self.threshold_override if self.threshold_override is not None else chosen
-
     @property
     def answers(self) -> list[str]:
-        """The answers a labeler can give, besides skip."""
-        return ["yes", "no"] if self.kind == TrackerKind.CONCEPT else list(self.labels)
+        """The answers a labeler can give, besides skip: yes/no, or each topic label and "none"."""
+        return ["yes", "no"] if self.kind == TrackerKind.CONCEPT else [*self.labels, "none"]
 
 
 class SeedExample(models.Model):

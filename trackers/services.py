@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
-from django.utils import timezone
 
-from trackers import encoders, importing
+from trackers import encoders, importing, work
 from trackers.ml.storage import VectorStore
 from trackers.models import Dataset, Document, Job, JobKind, JobState, Membership, Role, Segment, Workspace
+
+if TYPE_CHECKING:
+    from celery import Task
+    from django.contrib.auth.models import User
+
+    from trackers.models import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def create_workspace(*, name: str, owner) -> Workspace:
+def create_workspace(*, name: str, owner: User) -> Workspace:
     """A new workspace with ``owner`` as its owner."""
     with transaction.atomic():
         ws = Workspace.objects.create(name=name)
@@ -51,11 +55,15 @@ def vector_store(dataset: Dataset) -> VectorStore:
 # --- job lifecycle -----------------------------------------------------------------------
 
 
-def _task_for(kind: str) -> Callable:
-    from labeling.tasks import build_index
-    from trackers.tasks import embed_dataset, import_corpus
+def _task_for(kind: str) -> Task:
+    from trackers.tasks import build_index, embed_dataset, import_corpus
 
-    return {JobKind.IMPORT: import_corpus, JobKind.EMBED: embed_dataset, JobKind.INDEX: build_index}[kind]
+    tasks: dict[str, Task] = {
+        JobKind.IMPORT: import_corpus,
+        JobKind.EMBED: embed_dataset,
+        JobKind.INDEX: build_index,
+    }
+    return tasks[kind]
 
 
 def enqueue_job(job: Job) -> None:
@@ -65,7 +73,14 @@ def enqueue_job(job: Job) -> None:
     transaction.on_commit(lambda: task.delay(job_id=job_id))
 
 
-def create_job(*, dataset: Dataset, kind: str, user=None, params: dict | None = None, total: int = 0) -> Job:
+def create_job(
+    *,
+    dataset: Dataset,
+    kind: str,
+    user: User | None = None,
+    params: dict[str, Any] | None = None,
+    total: int = 0,
+) -> Job:
     job = Job.objects.create(
         workspace=dataset.workspace,
         dataset=dataset,
@@ -78,53 +93,38 @@ def create_job(*, dataset: Dataset, kind: str, user=None, params: dict | None = 
     return job
 
 
-def claim_job(job_id: int) -> Job | None:
-    """Compare-and-set a queued (or abandoned running) job to running; None if someone else has it."""
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    claimable = Q(state=JobState.QUEUED) | Q(state=JobState.RUNNING, heartbeat_at__lt=stale)
-    updated = Job.objects.filter(claimable, pk=job_id).update(
-        state=JobState.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
-    )
-    return Job.objects.get(pk=job_id) if updated else None
-
-
 def report_progress(job: Job, processed: int, total: int | None = None, message: str = "") -> None:
-    job.processed = processed
-    fields = {"processed": processed, "heartbeat_at": timezone.now()}
+    fields: dict[str, Any] = {"processed": processed}
     if total is not None:
-        job.total = fields["total"] = total
+        fields["total"] = total
     if message:
-        job.message = fields["message"] = message[:500]
-    Job.objects.filter(pk=job.pk).update(**fields)
+        fields["message"] = message[:500]
+    work.heartbeat(job, **fields)
 
 
 def finish_job(
-    job: Job, *, state: str, message: str = "", errors: list | None = None, result: dict | None = None
+    job: Job,
+    *,
+    state: str,
+    message: str = "",
+    errors: list[dict[str, Any]] | None = None,
+    result: dict[str, Any] | None = None,
 ) -> None:
-    job.state, job.message, job.finished_at = state, message[:500], timezone.now()
+    fields: dict[str, Any] = {"message": message[:500]}
+    if state == JobState.FAILED:
+        fields.update(job.failure_fields(message))
     if errors is not None:
-        job.errors = errors
+        fields["errors"] = errors
     if result is not None:
-        job.result = result
+        fields["result"] = result
     if state == JobState.SUCCEEDED:
-        job.processed = max(job.processed, job.total)
-    job.save(update_fields=["state", "message", "finished_at", "errors", "result", "processed"])
+        fields["processed"] = max(job.processed, job.total)
+    work.finish(job, state, **fields)
 
 
-def requeue_stale_jobs() -> list[int]:
-    """Queue again jobs whose worker died (running, no heartbeat) or whose message was lost (queued too long)."""
-    stale = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    requeued = []
-    abandoned = Q(state=JobState.RUNNING, heartbeat_at__lt=stale) | Q(
-        state=JobState.QUEUED, created_at__lt=stale
-    )
-    for job in Job.objects.filter(abandoned):
-        if Job.objects.filter(abandoned, pk=job.pk).update(state=JobState.QUEUED, message="queued again"):
-            with transaction.atomic():
-                enqueue_job(job)
-            requeued.append(job.pk)
-    return requeued
+def requeue_stale_jobs() -> dict[str, list[int]]:
+    """Queue again jobs whose worker died or whose message was lost; fail those out of attempts."""
+    return work.sweep(Job, enqueue_job)
 
 
 # --- import ------------------------------------------------------------------------------
@@ -147,7 +147,13 @@ def check_upload_size(filename: str, size: int) -> None:
 
 
 def start_import(
-    *, dataset: Dataset, user, filename: str, data: bytes, fmt: str = "auto", on_error: str = "reject"
+    *,
+    dataset: Dataset,
+    user: User | None,
+    filename: str,
+    data: bytes,
+    fmt: str = "auto",
+    on_error: str = "reject",
 ) -> Job:
     """Check an upload's size and options, store it, and queue its import job."""
     filename = Path(filename or "upload").name
@@ -289,6 +295,7 @@ def run_import(job: Job) -> ImportOutcome | None:
 
 def embed_pending(job: Job) -> int:
     """Embed every segment of the dataset that has no vector yet; identical texts share one row."""
+    assert job.dataset_id is not None, "embedding jobs belong to a dataset"
     dataset = Dataset.objects.get(pk=job.dataset_id)
     encoder = encoders.get_encoder(dataset.encoder_id or None)
     store = vector_store(dataset)
@@ -304,7 +311,7 @@ def embed_pending(job: Job) -> int:
         ids_by_hash.setdefault(h, []).append(pk)
         todo.setdefault(h, t)
     # Texts embedded before (by an earlier import) reuse their row.
-    known: dict[str, int] = {}
+    known: dict[str, int | None] = {}  # never None: filtered on vector_row__isnull=False
     all_hashes = list(todo)
     for i in range(0, len(all_hashes), 5000):
         known.update(
@@ -338,7 +345,7 @@ def embed_pending(job: Job) -> int:
     return len(hashes)
 
 
-def _assign_rows(ids_by_hash: dict[str, list[int]], rows: dict[str, int]) -> None:
+def _assign_rows(ids_by_hash: dict[str, list[int]], rows: Mapping[str, int | None]) -> None:
     objs = [Segment(pk=pk, vector_row=row) for h, row in rows.items() for pk in ids_by_hash.get(h, ())]
     Segment.objects.bulk_update(objs, ["vector_row"], batch_size=1000)
 
@@ -353,6 +360,7 @@ class TrackerInvalid(ValueError):
 
 
 MAX_TOPIC_LABELS = 9  # one key each, 1 to 9
+RESERVED_ANSWERS = ("skip", "none")
 
 
 def clean_topic_labels(labels: list[str]) -> list[str]:
@@ -364,21 +372,25 @@ def clean_topic_labels(labels: list[str]) -> list[str]:
     repeated = next((n for i, n in enumerate(names) if lowered.index(n.lower()) != i), None)
     if repeated:
         raise TrackerInvalid(f"label '{repeated}' is given twice")
-    if "skip" in lowered:
-        raise TrackerInvalid("'skip' is reserved for skipping a card; choose another label name")
+    reserved = next((n for n in names if n.lower() in RESERVED_ANSWERS), None)
+    if reserved:
+        raise TrackerInvalid(
+            f"'{reserved}' is reserved ('skip' skips a card, 'none' answers that no label fits); "
+            "choose another label name"
+        )
     too_long = next((n for n in names if len(n) > 40), None)
     if too_long:
         raise TrackerInvalid(f"label '{too_long[:40]}…' is longer than 40 characters")
     return names
 
 
-def create_tracker(
+def define_tracker(
     *,
     workspace: Workspace,
-    user,
+    user: User | None,
     name: str,
     datasets: list[Dataset],
-    seeds: list,
+    seeds: Sequence[str | tuple[str, str]],
     description: str = "",
     kind: str = "concept",
     labels: list[str] | None = None,
@@ -387,13 +399,12 @@ def create_tracker(
     target_precision: float = 0.8,
     round_size: int = 25,
     speaker_filter: str = "",
-):
-    """A tracker with its seed sentences, and its first round of cards.
+) -> Tracker:
+    """A tracker with its example sentences, checked; the learning loop (``labeling``) starts it.
 
     ``seeds`` are sentences (concept trackers: examples of a match) or, for topic trackers,
     (label, sentence) pairs with at least one example per label.
     """
-    from labeling import game
     from trackers.models import Granularity, SeedExample, Tracker, TrackerKind, TrackerState
 
     if kind not in TrackerKind.values:
@@ -407,7 +418,8 @@ def create_tracker(
         bare = next((s for s in seeds if isinstance(s, str)), None)
         if bare is not None:
             raise TrackerInvalid(f"topic examples need a label: '{bare[:60]}' has none")
-        pairs = [(str(lab).strip(), " ".join(str(t).split())) for lab, t in seeds if t and str(t).strip()]
+        labelled = (s for s in seeds if not isinstance(s, str))  # all of them, checked just above
+        pairs = [(str(lab).strip(), " ".join(str(t).split())) for lab, t in labelled if t and str(t).strip()]
         by_name = {n.lower(): n for n in labels}
         unknown = next((lab for lab, _ in pairs if lab.lower() not in by_name), None)
         if unknown is not None:
@@ -462,5 +474,4 @@ def create_tracker(
         )
         tracker.datasets.set(datasets)
         SeedExample.objects.bulk_create([SeedExample(tracker=tracker, text=t, label=lab) for lab, t in pairs])
-        game.fill_round(tracker)
     return tracker

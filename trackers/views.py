@@ -1,4 +1,4 @@
-"""Pages for workspaces, datasets, documents and jobs."""
+"""Pages for workspaces, datasets, documents, jobs and search."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import IntegrityError
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_POST
 from django_htmx.http import reswap, retarget
 
-from trackers import services
+from trackers import search, services
 from trackers.access import (
     get_dataset_for_user,
     get_document_for_user,
@@ -23,12 +23,13 @@ from trackers.access import (
     role_in,
     workspaces_for,
 )
-from trackers.forms import DatasetForm, UploadForm
+from trackers.forms import DatasetForm, SearchForm, UploadForm
+from trackers.http import PageRequest
 from trackers.models import CAN_IMPORT, Dataset
 
 
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: PageRequest) -> HttpResponse:
     """The user's workspaces; straight into the only one if there is one."""
     workspaces = list(workspaces_for(request.user).annotate(n_datasets=Count("datasets")))
     if len(workspaces) == 1:
@@ -37,7 +38,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def workspace_detail(request: HttpRequest, code) -> HttpResponse:
+def workspace_detail(request: PageRequest, code) -> HttpResponse:
     """Datasets, members and recent jobs of one workspace."""
     ws = get_workspace_for_user(request.user, code)
     datasets = ws.datasets.annotate(
@@ -60,7 +61,7 @@ def workspace_detail(request: HttpRequest, code) -> HttpResponse:
 
 @login_required
 @require_POST
-def dataset_create(request: HttpRequest, code) -> HttpResponse:
+def dataset_create(request: PageRequest, code) -> HttpResponse:
     """Create an empty dataset to import into."""
     ws = get_workspace_for_user(request.user, code)
     require_role(request.user, ws, CAN_IMPORT)
@@ -73,7 +74,7 @@ def dataset_create(request: HttpRequest, code) -> HttpResponse:
         else:
             return redirect("dataset", code=ds.code)
     else:
-        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        messages.error(request, "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()))
     return redirect("workspace", code=ws.code)
 
 
@@ -84,7 +85,7 @@ def _activity_context(ds: Dataset) -> dict:
     return {"dataset": ds, "stats": stats, "jobs": jobs, "active": any(not j.is_done for j in jobs)}
 
 
-def _dataset_context(request: HttpRequest, ds: Dataset, form: UploadForm | None = None) -> dict:
+def _dataset_context(request: PageRequest, ds: Dataset, form: UploadForm | None = None) -> dict:
     page = Paginator(ds.documents.annotate(n_segments=Count("segments")).order_by("id"), 25).get_page(
         request.GET.get("page")
     )
@@ -98,7 +99,7 @@ def _dataset_context(request: HttpRequest, ds: Dataset, form: UploadForm | None 
 
 
 @login_required
-def dataset_detail(request: HttpRequest, code) -> HttpResponse:
+def dataset_detail(request: PageRequest, code) -> HttpResponse:
     """A dataset's documents, import form and jobs."""
     ds = get_dataset_for_user(request.user, code)
     return TemplateResponse(request, "trackers/dataset.html", _dataset_context(request, ds))
@@ -106,7 +107,7 @@ def dataset_detail(request: HttpRequest, code) -> HttpResponse:
 
 @login_required
 @require_POST
-def dataset_upload(request: HttpRequest, code) -> HttpResponse:
+def dataset_upload(request: PageRequest, code) -> HttpResponse:
     """Store an uploaded file and queue its import."""
     ds = get_dataset_for_user(request.user, code)
     require_role(request.user, ds.workspace, CAN_IMPORT)
@@ -140,7 +141,7 @@ def dataset_upload(request: HttpRequest, code) -> HttpResponse:
 
 
 @login_required
-def dataset_activity(request: HttpRequest, code) -> HttpResponse:
+def dataset_activity(request: PageRequest, code) -> HttpResponse:
     """Counts and jobs of a dataset; answers 286 when no job is running so HTMX stops polling."""
     ds = get_dataset_for_user(request.user, code)
     context = _activity_context(ds)
@@ -151,7 +152,7 @@ def dataset_activity(request: HttpRequest, code) -> HttpResponse:
 
 
 @login_required
-def document_detail(request: HttpRequest, code) -> HttpResponse:
+def document_detail(request: PageRequest, code) -> HttpResponse:
     """One document's segments in order."""
     doc = get_document_for_user(request.user, code)
     return TemplateResponse(
@@ -167,7 +168,7 @@ def document_detail(request: HttpRequest, code) -> HttpResponse:
 
 
 @login_required
-def job_detail(request: HttpRequest, code) -> HttpResponse:
+def job_detail(request: PageRequest, code) -> HttpResponse:
     """A job's progress and every error it recorded."""
     job = get_job_for_user(request.user, code)
     return TemplateResponse(
@@ -176,10 +177,26 @@ def job_detail(request: HttpRequest, code) -> HttpResponse:
 
 
 @login_required
-def job_progress(request: HttpRequest, code) -> HttpResponse:
+def job_progress(request: PageRequest, code) -> HttpResponse:
     """The progress bar fragment; answers 286 once the job is done so HTMX stops polling."""
     job = get_job_for_user(request.user, code)
     response = TemplateResponse(request, "trackers/dataset.html#job-row", {"job": job, "poll_row": True})
     if job.is_done:
         response.status_code = 286
     return response
+
+
+@login_required
+def search_page(request: PageRequest, code) -> HttpResponse:
+    """Find the segments of a dataset closest in meaning to a sentence."""
+    ds = get_dataset_for_user(request.user, code)
+    form = SearchForm(request.GET or None)
+    hits, error = [], ""
+    if form.is_valid():
+        try:
+            hits = search.search_segments(ds, form.cleaned_data["q"], k=form.cleaned_data["k"] or 20)
+        except search.IndexNotReady as exc:
+            error = str(exc)
+    context = {"dataset": ds, "workspace": ds.workspace, "form": form, "hits": hits, "error": error}
+    template = "trackers/search.html#results" if request.htmx else "trackers/search.html"
+    return TemplateResponse(request, template, context)

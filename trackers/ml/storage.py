@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, writer: Callable[[str], None]) -> None:
+def write_atomic(path: Path, writer: Callable[[str], object]) -> None:
     """Call ``writer(tmp_path)``, fsync the result and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +38,7 @@ def write_atomic(path: Path, writer: Callable[[str], None]) -> None:
         raise
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
 
 
@@ -57,11 +58,12 @@ class VectorStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
 
-    def manifest(self) -> dict:
+    def manifest(self) -> dict[str, Any]:
         path = self.root / self.MANIFEST
         if not path.exists():
             return {"encoder_id": "", "dim": 0, "rows": 0, "chunks": []}
-        return json.loads(path.read_text())
+        manifest: dict[str, Any] = json.loads(path.read_text())
+        return manifest
 
     @property
     def rows(self) -> int:

@@ -28,6 +28,7 @@ def build(vectors: np.ndarray, kind: str = "flat", *, seed: int = 0) -> faiss.In
     """An index whose ids are the row numbers of ``vectors``."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
+    index: faiss.Index
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,6 +34,9 @@ BACKGROUND = 500  # unlabeled segments sampled as weak 'no' rows (see the module
 BACKGROUND_WEIGHT = 1.0  # their total weight, relative to the total weight of the 'no' answers
 BACKGROUND_MAX_YES = 0.9  # sampled rows a first, answers-only model scores at least this high are dropped
 
+# A model's input rows: sentence vectors, or a CSR matrix of the vectors and the character n-grams.
+Features: TypeAlias = "np.ndarray | sp.csr_matrix"
+
 
 def background_sample(
     n_pool: int, labeled: np.ndarray, *, size: int = BACKGROUND, seed: int = 0
@@ -42,7 +47,7 @@ def background_sample(
     return rng.choice(candidates, min(size, len(candidates)), replace=False)
 
 
-def featurize(vectors: np.ndarray, texts: list[str] | None, kind: str):
+def featurize(vectors: np.ndarray, texts: list[str] | None, kind: str) -> Features:
     """The model's input matrix for ``kind``."""
     if kind == "embedding":
         return np.asarray(vectors, dtype=np.float32)
@@ -55,20 +60,33 @@ def featurize(vectors: np.ndarray, texts: list[str] | None, kind: str):
     raise ValueError(f"unknown featurizer {kind!r}")
 
 
-def _stack(a, b):
+def _stack(a: Features, b: Features | None) -> Features:
     if b is None or b.shape[0] == 0:
         return a
     return sp.vstack([a, b]).tocsr() if sp.issparse(a) else np.vstack([a, b])
 
 
-def _fit(features, y: np.ndarray, C: float = 1.0) -> LogisticRegression:
+def _fit(features: Features, y: np.ndarray, C: float = 1.0) -> LogisticRegression:
     return LogisticRegression(C=C, class_weight="balanced", max_iter=2000).fit(features, y)
 
 
-def _fit_binary(features, y: np.ndarray, background=None, C: float = REGULARISATION_C) -> LogisticRegression:
-    """Class-balanced LR on the answers, plus ``background`` rows as 'no' (see the module docstring)."""
+def _fit_binary(
+    features: Features,
+    y: np.ndarray,
+    background: Features | None = None,
+    C: float = REGULARISATION_C,
+    extra_yes: Features | None = None,
+) -> LogisticRegression:
+    """Class-balanced LR on the answers, plus ``background`` rows as 'no' (see the module docstring)
+    and ``extra_yes`` rows (example sentences not found in the data) as 'yes'."""
     y = np.asarray(y, dtype=np.int64)
+    ne = 0 if extra_yes is None else extra_yes.shape[0]
+    if ne:
+        features = _stack(features, extra_yes)
+        y = np.concatenate([y, np.ones(ne, dtype=np.int64)])
     n, pos = len(y), int(y.sum())
+    if pos == 0 or pos == n:
+        raise ValueError("training needs at least one 'yes' and one 'no' label")
     weights = np.where(y == 1, n / (2 * pos), n / (2 * (n - pos)))  # = class_weight="balanced"
     nb = 0 if background is None else background.shape[0]
     if nb:
@@ -86,7 +104,13 @@ def _fit_binary(features, y: np.ndarray, background=None, C: float = REGULARISAT
 
 
 def out_of_fold_scores(
-    features, y: np.ndarray, *, folds: int = 5, seed: int = 0, background=None
+    features: Features,
+    y: np.ndarray,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    background: Features | None = None,
+    extra_yes: Features | None = None,
 ) -> np.ndarray | None:
     """Cross-validated P(yes) for every labeled row; None when a class has fewer than 2 labels.
 
@@ -101,8 +125,9 @@ def out_of_fold_scores(
     for i, (train, test) in enumerate(
         StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
     ):
-        bg = background[np.flatnonzero(bfold != i)] if nb else None
-        scores[test] = _fit_binary(features[train], y[train], bg).predict_proba(features[test])[:, 1]
+        bg = background[np.flatnonzero(bfold != i)] if background is not None and nb else None
+        model = _fit_binary(features[train], y[train], bg, extra_yes=extra_yes)
+        scores[test] = model.predict_proba(features[test])[:, 1]
     return scores
 
 
@@ -133,6 +158,7 @@ def choose_threshold(y: np.ndarray, scores: np.ndarray | None, target_precision:
             best = (f1, t)
     # Midway to the next lower score, so a new text scoring like the cut-off example still passes.
     chosen, how = (best, "meets target precision") if best else (best_any, "target precision not reached")
+    assert chosen is not None, "scores has a value for every label, and there are labels"
     lower = candidates[candidates < chosen[1]]
     threshold = (chosen[1] + lower.max()) / 2 if len(lower) else chosen[1] / 2
     return float(threshold), how
@@ -159,13 +185,16 @@ class Head:
     threshold_rule: str
     labels: int
     positives: int
-    cv: dict = field(default_factory=dict)  # precision/recall/f1 from out-of-fold scores
-    candidates: dict = field(default_factory=dict)  # cross-validated F1 of each featurizer
-    pr_curve: list = field(default_factory=list)
+    cv: dict[str, float] = field(default_factory=dict)  # precision/recall/f1 from out-of-fold scores
+    candidates: dict[str, float] = field(default_factory=dict)  # cross-validated F1 of each featurizer
+    pr_curve: list[dict[str, float]] = field(default_factory=list)
     background: int = 0  # unlabeled segments that trained as weak 'no' rows
+    examples: int = 0  # example sentences (not found in the data) that trained as 'yes' rows
+    oof: np.ndarray | None = None  # out-of-fold P(yes) of every labeled row, in order
 
     def score(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
-        return self.model.predict_proba(featurize(vectors, texts, self.featurizer))[:, 1]
+        scores: np.ndarray = self.model.predict_proba(featurize(vectors, texts, self.featurizer))[:, 1]
+        return scores
 
 
 def train_binary(
@@ -177,15 +206,20 @@ def train_binary(
     featurizers: tuple[str, ...] | None = None,
     background_vectors: np.ndarray | None = None,
     background_texts: list[str] | None = None,
+    example_vectors: np.ndarray | None = None,
+    example_texts: list[str] | None = None,
 ) -> Head:
     """Pick features by cross-validated F1, fit on every label, choose the threshold.
 
     ``background_vectors`` (and their texts when ``texts`` are given): unlabeled segments, e.g. from
-    ``background_sample``, used as weak 'no' rows.
+    ``background_sample``, used as weak 'no' rows. ``example_vectors`` (and texts): example sentences
+    that are not in the data, used as 'yes' rows that train every fold and are never scored.
     """
     y = np.asarray(y, dtype=np.int64)
-    if y.min() == y.max():
+    if len(y) == 0 or y.min() == y.max():
         raise ValueError("training needs at least one 'yes' and one 'no' label")
+    if example_vectors is not None and not len(example_vectors):
+        example_vectors = None
     kinds = featurizers or (FEATURIZERS if texts is not None else ("embedding",))
     if background_vectors is not None and len(background_vectors):
         # Drop the sampled segments that the answers alone already call 'yes': for a common concept
@@ -199,19 +233,23 @@ def train_binary(
     trials = {}
     for kind in kinds:
         feats = featurize(vectors, texts, kind)
-        bg = None
+        bg = ex = None
         if background_vectors is not None and len(background_vectors):
             bg = featurize(background_vectors, background_texts if texts is not None else None, kind)
-        oof = out_of_fold_scores(feats, y, background=bg)
+        if example_vectors is not None:
+            ex = featurize(example_vectors, example_texts if texts is not None else None, kind)
+        oof = out_of_fold_scores(feats, y, background=bg, extra_yes=ex)
         t, rule = choose_threshold(y, oof, target_precision)
-        trials[kind] = (prf(y, oof >= t)[2] if oof is not None else 0.0, feats, oof, t, rule, bg)
+        trials[kind] = (prf(y, oof >= t)[2] if oof is not None else 0.0, feats, oof, t, rule, bg, ex)
     # Prefer the plainer features unless the richer ones are clearly better.
     kind = max(kinds, key=lambda k: trials[k][0] - (0.01 if k != "embedding" else 0.0))
-    _, feats, oof, threshold, rule, bg = trials[kind]
+    _, feats, oof, threshold, rule, bg, ex = trials[kind]
     head = Head(
         featurizer=kind,
-        model=_fit_binary(feats, y, bg),
+        model=_fit_binary(feats, y, bg, extra_yes=ex),
         background=0 if bg is None else bg.shape[0],
+        examples=0 if ex is None else ex.shape[0],
+        oof=oof,
         threshold=threshold,
         threshold_rule=rule,
         labels=len(y),
@@ -225,40 +263,6 @@ def train_binary(
             p, r, _ = prf(y, oof >= t)
             head.pr_curve.append({"threshold": float(t), "precision": p, "recall": r})
     return head
-
-
-def sample_estimates(
-    *,
-    random_labels: np.ndarray,
-    random_scores: np.ndarray,
-    positive_sample_labels: np.ndarray,
-    predicted_positive_count: int,
-    pool_size: int,
-    threshold: float,
-) -> dict:
-    """Unbiased precision/recall from a uniform sample of the pool and one of its predicted positives.
-
-    Precision: the share of 'yes' among uniformly sampled predicted positives (plus random-sample
-    items that score above the threshold). Recall: estimated true positives above the threshold over
-    the estimated positives in the pool (prevalence from the uniform sample).
-    """
-    above = random_scores >= threshold
-    pos_yes = int(np.sum(positive_sample_labels)) + int(np.sum(random_labels[above]))
-    pos_n = len(positive_sample_labels) + int(np.sum(above))
-    prevalence_yes, n_random = int(np.sum(random_labels)), len(random_labels)
-    precision = pos_yes / pos_n if pos_n else None
-    prevalence = prevalence_yes / n_random if n_random else None
-    recall = None
-    if precision is not None and prevalence:
-        recall = min(1.0, precision * predicted_positive_count / (prevalence * pool_size))
-    return {
-        "precision": precision,
-        "precision_ci": wilson(pos_yes, pos_n),
-        "prevalence": prevalence,
-        "prevalence_ci": wilson(prevalence_yes, n_random),
-        "recall": recall,
-        "sample_sizes": {"predicted_positive": pos_n, "random": n_random},
-    }
 
 
 def train_topic(vectors: np.ndarray, y: np.ndarray, labels: list[str], *, folds: int = 5) -> TopicHead:
@@ -286,10 +290,11 @@ def train_topic(vectors: np.ndarray, y: np.ndarray, labels: list[str], *, folds:
             fold = _fit(feats[train], y[train])
             predicted[test] = fold.classes_[np.argmax(fold.predict_proba(feats[test]), axis=1)]
         head.cv = topic_report(y, predicted, labels)
+        head.oof = predicted
     return head
 
 
-def topic_report(y: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict:
+def topic_report(y: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """Accuracy, macro-F1 over the labels present, per-label P/R/F1 and the confusion matrix."""
     per_label, f1s = [], []
     present = set(np.unique(y).tolist())
@@ -316,29 +321,14 @@ class TopicHead:
     labels: list[str]
     n_labels: int
     counts: list[int]
-    cv: dict = field(default_factory=dict)
+    cv: dict[str, Any] = field(default_factory=dict)
     featurizer: str = "embedding"
-
-
-def topic_estimates(random_labels: np.ndarray, random_predicted: np.ndarray, labels: list[str]) -> dict:
-    """Unbiased accuracy and label shares from the uniform random sample, with 95% intervals."""
-    n = len(random_labels)
-    right = int(np.sum(random_labels == random_predicted))
-    shares = []
-    for c, name in enumerate(labels):
-        hits = int(np.sum(random_labels == c))
-        shares.append({"label": name, "share": hits / n if n else None, "ci": wilson(hits, n)})
-    return {
-        "accuracy": right / n if n else None,
-        "accuracy_ci": wilson(right, n),
-        "shares": shares,
-        "sample_sizes": {"random": n},
-    }
+    oof: np.ndarray | None = None  # out-of-fold predicted class of every labeled row
 
 
 @dataclass
 class LinearScorer:
-    """A stored head: the features it reads, its weights and its threshold.
+    """A stored head: the features it reads and its weights (the threshold in use is not part of it).
 
     Concept heads have one weight column and score P(yes); topic heads have one column per label
     and give a softmax over ``labels`` (``score`` is then the probability of the predicted label).
@@ -347,7 +337,6 @@ class LinearScorer:
     featurizer: str
     coef: np.ndarray  # (features,) or (features, labels)
     intercept: np.ndarray | float
-    threshold: float
     labels: list[str] = field(default_factory=list)
 
     @property
@@ -370,12 +359,16 @@ class LinearScorer:
         z = self.logits(vectors, texts)
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        probabilities: np.ndarray = e / e.sum(axis=1, keepdims=True)
+        return probabilities
 
     def score(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+        scores: np.ndarray
         if self.is_topic:
-            return self.probabilities(vectors, texts).max(axis=1)
-        return 1.0 / (1.0 + np.exp(-self.logits(vectors, texts).ravel()))
+            scores = self.probabilities(vectors, texts).max(axis=1)
+        else:
+            scores = 1.0 / (1.0 + np.exp(-self.logits(vectors, texts).ravel()))
+        return scores
 
 
 def scorer_of(head: Head) -> LinearScorer:
@@ -383,7 +376,6 @@ def scorer_of(head: Head) -> LinearScorer:
         head.featurizer,
         head.model.coef_[0].astype(np.float32),
         float(head.model.intercept_[0]),
-        head.threshold,
     )
 
 
@@ -400,10 +392,10 @@ def topic_scorer_of(head: TopicHead) -> LinearScorer:
     else:
         for j, c in enumerate(model.classes_):
             coef[:, c], intercept[c] = model.coef_[j], model.intercept_[j]
-    return LinearScorer("embedding", coef, intercept, 0.0, list(head.labels))
+    return LinearScorer("embedding", coef, intercept, list(head.labels))
 
 
-def save_scorer(scorer: LinearScorer, path) -> None:
+def save_scorer(scorer: LinearScorer, path: Path) -> None:
     from trackers.ml.storage import write_atomic
 
     def write(tmp: str) -> None:
@@ -412,7 +404,6 @@ def save_scorer(scorer: LinearScorer, path) -> None:
                 fh,
                 coef=scorer.coef,
                 intercept=np.asarray(scorer.intercept, dtype=np.float32),
-                threshold=scorer.threshold,
                 featurizer=scorer.featurizer,
                 labels=np.asarray(scorer.labels, dtype=str),
             )
@@ -420,7 +411,7 @@ def save_scorer(scorer: LinearScorer, path) -> None:
     write_atomic(path, write)
 
 
-def load_scorer(path) -> LinearScorer:
+def load_scorer(path: Path) -> LinearScorer:
     with np.load(path) as z:
         intercept = z["intercept"]
         labels = [str(x) for x in z["labels"]] if "labels" in z.files else []
@@ -428,6 +419,5 @@ def load_scorer(path) -> LinearScorer:
             str(z["featurizer"]),
             z["coef"],
             intercept if intercept.ndim else float(intercept),
-            float(z["threshold"]),
             labels,
         )

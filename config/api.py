@@ -1,0 +1,30 @@
+"""The one JSON API (OpenAPI at /api/docs): each app's router, API key or session auth."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from ninja import NinjaAPI
+from ninja.security import django_auth
+
+from labeling.api import router as labeling_router
+from serving.auth import BearerKey, HeaderKey
+from trackers.api import router as trackers_router
+
+api = NinjaAPI(
+    title="Trackers API",
+    version="1",
+    description="Import corpora, follow jobs, search by meaning, and train trackers. Authenticate with "
+    "`Authorization: Bearer <key>` or `X-API-Key: <key>` (keys are made in the admin console), "
+    "or with a browser session.",
+    auth=[BearerKey(), HeaderKey(), django_auth],
+    urls_namespace="api",
+)
+
+
+@api.exception_handler(PermissionDenied)
+def permission_denied(request, exc):
+    return api.create_response(request, {"detail": str(exc) or "not allowed"}, status=403)
+
+
+api.add_router("", trackers_router)
+api.add_router("", labeling_router)

@@ -1,0 +1,267 @@
+"""One round of the learning loop on arrays: the app's services and ``simulate_labeling`` both run this.
+
+A tracker's loop, given its pool (one entry per distinct text, or per document), its answers,
+its example sentences and its keyword matches:
+
+1. ``train``: fit a head on the answers (plus unlabeled background rows as weak 'no', and for
+   concept trackers the example sentences that are not in the data as 'yes' rows, see
+   ``TYPED_EXAMPLES_TRAIN``), or say in words why the answers cannot train one yet;
+2. ``plan_round``: choose the next round's cards: from the head when there is one (uncertain,
+   predicted matches at or above the threshold in use, random), otherwise the fallback that never
+   runs dry while unshown texts remain: more neighbours of the examples and of the 'yes' answers,
+   keyword matches, random texts;
+3. ``evidence``: what the estimates over the whole pool need (``labeling.ml.estimates``).
+
+Examples found in the data are answers ('yes', or their label) from the start, never cards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labeling.ml.estimates import ConceptEvidence, TopicEvidence
+from labeling.ml.selection import Pick, cold_start, next_round, topic_round
+from labeling.ml.training import (
+    FEATURIZERS,
+    Head,
+    LinearScorer,
+    TopicHead,
+    background_sample,
+    scorer_of,
+    topic_scorer_of,
+    train_binary,
+    train_topic,
+)
+
+NONE = "none"  # a topic tracker's answer "none of these labels"; trains an implicit class of its own
+EXAMPLE = "example"  # the strategy recorded for examples found in the data
+# Example sentences that are not in the data train as 'yes' rows of concept trackers (see the
+# simulation's typed-examples comparison in bench/results/simulation.json).
+TYPED_EXAMPLES_TRAIN = True
+COLD_START_RANDOM_SHARE = 0.2  # random cards in a fallback round (and a concept tracker's first)
+
+
+@dataclass
+class Pool:
+    """A tracker's candidates as arrays. Document pools keep their lines' vectors too, so that a
+    document is as near an example as its nearest line."""
+
+    vectors: np.ndarray
+    texts: list[str] | None = None  # for character features; None trains on the vectors alone
+    member_of: np.ndarray | None = None
+    member_vectors: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def nearness(self, queries: np.ndarray) -> np.ndarray | None:
+        """(entries × queries) cosine, for documents through their closest line; None if plain."""
+        if self.member_of is None or self.member_vectors is None or not len(queries):
+            return None
+        sims = self.member_vectors @ np.asarray(queries, dtype=np.float32).T
+        out = np.full((len(self.vectors), sims.shape[1]), -np.inf, dtype=np.float32)
+        np.maximum.at(out, self.member_of, sims)
+        return out
+
+
+def document_pool(member_vectors: np.ndarray, member_of: np.ndarray, n_documents: int) -> Pool:
+    """A pool of whole documents from their lines: a document's vector is the normalised mean of
+    its lines' vectors; its nearness to a sentence is that of its closest line."""
+    member_vectors = np.asarray(member_vectors, dtype=np.float32)
+    sums = np.zeros((n_documents, member_vectors.shape[1]), dtype=np.float32)
+    np.add.at(sums, member_of, member_vectors)
+    vectors = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return Pool(vectors.astype(np.float32), None, np.asarray(member_of, dtype=np.int64), member_vectors)
+
+
+@dataclass
+class Answers:
+    """One row per answered pool entry: its index, its class and how its card was chosen."""
+
+    rows: np.ndarray
+    classes: np.ndarray
+    strategies: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+
+    @classmethod
+    def empty(cls) -> Answers:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype="<U16"))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
+class Spec:
+    kind: str = "concept"  # or "topic"
+    labels: tuple[str, ...] = ()  # topic labels, without "none"
+    round_size: int = 25
+    target_precision: float = 0.8
+    char_features: bool = True
+
+    @property
+    def classes(self) -> list[str]:
+        """Concept: index 0 'no', 1 'yes'. Topic: the labels, then 'none'."""
+        return ["no", "yes"] if self.kind == "concept" else [*self.labels, NONE]
+
+    def class_of(self, answer: str) -> int | None:
+        names = self.classes
+        return names.index(answer) if answer in names else None
+
+
+def use_char_features(pool_size: int, *, whole_documents: bool, max_pool: int) -> bool:
+    """Character n-grams help on short texts; documents and pools over ``max_pool`` use the vectors alone."""
+    return not whole_documents and pool_size <= max_pool
+
+
+@dataclass
+class Trained:
+    """A head and its scores of the whole pool, or the reason there is none yet."""
+
+    head: Head | TopicHead | None = None
+    scorer: LinearScorer | None = None
+    scores: np.ndarray | None = None  # concept: P(yes) per entry; topic: (entries × classes)
+    reason: str = ""
+
+    @property
+    def threshold(self) -> float | None:
+        return self.head.threshold if isinstance(self.head, Head) else None
+
+
+def why_not_trainable(answers: Answers, spec: Spec) -> str:
+    """What answers are missing before a head can train, in words; "" when it can."""
+    counts = np.bincount(answers.classes, minlength=len(spec.classes)) if len(answers) else np.zeros(2, int)
+    if spec.kind == "concept":
+        yes, no = int(counts[1]), int(counts[0])
+        if yes and no:
+            return ""
+        if not yes and not no:
+            return "no answers yet: training needs at least one 'yes' and one 'no'"
+        have, need = ("yes", "no") if yes else ("no", "yes")
+        return f"all {yes + no} answers so far are '{have}': training needs at least one '{need}'"
+    answered = [name for name, n in zip(spec.classes, counts, strict=False) if n]
+    if len(answered) >= 2:
+        return ""
+    if not answered:
+        return "no answers yet: training needs answers of at least two labels (or 'none')"
+    return f"every answer so far is '{answered[0]}': training needs answers of a second label (or 'none')"
+
+
+def train(
+    pool: Pool,
+    answers: Answers,
+    spec: Spec,
+    *,
+    example_vectors: np.ndarray | None = None,
+    example_texts: list[str] | None = None,
+) -> Trained:
+    """Fit the head on the answers and score the whole pool; or say why it cannot train yet.
+
+    ``example_vectors``: concept trackers' example sentences that are not in the data.
+    """
+    reason = why_not_trainable(answers, spec)
+    if reason:
+        return Trained(reason=reason)
+    rows, y = answers.rows, answers.classes
+    if spec.kind == "topic":
+        topic = train_topic(pool.vectors[rows], y, spec.classes)
+        scorer = topic_scorer_of(topic)
+        return Trained(topic, scorer, scorer.probabilities(pool.vectors))
+    texts = pool.texts if spec.char_features else None
+    background = background_sample(len(pool), rows)  # unlabeled entries as weak 'no' rows
+    use_examples = TYPED_EXAMPLES_TRAIN and example_vectors is not None and len(example_vectors)
+    head = train_binary(
+        pool.vectors[rows],
+        y,
+        texts=[texts[i] for i in rows] if texts is not None else None,
+        target_precision=spec.target_precision,
+        featurizers=FEATURIZERS if texts is not None else ("embedding",),
+        background_vectors=pool.vectors[background],
+        background_texts=[texts[i] for i in background] if texts is not None else None,
+        example_vectors=example_vectors if use_examples else None,
+        example_texts=example_texts if use_examples and texts is not None else None,
+    )
+    scorer = scorer_of(head)
+    return Trained(head, scorer, scorer.score(pool.vectors, texts))
+
+
+def plan_round(
+    pool: Pool,
+    answers: Answers,
+    spec: Spec,
+    *,
+    shown: np.ndarray,
+    trained: Trained | None,
+    threshold: float | None,
+    example_vectors: np.ndarray,
+    keyword_hits: np.ndarray | None,
+    rng: np.random.Generator,
+) -> list[Pick]:
+    """The next round's cards: from the head at the threshold in use, or the fallback without one.
+
+    ``shown``: entries already on a card (answered or not); answered entries are never shown again.
+    """
+    exclude = np.union1d(np.asarray(shown, dtype=np.int64), answers.rows)
+    if trained is not None and trained.scores is not None:
+        if spec.kind == "topic":
+            return topic_round(pool.vectors, trained.scores, size=spec.round_size, rng=rng, exclude=exclude)
+        assert threshold is not None
+        return next_round(
+            pool.vectors, trained.scores, threshold, size=spec.round_size, rng=rng, exclude=exclude
+        )
+    # No head yet: neighbours of the examples and of every positive answer, keywords, random texts.
+    positive = answers.rows[answers.classes != spec.class_of("no" if spec.kind == "concept" else NONE)]
+    queries = np.vstack(
+        [
+            np.asarray(example_vectors, dtype=np.float32).reshape(-1, pool.vectors.shape[1]),
+            pool.vectors[positive],
+        ]
+    )
+    return cold_start(
+        pool.vectors,
+        queries,
+        size=spec.round_size,
+        rng=rng,
+        exclude=exclude,
+        keyword_hits=keyword_hits,
+        seed_sims=pool.nearness(queries),
+        random_share=_cold_start_random_share(spec, answers, len(example_vectors), len(shown)),
+    )
+
+
+def _cold_start_random_share(spec: Spec, answers: Answers, n_examples: int, n_shown: int) -> float:
+    """A topic tracker's first round: one neighbour per example not yet answered, the rest random.
+
+    Its examples found in the data already answer for their labels; their neighbours would ask the
+    same again, where random texts show each label's spread and the texts of none of them (the
+    simulation measured a first round of mostly neighbours up to 0.2 macro-F1 below a random one).
+    """
+    if spec.kind != "topic" or n_shown:
+        return COLD_START_RANDOM_SHARE
+    unanswered = max(0, n_examples - int(np.sum(answers.strategies == EXAMPLE)))
+    return 1.0 - min(unanswered, spec.round_size) / spec.round_size
+
+
+def evidence(trained: Trained, answers: Answers, n_pool: int) -> ConceptEvidence | TopicEvidence:
+    """The arrays the estimates over the whole pool are computed from (at any threshold)."""
+    assert trained.scores is not None and trained.head is not None
+    unanswered = np.setdiff1d(np.arange(n_pool), answers.rows)
+    if isinstance(trained.head, TopicHead):
+        predicted = np.argmax(trained.scores, axis=1)
+        oof = trained.head.oof if trained.head.oof is not None else np.full(len(answers), -1)
+        return TopicEvidence(
+            answered_predicted=predicted[answers.rows],
+            answered_oof=np.asarray(oof, dtype=np.int64),
+            answered_y=answers.classes,
+            answered_strategy=answers.strategies,
+            unanswered_predicted=predicted[unanswered],
+        )
+    oof = trained.head.oof if trained.head.oof is not None else np.full(len(answers), np.nan)
+    return ConceptEvidence(
+        answered_scores=trained.scores[answers.rows],
+        answered_oof=np.asarray(oof, dtype=np.float64),
+        answered_y=answers.classes,
+        answered_strategy=answers.strategies,
+        unanswered_scores=trained.scores[unanswered],
+    )

@@ -1,0 +1,179 @@
+"""The corpus API: workspaces, datasets, imports, jobs and search by meaning."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from ninja import File, Form, Router, Schema, Status
+from ninja.errors import HttpError
+from ninja.files import UploadedFile
+
+from trackers import search, services
+from trackers.access import Scope
+from trackers.models import CAN_IMPORT, Dataset, Job
+
+router = Router()
+
+
+class WorkspaceOut(Schema):
+    code: UUID
+    name: str
+
+
+class DatasetIn(Schema):
+    name: str
+    description: str = ""
+
+
+class DatasetOut(Schema):
+    code: UUID
+    name: str
+    description: str
+    workspace: UUID
+    documents: int
+    segments: int
+    vectors: int
+    encoder_id: str
+    index_kind: str
+    index_size: int
+
+    @staticmethod
+    def resolve_workspace(ds: Dataset) -> UUID:
+        return ds.workspace.code
+
+    @staticmethod
+    def resolve_documents(ds: Dataset) -> int:
+        return ds.documents.count()
+
+    @staticmethod
+    def resolve_segments(ds: Dataset) -> int:
+        return ds.segments.count()
+
+    @staticmethod
+    def resolve_vectors(ds: Dataset) -> int:
+        return ds.vector_count
+
+
+class JobOut(Schema):
+    code: UUID
+    kind: str
+    state: str
+    processed: int
+    total: int
+    percent: int
+    message: str
+    errors: list[dict]
+    result: dict
+    dataset: UUID | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_dataset(job: Job) -> UUID | None:
+        return job.dataset.code if job.dataset else None
+
+
+class SegmentHit(Schema):
+    score: float
+    text: str
+    speaker: str
+    position: int
+    document: UUID
+    document_title: str
+    previous: str | None
+    next: str | None
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+@router.get("/workspaces", response=list[WorkspaceOut], tags=["workspaces"])
+def list_workspaces(request):
+    """Workspaces the caller can see."""
+    return list(Scope.of_request(request).workspaces)
+
+
+@router.get("/workspaces/{code}/datasets", response=list[DatasetOut], tags=["datasets"])
+def list_datasets(request, code: UUID):
+    """Datasets of a workspace."""
+    ws = Scope.of_request(request).workspace(code)
+    return list(ws.datasets.select_related("workspace"))
+
+
+@router.post("/workspaces/{code}/datasets", response={201: DatasetOut, 409: ErrorOut}, tags=["datasets"])
+def create_dataset(request, code: UUID, payload: DatasetIn):
+    """Create an empty dataset."""
+    ws = Scope.of_request(request).workspace(code, CAN_IMPORT)
+    if ws.datasets.filter(name=payload.name).exists():
+        return Status(409, {"detail": f"a dataset named '{payload.name}' already exists in this workspace"})
+    return Status(
+        201, services.create_dataset(workspace=ws, name=payload.name, description=payload.description)
+    )
+
+
+@router.get("/datasets/{code}", response=DatasetOut, tags=["datasets"])
+def get_dataset(request, code: UUID):
+    """A dataset with its counts and index state."""
+    return Scope.of_request(request).dataset(code)
+
+
+@router.post("/datasets/{code}/imports", response={202: JobOut, 400: ErrorOut}, tags=["import"])
+def import_file(
+    request, code: UUID, file: File[UploadedFile], format: Form[str] = "auto", on_error: Form[str] = "reject"
+):
+    """Upload a CSV, JSONL, transcript or zip file; returns the import job to poll.
+
+    `on_error`: `reject` imports nothing if any row is bad; `skip` imports the good rows and
+    lists every skipped row in the job's `errors`.
+    """
+    ds = Scope.of_request(request).dataset(code, CAN_IMPORT)
+    try:
+        filename = file.name or "upload"
+        services.check_upload_size(filename, file.size or 0)  # start_import checks the size read too
+        job = services.start_import(
+            dataset=ds,
+            user=Scope.of_request(request).actor,
+            filename=filename,
+            data=file.read(),
+            fmt=format,
+            on_error=on_error,
+        )
+    except services.ImportRejected as exc:
+        return Status(400, {"detail": str(exc)})
+    return Status(202, job)
+
+
+@router.get("/jobs/{code}", response=JobOut, tags=["jobs"])
+def get_job(request, code: UUID):
+    """A job's state, progress and errors."""
+    return Scope.of_request(request).job(code)
+
+
+@router.get("/datasets/{code}/search", response={200: list[SegmentHit], 409: ErrorOut}, tags=["search"])
+def search_dataset(request, code: UUID, q: str, k: int = 20):
+    """Segments closest in meaning to `q`, with their neighbouring utterances."""
+    ds = Scope.of_request(request).dataset(code)
+    if not 1 <= k <= 200:
+        raise HttpError(422, "k must be between 1 and 200")
+    try:
+        hits = search.search_segments(ds, q, k=k)
+    except search.IndexNotReady as exc:
+        return Status(409, {"detail": str(exc)})
+    return Status(
+        200,
+        [
+            SegmentHit(
+                score=h.score,
+                text=h.segment.text,
+                speaker=h.segment.speaker,
+                position=h.segment.position,
+                document=h.segment.document.code,
+                document_title=h.segment.document.title,
+                previous=h.previous.text if h.previous else None,
+                next=h.next.text if h.next else None,
+            )
+            for h in hits
+        ],
+    )

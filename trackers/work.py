@@ -1,0 +1,146 @@
+"""The one machinery for claimable background work: claim, heartbeat, finish, give up, sweep, run.
+
+Every kind of work (corpus jobs, training runs, and later export and delivery) is a row of a
+``ClaimableWork`` model and a Celery task that receives only its id. The task claims the row by
+compare-and-set, so a redelivered or duplicated message finds nothing to do; a worker that dies
+leaves the row running with a stale heartbeat, and the next claim (or the sweeper) takes it over.
+Each claim counts an attempt; past ``WORK_MAX_ATTEMPTS`` the row fails with that reason instead of
+being tried forever (a job that kills its worker every time would otherwise hold it forever).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.dispatch import Signal
+from django.utils import timezone
+
+from trackers.models import ClaimableWork, WorkState
+
+if TYPE_CHECKING:
+    from celery import Task
+    from django.db.models import QuerySet
+
+log = logging.getLogger(__name__)
+
+W = TypeVar("W", bound=ClaimableWork)
+
+# Sent with ``row`` when work fails or is given up; a higher layer reacts (e.g. a failed training
+# run still queues the tracker's next round) without this layer knowing about it.
+work_failed = Signal()
+
+
+def _stale_before() -> Any:
+    return timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+
+
+def _claimable() -> Q:
+    return Q(state=WorkState.QUEUED) | Q(state=WorkState.RUNNING, heartbeat_at__lt=_stale_before())
+
+
+def gave_up_reason(attempts: int) -> str:
+    return (
+        f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}: the worker stopped "
+        "each time before finishing "
+        "(for example, it ran out of memory or was killed)"
+    )
+
+
+def claim(model: type[W], pk: int) -> W | None:
+    """Compare-and-set a queued (or abandoned running) row to running; None if it is not ours to run.
+
+    A row that has used up its attempts is failed here, with that reason.
+    """
+    now = timezone.now()
+    cap = settings.WORK_MAX_ATTEMPTS
+    if model.objects.filter(_claimable(), pk=pk, attempts__lt=cap).update(
+        state=WorkState.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
+    ):
+        return model.objects.get(pk=pk)
+    give_up(model, model.objects.filter(_claimable(), pk=pk, attempts__gte=cap))
+    return None
+
+
+def give_up(model: type[W], queryset: QuerySet[W]) -> list[int]:
+    """Fail every row of ``queryset`` that has used up its attempts, saying so."""
+    failed = []
+    for row in queryset.filter(attempts__gte=settings.WORK_MAX_ATTEMPTS):
+        reason = gave_up_reason(row.attempts)
+        # Only if still claimable: a worker may have finished it in the meantime.
+        if model.objects.filter(_claimable(), pk=row.pk).update(
+            state=WorkState.FAILED, finished_at=timezone.now(), **row.failure_fields(reason)
+        ):
+            log.warning("%s %s: %s", model.__name__, row.pk, reason)
+            row.refresh_from_db()
+            work_failed.send(sender=model, row=row)
+            failed.append(row.pk)
+    return failed
+
+
+def heartbeat(row: ClaimableWork, **fields: Any) -> None:
+    """Tell the sweeper the work is alive (and save any progress ``fields`` with it)."""
+    fields["heartbeat_at"] = timezone.now()
+    for name, value in fields.items():
+        setattr(row, name, value)
+    type(row).objects.filter(pk=row.pk).update(**fields)
+
+
+def finish(row: ClaimableWork, state: str, **fields: Any) -> None:
+    """Record the outcome of claimed work."""
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.state, row.finished_at = state, timezone.now()
+    row.save()
+
+
+def fail(row: ClaimableWork, reason: str) -> None:
+    finish(row, WorkState.FAILED, **row.failure_fields(reason))
+    work_failed.send(sender=type(row), row=row)
+
+
+def sweep(model: type[W], enqueue: Callable[[W], None]) -> dict[str, list[int]]:
+    """Queue again rows whose worker died (running, stale heartbeat) or whose message was lost
+    (queued too long); rows out of attempts fail instead."""
+    abandoned = Q(state=WorkState.RUNNING, heartbeat_at__lt=_stale_before()) | Q(
+        state=WorkState.QUEUED, created_at__lt=_stale_before()
+    )
+    failed = give_up(model, model.objects.filter(abandoned))
+    requeued = []
+    for row in model.objects.filter(abandoned, attempts__lt=settings.WORK_MAX_ATTEMPTS):
+        if model.objects.filter(abandoned, pk=row.pk).update(state=WorkState.QUEUED):
+            with transaction.atomic():
+                enqueue(row)
+            requeued.append(row.pk)
+    return {"requeued": requeued, "failed": failed}
+
+
+def run_claimed(task: Task, model: type[W], pk: int, work: Callable[[W], dict[str, Any] | None]) -> None:
+    """The body of every work task: claim, run ``work``, record success or the failure's reason.
+
+    ``work`` returns the fields to save with success (or None). Reruns of finished work do nothing.
+    """
+    row = claim(model, pk)
+    if row is None:
+        state = model.objects.filter(pk=pk).values_list("state", flat=True).first()
+        if state == WorkState.RUNNING and not (task.request.is_eager or task.request.called_directly):
+            # Either another worker is on it, or one died holding it (a redelivery after a kill
+            # arrives before its heartbeat goes stale): look again once it could be stale.
+            raise task.retry(countdown=settings.JOB_STALE_SECONDS + 1, max_retries=None)
+        log.info("%s %s is %s; nothing to do", model.__name__, pk, state or "gone")
+        return
+    try:
+        fields = work(row)
+    except Exception as exc:
+        log.exception("%s %s failed", model.__name__, pk)
+        row.refresh_from_db()
+        fail(row, f"{type(exc).__name__}: {exc}")
+        return
+    row.refresh_from_db(fields=["state"])
+    if row.state == WorkState.RUNNING:  # work may have finished it itself, with another outcome
+        finish(row, WorkState.SUCCEEDED, **(fields or {}))
