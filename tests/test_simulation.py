@@ -194,3 +194,41 @@ def test_results_file_keeps_one_line_per_round_and_reads_back():
     text = dump(results)
     assert json.loads(text)[0]["ours"]["runs"][0][1] == {"round": 1, "labels": 30, "f1": 0.1235}
     assert text.count('{"round": 1, "labels": 30, "f1": 0.1235}') == 3
+
+
+def test_the_command_writes_results_and_reports_them(tmp_path):
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    rng = np.random.default_rng(0)
+    rows = ["text,label"]
+    for i in range(240):
+        if i % 6 == 0:
+            rows.append(f"please cancel my plan {rng.integers(99)} today,cancel")
+        else:
+            rows.append(f"the weather {rng.integers(99)} looks {['fine', 'grey', 'warm'][i % 3]},other")
+    data = tmp_path / "calls.csv"
+    data.write_text("\n".join(rows) + "\n")
+    output = tmp_path / "results.json"
+    args = ["--file", str(data), "--positive", "cancel", "--rounds", "2", "--round-size", "10"]
+    call_command(
+        "simulate_labeling",
+        *args,
+        "--repeats",
+        "2",
+        "--workers",
+        "1",
+        "--output",
+        str(output),
+        stdout=io.StringIO(),
+    )
+    (task,) = json.loads(output.read_text())
+    assert task["task"] == "calls · cancel" and task["loop"] == "labeling.ml.loop"
+    assert [p["labels"] for p in task["ours"]["curve"]] == [15, 25]  # 5 examples found, then 2 rounds of 10
+    assert len(task["ours"]["runs"]) == 2 and set(task["ours"]["coverage"]) == {"precision", "recall", "f1"}
+    report = io.StringIO()
+    call_command("simulate_labeling", "--report", str(output), stdout=report)
+    line = next(x for x in report.getvalue().splitlines() if x.startswith("calls · cancel"))
+    assert f"{task['ours']['f1_mean']:.3f}" in line and f"{task['random']['f1_mean']:.3f}" in line

@@ -78,11 +78,11 @@ def topics(rng, *, k: int, n: int, noise: float, d: int = 24):
 def test_simulation_beats_random_on_a_rare_clustered_concept():
     _, cluster, v = topics(np.random.default_rng(3), k=40, n=4000, noise=0.3)
     y = (cluster == 7).astype(int)  # about 2.5% positives
-    spec = SimulationSpec(repeats=2)
+    spec = SimulationSpec(repeats=4)
     ours = simulate(v, y, None, spec, "ours")
     rand = simulate(v, y, None, spec, "random")
     assert [p["labels"] for p in ours["curve"]] == [30, 55, 80, 105]
-    assert ours["f1_mean"] > rand["f1_mean"] + 0.1, (ours["f1_mean"], rand["f1_mean"])
+    assert ours["f1_mean"] > rand["f1_mean"] + 0.05, (ours["f1_mean"], rand["f1_mean"])
 
 
 def test_stored_scorer_matches_the_trained_model():

@@ -1,7 +1,8 @@
 """Which segments to show next: pure numpy over L2-normalised vectors.
 
 Round 1 (cold start): nearest neighbours of the seed sentences, taken in turn from each seed so
-every seed is represented, plus keyword matches and a random sample.
+every seed is represented, plus keyword matches and a random sample (its share is the caller's:
+``labeling.ml.loop.COLD_START_RANDOM_SHARE``).
 Later rounds, ``DEFAULT_MIX``:
 - ``uncertain`` (60%): scores nearest the decision threshold, most uncertain first, skipping any
   card within cosine ``SAME_QUESTION`` of one already in the round (no question asked twice);

@@ -100,10 +100,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--file", required=True, help="CSV with 'text' and 'label' columns, or a JSONL")
-        parser.add_argument(
-            "--positive", action="append", required=True, help="the label that means 'yes' (repeatable)"
-        )
+        parser.add_argument("--file", help="CSV with 'text' and 'label' columns, or a JSONL")
+        parser.add_argument("--positive", action="append", help="the label that means 'yes' (repeatable)")
+        parser.add_argument("--report", help="print the table of every task in this results file, and stop")
         parser.add_argument("--seeds", type=int, default=5)
         parser.add_argument("--rounds", type=int, default=4)
         parser.add_argument("--round-size", type=int, default=25)
@@ -140,6 +139,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        if opts["report"]:
+            self._report(Path(opts["report"]))
+            return
+        if not opts["file"] or not opts["positive"]:
+            raise CommandError("--file and at least one --positive are required (or --report FILE)")
         path = Path(opts["file"])
         if not path.exists():
             raise CommandError(f"{path} does not exist")
@@ -333,6 +337,48 @@ class Command(BaseCommand):
             t = run["typed_examples_train"]
             self.stdout.write(
                 f"  typed examples train as 'yes': {t['true']['curve']} ; do not: {t['false']['curve']}"
+            )
+
+    def _report(self, path: Path) -> None:
+        """One line per task: final scores of both strategies, interval coverage and gaps."""
+        if not path.exists():
+            raise CommandError(f"{path} does not exist")
+        runs = json.loads(path.read_text())
+        self.stdout.write(
+            f"{'task':<48} {'ours':>6} {'random':>6} {'worst round vs random':>21} {'coverage P/R/F1 or acc':>22} "
+            f"{'|shown-true|':>12} {'thr gap':>7} {'by round':>23}  commit"
+        )
+        for run in runs:
+            ours, rand = run["ours"], run["random"]
+            worst = min(
+                (round(a["f1_mean"] - b["f1_mean"], 3), i + 1)
+                for i, (a, b) in enumerate(zip(ours["curve"], rand["curve"], strict=True))
+            )
+            cov = "/".join(
+                f"{row['share']:.2f}" if row["share"] is not None else "-"
+                for row in ours["coverage"].values()
+            )
+            gap = ours["threshold_gap_mean"]
+            by_round = "/".join(
+                f"{p['f1_best_mean'] - p['f1_mean']:.3f}"
+                for p in ours["curve"]
+                if p["f1_best_mean"] is not None
+            )
+            self.stdout.write(
+                f"{run['task'][:48]:<48} {ours['f1_mean']:>6.3f} {rand['f1_mean']:>6.3f} "
+                f"{f'{worst[0]:+.3f} (round {worst[1]})':>21} {cov:>22} {ours['shown_gap_mean']:>12} "
+                f"{gap if gap is not None else '-':>7} {by_round or '-':>23}  "
+                f"{run.get('commit', '?')[:8]}{' dirty' if run.get('dirty') else ''}"
+            )
+
+        gaps = [r["ours"]["threshold_gap_mean"] for r in runs if r["ours"]["threshold_gap_mean"] is not None]
+        finals = [
+            r["ours"]["threshold_gap_final"] for r in runs if r["ours"]["threshold_gap_final"] is not None
+        ]
+        if gaps:
+            self.stdout.write(
+                f"mean over the {len(gaps)} concept tasks: best-threshold F1 - app-threshold F1 "
+                f"{np.mean(gaps):.4f} over every round, {np.mean(finals):.4f} at the last round"
             )
 
     def _save(self, output: Path, runs: list[dict]) -> None:
