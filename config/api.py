@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, JsonResponse
 from ninja import NinjaAPI
 from ninja.security import django_auth
 
@@ -28,3 +29,8 @@ def permission_denied(request, exc):
 
 api.add_router("", trackers_router)
 api.add_router("", labeling_router)
+
+
+def not_found(request: HttpRequest) -> JsonResponse:
+    """Any other path under /api/: a JSON 404 in the API's error shape, not Django's HTML page."""
+    return JsonResponse({"detail": "Not Found: no API endpoint at this path (see /api/docs)"}, status=404)

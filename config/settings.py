@@ -93,8 +93,15 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # The embedded default serves a web process and a worker at once: wait for locks.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # The embedded default serves a web process, its threads and a worker at once. A deferred
+    # transaction that reads and then writes cannot wait for the lock (SQLite fails it at once with
+    # "database is locked"); IMMEDIATE takes the write lock at BEGIN, so writers queue for up to
+    # `timeout` seconds instead. WAL lets readers go on while one writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=30,
+        transaction_mode="IMMEDIATE",
+        init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, re_path
 
-from config.api import api
+from config.api import api, not_found
 from labeling import views as labeling_views
 from trackers import views
 
@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    re_path(r"^api/", not_found),
     path("w/<uuid:code>/", views.workspace_detail, name="workspace"),
     path("w/<uuid:code>/datasets/", views.dataset_create, name="dataset-create"),
     path("d/<uuid:code>/", views.dataset_detail, name="dataset"),

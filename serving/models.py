@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from trackers.models import Role, Workspace
+from trackers.models import Membership, Role, Workspace
 
 KEY_PREFIX = "trk_"
+LAST_USED_EVERY = timedelta(minutes=1)  # how often a key's last-used time is written
 
 
 def hash_key(raw: str) -> str:
@@ -37,9 +39,9 @@ class ApiKey(models.Model):
 
     @classmethod
     def issue(
-        cls, *, workspace: Workspace, name: str, role: str = Role.ADMIN, created_by=None
+        cls, *, workspace: Workspace, name: str, created_by, role: str = Role.ADMIN
     ) -> tuple[ApiKey, str]:
-        """Create a key; the raw secret is returned once and never stored."""
+        """Create a key acting as ``created_by``; the raw secret is returned once and never stored."""
         raw = KEY_PREFIX + secrets.token_urlsafe(32)
         key = cls.objects.create(
             workspace=workspace,
@@ -53,11 +55,31 @@ class ApiKey(models.Model):
 
     @classmethod
     def authenticate(cls, raw: str) -> ApiKey | None:
+        """The live key for ``raw``: not revoked, and its creator still active and still in the workspace.
+
+        A key acts as its creator (answers are recorded as them), so it stops working the moment
+        they are deactivated, deleted or leave the workspace (an install's superusers need no membership).
+        """
         key = (
-            cls.objects.select_related("workspace")
-            .filter(key_hash=hash_key(raw), revoked_at__isnull=True)
+            cls.objects.select_related("workspace", "created_by")
+            .filter(key_hash=hash_key(raw), revoked_at__isnull=True, created_by__is_active=True)
+            .filter(
+                models.Q(created_by__is_superuser=True)
+                | models.Exists(
+                    Membership.objects.filter(
+                        workspace=models.OuterRef("workspace"), user=models.OuterRef("created_by")
+                    )
+                )
+            )
             .first()
         )
-        if key:
-            cls.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+        if key is None:
+            return None
+        now = timezone.now()
+        if key.last_used_at is None or now - key.last_used_at >= LAST_USED_EVERY:
+            # At most one write a minute per key, not one per request; the filter keeps concurrent
+            # requests of the same minute from writing it again.
+            cls.objects.filter(pk=key.pk).filter(
+                models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lte=now - LAST_USED_EVERY)
+            ).update(last_used_at=now)
         return key

@@ -127,7 +127,7 @@ def test_every_api_route_with_an_object_is_covered_here():
 
 @pytest.mark.parametrize(("method", "route"), API_OBJECT_ROUTES)
 def test_stranger_api_key_gets_404(client, stranger, objects, method, route):
-    _, raw = ApiKey.issue(workspace=stranger.workspaces.get(), name="theirs")
+    _, raw = ApiKey.issue(workspace=stranger.workspaces.get(), name="theirs", created_by=stranger)
     url = route.format(**{k: v.code for k, v in objects.items()})
     kwargs = {}
     if route.endswith("/datasets") and method == "post":
@@ -142,15 +142,61 @@ def test_stranger_api_key_gets_404(client, stranger, objects, method, route):
     assert response.status_code == 404
 
 
-def test_api_rejects_missing_and_revoked_keys(client, workspace):
+def test_api_rejects_missing_and_revoked_keys(client, workspace, owner):
     from django.utils import timezone
 
     assert client.get("/api/workspaces").status_code == 401
-    key, raw = ApiKey.issue(workspace=workspace, name="ci")
+    key, raw = ApiKey.issue(workspace=workspace, name="ci", created_by=owner)
     assert client.get("/api/workspaces", headers={"X-API-Key": raw}).status_code == 200
     key.revoked_at = timezone.now()
     key.save()
     assert client.get("/api/workspaces", headers={"X-API-Key": raw}).status_code == 401
+
+
+def test_a_key_stops_working_when_its_creator_is_deactivated_or_leaves(client, workspace, owner):
+    from trackers.models import Membership
+
+    _, raw = ApiKey.issue(workspace=workspace, name="bot", created_by=owner)
+    headers = {"X-API-Key": raw}
+    assert client.get("/api/workspaces", headers=headers).status_code == 200
+    owner.is_active = False
+    owner.save()
+    assert client.get("/api/workspaces", headers=headers).status_code == 401
+    owner.is_active = True
+    owner.save()
+    assert client.get("/api/workspaces", headers=headers).status_code == 200
+    Membership.objects.filter(workspace=workspace, user=owner).delete()  # left the workspace
+    assert client.get("/api/workspaces", headers=headers).status_code == 401
+
+
+def test_a_key_of_a_deleted_user_stops_working(client, workspace):
+    gone = MembershipFactory(workspace=workspace, user=UserFactory(username="gone"), role=Role.ADMIN).user
+    _, raw = ApiKey.issue(workspace=workspace, name="bot", created_by=gone)
+    gone.delete()
+    assert client.get("/api/workspaces", headers={"X-API-Key": raw}).status_code == 401
+
+
+def test_last_used_is_written_at_most_once_a_minute(client, workspace, owner, django_assert_num_queries):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    key, raw = ApiKey.issue(workspace=workspace, name="bot", created_by=owner)
+    headers = {"X-API-Key": raw}
+    client.get("/api/workspaces", headers=headers)
+    key.refresh_from_db()
+    first = key.last_used_at
+    assert first is not None
+    for _ in range(3):
+        assert ApiKey.authenticate(raw) is not None
+    key.refresh_from_db()
+    assert key.last_used_at == first  # no write within the minute
+    with django_assert_num_queries(1):  # the lookup alone, no UPDATE
+        ApiKey.authenticate(raw)
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now() - timedelta(minutes=2))
+    ApiKey.authenticate(raw)
+    key.refresh_from_db()
+    assert timezone.now() - key.last_used_at < timedelta(seconds=5)
 
 
 def test_admin_lists_every_model(admin_client):

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def key(workspace):
-    _, raw = ApiKey.issue(workspace=workspace, name="integration")
+def key(workspace, owner):
+    _, raw = ApiKey.issue(workspace=workspace, name="integration", created_by=owner)
     return {"Authorization": f"Bearer {raw}"}
 
 
@@ -79,8 +79,8 @@ def test_search_before_any_index_is_409(client, dataset, key):
     assert response.status_code == 409 and "has no search index yet" in response.json()["detail"]
 
 
-def test_viewer_key_cannot_import(client, workspace, dataset):
-    _, raw = ApiKey.issue(workspace=workspace, name="read-only", role=Role.VIEWER)
+def test_viewer_key_cannot_import(client, workspace, dataset, owner):
+    _, raw = ApiKey.issue(workspace=workspace, name="read-only", role=Role.VIEWER, created_by=owner)
     response = client.post(
         f"/api/datasets/{dataset.code}/imports",
         {"file": SimpleUploadedFile("a.csv", b"text\nx\n")},
@@ -98,3 +98,10 @@ def test_openapi_schema_documents_the_routes(client):
     assert "/api/datasets/{code}/imports" in schema["paths"]
     assert "/api/datasets/{code}/search" in schema["paths"]
     assert {"BearerKey", "HeaderKey"} <= set(schema["components"]["securitySchemes"])
+
+
+@pytest.mark.parametrize("path", ["/api/nope", "/api/datasets/x/y/z", "/api/<script>alert(1)</script>"])
+def test_unknown_api_paths_answer_json_404_in_the_error_shape(client, path):
+    response = client.get(path)
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    assert set(response.json()) == {"detail"} and "<script>" not in response.content.decode()
