@@ -57,6 +57,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "trackers.http.RequestBodyLimit",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -161,6 +162,11 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 UPLOAD_MAX_BYTES = env_int("TRACKERS_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 SEGMENT_MAX_CHARS = env_int("TRACKERS_SEGMENT_MAX_CHARS", 10_000)
 SEGMENT_SPLIT_CHARS = env_int("TRACKERS_SEGMENT_SPLIT_CHARS", 300)
+# A zip of transcripts is checked before any member is read: files, uncompressed sizes, ratio.
+ZIP_MAX_FILES = env_int("TRACKERS_ZIP_MAX_FILES", 10_000)
+ZIP_MAX_FILE_BYTES = env_int("TRACKERS_ZIP_MAX_FILE_BYTES", 20_000_000)
+ZIP_MAX_TOTAL_BYTES = env_int("TRACKERS_ZIP_MAX_TOTAL_BYTES", 200_000_000)
+ZIP_MAX_RATIO = env_int("TRACKERS_ZIP_MAX_RATIO", 100)
 ENCODER_DIR = Path(os.environ.get("TRACKERS_ENCODER_DIR", ARTIFACT_ROOT / "encoders" / "all-MiniLM-L6-v2"))
 ENCODER_VARIANT = os.environ.get("TRACKERS_ENCODER_VARIANT", "int8")
 EMBED_BATCH_SIZE = env_int("TRACKERS_EMBED_BATCH_SIZE", 32)

@@ -269,3 +269,71 @@ def test_a_redelivered_job_past_the_cap_is_failed_by_the_claim_itself(dataset, o
     assert work.claim(Job, job.pk) is None
     job.refresh_from_db()
     assert job.state == JobState.FAILED and "gave up after 1 attempt: the worker stopped" in job.error
+
+
+def test_nul_and_surrogates_on_postgresql_are_row_errors_not_a_database_failure(owner_client, dataset):
+    data = (
+        b'{"id": "m1", "text": "fine"}\n'
+        b'{"id": "m2", "text": "nul \\u0000 inside"}\n'
+        b'{"id": "m3", "text": "ok", "channel": "bad \\ud800"}\n'
+        b'{"id": "m4", "text": "also fine"}\n'
+    )
+    upload(owner_client, dataset, "rows.jsonl", data, on_error="skip")
+    job = Job.objects.get(params__filename="rows.jsonl")
+    assert job.state == JobState.SUCCEEDED and job.result["documents"] == 2
+    assert [(e["line"], e["field"]) for e in job.errors] == [(2, "text"), (3, "channel")]
+    assert sorted(Document.objects.values_list("external_id", flat=True)) == ["m1", "m4"]
+    assert not any(word in job.message + str(job.errors) for word in ("INSERT", "SELECT", "DataError"))
+
+
+def test_a_database_failure_is_told_in_the_projects_words(dataset, owner, monkeypatch):
+    from django.db import DataError
+
+    def refuse(job):
+        raise DataError('invalid byte sequence for encoding "UTF8": 0x00\nCONTEXT: INSERT INTO "segment" ...')
+
+    monkeypatch.setattr(services, "run_import", refuse)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        job = services.start_import(dataset=dataset, user=owner, filename="a.csv", data=GOOD_CSV)
+    job.refresh_from_db()
+    assert job.state == JobState.FAILED
+    assert "INSERT" not in job.error and "0x00" not in job.error and "database refused" in job.error
+
+
+@pytest.mark.parametrize(
+    ("data", "on_error", "state"),
+    [(GOOD_CSV, "reject", JobState.SUCCEEDED), (MIXED_CSV, "reject", JobState.FAILED)],
+)
+def test_an_uploads_file_is_deleted_once_its_job_has_ended(
+    owner_client, dataset, settings, data, on_error, state
+):
+    from pathlib import Path
+
+    upload(owner_client, dataset, "msgs.csv", data, on_error=on_error)
+    job = Job.objects.get(kind=JobKind.IMPORT)
+    assert job.state == state
+    assert not Path(job.params["path"]).exists() and not Path(job.params["path"]).parent.exists()
+    assert Path(settings.MEDIA_ROOT, "uploads").is_dir()  # the folder of all uploads stays
+
+
+def test_an_upload_stays_while_its_job_may_still_run(dataset, owner):
+    from pathlib import Path
+
+    job = services.start_import(dataset=dataset, user=owner, filename="a.csv", data=GOOD_CSV)  # not run yet
+    assert Path(job.params["path"]).exists()
+
+
+@pytest.mark.parametrize("path", ["page", "/api/datasets/{code}/imports"])
+def test_an_over_limit_body_is_refused_before_it_is_read(owner_client, dataset, settings, path, monkeypatch):
+    from trackers import views
+
+    settings.UPLOAD_MAX_BYTES = 1000
+    url = reverse("dataset-upload", args=[dataset.code]) if path == "page" else path.format(code=dataset.code)
+    called = []
+    monkeypatch.setattr(views, "dataset_upload", lambda *a, **k: called.append(1))
+    response = owner_client.post(
+        url, data=b"x" * 10, content_type="application/octet-stream", CONTENT_LENGTH="312000000"
+    )
+    assert response.status_code == 413 and "the limit for an upload is" in response.content.decode()
+    assert response["Content-Type"].startswith("application/json" if path != "page" else "text/plain")
+    assert called == [] and not Job.objects.exists()

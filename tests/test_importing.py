@@ -140,7 +140,9 @@ def test_zip_of_transcripts_reports_bad_members_and_keeps_good_ones():
     assert errors_of(result) == [
         "batch.zip/calls/b.txt, line 1: expected 'Speaker: text' (a name, a colon, then what was said)",
         "batch.zip/calls/c.txt, line 1: is not UTF-8 text (byte 0xe9 at offset 8); save it as UTF-8 and upload again",
-        "batch.zip/calls/readme.pdf: is not a .txt transcript; zip archives hold one transcript per .txt file",
+    ]
+    assert [str(e) for e in result.skipped] == [
+        "batch.zip/calls/readme.pdf: skipped: not a .txt transcript (zip archives hold one transcript per .txt file)"
     ]
 
 

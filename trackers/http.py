@@ -1,9 +1,12 @@
-"""The request a page view gets, as the type checker should see it."""
+"""HTTP helpers of the web layer: the request type page views get, and the request body limit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from django.conf import settings
 from django.contrib.auth.models import User
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django_htmx.middleware import HtmxDetails
 
 
@@ -12,3 +15,33 @@ class PageRequest(HttpRequest):
 
     user: User
     htmx: HtmxDetails
+
+
+class RequestBodyLimit:
+    """Refuse a request whose declared body is over the upload limit before any of it is read.
+
+    Django reads a multipart upload to disk before a view can check its size; this answers 413 from
+    the Content-Length header alone. A proxy in front should refuse such bodies first (see README).
+    """
+
+    OVERHEAD = 1024 * 1024  # multipart boundaries and the form's other fields
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > settings.UPLOAD_MAX_BYTES + self.OVERHEAD:
+            from trackers.services import format_size
+
+            message = (
+                f"the request body is {format_size(length)}; the limit for an upload is "
+                f"{format_size(settings.UPLOAD_MAX_BYTES)}"
+            )
+            if request.path.startswith("/api/"):
+                return JsonResponse({"detail": message}, status=413)
+            return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)

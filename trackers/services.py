@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,18 @@ def start_import(
     return job
 
 
+def discard_upload(sender: type[Job], row: Job, **kwargs: Any) -> None:
+    """An import's stored upload is deleted once its job has ended (after the outcome commits)."""
+    path = row.params.get("path") if row.kind == JobKind.IMPORT else None
+    if not path:
+        return
+    folder = Path(path).parent
+    uploads = (Path(settings.MEDIA_ROOT) / "uploads").resolve()
+    if folder.resolve().parent != uploads:  # only ever a job's own folder under uploads/
+        return
+    transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
 @dataclass
 class ImportOutcome:
     documents: int
@@ -194,10 +207,20 @@ def run_import(job: Job) -> ImportOutcome | None:
     assert dataset is not None
     path = Path(job.params["path"])
     name = job.params["filename"]
-    limits = importing.Limits(max_chars=settings.SEGMENT_MAX_CHARS, split_chars=settings.SEGMENT_SPLIT_CHARS)
+    limits = importing.Limits(
+        max_chars=settings.SEGMENT_MAX_CHARS,
+        split_chars=settings.SEGMENT_SPLIT_CHARS,
+        zip_max_members=settings.ZIP_MAX_FILES,
+        zip_max_member_bytes=settings.ZIP_MAX_FILE_BYTES,
+        zip_max_total_bytes=settings.ZIP_MAX_TOTAL_BYTES,
+        zip_max_ratio=settings.ZIP_MAX_RATIO,
+    )
     report_progress(job, 0, message=f"reading {name}")
     parsed = importing.parse_file(name, path.read_bytes(), job.params.get("format", "auto"), limits)
     errors = [e.as_dict() for e in parsed.errors]
+    # Entries passed over on purpose (a zip's hidden files, say) are listed with the problems, but
+    # do not count as bad rows.
+    skipped = [{**e.as_dict(), "skipped": True} for e in parsed.skipped]
     docs = parsed.documents
     seen = set()
     existing = set(
@@ -234,7 +257,7 @@ def run_import(job: Job) -> ImportOutcome | None:
             job,
             state=JobState.FAILED,
             message=why,
-            errors=errors,
+            errors=errors + skipped,
             result={"documents": 0, "segments": 0, "skipped": len(errors), "rows": parsed.rows},
         )
         return None
@@ -247,9 +270,9 @@ def run_import(job: Job) -> ImportOutcome | None:
                 [
                     Document(
                         dataset=dataset,
-                        external_id=d.external_id[:255],
+                        external_id=d.external_id,
                         title=d.title[:255],
-                        kind=d.kind[:16],
+                        kind=d.kind,
                         metadata=d.metadata,
                         occurred_at=d.occurred_at,
                         imported_by_job=job,
@@ -262,12 +285,12 @@ def run_import(job: Job) -> ImportOutcome | None:
                     dataset=dataset,
                     document=doc,
                     position=i,
-                    speaker=s.speaker[:120],
+                    speaker=s.speaker,
                     text=s.text,
                     text_hash=text_hash(s.text),
                     start_time=s.start,
                     end_time=s.end,
-                    known_label=s.label[:120],
+                    known_label=s.label,
                 )
                 for doc, d in zip(objs, chunk, strict=True)
                 for i, s in enumerate(d.segments)
@@ -279,11 +302,13 @@ def run_import(job: Job) -> ImportOutcome | None:
         msg = f"imported {outcome.documents:,} documents, {outcome.segments:,} segments"
         if errors:
             msg += f"; skipped {len(errors)} bad row(s)"
+        if skipped:
+            msg += f"; passed over {len(skipped)} file(s) of the archive (listed)"
         finish_job(
             job,
             state=JobState.SUCCEEDED,
             message=msg,
-            errors=errors,
+            errors=errors + skipped,
             result={**outcome.__dict__, "rows": parsed.rows},
         )
         create_job(dataset=dataset, kind=JobKind.EMBED, user=job.created_by, params={"after": str(job.code)})

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Q
 from django.dispatch import Signal
 from django.utils import timezone
@@ -34,6 +34,7 @@ W = TypeVar("W", bound=ClaimableWork)
 # Sent with ``row`` when work fails or is given up; a higher layer reacts (e.g. a failed training
 # run still queues the tracker's next round) without this layer knowing about it.
 work_failed = Signal()
+work_finished = Signal()  # sent with ``row`` when work ends, whatever its outcome
 
 
 def _stale_before() -> Any:
@@ -78,6 +79,7 @@ def give_up(model: type[W], queryset: QuerySet[W]) -> list[int]:
         ):
             log.warning("%s %s: %s", model.__name__, row.pk, reason)
             row.refresh_from_db()
+            work_finished.send(sender=model, row=row)
             work_failed.send(sender=model, row=row)
             failed.append(row.pk)
     return failed
@@ -97,6 +99,7 @@ def finish(row: ClaimableWork, state: str, **fields: Any) -> None:
         setattr(row, name, value)
     row.state, row.finished_at = state, timezone.now()
     row.save()
+    work_finished.send(sender=type(row), row=row)
 
 
 def fail(row: ClaimableWork, reason: str) -> None:
@@ -120,6 +123,15 @@ def sweep(model: type[W], enqueue: Callable[[W], None]) -> dict[str, list[int]]:
     return {"requeued": requeued, "failed": failed}
 
 
+def failure_message(exc: BaseException) -> str:
+    """What a user is told of a failure: the database's own text (SQL, values) stays in the worker log."""
+    if isinstance(exc, DatabaseError):
+        return (
+            f"the database refused to store the result ({type(exc).__name__}); the worker log has the details"
+        )
+    return f"{type(exc).__name__}: {exc}"
+
+
 def run_claimed(task: Task, model: type[W], pk: int, work: Callable[[W], dict[str, Any] | None]) -> None:
     """The body of every work task: claim, run ``work``, record success or the failure's reason.
 
@@ -139,7 +151,7 @@ def run_claimed(task: Task, model: type[W], pk: int, work: Callable[[W], dict[st
     except Exception as exc:
         log.exception("%s %s failed", model.__name__, pk)
         row.refresh_from_db()
-        fail(row, f"{type(exc).__name__}: {exc}")
+        fail(row, failure_message(exc))
         return
     row.refresh_from_db(fields=["state"])
     if row.state == WorkState.RUNNING:  # work may have finished it itself, with another outcome
