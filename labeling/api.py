@@ -16,32 +16,35 @@ from labeling import game, progress, services
 from labeling.models import Card
 from trackers import search
 from trackers.access import Scope
-from trackers.api import ErrorOut
+from trackers.api import Description, ErrorOut, Keyword, Name, Sentence, ShortText
 from trackers.models import CAN_IMPORT, CAN_LABEL, Segment, Tracker
-from trackers.services import TrackerInvalid
+from trackers.services import MAX_KEYWORDS, MAX_SEEDS, MAX_TOPIC_LABELS, TrackerInvalid
 
 router = Router()
 
 
 class SeedIn(Schema):
-    label: str
-    text: str
+    label: ShortText
+    text: Sentence
 
 
 class TrackerIn(Schema):
-    name: str
-    description: str = ""
+    name: Name
+    description: Description = ""
     kind: Literal["concept", "topic"] = "concept"
     granularity: Literal["segment", "document"] = "segment"
-    labels: list[str] = Field([], description="topic trackers: 2 to 9 label names, in button order")
-    datasets: list[UUID]
-    seeds: list[str | SeedIn] = Field(
-        description="concept: sentences that match; topic: {label, text} objects, at least one per label"
+    labels: list[ShortText] = Field(
+        [], max_length=MAX_TOPIC_LABELS, description="topic trackers: 2 to 9 label names, in button order"
     )
-    keywords: list[str] = []
+    datasets: list[UUID] = Field(max_length=50)
+    seeds: list[Sentence | SeedIn] = Field(
+        max_length=MAX_SEEDS,
+        description="concept: sentences that match; topic: {label, text} objects, at least one per label",
+    )
+    keywords: list[Keyword] = Field([], max_length=MAX_KEYWORDS)
     target_precision: float = 0.8
     round_size: int = 25
-    speaker_filter: str = ""
+    speaker_filter: ShortText = ""
 
 
 class QualityOut(Schema):

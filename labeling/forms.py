@@ -2,12 +2,15 @@ from __future__ import annotations
 
 from django import forms
 
+from trackers.forms import text_field
 from trackers.models import Dataset, Granularity, TrackerKind
+from trackers.services import DESCRIPTION_MAX_CHARS, NAME_MAX_CHARS
 
 
 class TrackerForm(forms.Form):
-    name = forms.CharField(max_length=120)
-    description = forms.CharField(
+    name = text_field(NAME_MAX_CHARS)
+    description = text_field(
+        DESCRIPTION_MAX_CHARS,
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="What counts as a match, in a sentence or two.",
@@ -15,7 +18,8 @@ class TrackerForm(forms.Form):
     kind = forms.ChoiceField(
         choices=TrackerKind.choices, initial=TrackerKind.CONCEPT, widget=forms.RadioSelect, required=False
     )
-    labels = forms.CharField(
+    labels = text_field(
+        1_200,
         required=False,
         label="Topic labels",
         help_text="Topic trackers only: 2 to 9 names, comma-separated (e.g. billing, cancellation, technical).",
@@ -30,7 +34,8 @@ class TrackerForm(forms.Form):
     datasets = forms.ModelMultipleChoiceField(
         queryset=Dataset.objects.none(), widget=forms.CheckboxSelectMultiple
     )
-    seeds = forms.CharField(
+    seeds = text_field(
+        200_000,
         widget=forms.Textarea(attrs={"rows": 6}),
         label="Example sentences",
         help_text=(
@@ -38,10 +43,10 @@ class TrackerForm(forms.Form):
             "Topic trackers: write each as 'label: sentence', at least one per label."
         ),
     )
-    keywords = forms.CharField(required=False, help_text="Optional, comma-separated.")
-    speaker_filter = forms.CharField(
+    keywords = text_field(5_000, required=False, help_text="Optional, comma-separated.")
+    speaker_filter = text_field(
+        NAME_MAX_CHARS,
         required=False,
-        max_length=120,
         label="Only this speaker",
         help_text="e.g. customer; leave empty for everyone.",
     )

@@ -25,7 +25,7 @@ from trackers.access import (
     require_role,
     role_in,
 )
-from trackers.http import PageRequest
+from trackers.http import PageRequest, bad_request, form_id
 from trackers.models import CAN_IMPORT, CAN_LABEL, Granularity, Segment, TrackerKind
 from trackers.services import TrackerInvalid
 
@@ -254,15 +254,16 @@ def answer(request: PageRequest, code) -> HttpResponse:
     """Record an answer (a repeat of the same answer is harmless) and show the next card or the round summary."""
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_LABEL)
-    card = get_object_or_404(
-        Card.objects.select_related("segment"), tracker=tracker, pk=request.POST.get("card") or 0
-    )
+    card_id = form_id(request.POST.get("card"))
+    if card_id is None:
+        return bad_request("'card' must be the id of a card (a whole number)")
+    card = get_object_or_404(Card.objects.select_related("segment"), tracker=tracker, pk=card_id)
     if game.held_by_another(card, request.user):
-        return HttpResponse("This card is being answered by someone else.", status=409)
+        return bad_request("This card is being answered by someone else.", status=409)
     try:
         _, created = services.answer_card(tracker, request.user, card, request.POST.get("answer", ""))
     except game.LabelRejected as exc:
-        return HttpResponse(str(exc), status=400)
+        return bad_request(str(exc))
     if not game.open_cards(tracker).filter(round=card.round).exists() and created:
         context: dict[str, Any] = {
             "tracker": tracker,
@@ -310,6 +311,17 @@ def summary(request: PageRequest, code) -> HttpResponse:
     return response
 
 
+class _NotAnId(ValueError):
+    pass
+
+
+def _posted_id(request: PageRequest, name: str) -> int:
+    value = form_id(request.POST.get(name))
+    if value is None:
+        raise _NotAnId(name)
+    return value
+
+
 @login_required
 def labels(request: PageRequest, code) -> HttpResponse:
     """Every answer of a tracker: search, filter, change one, and settle disagreements."""
@@ -322,14 +334,14 @@ def labels(request: PageRequest, code) -> HttpResponse:
                 require_role(request.user, tracker.workspace, CAN_IMPORT)
                 segment = get_object_or_404(
                     Segment.objects.filter(annotations__tracker=tracker).distinct(),
-                    pk=request.POST.get("segment") or 0,
+                    pk=_posted_id(request, "segment"),
                 )
                 game.resolve(tracker, segment, request.POST.get("answer", ""))
             else:
                 mine = Annotation.objects.filter(tracker=tracker)
                 if role not in CAN_IMPORT:
                     mine = mine.filter(annotator=request.user)  # labelers change their own answers only
-                annotation = get_object_or_404(mine, pk=request.POST.get("annotation") or 0)
+                annotation = get_object_or_404(mine, pk=_posted_id(request, "annotation"))
                 game.record_label(
                     tracker,
                     annotation.annotator,
@@ -338,7 +350,9 @@ def labels(request: PageRequest, code) -> HttpResponse:
                     card=annotation.card,
                 )
         except game.LabelRejected as exc:
-            return HttpResponse(str(exc), status=400)
+            return bad_request(str(exc))
+        except _NotAnId as exc:
+            return bad_request(f"'{exc}' must be the id of a row (a whole number)")
         return redirect(request.get_full_path())
     qs = Annotation.objects.filter(tracker=tracker).select_related("segment__document", "annotator")
     f = request.GET
@@ -393,9 +407,8 @@ def tracker_threshold(request: PageRequest, code) -> HttpResponse:
         except ValueError:
             value = -1.0
         if not 0.0 < value < 1.0:
-            return HttpResponse(
-                f"threshold must be a number between 0 and 1, or 'auto' (got '{raw}')", status=400
-            )
+            shown = raw if len(raw) <= 40 else raw[:40] + "…"
+            return bad_request(f"threshold must be a number between 0 and 1, or 'auto' (got '{shown}')")
         tracker.threshold_override = value
     tracker.save(update_fields=["threshold_override"])
     return redirect("tracker", code=tracker.code)

@@ -134,6 +134,44 @@ def test_bad_answer_is_400(owner_client, tracker):
     assert response.status_code == 400 and "'maybe' is not an answer" in response.content.decode()
 
 
+XSS = "<img src=x onerror=alert(9)>"
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("answer", {"card": "{card}", "answer": XSS}),
+        ("tracker-threshold", {"threshold": XSS}),
+        ("labels", {"annotation": "{annotation}", "answer": XSS}),
+    ],
+)
+def test_refusals_never_echo_input_as_html(owner_client, tracker, owner, name, data):
+    card = Card.objects.filter(tracker=tracker).first()
+    if "annotation" in data:
+        annotation, _ = labeling_services.answer_card(tracker, owner, card, "yes")
+        data = {**data, "annotation": annotation.pk}
+    data = {k: (v.format(card=card.pk) if isinstance(v, str) else v) for k, v in data.items()}
+    response = owner_client.post(reverse(name, args=[tracker.code]), data)
+    assert response.status_code == 400
+    assert (
+        response["Content-Type"].startswith("text/plain") and response["X-Content-Type-Options"] == "nosniff"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "field"),
+    [
+        ("answer", {"card": "abc", "answer": "yes"}, "card"),
+        ("answer", {"card": "1e5", "answer": "yes"}, "card"),
+        ("labels", {"annotation": "x1", "answer": "yes"}, "annotation"),
+        ("labels", {"action": "resolve", "segment": "--1", "answer": "yes"}, "segment"),
+    ],
+)
+def test_ids_that_are_not_numbers_are_400_naming_the_field(owner_client, tracker, name, data, field):
+    response = owner_client.post(reverse(name, args=[tracker.code]), data)
+    assert response.status_code == 400 and f"'{field}' must be the id of" in response.content.decode()
+
+
 def test_undo_brings_the_card_back(owner_client, tracker):
     card = Card.objects.filter(tracker=tracker).first()
     owner_client.post(

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 from uuid import UUID
 
-from ninja import File, Form, Router, Schema, Status
+from ninja import Field, File, Form, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
+from pydantic import AfterValidator
 
 from trackers import search, services
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT, Dataset, Job
+from trackers.text import storable
 
 router = Router()
+
+# Text a request may carry: bounded, and only characters the database can store (422 names the field).
+Name = Annotated[str, Field(min_length=1, max_length=services.NAME_MAX_CHARS), AfterValidator(storable)]
+Description = Annotated[str, Field(max_length=services.DESCRIPTION_MAX_CHARS), AfterValidator(storable)]
+ShortText = Annotated[str, Field(max_length=services.NAME_MAX_CHARS), AfterValidator(storable)]
+Keyword = Annotated[str, Field(max_length=services.KEYWORD_MAX_CHARS), AfterValidator(storable)]
+Sentence = Annotated[str, Field(max_length=10_000), AfterValidator(storable)]
 
 
 class WorkspaceOut(Schema):
@@ -22,8 +32,8 @@ class WorkspaceOut(Schema):
 
 
 class DatasetIn(Schema):
-    name: str
-    description: str = ""
+    name: Name
+    description: Description = ""
 
 
 class DatasetOut(Schema):
@@ -102,15 +112,19 @@ def list_datasets(request, code: UUID):
     return list(ws.datasets.select_related("workspace"))
 
 
-@router.post("/workspaces/{code}/datasets", response={201: DatasetOut, 409: ErrorOut}, tags=["datasets"])
+@router.post(
+    "/workspaces/{code}/datasets", response={201: DatasetOut, 400: ErrorOut, 409: ErrorOut}, tags=["datasets"]
+)
 def create_dataset(request, code: UUID, payload: DatasetIn):
     """Create an empty dataset."""
     ws = Scope.of_request(request).workspace(code, CAN_IMPORT)
     if ws.datasets.filter(name=payload.name).exists():
         return Status(409, {"detail": f"a dataset named '{payload.name}' already exists in this workspace"})
-    return Status(
-        201, services.create_dataset(workspace=ws, name=payload.name, description=payload.description)
-    )
+    try:
+        dataset = services.create_dataset(workspace=ws, name=payload.name, description=payload.description)
+    except services.InputInvalid as exc:
+        return Status(400, {"detail": str(exc)})
+    return Status(201, dataset)
 
 
 @router.get("/datasets/{code}", response=DatasetOut, tags=["datasets"])

@@ -45,3 +45,14 @@ class RequestBodyLimit:
                 return JsonResponse({"detail": message}, status=413)
             return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
+
+
+def bad_request(message: str, status: int = 400) -> HttpResponse:
+    """A refusal in words, as plain text: whatever of the input it quotes is never rendered as HTML."""
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
+def form_id(value: str | None) -> int | None:
+    """A row id posted by a form, or None when it is not a whole number."""
+    text = (value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None

@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
+from trackers.text import problem
+
 FORMATS = ("auto", "csv", "jsonl", "transcript", "zip")
 # csv's own 128 KiB field limit would stop the reader with no line to report; the upload size caps
 # fields instead, and the text length check names the row.
@@ -109,21 +111,12 @@ def split_sentences(text: str, split_chars: int) -> list[str]:
     return parts or [text]
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def _check_chars(text: str, field_name: str) -> str:
     """Refuse what no database column can hold: NUL characters and lone UTF-16 surrogates."""
-    bad = _UNSTORABLE.search(text)
-    if bad is None:
-        return text
-    at = bad.start() + 1
-    if bad.group() == "\x00":
-        raise _RowProblem(f"contains a NUL character (\\u0000) at character {at:,}", field_name)
-    code = f"U+{ord(bad.group()):04X}"
-    raise _RowProblem(
-        f"contains a lone surrogate ({code}) at character {at:,}, which is not text", field_name
-    )
+    why = problem(text)
+    if why:
+        raise _RowProblem(why, field_name)
+    return text
 
 
 def _clean_text(value: Any, limits: Limits, field_name: str = "text") -> str:

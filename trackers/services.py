@@ -14,7 +14,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from trackers import encoders, importing, work
+from trackers import encoders, importing, text, work
 from trackers.ml.storage import VectorStore
 from trackers.models import Dataset, Document, Job, JobKind, JobState, Membership, Role, Segment, Workspace
 
@@ -45,7 +45,33 @@ def create_workspace(*, name: str, owner: User) -> Workspace:
     return ws
 
 
+NAME_MAX_CHARS = 120
+DESCRIPTION_MAX_CHARS = 2_000
+MAX_SEEDS = 100  # example sentences of one tracker
+MAX_KEYWORDS = 50
+KEYWORD_MAX_CHARS = 100
+
+
+class InputInvalid(ValueError):
+    """A value a user typed cannot be stored as given; the message names the field."""
+
+
+def checked_text(value: str, field: str, max_chars: int, error: type[ValueError] = InputInvalid) -> str:
+    """``value`` if it fits in ``max_chars`` and holds only storable characters; else ``error`` naming ``field``."""
+    if len(value) > max_chars:
+        raise error(f"{field} is {len(value):,} characters long; the limit is {max_chars:,}")
+    why = text.problem(value)
+    if why:
+        raise error(f"{field} {why}")
+    return value
+
+
 def create_dataset(*, workspace: Workspace, name: str, description: str = "") -> Dataset:
+    """An empty dataset; InputInvalid when the name or description cannot be stored."""
+    name = checked_text(" ".join(name.split()), "name", NAME_MAX_CHARS)
+    if not name:
+        raise InputInvalid("name is empty")
+    description = checked_text(description.strip(), "description", DESCRIPTION_MAX_CHARS)
     return Dataset.objects.create(workspace=workspace, name=name, description=description)
 
 
@@ -432,6 +458,23 @@ def define_tracker(
     """
     from trackers.models import Granularity, SeedExample, Tracker, TrackerKind, TrackerState
 
+    name = checked_text(" ".join(name.split()), "name", NAME_MAX_CHARS, TrackerInvalid)
+    if not name:
+        raise TrackerInvalid("name is empty")
+    description = checked_text(description.strip(), "description", DESCRIPTION_MAX_CHARS, TrackerInvalid)
+    speaker_filter = checked_text(speaker_filter.strip(), "speaker", NAME_MAX_CHARS, TrackerInvalid)
+    if len(seeds) > MAX_SEEDS:
+        raise TrackerInvalid(f"give at most {MAX_SEEDS} example sentences (got {len(seeds):,})")
+    keywords = [k.strip() for k in (keywords or []) if k and k.strip()]
+    if len(keywords) > MAX_KEYWORDS:
+        raise TrackerInvalid(f"give at most {MAX_KEYWORDS} keywords (got {len(keywords):,})")
+    for i, k in enumerate(keywords, 1):
+        checked_text(k, f"keyword {i}", KEYWORD_MAX_CHARS, TrackerInvalid)
+    for i, label in enumerate(labels or [], 1):
+        checked_text(str(label), f"label {i}", NAME_MAX_CHARS, TrackerInvalid)
+    for i, seed in enumerate(seeds, 1):
+        for part in [seed] if isinstance(seed, str) else list(seed):
+            checked_text(str(part), f"example {i}", settings.SEGMENT_MAX_CHARS, TrackerInvalid)
     if kind not in TrackerKind.values:
         raise TrackerInvalid(f"kind must be one of {', '.join(TrackerKind.values)} (got '{kind}')")
     if granularity not in Granularity.values:
@@ -491,7 +534,7 @@ def define_tracker(
             labels=labels,
             granularity=granularity,
             created_by=user,
-            keywords=[k.strip() for k in (keywords or []) if k.strip()],
+            keywords=keywords,
             target_precision=target_precision,
             round_size=round_size,
             speaker_filter=speaker_filter.strip(),

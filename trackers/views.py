@@ -71,6 +71,8 @@ def dataset_create(request: PageRequest, code) -> HttpResponse:
             ds = services.create_dataset(workspace=ws, **form.cleaned_data)
         except IntegrityError:
             messages.error(request, f"A dataset named '{form.cleaned_data['name']}' already exists here.")
+        except services.InputInvalid as exc:
+            messages.error(request, str(exc))
         else:
             return redirect("dataset", code=ds.code)
     else:
