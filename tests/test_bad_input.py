@@ -8,8 +8,7 @@ import pytest
 from django.urls import reverse
 
 from labeling import services as labeling_services
-from serving.models import ApiKey
-from tests.test_game import corpus
+from tests.test_api_trackers import embedded, key  # noqa: F401  (shared fixtures)
 from trackers import services
 from trackers.models import Dataset, Tracker
 
@@ -17,20 +16,6 @@ pytestmark = pytest.mark.django_db
 
 SURROGATE = "bad \ud800 name"
 NUL = "bad \x00 name"
-
-
-@pytest.fixture
-def key(workspace, owner):
-    _, raw = ApiKey.issue(workspace=workspace, name="bot", created_by=owner)
-    return {"Authorization": f"Bearer {raw}"}
-
-
-@pytest.fixture
-def embedded(dataset, owner, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
-    dataset.refresh_from_db()
-    return dataset
 
 
 def _json(client, url, body, key):
