@@ -112,6 +112,28 @@ def dataset(workspace):
 
 
 @pytest.fixture
+def key(workspace, owner):
+    """Headers with an API key of the owner's."""
+    from serving.models import ApiKey
+
+    _, raw = ApiKey.issue(workspace=workspace, name="integration", created_by=owner)
+    return {"Authorization": f"Bearer {raw}"}
+
+
+@pytest.fixture
+def embedded(dataset, owner, django_capture_on_commit_callbacks):
+    """``dataset`` with the cancel corpus of tests.test_game imported, embedded and indexed."""
+    from tests.test_game import corpus
+    from trackers import services
+
+    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
+        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    dataset.refresh_from_db()
+    assert dataset.vector_count == 116
+    return dataset
+
+
+@pytest.fixture
 def owner_client(client, owner):
     client.force_login(owner)
     return client

@@ -11,12 +11,6 @@ from trackers.models import Role
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def key(workspace, owner):
-    _, raw = ApiKey.issue(workspace=workspace, name="integration", created_by=owner)
-    return {"Authorization": f"Bearer {raw}"}
-
-
 def test_create_dataset_import_poll_and_search(client, workspace, key, django_capture_on_commit_callbacks):
     created = client.post(
         f"/api/workspaces/{workspace.code}/datasets",

@@ -5,25 +5,10 @@ from __future__ import annotations
 import pytest
 
 from serving.models import ApiKey
-from tests.test_game import cancel_tracker, corpus
-from trackers import services
+from tests.test_game import cancel_tracker
 from trackers.models import Role
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def key(workspace, owner):
-    _, raw = ApiKey.issue(workspace=workspace, name="bot", created_by=owner)
-    return {"Authorization": f"Bearer {raw}"}
-
-
-@pytest.fixture
-def embedded(dataset, owner, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
-        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
-    dataset.refresh_from_db()
-    return dataset
 
 
 def test_a_whole_round_through_the_api(client, workspace, embedded, key, django_capture_on_commit_callbacks):

@@ -8,7 +8,6 @@ import pytest
 from django.urls import reverse
 
 from labeling import services as labeling_services
-from tests.test_api_trackers import embedded, key  # noqa: F401  (shared fixtures)
 from trackers import services
 from trackers.models import Dataset, Tracker
 

@@ -63,15 +63,6 @@ def cancel_tracker(workspace, owner, dataset, *, round_size: int = 20, name: str
 
 
 @pytest.fixture
-def embedded(dataset, owner, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
-        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
-    dataset.refresh_from_db()
-    assert dataset.vector_count == 116
-    return dataset
-
-
-@pytest.fixture
 def tracker(embedded, workspace, owner):
     return labeling_services.create_tracker(
         workspace=workspace,
