@@ -7,7 +7,7 @@ PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install install-test prepare run test test-fast lint bench simulate clean
+.PHONY: install install-test prepare run dev test test-fast lint bench simulate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,16 +29,33 @@ install-test: $(VENV)/.installed-test
 
 prepare: install
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py prepare_encoder
 	$(BIN)/python manage.py setup_demo
 
-# Web server and a Celery worker (with the stale-job sweeper) side by side; Ctrl-C stops both.
+WORKER := $(BIN)/celery -A config worker --beat --loglevel=INFO --concurrency=1 --schedule=var/celerybeat-schedule
+WEB_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+define banner
+	echo ""; echo "  Trackers is running at http://127.0.0.1:$(PORT)/  (worker log: var/worker.log)"; \
+	cat var/demo-credentials.txt 2>/dev/null | paste -sd' ' | sed 's/^/  demo login (user password): /'; echo ""
+endef
+
+# A production server (gunicorn, a process per core; whitenoise serves the static files) and a
+# Celery worker with the stale-work sweeper, on this machine only; Ctrl-C stops both.
+run: export TRACKERS_LOCAL_HTTP := 1
 run: prepare
 	@trap 'kill 0' EXIT; \
-	$(BIN)/celery -A config worker --beat --loglevel=INFO --concurrency=1 \
-	    --schedule=var/celerybeat-schedule >var/worker.log 2>&1 & \
-	echo ""; echo "  Trackers is running at http://127.0.0.1:$(PORT)/  (worker log: var/worker.log)"; \
-	cat var/demo-credentials.txt 2>/dev/null | paste -sd' ' | sed 's/^/  demo login (user password): /'; echo ""; \
+	$(WORKER) >var/worker.log 2>&1 & \
+	$(banner); \
+	$(BIN)/gunicorn config.wsgi --bind 127.0.0.1:$(PORT) --workers $(WEB_WORKERS) --threads 4 \
+	    --access-logfile - --error-logfile - --log-level warning
+
+# Development: Django's server with tracebacks and reloading, static files from static/.
+dev: export DJANGO_DEBUG := 1
+dev: prepare
+	@trap 'kill 0' EXIT; \
+	$(WORKER) >var/worker.log 2>&1 & \
+	$(banner); \
 	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 # The suite runs against real PostgreSQL and Redis (override these to point elsewhere).

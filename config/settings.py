@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -27,15 +28,42 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
-_DEV_SECRET = "dev-only-insecure-secret-key-change-me"
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", _DEV_SECRET if DEBUG else "")
-if not SECRET_KEY:
-    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
+DEBUG = env_bool("DJANGO_DEBUG", False)  # `make dev` turns it on; never in production
+DATA_DIR = Path(os.environ.get("TRACKERS_DATA_DIR", BASE_DIR / "var"))
+
+
+def _secret_key(path: Path) -> str:
+    """DJANGO_SECRET_KEY, or one generated once into ``path`` (readable by this user only) and kept."""
+    given = os.environ.get("DJANGO_SECRET_KEY", "")
+    if given:
+        if len(given) < 50:
+            raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 50 characters long.")
+        return given
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(64))
+    try:
+        os.link(tmp, path)  # the first process to get here wins; the others read its key
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key(DATA_DIR / "secret-key")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+# Served over plain HTTP to this machine only (what `make run` does): the HTTPS-only settings below
+# would make the app unreachable there, so they are off and their deploy checks are silenced.
+LOCAL_HTTP = env_bool("TRACKERS_LOCAL_HTTP", False)
 
-DATA_DIR = Path(os.environ.get("TRACKERS_DATA_DIR", BASE_DIR / "var"))
 ARTIFACT_ROOT = Path(os.environ.get("TRACKERS_ARTIFACT_ROOT", DATA_DIR / "artifacts"))
 MEDIA_ROOT = Path(os.environ.get("TRACKERS_MEDIA_ROOT", DATA_DIR / "media"))
 MEDIA_URL = "/media/"
@@ -50,6 +78,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
+    "ninja",  # its bundled Swagger UI, so /api/docs works offline
     "trackers",
     "labeling",
     "serving",
@@ -123,7 +152,11 @@ STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_USE_FINDERS = DEBUG  # otherwise `manage.py collectstatic` (make run does) fills STATIC_ROOT
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "config.storage.StaticStorage"},
+}
 
 # --- Celery -----------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -182,7 +215,7 @@ WORK_MAX_ATTEMPTS = env_int("TRACKERS_WORK_MAX_ATTEMPTS", 3)
 CHAR_FEATURES_MAX_POOL = env_int("TRACKERS_CHAR_FEATURES_MAX_POOL", 20_000)
 
 # --- Production hardening (active when DJANGO_DEBUG is off) ------------------------------
-if not DEBUG:
+if not DEBUG and not LOCAL_HTTP:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
     SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000)
@@ -190,10 +223,9 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    STORAGES = {
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
-    }
+if LOCAL_HTTP:
+    # HTTP on loopback: no TLS to redirect to, pin (HSTS) or mark cookies for. Only these four.
+    SILENCED_SYSTEM_CHECKS = ["security.W004", "security.W008", "security.W012", "security.W016"]
 
 LOGGING = {
     "version": 1,

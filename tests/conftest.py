@@ -22,6 +22,14 @@ RUN_ID = f"{os.getpid()}_{secrets.token_hex(4)}"
 BROKER_KEY_PREFIX = f"test-{RUN_ID}:"
 # Overwritten, not defaulted: a nested run must not share the prefix of the run that started it.
 os.environ["TRACKERS_BROKER_KEY_PREFIX"] = BROKER_KEY_PREFIX  # worker processes inherit it
+# The suite talks plain HTTP (test client, live servers, worker processes), as `make run` does; the
+# HTTPS-only settings of an install behind TLS are checked apart (tests/test_project.py).
+os.environ["TRACKERS_LOCAL_HTTP"] = "1"  # for the processes tests start
+if not django_settings.LOCAL_HTTP:  # settings.py has been read already
+    django_settings.LOCAL_HTTP = True
+    django_settings.SECURE_SSL_REDIRECT = False
+    django_settings.SECURE_HSTS_SECONDS = 0
+    django_settings.SESSION_COOKIE_SECURE = django_settings.CSRF_COOKIE_SECURE = False
 if not django_settings.CELERY_BROKER_URL.startswith("filesystem://"):
     # settings.py has already been read; the Celery app reads its config lazily, after this.
     django_settings.CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -51,12 +51,39 @@ def test_production_settings_pass_the_deploy_check(tmp_path):
     assert "no issues" in proc.stdout
 
 
-def test_production_refuses_to_start_without_a_secret_key(tmp_path):
-    env = clean_env(DJANGO_DEBUG="0", TRACKERS_DATA_DIR=str(tmp_path))
+def test_without_a_secret_key_one_is_generated_once_and_kept(tmp_path):
+    env = clean_env(TRACKERS_DATA_DIR=str(tmp_path))
+    show = "from django.conf import settings; print(settings.SECRET_KEY, settings.DEBUG)"
+    first = run_manage("shell", "-c", show, env=env).stdout.splitlines()[-1].split()
+    again = run_manage("shell", "-c", show, env=env).stdout.splitlines()[-1].split()
+    assert first == again and len(first[0]) >= 64 and first[1] == "False"  # DEBUG is off by default
+    key = tmp_path / "secret-key"
+    assert key.read_text().strip() == first[0] and oct(key.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_short_secret_key_is_refused(tmp_path):
+    env = clean_env(DJANGO_SECRET_KEY="short", TRACKERS_DATA_DIR=str(tmp_path))
     proc = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True
     )
-    assert proc.returncode != 0 and "DJANGO_SECRET_KEY must be set" in proc.stderr
+    assert proc.returncode != 0 and "at least 50 characters" in proc.stderr
+
+
+def test_the_settings_make_run_uses_pass_the_deploy_check(tmp_path):
+    """`make run`: no DJANGO_* variables, plain HTTP on loopback (TRACKERS_LOCAL_HTTP=1)."""
+    env = clean_env(TRACKERS_DATA_DIR=str(tmp_path), TRACKERS_LOCAL_HTTP="1")
+    proc = run_manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert "no issues" in proc.stdout
+    settings_shown = run_manage(
+        "shell", "-c", "from django.conf import settings as s; print(s.DEBUG, s.SILENCED_SYSTEM_CHECKS)", env=env
+    ).stdout.splitlines()[-1]
+    # only the four HTTPS-only checks are silenced, and only for loopback HTTP
+    assert settings_shown.strip() == "False ['security.W004', 'security.W008', 'security.W012', 'security.W016']"
+
+
+def test_api_docs_work_offline(client):
+    html = client.get("/api/docs").content.decode()
+    assert "swagger-ui-bundle.js" in html and "cdn" not in html.lower() and "http" not in html.split("<body")[1]
 
 
 def test_env_example_lists_every_variable_settings_read():
