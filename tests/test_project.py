@@ -75,15 +75,22 @@ def test_the_settings_make_run_uses_pass_the_deploy_check(tmp_path):
     proc = run_manage("check", "--deploy", "--fail-level", "WARNING", env=env)
     assert "no issues" in proc.stdout
     settings_shown = run_manage(
-        "shell", "-c", "from django.conf import settings as s; print(s.DEBUG, s.SILENCED_SYSTEM_CHECKS)", env=env
+        "shell",
+        "-c",
+        "from django.conf import settings as s; print(s.DEBUG, s.SILENCED_SYSTEM_CHECKS)",
+        env=env,
     ).stdout.splitlines()[-1]
     # only the four HTTPS-only checks are silenced, and only for loopback HTTP
-    assert settings_shown.strip() == "False ['security.W004', 'security.W008', 'security.W012', 'security.W016']"
+    assert (
+        settings_shown.strip() == "False ['security.W004', 'security.W008', 'security.W012', 'security.W016']"
+    )
 
 
 def test_api_docs_work_offline(client):
     html = client.get("/api/docs").content.decode()
-    assert "swagger-ui-bundle.js" in html and "cdn" not in html.lower() and "http" not in html.split("<body")[1]
+    assert (
+        "swagger-ui-bundle.js" in html and "cdn" not in html.lower() and "http" not in html.split("<body")[1]
+    )
 
 
 def test_env_example_lists_every_variable_settings_read():
