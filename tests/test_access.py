@@ -216,3 +216,46 @@ def test_users_of_the_same_workspace_share_it(client, workspace, dataset):
     ).user
     client.force_login(labeler)
     assert client.get(reverse("dataset", args=[dataset.code])).status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/accounts/login/", "/admin/login/"])
+def test_logins_lock_out_after_repeated_wrong_passwords_and_say_when_to_retry(client, url, settings):
+    from axes.models import AccessAttempt
+
+    user = UserFactory(username="mallory-target", is_staff=True)
+    user.set_password("the right one")
+    user.save()
+    wrong = {"username": "mallory-target", "password": "wrong"}
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert client.post(url, wrong).status_code == 200  # the form again, with its error
+    locked = client.post(url, wrong)
+    assert (
+        locked.status_code == 429 and int(locked["Retry-After"]) == settings.AXES_COOLOFF_TIME.total_seconds()
+    )
+    assert "Try again after" in locked.content.decode()
+    # the right password does not get in while locked out
+    again = client.post(url, {"username": "mallory-target", "password": "the right one"})
+    assert again.status_code == 429 and "_auth_user_id" not in client.session
+    # once the cool-off has passed (its record cleared), the right password works and resets the count
+    AccessAttempt.objects.all().delete()
+    ok = client.post(url, {"username": "mallory-target", "password": "the right one"})
+    assert ok.status_code == 302 and client.session["_auth_user_id"] == str(user.pk)
+
+
+def test_a_lockout_is_per_username_and_address(client, settings):
+    target = UserFactory(username="alice")
+    target.set_password("alice's password")
+    target.save()
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post("/accounts/login/", {"username": "alice", "password": "x"}, REMOTE_ADDR="10.9.9.9")
+    assert (
+        client.post(
+            "/accounts/login/", {"username": "alice", "password": "x"}, REMOTE_ADDR="10.9.9.9"
+        ).status_code
+        == 429
+    )
+    # the same user from her own address still signs in
+    ok = client.post(
+        "/accounts/login/", {"username": "alice", "password": "alice's password"}, REMOTE_ADDR="10.1.1.1"
+    )
+    assert ok.status_code == 302

@@ -89,7 +89,9 @@ def test_the_settings_make_run_uses_pass_the_deploy_check(tmp_path):
 def test_api_docs_work_offline(client):
     html = client.get("/api/docs").content.decode()
     assert (
-        "swagger-ui-bundle.js" in html and "cdn" not in html.lower() and "http" not in html.split("<body")[1]
+        "/static/ninja/swagger-ui-bundle" in html
+        and "cdn" not in html.lower()
+        and "http" not in html.split("<body")[1]
     )
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import IntegrityError
 from django.db.models import Count, Q
-from django.http import HttpResponse
-from django.shortcuts import redirect
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import reswap, retarget
 
@@ -202,3 +204,20 @@ def search_page(request: PageRequest, code) -> HttpResponse:
     context = {"dataset": ds, "workspace": ds.workspace, "form": form, "hits": hits, "error": error}
     template = "trackers/search.html#results" if request.htmx else "trackers/search.html"
     return TemplateResponse(request, template, context)
+
+
+def locked_out(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
+    """Too many wrong passwords (django-axes): 429, saying when signing in works again."""
+    wait = settings.AXES_COOLOFF_TIME
+    response = render(  # rendered now: axes returns it from its middleware
+        request,
+        "registration/locked_out.html",
+        {
+            "minutes": max(1, round(wait.total_seconds() / 60)),
+            "retry_at": timezone.now() + wait,
+            "failure_limit": settings.AXES_FAILURE_LIMIT,
+        },
+        status=429,
+    )
+    response["Retry-After"] = str(int(wait.total_seconds()))
+    return response
