@@ -63,3 +63,21 @@ def test_identical_texts_show_once_with_a_count(owner_client, dataset, django_ca
     hits = owner_client.get(reverse("search", args=[dataset.code]), {"q": "cancel"}).context["hits"]
     assert [h.segment.text for h in hits].count("we want to cancel") == 1
     assert hits[0].duplicates == 1
+
+
+def test_a_long_call_is_shown_a_page_at_a_time(owner_client, dataset):
+    from tests.factories import DocumentFactory, SegmentFactory
+    from trackers.views import DOCUMENT_PAGE_SEGMENTS
+
+    doc = DocumentFactory(dataset=dataset, title="Long call")
+    n = DOCUMENT_PAGE_SEGMENTS * 2 + 5
+    for i in range(n):
+        SegmentFactory(document=doc, dataset=dataset, position=i, text=f"turn number {i}")
+    url = reverse("document", args=[doc.code])
+    first = owner_client.get(url).content.decode()
+    assert first.count('<li id="segment-') == DOCUMENT_PAGE_SEGMENTS and "page 1 of 3" in first
+    last = owner_client.get(url, {"page": 3}).content.decode()
+    assert last.count('<li id="segment-') == 5 and f"turn number {n - 1}<" in last
+    # a search hit links to the page that holds its segment
+    at = owner_client.get(url, {"at": DOCUMENT_PAGE_SEGMENTS + 7}).content.decode()
+    assert f'id="segment-{DOCUMENT_PAGE_SEGMENTS + 7}"' in at and "page 2 of 3" in at

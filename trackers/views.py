@@ -155,10 +155,18 @@ def dataset_activity(request: PageRequest, code) -> HttpResponse:
     return response
 
 
+DOCUMENT_PAGE_SEGMENTS = 200  # a call of 100k turns is 500 pages, not one 12 MB page
+
+
 @login_required
 def document_detail(request: PageRequest, code) -> HttpResponse:
-    """One document's segments in order."""
+    """One document's segments in order, a page at a time (``?at=N`` opens the page of position N)."""
     doc = get_document_for_user(request.user, code)
+    pages = Paginator(doc.segments.order_by("position"), DOCUMENT_PAGE_SEGMENTS)
+    at = request.GET.get("at", "")
+    number = (
+        int(at) // DOCUMENT_PAGE_SEGMENTS + 1 if at.isdigit() and len(at) < 10 else request.GET.get("page")
+    )
     return TemplateResponse(
         request,
         "trackers/document.html",
@@ -166,7 +174,7 @@ def document_detail(request: PageRequest, code) -> HttpResponse:
             "document": doc,
             "dataset": doc.dataset,
             "workspace": doc.dataset.workspace,
-            "segments": doc.segments.all(),
+            "page": pages.get_page(number),
         },
     )
 
