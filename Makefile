@@ -33,10 +33,14 @@ prepare: install
 	$(BIN)/python manage.py prepare_encoder
 	$(BIN)/python manage.py setup_demo
 
-WORKER := $(BIN)/celery -A config worker --beat --loglevel=INFO --concurrency=1 --schedule=var/celerybeat-schedule
+# Two workers: "interactive" (training, the next round; with the sweepers' beat) and "bulk" (import,
+# embedding, index), so that a big import never holds up the game.
+CELERY := $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1
+WORKERS := $(CELERY) -Q interactive -n interactive@%h --beat --schedule=var/celerybeat-schedule >var/worker.log 2>&1 & \
+	$(CELERY) -Q bulk -n bulk@%h >var/worker-bulk.log 2>&1 &
 WEB_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 define banner
-	echo ""; echo "  Trackers is running at http://127.0.0.1:$(PORT)/  (worker log: var/worker.log)"; \
+	echo ""; echo "  Trackers is running at http://127.0.0.1:$(PORT)/  (worker logs: var/worker.log, var/worker-bulk.log)"; \
 	cat var/demo-credentials.txt 2>/dev/null | paste -sd' ' | sed 's/^/  demo login (user password): /'; echo ""
 endef
 
@@ -45,7 +49,7 @@ endef
 run: export TRACKERS_LOCAL_HTTP := 1
 run: prepare
 	@trap 'kill 0' EXIT; \
-	$(WORKER) >var/worker.log 2>&1 & \
+	$(WORKERS) \
 	$(banner); \
 	$(BIN)/gunicorn config.wsgi --bind 127.0.0.1:$(PORT) --workers $(WEB_WORKERS) --threads 4 \
 	    --access-logfile - --error-logfile - --log-level warning
@@ -54,7 +58,7 @@ run: prepare
 dev: export DJANGO_DEBUG := 1
 dev: prepare
 	@trap 'kill 0' EXIT; \
-	$(WORKER) >var/worker.log 2>&1 & \
+	$(WORKERS) \
 	$(banner); \
 	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 

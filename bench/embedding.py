@@ -111,7 +111,18 @@ def pipeline_rate(tmp: Path) -> dict:
 
     manage("migrate", "--noinput")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency=1", "--loglevel=WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--concurrency=1",
+            "--loglevel=WARNING",
+            "-Q",
+            "interactive,bulk",
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

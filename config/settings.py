@@ -196,6 +196,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Two queues, so that one workspace's bulk work never holds up another's game: training and the next
+# round go to "interactive", imports, embedding and index builds to "bulk". `make run` starts a
+# worker for each; a worker started without -Q takes "interactive" only.
+CELERY_TASK_DEFAULT_QUEUE = "interactive"
+CELERY_TASK_ROUTES = {
+    "trackers.tasks.import_corpus": {"queue": "bulk"},
+    "trackers.tasks.embed_dataset": {"queue": "bulk"},
+    "trackers.tasks.build_index": {"queue": "bulk"},
+}
 # Each app's sweeper of abandoned work, composed here so no app needs to know the others.
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-jobs": {"task": "trackers.tasks.sweep_stale_jobs", "schedule": 60.0},

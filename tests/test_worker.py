@@ -69,7 +69,8 @@ def test_worker_imports_embeds_and_indexes_a_file(env, dataset, owner, tmp_path)
     finally:
         stop_worker(proc)
     # the queues lived under this run's key prefix, apart from any other suite on this Redis
-    assert redis.Redis.from_url(env["CELERY_BROKER_URL"]).exists(f"{BROKER_KEY_PREFIX}_kombu.binding.celery")
+    broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    assert all(broker.exists(f"{BROKER_KEY_PREFIX}_kombu.binding.{q}") for q in ("bulk", "interactive"))
     dataset.refresh_from_db()
     assert dataset.vector_count == 2 and dataset.index_size == 2
     assert Segment.objects.filter(dataset=dataset, vector_row__isnull=True).count() == 0
@@ -122,3 +123,69 @@ def test_a_worker_killed_mid_embedding_loses_nothing(env, dataset, owner, tmp_pa
     )
     assert len(rows) == distinct
     assert max(r for _, r in rows) < dataset.vector_count == dataset.index_size
+
+
+def test_bulk_and_interactive_work_go_to_their_own_queues():
+    from config.celery import app
+
+    def queue(name):
+        return app.amqp.router.route({}, name)["queue"].name
+
+    assert {
+        queue(t)
+        for t in (
+            "trackers.tasks.import_corpus",
+            "trackers.tasks.embed_dataset",
+            "trackers.tasks.build_index",
+        )
+    } == {"bulk"}
+    assert queue("labeling.tasks.train_tracker") == "interactive"
+    assert (
+        queue("trackers.tasks.sweep_stale_jobs") == queue("labeling.tasks.sweep_stale_runs") == "interactive"
+    )
+
+
+def test_training_runs_on_the_interactive_queue_while_bulk_work_waits(
+    env, dataset, workspace, owner, tmp_path
+):
+    from labeling import game
+    from labeling import services as labeling_services
+    from labeling.models import TrainingRun, TrainingState
+    from tests.test_game import corpus
+
+    log = tmp_path / "worker.log"
+    proc = start_worker(env, log)  # both queues: the corpus is imported, embedded and indexed
+    try:
+        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+        wait_for(lambda: jobs_done(dataset), 180, "import, embed and index jobs", log)
+    finally:
+        stop_worker(proc)
+    dataset.refresh_from_db()
+    proc = start_worker(env, log, queues="interactive")  # nobody takes bulk work now
+    try:
+        waiting = services.start_import(
+            dataset=dataset, user=owner, filename="more.csv", data=b"text\nmore words\n"
+        )
+        tracker = labeling_services.create_tracker(
+            workspace=workspace,
+            user=owner,
+            name="Wants to cancel",
+            datasets=[dataset],
+            seeds=["cancel my subscription", "we want to cancel", "end the contract"],
+            round_size=10,
+        )
+        while cards := [c for c in game.claim_cards(tracker, owner, n=2) if c.round == 1]:
+            for card in cards:
+                answer = "yes" if "cancel" in card.segment.text else "no"
+                labeling_services.answer_card(tracker, owner, card, answer)
+        run = wait_for(
+            lambda: TrainingRun.objects.filter(tracker=tracker, state=TrainingState.SUCCEEDED).first(),
+            120,
+            "the training run on the interactive worker",
+            log,
+        )
+        assert run.label_counts["yes"] and run.label_counts["no"]
+        waiting.refresh_from_db()
+        assert waiting.state == JobState.QUEUED  # the bulk job is still waiting for a bulk worker
+    finally:
+        stop_worker(proc)

@@ -20,7 +20,9 @@ def worker_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def start_worker(env: dict[str, str], log: Path, *, beat: bool = False) -> subprocess.Popen:
+def start_worker(
+    env: dict[str, str], log: Path, *, beat: bool = False, queues: str = "interactive,bulk"
+) -> subprocess.Popen:
     args = [
         sys.executable,
         "-m",
@@ -35,6 +37,8 @@ def start_worker(env: dict[str, str], log: Path, *, beat: bool = False) -> subpr
         "--without-mingle",
         "-n",
         f"test-{os.getpid()}-{time.time_ns()}@%h",
+        "-Q",
+        queues,
     ]
     if beat:
         args += ["--beat", f"--schedule={log.with_suffix('.beat')}"]
