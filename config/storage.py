@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from whitenoise.storage import CompressedManifestStaticFilesStorage
 
 
@@ -12,6 +13,8 @@ class StaticStorage(CompressedManifestStaticFilesStorage):
     manifest_strict = False
 
     def stored_name(self, name: str) -> str:
+        if settings.DEBUG:  # `make dev` serves the source folders, which know no hashed names
+            return name
         try:
             return super().stored_name(name)
         except ValueError:  # not collected: the name as it is (served from the finders in DEBUG)

@@ -30,6 +30,11 @@ if not django_settings.LOCAL_HTTP:  # settings.py has been read already
     django_settings.SECURE_SSL_REDIRECT = False
     django_settings.SECURE_HSTS_SECONDS = 0
     django_settings.SESSION_COOKIE_SECURE = django_settings.CSRF_COOKIE_SECURE = False
+# Pages name static files as the source folders do, whatever an earlier `make run` collected.
+django_settings.STORAGES = {
+    **django_settings.STORAGES,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 if not django_settings.CELERY_BROKER_URL.startswith("filesystem://"):
     # settings.py has already been read; the Celery app reads its config lazily, after this.
     django_settings.CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -55,7 +55,9 @@ def log_in(page, live_server, user, next_path: str = "/") -> None:
     page.goto(f"{live_server.url}/accounts/login/?next={next_path}")
     page.fill("input[name=username]", user.username)
     page.fill("input[name=password]", "s3cret-pass-123")
-    page.click("button[type=submit]")
+    # Until the page it lands on has loaded, its deferred scripts (the game's keys) may not have run.
+    with page.expect_navigation(wait_until="load"):
+        page.click("button[type=submit]")
 
 
 def test_upload_progress_and_search_in_a_browser(page, live_server, owner, dataset, tmp_path):
