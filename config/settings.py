@@ -53,8 +53,11 @@ def _secret_key(path: Path) -> str:
         os.link(tmp, path)  # the first process to get here wins; the others read its key
     except FileExistsError:
         pass
+    except OSError:  # a filesystem without hard links: first come, first served all the same
+        if not path.exists():
+            os.replace(tmp, path)
     finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path.read_text().strip()
 
 
