@@ -50,10 +50,18 @@ def cached_vectors(name: str, texts: list[str]) -> np.ndarray:
 
 
 def git_commit() -> dict:
-    """The commit the simulation ran at, and whether the working tree had changes on top of it."""
+    """The commit the simulation ran at, and whether the working tree had changes on top of it.
+
+    Results files are left out: a run of several tasks writes its own output between them.
+    """
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, check=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":(exclude)bench/results"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
     return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
