@@ -86,6 +86,7 @@ bench: install-test
 	$(BIN)/python manage.py prepare_encoder
 	$(BIN)/python bench/embedding.py
 	$(BIN)/python bench/labeling.py
+	$(BIN)/python bench/load.py
 
 # The app's learning loop (labeling.ml.loop) replayed with an oracle against random selection:
 # learning curves, the estimates' interval coverage and threshold gaps (bench/results/simulation.json).

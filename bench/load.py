@@ -1,0 +1,293 @@
+"""Concurrent labelers against the real web stack: answers/s, latency, errors, lost or doubled answers.
+
+For each backend — the embedded default (SQLite, filesystem broker) and PostgreSQL + Redis — this
+makes a fresh install in a temporary folder (migrate, the demo corpus imported and embedded with
+the real encoder, labelers with API keys, trackers with 200-card rounds), starts gunicorn as
+`make run` does, and has 4 and then 16 labelers claim and answer cards over HTTP for a fixed time,
+each answer posted twice (a double press). Afterwards the database is counted: every answer the
+server acknowledged with 201 must be one stored row, and no card may hold two.
+
+    python bench/load.py [--seconds 30] [--backends sqlite,postgres]
+
+Writes bench/results/load.json and prints a table. Labelers are threads of this process: on two
+cores they and the server share the CPU, as they would on a small install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "load.json"
+LABELERS = (4, 16)
+TRACKERS = 24  # 200 cards each: more than the labelers can answer in the time
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(backend: str, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "TRACKERS_", "PYTEST"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        TRACKERS_DATA_DIR=str(data_dir),
+        TRACKERS_LOCAL_HTTP="1",
+        TRACKERS_ENCODER_DIR=str(REPO / "var" / "artifacts" / "encoders" / "all-MiniLM-L6-v2"),
+        HF_HUB_OFFLINE="1",
+    )
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    if backend == "postgres":
+        name = f"trackers_load_{os.getpid()}"
+        env.update(
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{name}",
+            REDIS_URL="redis://127.0.0.1:6379/14",
+            TRACKERS_BROKER_KEY_PREFIX=f"load-{os.getpid()}:",
+        )
+    return env
+
+
+SETUP = r"""
+import json, sys
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from config.celery import app
+app.conf.task_always_eager = True  # import, embed and index in this process, through the tasks
+from django.contrib.auth.models import User
+from labeling import services as labeling
+from serving.models import ApiKey
+from trackers import services
+from trackers.demo import demo_zip
+from trackers.models import Dataset, Membership, Role, Workspace
+
+owner = User.objects.create_user("owner", password="x")
+ws = Workspace.objects.create(name="Load")
+Membership.objects.create(workspace=ws, user=owner, role=Role.OWNER)
+ds = services.create_dataset(workspace=ws, name="Demo calls")
+services.start_import(dataset=ds, user=owner, filename="demo.zip", data=demo_zip(150))
+ds.refresh_from_db()
+keys = []
+for i in range(int(sys.argv[1])):
+    user = User.objects.create_user(f"labeler{i}", password="x")
+    Membership.objects.create(workspace=ws, user=user, role=Role.LABELER)
+    keys.append(ApiKey.issue(workspace=ws, name=f"labeler {i}", created_by=user, role=Role.LABELER)[1])
+seeds = ["the price is too high", "we are looking at another vendor", "can you send the invoice"]
+trackers = [
+    str(labeling.create_tracker(workspace=ws, user=owner, name=f"Tracker {t}", datasets=[ds], seeds=seeds,
+                                round_size=200).code)
+    for t in range(int(sys.argv[2]))
+]
+print(json.dumps({"keys": keys, "trackers": trackers, "segments": ds.vector_count}))
+"""
+
+COUNT = r"""
+import json, sys
+import django
+django.setup()
+from django.db.models import Count
+from labeling.models import Annotation, Card
+doubled = Annotation.objects.values("tracker", "segment", "annotator").annotate(n=Count("id")).filter(n__gt=1).count()
+per_card = Annotation.objects.values("card").annotate(n=Count("id")).filter(n__gt=1).count()
+print(json.dumps({"rows": Annotation.objects.count(), "cards_with_two_answers": per_card,
+                  "doubled_rows": doubled, "answered_cards": Card.objects.filter(answered_at__isnull=False).count()}))
+"""
+
+
+def _run(code: str, env: dict[str, str], *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
+    if done.returncode:
+        raise SystemExit(f"setup failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _post(url: str, key: str, body: dict | None = None) -> tuple[int, object, float]:
+    data = json.dumps(body).encode() if body is not None else b""
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, payload = response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, None
+    except OSError:
+        status, payload = 0, None
+    return status, payload, time.perf_counter() - t0
+
+
+def play(base: str, keys: list[str], trackers: list[str], seconds: float) -> dict:
+    """``len(keys)`` labelers for ``seconds``: claim two cards, answer each twice, move on when a round is done."""
+    lock = threading.Lock()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    created = 0
+    deadline = time.monotonic() + seconds
+
+    def labeler(i: int, key: str) -> None:
+        nonlocal created
+        t = i % len(trackers)
+        mine, mine_created, codes = [], 0, {}
+        while time.monotonic() < deadline:
+            code = trackers[t]
+            status, cards, _ = _post(f"{base}/api/trackers/{code}/cards?n=2", key)
+            if status != 200 or not cards:
+                t = (t + 1) % len(trackers)  # this tracker's round is answered: the next one
+                continue
+            for card in cards:
+                answer = "yes" if "price" in card["text"].lower() else "no"
+                for _ in range(2):  # a double press: the second must be a harmless 200
+                    status, _, seconds_taken = _post(
+                        f"{base}/api/trackers/{code}/labels", key, {"card": card["id"], "answer": answer}
+                    )
+                    mine.append(seconds_taken)
+                    codes[status] = codes.get(status, 0) + 1
+                    mine_created += status == 201
+        with lock:
+            latencies.extend(mine)
+            created += mine_created
+            for s, n in codes.items():
+                statuses[s] = statuses.get(s, 0) + n
+
+    threads = [threading.Thread(target=labeler, args=(i, k)) for i, k in enumerate(keys)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    errors = sum(n for s, n in statuses.items() if s not in (200, 201))
+    return {
+        "labelers": len(keys),
+        "seconds": round(elapsed, 1),
+        "answers": created,
+        "answers_per_s": round(created / elapsed, 1),
+        "posts": int(len(lat)),
+        "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
+        "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
+        "errors": errors,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+    }
+
+
+def bench_backend(backend: str, seconds: float) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix=f"trackers-load-{backend}-") as tmp:
+        env = _env(backend, Path(tmp))
+        if backend == "postgres":
+            name = env["DATABASE_URL"].rsplit("/", 1)[1]
+            subprocess.run(
+                ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True
+            )
+        try:
+            setup = _run(SETUP, env, str(max(LABELERS)), str(TRACKERS))
+            port = _free_port()
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "config.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    str(os.cpu_count() or 2),
+                    "--threads",
+                    "4",
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=REPO,
+                env=env,
+            )
+            try:
+                base = f"http://127.0.0.1:{port}"
+                for _ in range(100):
+                    try:
+                        urllib.request.urlopen(f"{base}/accounts/login/", timeout=2)
+                        break
+                    except OSError:
+                        time.sleep(0.2)
+                rows = []
+                before = 0
+                for n in LABELERS:
+                    row = play(base, setup["keys"][:n], setup["trackers"], seconds)
+                    counted = _run(COUNT, env)
+                    row.update(
+                        backend=backend,
+                        stored=counted["rows"] - before,
+                        lost=max(0, row["answers"] - (counted["rows"] - before)),
+                        duplicated=counted["cards_with_two_answers"] + counted["doubled_rows"],
+                    )
+                    before = counted["rows"]
+                    rows.append(row)
+                return rows
+            finally:
+                server.terminate()
+                server.wait(30)
+        finally:
+            if backend == "postgres":
+                subprocess.run(
+                    [
+                        "psql",
+                        "-h",
+                        "127.0.0.1",
+                        "-U",
+                        "postgres",
+                        "-qc",
+                        f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+                    ]
+                )
+                import redis
+
+                broker = redis.Redis.from_url(env["REDIS_URL"])
+                for key in broker.scan_iter(match=f"{env['TRACKERS_BROKER_KEY_PREFIX']}*", count=500):
+                    broker.delete(key)  # the training messages no worker took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    opts = parser.parse_args()
+    rows = [row for backend in opts.backends.split(",") for row in bench_backend(backend, opts.seconds)]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps({"seconds": opts.seconds, "cpu_count": os.cpu_count(), "runs": rows}, indent=1) + "\n"
+    )
+    print(
+        f"{'backend':<9} {'labelers':>8} {'answers/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'answers':>7} {'stored':>6} {'lost':>4} {'doubled':>7}"
+    )
+    for r in rows:
+        print(
+            f"{r['backend']:<9} {r['labelers']:>8} {r['answers_per_s']:>9} {r['p50_ms']:>7} {r['p99_ms']:>7} "
+            f"{r['errors']:>6} {r['answers']:>7} {r['stored']:>6} {r['lost']:>4} {r['duplicated']:>7}"
+        )
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
