@@ -5,7 +5,9 @@ makes a fresh install in a temporary folder (migrate, the demo corpus imported a
 the real encoder, labelers with API keys, trackers with 200-card rounds), starts gunicorn as
 `make run` does, and has 4 and then 16 labelers claim and answer cards over HTTP for a fixed time,
 each answer posted twice (a double press). Afterwards the database is counted: every answer the
-server acknowledged with 201 must be one stored row, and no card may hold two.
+server acknowledged with 201 must be one stored row, and no card may hold two. Then, with an
+interactive and a bulk worker as `make run` starts them, it times small trackers' training (last
+answer to finished run) idle and while the bulk worker embeds a 6,000-row import.
 
     python bench/load.py [--seconds 30] [--backends sqlite,postgres]
 
@@ -95,7 +97,35 @@ trackers = [
                                 round_size=200).code)
     for t in range(int(sys.argv[2]))
 ]
-print(json.dumps({"keys": keys, "trackers": trackers, "segments": ds.vector_count}))
+owner_key = ApiKey.issue(workspace=ws, name="owner", created_by=owner, role=Role.OWNER)[1]
+print(json.dumps({"keys": keys, "trackers": trackers, "segments": ds.vector_count, "owner_key": owner_key,
+                  "workspace": str(ws.code), "dataset": str(ds.code)}))
+"""
+
+IMPORT = r"""
+import json, sys
+import django
+django.setup()
+from django.contrib.auth.models import User
+from trackers import services
+from trackers.models import Dataset
+
+days = ["monday", "tuesday", "wednesday", "thursday", "friday"]
+topics = ["pricing", "renewal", "invoice", "onboarding", "support", "contract", "discount", "migration"]
+rows = [f"customer {i} asked about {topics[i % 8]} on {days[i % 5]} and call {i * 7 % 1000}" for i in range(6000)]
+ds = Dataset.objects.get(code=sys.argv[1])
+job = services.start_import(dataset=ds, user=User.objects.get(username="owner"), filename="bulk.csv",
+                            data=("text\n" + "\n".join(rows) + "\n").encode())
+print(json.dumps({"job": str(job.code)}))
+"""
+
+EMBED_STATE = r"""
+import json, sys
+import django
+django.setup()
+from trackers.models import Job, JobKind
+job = Job.objects.filter(kind=JobKind.EMBED, params__after=sys.argv[1]).first()
+print(json.dumps({"state": job.state if job else "not started"}))
 """
 
 COUNT = r"""
@@ -137,6 +167,77 @@ def _post(url: str, key: str, body: dict | None = None) -> tuple[int, object, fl
     except OSError:
         status, payload = 0, None
     return status, payload, time.perf_counter() - t0
+
+
+def _get(url: str, key: str) -> tuple[int, object]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def training_latency(base: str, setup: dict, tag: str, n: int = 3) -> list[float]:
+    """Seconds from a round's last answer to its finished training run, for ``n`` new small trackers."""
+    owner, labeler = setup["owner_key"], setup["keys"][0]
+    seeds = ["the price is too high", "we are looking at another vendor", "can you send the invoice"]
+    out = []
+    for i in range(n):
+        body = {
+            "name": f"Latency {tag} {i}",
+            "datasets": [setup["dataset"]],
+            "seeds": seeds,
+            "round_size": 10,
+        }
+        status, tracker, _ = _post(f"{base}/api/workspaces/{setup['workspace']}/trackers", owner, body)
+        assert status == 201 and isinstance(tracker, dict), (status, tracker)
+        code = tracker["code"]
+        last = time.perf_counter()
+        while True:
+            status, cards, _ = _post(f"{base}/api/trackers/{code}/cards?n=5", labeler)
+            cards = [c for c in cards or [] if c["round"] == 1]
+            if not cards:
+                break
+            for card in cards:
+                answer = "yes" if "price" in card["text"].lower() else "no"
+                _post(f"{base}/api/trackers/{code}/labels", labeler, {"card": card["id"], "answer": answer})
+                last = time.perf_counter()
+        while time.perf_counter() - last < 300:
+            _, runs = _get(f"{base}/api/trackers/{code}/runs", owner)
+            if isinstance(runs, list) and runs and runs[-1]["state"] in ("succeeded", "failed"):
+                out.append(time.perf_counter() - last)
+                break
+            time.sleep(0.05)
+    return out
+
+
+def _workers(env: dict[str, str], tmp: Path) -> list[subprocess.Popen]:
+    """An interactive and a bulk worker, as `make run` starts them (queues purged of earlier messages)."""
+    celery = [sys.executable, "-m", "celery", "-A", "config"]
+    subprocess.run([*celery, "purge", "-f", "-Q", "interactive,bulk"], cwd=REPO, env=env, capture_output=True)
+    procs = []
+    for queue in ("interactive", "bulk"):
+        log = open(tmp / f"{queue}.log", "ab")  # noqa: SIM115 (the worker holds it until it stops)
+        procs.append(
+            subprocess.Popen(
+                [
+                    *celery,
+                    "worker",
+                    "-Q",
+                    queue,
+                    "-n",
+                    f"{queue}-load@%h",
+                    "--concurrency=1",
+                    "--loglevel=WARNING",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return procs
 
 
 def play(base: str, keys: list[str], trackers: list[str], seconds: float) -> dict:
@@ -194,7 +295,7 @@ def play(base: str, keys: list[str], trackers: list[str], seconds: float) -> dic
     }
 
 
-def bench_backend(backend: str, seconds: float) -> list[dict]:
+def bench_backend(backend: str, seconds: float) -> tuple[list[dict], dict]:
     with tempfile.TemporaryDirectory(prefix=f"trackers-load-{backend}-") as tmp:
         env = _env(backend, Path(tmp))
         if backend == "postgres":
@@ -244,7 +345,28 @@ def bench_backend(backend: str, seconds: float) -> list[dict]:
                     )
                     before = counted["rows"]
                     rows.append(row)
-                return rows
+                workers = _workers(env, Path(tmp))
+                try:
+                    time.sleep(5)  # the workers load the encoder
+                    idle = training_latency(base, setup, f"{backend} idle")
+                    job = _run(IMPORT, env, setup["dataset"])["job"]
+                    time.sleep(3)  # the bulk worker is embedding 6,000 texts now
+                    busy = training_latency(base, setup, f"{backend} busy")
+                    embedding = _run(EMBED_STATE, env, job)["state"]
+                finally:
+                    for w in workers:
+                        w.terminate()
+                    for w in workers:
+                        w.wait(60)
+                training = {
+                    "backend": backend,
+                    "idle_s": [round(x, 2) for x in idle],
+                    "during_import_s": [round(x, 2) for x in busy],
+                    "idle_median_s": round(float(np.median(idle)), 2) if idle else None,
+                    "during_import_median_s": round(float(np.median(busy)), 2) if busy else None,
+                    "embedding_after": embedding,  # "running": the trainings overlapped the embedding
+                }
+                return rows, training
             finally:
                 server.terminate()
                 server.wait(30)
@@ -273,19 +395,30 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--backends", default="sqlite,postgres")
     opts = parser.parse_args()
-    rows = [row for backend in opts.backends.split(",") for row in bench_backend(backend, opts.seconds)]
+    rows, trainings = [], []
+    for backend in opts.backends.split(","):
+        labeling_rows, training = bench_backend(backend, opts.seconds)
+        rows += labeling_rows
+        trainings.append(training)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps({"seconds": opts.seconds, "cpu_count": os.cpu_count(), "runs": rows}, indent=1) + "\n"
-    )
+    result = {"seconds": opts.seconds, "cpu_count": os.cpu_count(), "runs": rows, "training": trainings}
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     print(
-        f"{'backend':<9} {'labelers':>8} {'answers/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'answers':>7} {'stored':>6} {'lost':>4} {'doubled':>7}"
+        f"{'backend':<9} {'labelers':>8} {'answers/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
+        f"{'answers':>7} {'stored':>6} {'lost':>4} {'doubled':>7}"
     )
     for r in rows:
         print(
             f"{r['backend']:<9} {r['labelers']:>8} {r['answers_per_s']:>9} {r['p50_ms']:>7} {r['p99_ms']:>7} "
             f"{r['errors']:>6} {r['answers']:>7} {r['stored']:>6} {r['lost']:>4} {r['duplicated']:>7}"
         )
+    print(
+        f"\n{'backend':<9} {'training idle s':>15} {'during a 6,000-row import s':>28} {'ratio':>6}  import job"
+    )
+    for t in trainings:
+        idle, busy = t["idle_median_s"], t["during_import_median_s"]
+        ratio = round(busy / idle, 2) if idle and busy else None
+        print(f"{t['backend']:<9} {idle!s:>15} {busy!s:>28} {ratio!s:>6}  {t['embedding_after']}")
     print(f"wrote {RESULTS}")
 
 
