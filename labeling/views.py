@@ -248,15 +248,27 @@ def play(request: PageRequest, code) -> HttpResponse:
     return response
 
 
+class _NotAnId(ValueError):
+    pass
+
+
+def _posted_id(request: PageRequest, name: str) -> int:
+    value = form_id(request.POST.get(name))
+    if value is None:
+        raise _NotAnId(name)
+    return value
+
+
 @login_required
 @require_POST
 def answer(request: PageRequest, code) -> HttpResponse:
     """Record an answer (a repeat of the same answer is harmless) and show the next card or the round summary."""
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_LABEL)
-    card_id = form_id(request.POST.get("card"))
-    if card_id is None:
-        return bad_request("'card' must be the id of a card (a whole number)")
+    try:
+        card_id = _posted_id(request, "card")
+    except _NotAnId as exc:
+        return bad_request(f"'{exc}' must be the id of a card (a whole number)")
     card = get_object_or_404(Card.objects.select_related("segment"), tracker=tracker, pk=card_id)
     if game.held_by_another(card, request.user):
         return bad_request("This card is being answered by someone else.", status=409)
@@ -309,17 +321,6 @@ def summary(request: PageRequest, code) -> HttpResponse:
     if not data["pending"]:
         response.status_code = 286
     return response
-
-
-class _NotAnId(ValueError):
-    pass
-
-
-def _posted_id(request: PageRequest, name: str) -> int:
-    value = form_id(request.POST.get(name))
-    if value is None:
-        raise _NotAnId(name)
-    return value
 
 
 @login_required
