@@ -2,7 +2,7 @@
 
 ``python -m tests.sqlite_labelers DATA_DIR LABELERS`` migrates a fresh SQLite database under
 DATA_DIR, imports a small corpus with the fake encoder, creates a tracker, and has LABELERS threads
-claim and answer cards at once (each answer posted twice, as a double press, and every fourth one
+claim cards at once, then answer them at once (each answer posted twice, as a double press, and every fourth one
 undone and answered again), each through its own connection, as the web server's threads would.
 It prints one JSON line: the errors raised and what the database holds afterwards.
 """
@@ -65,12 +65,15 @@ def main(data_dir: str, labelers: int) -> dict:
     )
     errors: list[str] = []
     start = threading.Barrier(labelers)
+    holding = threading.Barrier(labelers)
 
     def play(user) -> None:
         try:
-            start.wait()
-            for _ in range(12):
+            start.wait(60)
+            for turn in range(12):
                 cards = [c for c in game.claim_cards(tracker, user, n=2) if c.round == 1]
+                if turn == 0:
+                    holding.wait(60)  # everyone holds cards before anyone answers, so all four answer at once
                 if not cards:
                     break
                 for k, card in enumerate(cards):
