@@ -178,12 +178,13 @@ def _get(url: str, key: str) -> tuple[int, object]:
         return exc.code, None
 
 
-def training_latency(base: str, setup: dict, tag: str, n: int = 3) -> list[float]:
-    """Seconds from a round's last answer to its finished training run, for ``n`` new small trackers."""
+def training_latency(base: str, setup: dict, tag: str, n: int = 7) -> list[float]:
+    """Seconds from a round's last answer to its finished training run, for ``n`` new small trackers
+    (after one more whose time is not counted: it warms the worker up)."""
     owner, labeler = setup["owner_key"], setup["keys"][0]
     seeds = ["the price is too high", "we are looking at another vendor", "can you send the invoice"]
     out = []
-    for i in range(n):
+    for i in range(n + 1):
         body = {
             "name": f"Latency {tag} {i}",
             "datasets": [setup["dataset"]],
@@ -206,7 +207,8 @@ def training_latency(base: str, setup: dict, tag: str, n: int = 3) -> list[float
         while time.perf_counter() - last < 300:
             _, runs = _get(f"{base}/api/trackers/{code}/runs", owner)
             if isinstance(runs, list) and runs and runs[-1]["state"] in ("succeeded", "failed"):
-                out.append(time.perf_counter() - last)
+                if i:
+                    out.append(time.perf_counter() - last)
                 break
             time.sleep(0.05)
     return out

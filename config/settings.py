@@ -186,6 +186,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
+        # Workers look for new messages this often (seconds); kombu's default of 1 s would add up
+        # to a second to every training run.
+        "polling_interval": float(os.environ.get("TRACKERS_BROKER_POLL_SECONDS", "0.1")),
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
@@ -206,6 +209,7 @@ CELERY_TASK_DEFAULT_QUEUE = "interactive"
 CELERY_TASK_ROUTES = {
     "trackers.tasks.import_corpus": {"queue": "bulk"},
     "trackers.tasks.embed_dataset": {"queue": "bulk"},
+    "trackers.tasks.embed_part": {"queue": "bulk"},
     "trackers.tasks.build_index": {"queue": "bulk"},
 }
 # Each app's sweeper of abandoned work, composed here so no app needs to know the others.
@@ -226,8 +230,13 @@ ZIP_MAX_TOTAL_BYTES = env_int("TRACKERS_ZIP_MAX_TOTAL_BYTES", 200_000_000)
 ZIP_MAX_RATIO = env_int("TRACKERS_ZIP_MAX_RATIO", 100)
 ENCODER_DIR = Path(os.environ.get("TRACKERS_ENCODER_DIR", ARTIFACT_ROOT / "encoders" / "all-MiniLM-L6-v2"))
 ENCODER_VARIANT = os.environ.get("TRACKERS_ENCODER_VARIANT", "int8")
+# A worker that takes only the bulk queue yields the CPU to training: a lower priority (nice) and
+# at most this many encoder threads (default: all cores but one).
+BULK_WORKER_NICENESS = env_int("TRACKERS_BULK_WORKER_NICENESS", 10)
+BULK_ENCODER_THREADS = env_int("TRACKERS_BULK_ENCODER_THREADS", max(1, (os.cpu_count() or 2) - 1))
 EMBED_BATCH_SIZE = env_int("TRACKERS_EMBED_BATCH_SIZE", 32)
-EMBED_CHUNK_ROWS = env_int("TRACKERS_EMBED_CHUNK_ROWS", 4096)
+# Embedding a dataset is split into parts of this many segments, each a task any bulk worker takes.
+EMBED_PART_SEGMENTS = env_int("TRACKERS_EMBED_PART_SEGMENTS", 2000)
 INDEX_KIND = os.environ.get("TRACKERS_INDEX_KIND", "auto")  # auto | flat | hnsw | ivf
 INDEX_FLAT_MAX = env_int("TRACKERS_INDEX_FLAT_MAX", 200_000)
 JOB_STALE_SECONDS = env_int("TRACKERS_JOB_STALE_SECONDS", 600)

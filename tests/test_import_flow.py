@@ -208,7 +208,12 @@ def test_a_killed_worker_job_is_queued_again_and_finishes(
         state=JobState.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=1)
     )
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.requeue_stale_jobs() == {"requeued": [job.pk], "failed": []}
+        assert services.requeue_stale_jobs() == {
+            "requeued": [job.pk],
+            "failed": [],
+            "parts_requeued": [],
+            "parts_failed": [],
+        }
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED and job.attempts == 1
     assert Document.objects.count() == 2
@@ -222,7 +227,12 @@ def test_a_running_job_with_a_fresh_heartbeat_is_not_claimed_twice(
         job = services.start_import(dataset=dataset, user=owner, filename="m.csv", data=GOOD_CSV)
     assert work.claim(Job, job.pk) is not None
     assert work.claim(Job, job.pk) is None
-    assert services.requeue_stale_jobs() == {"requeued": [], "failed": []}
+    assert services.requeue_stale_jobs() == {
+        "requeued": [],
+        "failed": [],
+        "parts_requeued": [],
+        "parts_failed": [],
+    }
 
 
 @pytest.mark.django_db
@@ -242,7 +252,12 @@ def test_a_job_that_keeps_killing_its_worker_fails_at_the_attempt_cap(
         Job.objects.filter(pk=job.pk).update(heartbeat_at=long_ago)
         assert Job.objects.get(pk=job.pk).attempts == attempt
     # the sweeper does not send it a fourth time: it fails, saying why
-    assert services.requeue_stale_jobs() == {"requeued": [], "failed": [job.pk]}
+    assert services.requeue_stale_jobs() == {
+        "requeued": [],
+        "failed": [job.pk],
+        "parts_requeued": [],
+        "parts_failed": [],
+    }
     job.refresh_from_db()
     assert job.state == JobState.FAILED and job.attempts == 3
     assert job.error.startswith("gave up after 3 attempts: the worker stopped each time before finishing")

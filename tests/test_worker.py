@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 
 import pytest
@@ -86,7 +88,7 @@ def test_a_worker_killed_mid_embedding_loses_nothing(env, dataset, owner, tmp_pa
         **env,
         "TRACKERS_JOB_STALE_SECONDS": "3",
         "CELERY_VISIBILITY_TIMEOUT": "4",
-        "TRACKERS_EMBED_CHUNK_ROWS": "512",
+        "TRACKERS_EMBED_PART_SEGMENTS": "512",
     }
     log = tmp_path / "worker.log"
     first = start_worker(env, log)
@@ -112,7 +114,11 @@ def test_a_worker_killed_mid_embedding_loses_nothing(env, dataset, owner, tmp_pa
     finally:
         stop_worker(second)
     embed.refresh_from_db()
-    assert embed.attempts >= 2 and killed_at < embed.total
+    assert killed_at < embed.total and embed.attempts == 1  # the job waited; its killed part was taken over
+    parts = list(embed.parts.all())
+    segments = Segment.objects.filter(dataset=dataset).count()  # a long message makes several
+    assert len(parts) == -(-segments // 512) and all(p.state == JobState.SUCCEEDED for p in parts)
+    assert max(p.attempts for p in parts) == 2 and embed.message.endswith(f"in {len(parts)} parts")
     dataset = Dataset.objects.get(pk=dataset.pk)
     distinct = Segment.objects.filter(dataset=dataset).order_by().values("text_hash").distinct().count()
     assert dataset.documents.count() == 1500
@@ -123,6 +129,39 @@ def test_a_worker_killed_mid_embedding_loses_nothing(env, dataset, owner, tmp_pa
     )
     assert len(rows) == distinct
     assert max(r for _, r in rows) < dataset.vector_count == dataset.index_size
+
+
+def test_two_bulk_workers_share_one_datasets_embedding(env, dataset, owner, tmp_path):
+    """Parts of one embedding job go to whichever bulk worker is free; each text is stored once."""
+    path = shared_file("sms_spam", "dev.csv")
+    env = {**env, "TRACKERS_EMBED_PART_SEGMENTS": "150"}
+    logs = [tmp_path / "bulk-1.log", tmp_path / "bulk-2.log"]
+    workers = [start_worker(env, log, queues="bulk") for log in logs]
+    try:
+        wait_for(
+            lambda: all(log.exists() and " ready." in log.read_text() for log in logs), 60, "workers", logs[0]
+        )
+        # a bulk-only worker yields the CPU to training: a lower priority, inherited by its pool
+        assert [os.getpriority(os.PRIO_PROCESS, w.pid) for w in workers] == [10, 10]
+        data = b"".join(path.read_bytes().splitlines(keepends=True)[:1201])  # header + 1,200 messages
+        services.start_import(dataset=dataset, user=owner, filename="sms.csv", data=data)
+        wait_for(lambda: jobs_done(dataset), 300, "import, embed and index jobs", logs[0])
+    finally:
+        for w in workers:
+            stop_worker(w)
+    embed = Job.objects.get(dataset=dataset, kind=JobKind.EMBED)
+    parts = -(-Segment.objects.filter(dataset=dataset).count() // 150)
+    assert embed.parts.count() == parts and embed.attempts == 1
+    took = [len(re.findall(r"embed_part\[[0-9a-f-]+\] succeeded", log.read_text())) for log in logs]
+    assert sum(took) == parts and all(took), f"parts done by each worker: {took}"
+    dataset = Dataset.objects.get(pk=dataset.pk)
+    pairs = (
+        Segment.objects.filter(dataset=dataset).order_by().values_list("text_hash", "vector_row").distinct()
+    )
+    distinct = Segment.objects.filter(dataset=dataset).order_by().values("text_hash").distinct().count()
+    # one row per distinct text, every stored row used: no part wrote over or beside another
+    assert len(pairs) == distinct == dataset.vector_count == dataset.index_size
+    assert sorted(r for _, r in pairs) == list(range(distinct))
 
 
 def test_bulk_and_interactive_work_go_to_their_own_queues():
@@ -136,6 +175,7 @@ def test_bulk_and_interactive_work_go_to_their_own_queues():
         for t in (
             "trackers.tasks.import_corpus",
             "trackers.tasks.embed_dataset",
+            "trackers.tasks.embed_part",
             "trackers.tasks.build_index",
         )
     } == {"bulk"}

@@ -1,6 +1,16 @@
 from django.contrib import admin
 
-from trackers.models import Dataset, Document, Job, Membership, SeedExample, Segment, Tracker, Workspace
+from trackers.models import (
+    Dataset,
+    Document,
+    EmbedPart,
+    Job,
+    Membership,
+    SeedExample,
+    Segment,
+    Tracker,
+    Workspace,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -69,6 +79,30 @@ class SegmentAdmin(admin.ModelAdmin):
         return obj.text[:80]
 
 
+class EmbedPartInline(admin.TabularInline):
+    model = EmbedPart
+    extra = 0
+    fields = readonly_fields = (
+        "number",
+        "state",
+        "segments",
+        "processed",
+        "stored",
+        "attempts",
+        "heartbeat_at",
+        "error",
+    )
+    can_delete = False
+
+
+@admin.register(EmbedPart)
+class EmbedPartAdmin(admin.ModelAdmin):
+    list_display = ["job", "number", "state", "segments", "processed", "stored", "attempts", "heartbeat_at"]
+    list_filter = ["state"]
+    raw_id_fields = ["job"]
+    readonly_fields = ["code", "created_at", "started_at", "heartbeat_at", "finished_at"]
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
@@ -86,6 +120,7 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["code", "message"]
     raw_id_fields = ["dataset", "created_by"]
     readonly_fields = ["code", "created_at", "started_at", "heartbeat_at", "finished_at"]
+    inlines = [EmbedPartInline]
 
 
 class SeedInline(admin.TabularInline):

@@ -7,7 +7,8 @@ class TrackersConfig(AppConfig):
 
     def ready(self) -> None:
         from trackers import services
-        from trackers.models import Job
+        from trackers.models import EmbedPart, Job
         from trackers.work import work_finished
 
         work_finished.connect(services.discard_upload, sender=Job, dispatch_uid="trackers-discard-upload")
+        work_finished.connect(services.part_ended, sender=EmbedPart, dispatch_uid="trackers-part-ended")

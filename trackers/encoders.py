@@ -24,9 +24,19 @@ class EncoderMismatch(RuntimeError):
     """A dataset's vectors came from another encoder than the one configured now."""
 
 
+_threads = 0  # onnxruntime's intra-op threads in this process; 0: one per core
+
+
+def limit_threads(threads: int) -> None:
+    """Encoders this process loads from now on use at most ``threads`` cores (a bulk worker leaves
+    the others to training)."""
+    global _threads
+    _threads = max(0, threads)
+
+
 def get_encoder(encoder_id: str | None = None) -> Encoder:
     """The configured encoder; with ``encoder_id``, check it is the one that made those vectors."""
-    encoder = load_encoder(settings.ENCODER_DIR, settings.ENCODER_VARIANT)
+    encoder = load_encoder(settings.ENCODER_DIR, settings.ENCODER_VARIANT, _threads)
     if encoder_id and encoder.encoder_id != encoder_id:
         raise EncoderMismatch(
             f"these vectors were made by {encoder_id}, but the configured encoder is {encoder.encoder_id}; "

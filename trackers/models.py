@@ -219,6 +219,30 @@ class Job(ClaimableWork):
         return min(100, int(100 * self.processed / self.total))
 
 
+class EmbedPart(ClaimableWork):
+    """One slice of an embedding job (segments ``first_segment``..``last_segment`` of its dataset),
+    a task of its own: any bulk worker takes it, and one that dies leaves it to be taken over.
+
+    The job stays running while its parts are queued or running; the part that ends last ends it.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="parts")
+    number = models.PositiveIntegerField()  # 1, 2, ... in segment order
+    first_segment = models.BigIntegerField()
+    last_segment = models.BigIntegerField()
+    segments = models.PositiveIntegerField()  # segments without a vector when planned
+    processed = models.PositiveIntegerField(default=0)
+    stored = models.PositiveIntegerField(default=0)  # vectors this part added to the store
+
+    class Meta:
+        ordering = ["job_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="embed_part_number_unique")]
+        indexes = [models.Index(fields=["state", "heartbeat_at"], name="embed_part_state_heartbeat")]
+
+    def __str__(self) -> str:
+        return f"part {self.number} of {self.job}"
+
+
 class TrackerKind(models.TextChoices):
     CONCEPT = "concept", "Concept (yes / no)"
     TOPIC = "topic", "Topic (one of several labels)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from trackers import search, services, work
-from trackers.models import Job, JobKind
+from trackers.models import EmbedPart, Job
 
 
 @shared_task(bind=True, acks_late=True)
@@ -20,17 +20,14 @@ def import_corpus(self, *, job_id: int) -> None:
 
 @shared_task(bind=True, acks_late=True)
 def embed_dataset(self, *, job_id: int) -> None:
-    """Embed the dataset's new segments; queue an index rebuild afterwards."""
+    """Split embedding the dataset's new segments into parts; the last part to end queues the index."""
+    work.run_claimed(self, Job, job_id, services.plan_embedding)
 
-    def embed(job: Job) -> dict:
-        n = services.embed_pending(job)
-        assert job.dataset is not None, "embedding jobs belong to a dataset"
-        services.create_job(
-            dataset=job.dataset, kind=JobKind.INDEX, user=job.created_by, params={"after": str(job.code)}
-        )
-        return {"message": f"embedded {n:,} distinct texts"}
 
-    work.run_claimed(self, Job, job_id, embed)
+@shared_task(bind=True, acks_late=True)
+def embed_part(self, *, part_id: int) -> None:
+    """Embed one part of a dataset's new segments (any bulk worker; taken over if its worker dies)."""
+    work.run_claimed(self, EmbedPart, part_id, services.embed_part)
 
 
 @shared_task(bind=True, acks_late=True)

@@ -37,6 +37,14 @@ work_failed = Signal()
 work_finished = Signal()  # sent with ``row`` when work ends, whatever its outcome
 
 
+class Handed:
+    """What work returns when it has handed itself to parts of its own: the row stays running and
+    the parts end it (an embedding job whose slices any worker may take)."""
+
+
+HANDED_TO_PARTS = Handed()
+
+
 def _stale_before() -> Any:
     return timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
 
@@ -107,12 +115,15 @@ def fail(row: ClaimableWork, reason: str) -> None:
     work_failed.send(sender=type(row), row=row)
 
 
-def sweep(model: type[W], enqueue: Callable[[W], None]) -> dict[str, list[int]]:
+def sweep(model: type[W], enqueue: Callable[[W], None], *, waiting: Q | None = None) -> dict[str, list[int]]:
     """Queue again rows whose worker died (running, stale heartbeat) or whose message was lost
-    (queued too long); rows out of attempts fail instead."""
+    (queued too long); rows out of attempts fail instead. Rows matching ``waiting`` are left alone:
+    they handed their work to parts, which have a sweep of their own."""
     abandoned = Q(state=WorkState.RUNNING, heartbeat_at__lt=_stale_before()) | Q(
         state=WorkState.QUEUED, created_at__lt=_stale_before()
     )
+    if waiting is not None:
+        abandoned &= ~waiting
     failed = give_up(model, model.objects.filter(abandoned))
     requeued = []
     for row in model.objects.filter(abandoned, attempts__lt=settings.WORK_MAX_ATTEMPTS):
@@ -132,10 +143,13 @@ def failure_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_claimed(task: Task, model: type[W], pk: int, work: Callable[[W], dict[str, Any] | None]) -> None:
+def run_claimed(
+    task: Task, model: type[W], pk: int, work: Callable[[W], dict[str, Any] | Handed | None]
+) -> None:
     """The body of every work task: claim, run ``work``, record success or the failure's reason.
 
-    ``work`` returns the fields to save with success (or None). Reruns of finished work do nothing.
+    ``work`` returns the fields to save with success (or None), or ``HANDED_TO_PARTS`` to leave the
+    row running for its parts to end. Reruns of finished work do nothing.
     """
     row = claim(model, pk)
     if row is None:
@@ -152,6 +166,8 @@ def run_claimed(task: Task, model: type[W], pk: int, work: Callable[[W], dict[st
         log.exception("%s %s failed", model.__name__, pk)
         row.refresh_from_db()
         fail(row, failure_message(exc))
+        return
+    if isinstance(fields, Handed):
         return
     row.refresh_from_db(fields=["state"])
     if row.state == WorkState.RUNNING:  # work may have finished it itself, with another outcome

@@ -132,15 +132,15 @@ class OnnxEncoder:
         return out
 
 
-_cache: dict[tuple[str, str], OnnxEncoder] = {}
+_cache: dict[tuple[str, str, int], OnnxEncoder] = {}
 _cache_lock = threading.Lock()
 
 
-def load_encoder(artifact_dir: Path | str, variant: str) -> OnnxEncoder:
-    """One encoder per process per (artifact dir, variant)."""
-    key = (str(artifact_dir), variant)
+def load_encoder(artifact_dir: Path | str, variant: str, threads: int = 0) -> OnnxEncoder:
+    """One encoder per process per (artifact dir, variant, threads); ``threads`` 0 uses every core."""
+    key = (str(artifact_dir), variant, threads)
     with _cache_lock:
         enc = _cache.get(key)
         if enc is None:
-            enc = _cache[key] = OnnxEncoder(artifact_dir, variant)
+            enc = _cache[key] = OnnxEncoder(artifact_dir, variant, threads=threads)
         return enc
