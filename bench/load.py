@@ -7,7 +7,9 @@ the real encoder, labelers with API keys, trackers with 200-card rounds), starts
 each answer posted twice (a double press). Afterwards the database is counted: every answer the
 server acknowledged with 201 must be one stored row, and no card may hold two. Then, with an
 interactive and a bulk worker as `make run` starts them, it times small trackers' training (last
-answer to finished run) idle and while the bulk worker embeds a 6,000-row import.
+answer to finished run) idle and while the bulk worker embeds a 6,000-row import. Last, a fresh bulk
+worker is given a zip bomb (10 MB expanding to 10 GB) uploaded through the API, and its pool
+process's peak memory is compared with its memory before.
 
     python bench/load.py [--seconds 30] [--backends sqlite,postgres]
 
@@ -28,6 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -214,12 +217,14 @@ def training_latency(base: str, setup: dict, tag: str, n: int = 7) -> list[float
     return out
 
 
-def _workers(env: dict[str, str], tmp: Path) -> list[subprocess.Popen]:
+def _workers(
+    env: dict[str, str], tmp: Path, queues: tuple[str, ...] = ("interactive", "bulk")
+) -> list[subprocess.Popen]:
     """An interactive and a bulk worker, as `make run` starts them (queues purged of earlier messages)."""
     celery = [sys.executable, "-m", "celery", "-A", "config"]
     subprocess.run([*celery, "purge", "-f", "-Q", "interactive,bulk"], cwd=REPO, env=env, capture_output=True)
     procs = []
-    for queue in ("interactive", "bulk"):
+    for queue in queues:
         log = open(tmp / f"{queue}.log", "ab")  # noqa: SIM115 (the worker holds it until it stops)
         procs.append(
             subprocess.Popen(
@@ -240,6 +245,92 @@ def _workers(env: dict[str, str], tmp: Path) -> list[subprocess.Popen]:
             )
         )
     return procs
+
+
+def zip_bomb(path: Path, members: int = 10, member_bytes: int = 1 << 30) -> Path:
+    """A zip of ``members`` files of zeros, ``member_bytes`` each (10 GB in about 10 MB), made once."""
+    if not path.exists():
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+            zeros = bytes(1 << 20)
+            for i in range(members):
+                with archive.open(f"call-{i}.txt", "w") as member:
+                    for _ in range(member_bytes // len(zeros)):
+                        member.write(zeros)
+    return path
+
+
+def _memory_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+def _pool_child(pid: int) -> int:
+    """The one pool process of a ``--concurrency=1`` worker: it runs the tasks."""
+    for _ in range(100):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.2)
+    raise RuntimeError("the worker started no pool process")
+
+
+def _upload(url: str, key: str, path: Path) -> tuple[int, object]:
+    boundary = "trackers-load-" + os.urandom(8).hex()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            "Content-Type: application/zip\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def bomb_memory(base: str, setup: dict, env: dict[str, str], tmp: Path, bomb: Path) -> dict:
+    """Peak memory of a fresh bulk worker while it refuses a 10 GB zip bomb uploaded through the API."""
+    (worker,) = _workers(env, tmp, queues=("bulk",))
+    try:
+        child = _pool_child(worker.pid)
+        time.sleep(5)  # settled
+        idle_kb = _memory_kb(child, "VmRSS")
+        status, job = _upload(f"{base}/api/datasets/{setup['dataset']}/imports", setup["owner_key"], bomb)
+        assert status == 202 and isinstance(job, dict), (status, job)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            _, job = _get(f"{base}/api/jobs/{job['code']}", setup["owner_key"])
+            if isinstance(job, dict) and job["state"] in ("succeeded", "failed"):
+                break
+            time.sleep(0.2)
+        peak_kb = _memory_kb(child, "VmHWM")  # the pool process's peak since it started
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    assert isinstance(job, dict)
+    return {
+        "bomb_bytes": bomb.stat().st_size,
+        "expands_to_bytes": sum(i.file_size for i in zipfile.ZipFile(bomb).infolist()),
+        "job_state": job["state"],
+        "message": job["message"],
+        "worker_idle_mb": round(idle_kb / 1024, 1),
+        "worker_peak_mb": round(peak_kb / 1024, 1),
+        "growth_mb": round((peak_kb - idle_kb) / 1024, 1),
+    }
 
 
 def play(base: str, keys: list[str], trackers: list[str], seconds: float) -> dict:
@@ -297,7 +388,7 @@ def play(base: str, keys: list[str], trackers: list[str], seconds: float) -> dic
     }
 
 
-def bench_backend(backend: str, seconds: float) -> tuple[list[dict], dict]:
+def bench_backend(backend: str, seconds: float, bomb: Path) -> tuple[list[dict], dict, dict]:
     with tempfile.TemporaryDirectory(prefix=f"trackers-load-{backend}-") as tmp:
         env = _env(backend, Path(tmp))
         if backend == "postgres":
@@ -368,7 +459,8 @@ def bench_backend(backend: str, seconds: float) -> tuple[list[dict], dict]:
                     "during_import_median_s": round(float(np.median(busy)), 2) if busy else None,
                     "embedding_after": embedding,  # "running": the trainings overlapped the embedding
                 }
-                return rows, training
+                refused = {"backend": backend, **bomb_memory(base, setup, env, Path(tmp), bomb)}
+                return rows, training, refused
             finally:
                 server.terminate()
                 server.wait(30)
@@ -397,13 +489,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--backends", default="sqlite,postgres")
     opts = parser.parse_args()
-    rows, trainings = [], []
-    for backend in opts.backends.split(","):
-        labeling_rows, training = bench_backend(backend, opts.seconds)
-        rows += labeling_rows
-        trainings.append(training)
+    rows, trainings, bombs = [], [], []
+    with tempfile.TemporaryDirectory(prefix="trackers-bomb-") as tmp:
+        bomb = zip_bomb(Path(tmp) / "bomb.zip")
+        for backend in opts.backends.split(","):
+            labeling_rows, training, refused = bench_backend(backend, opts.seconds, bomb)
+            rows += labeling_rows
+            trainings.append(training)
+            bombs.append(refused)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    result = {"seconds": opts.seconds, "cpu_count": os.cpu_count(), "runs": rows, "training": trainings}
+    result = {
+        "seconds": opts.seconds,
+        "cpu_count": os.cpu_count(),
+        "runs": rows,
+        "training": trainings,
+        "zip_bomb": bombs,
+    }
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     print(
         f"{'backend':<9} {'labelers':>8} {'answers/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
@@ -421,6 +522,13 @@ def main() -> None:
         idle, busy = t["idle_median_s"], t["during_import_median_s"]
         ratio = round(busy / idle, 2) if idle and busy else None
         print(f"{t['backend']:<9} {idle!s:>15} {busy!s:>28} {ratio!s:>6}  {t['embedding_after']}")
+    print(f"\n{'backend':<9} {'zip bomb':>18} {'worker idle MB':>14} {'peak MB':>8} {'growth MB':>9}  job")
+    for b in bombs:
+        size = f"{b['bomb_bytes'] / 1e6:.1f} MB -> {b['expands_to_bytes'] / 1e9:.1f} GB"
+        print(
+            f"{b['backend']:<9} {size:>18} {b['worker_idle_mb']:>14} {b['worker_peak_mb']:>8} "
+            f"{b['growth_mb']:>9}  {b['job_state']}: {b['message']}"
+        )
     print(f"wrote {RESULTS}")
 
 

@@ -77,7 +77,7 @@ def test_skip_mode_imports_good_rows_and_lists_skipped(owner_client, dataset):
 def test_unreadable_file_fails_even_in_skip_mode(owner_client, dataset):
     upload(owner_client, dataset, "latin.csv", "text\ncaf\xe9\n".encode("latin-1"), on_error="skip")
     job = Job.objects.get(kind=JobKind.IMPORT)
-    assert job.state == JobState.FAILED and job.message == "the file cannot be read"
+    assert job.state == JobState.FAILED and job.message == f"the file cannot be read: {job.errors[0]['text']}"
     assert "is not UTF-8 text" in job.errors[0]["text"]
     assert not Document.objects.exists()
 

@@ -293,7 +293,9 @@ def run_import(job: Job) -> ImportOutcome | None:
     report_progress(job, 0, total=len(kept))
     if parsed.fatal or (errors and job.params.get("on_error") == "reject") or not kept:
         why = (
-            "the file cannot be read"
+            f"the file cannot be read: {parsed.errors[0]}"
+            if parsed.fatal and parsed.errors
+            else "the file cannot be read"
             if parsed.fatal
             else "nothing to import"
             if not kept
