@@ -97,7 +97,7 @@ def database_path(vectors: np.ndarray, texts: list[str], labels: np.ndarray, n: 
     t = time.perf_counter()
     inputs = game.loop_inputs(tracker)  # read the pool, answers and examples, as a training run does
     scorer = scorer_of(head)
-    trained = loop.Trained(head, scorer, scorer.score(inputs.arrays.vectors, inputs.arrays.texts))
+    trained = loop.Trained(head, scorer, scorer.score(inputs.arrays.vectors))
     game.fill_round(tracker, inputs=inputs, trained=trained, threshold=head.threshold)
     later = time.perf_counter() - t
     return {"create_tracker_with_round_1_s": round(first, 3), "later_round_s": round(later, 3)}
@@ -153,17 +153,11 @@ def main() -> None:
     pick = rng.choice(len(vectors), 1000, replace=False)
     y = (labels[pick] == labels[pick][0]).astype(int)
     y[:50] = 1  # about 5% positives, like a concept after a few rounds
-    lab_texts = [texts[i] for i in pick]
     bg = background_sample(len(vectors), pick)  # as a training run does: unlabeled rows as weak 'no'
-    bg_texts = [texts[i] for i in bg]
     results["training_1000_labels"] = {
         "ours_embedding_only": timed(lambda: train_binary(vectors[pick], y), 3),
-        "ours_with_feature_search": timed(lambda: train_binary(vectors[pick], y, texts=lab_texts), 3),
         "ours_as_a_training_run": timed(
-            lambda: train_binary(
-                vectors[pick], y, texts=lab_texts, background_vectors=vectors[bg], background_texts=bg_texts
-            ),
-            3,
+            lambda: train_binary(vectors[pick], y, background_vectors=vectors[bg]), 3
         ),
         "baseline_single_fit": timed(
             lambda: LogisticRegression(class_weight="balanced", max_iter=2000).fit(vectors[pick], y), 3

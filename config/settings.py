@@ -243,9 +243,6 @@ JOB_STALE_SECONDS = env_int("TRACKERS_JOB_STALE_SECONDS", 600)
 # Claims of one job or training run before it fails ("gave up after N attempts"): a job that kills
 # its worker every time must not be redelivered forever.
 WORK_MAX_ATTEMPTS = env_int("TRACKERS_WORK_MAX_ATTEMPTS", 3)
-# Character n-gram features are tried only for pools up to this many distinct texts: hashing every
-# text of a larger pool for each round would take longer than a round may (2 s at 100k).
-CHAR_FEATURES_MAX_POOL = env_int("TRACKERS_CHAR_FEATURES_MAX_POOL", 20_000)
 
 # --- Production hardening (active when DJANGO_DEBUG is off) ------------------------------
 if not DEBUG and not LOCAL_HTTP:

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeAlias, cast
 
 import numpy as np
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Min, Model, Q, QuerySet
 from django.utils import timezone
@@ -56,10 +55,9 @@ class Pool:
     def index_of(self) -> dict[PoolKey, int]:
         return {k: i for i, k in enumerate(self.keys)}
 
-    def arrays(self, char_features: bool) -> loop.Pool:
+    def arrays(self) -> loop.Pool:
         return loop.Pool(
             vectors=self.vectors,
-            texts=self.texts if char_features else None,
             member_of=self.member_of,
             member_vectors=self.member_vectors,
         )
@@ -172,20 +170,15 @@ class LoopInputs:
     shown: np.ndarray
     example_vectors: np.ndarray  # every example sentence (cold-start queries)
     typed_vectors: np.ndarray  # the examples not found in the data (concepts: 'yes' rows)
-    typed_texts: list[str]
     keyword_hits: np.ndarray | None
 
 
-def spec_of(tracker: Tracker, pool_size: int) -> loop.Spec:
-    whole_documents = tracker.granularity == Granularity.DOCUMENT
+def spec_of(tracker: Tracker) -> loop.Spec:
     return loop.Spec(
         kind=tracker.kind,
         labels=tuple(tracker.labels) if tracker.kind == TrackerKind.TOPIC else (),
         round_size=tracker.round_size,
         target_precision=tracker.target_precision,
-        char_features=loop.use_char_features(
-            pool_size, whole_documents=whole_documents, max_pool=settings.CHAR_FEATURES_MAX_POOL
-        ),
     )
 
 
@@ -221,7 +214,7 @@ def answers_of(tracker: Tracker, pool: Pool, spec: loop.Spec) -> loop.Answers:
 
 def loop_inputs(tracker: Tracker) -> LoopInputs:
     pool = build_pool(tracker)
-    spec = spec_of(tracker, len(pool.keys))
+    spec = spec_of(tracker)
     index = pool.index_of()
     shown = np.array(
         sorted({index[k] for k in keys_of(tracker, tracker.cards.all()) if k in index}), dtype=np.int64
@@ -246,13 +239,12 @@ def loop_inputs(tracker: Tracker) -> LoopInputs:
         hits = np.array(sorted(index[k] for k in hit_keys if k in index), dtype=np.int64)
     return LoopInputs(
         pool=pool,
-        arrays=pool.arrays(spec.char_features),
+        arrays=pool.arrays(),
         spec=spec,
         answers=answers_of(tracker, pool, spec),
         shown=shown,
         example_vectors=vectors,
         typed_vectors=vectors[typed] if typed_rows else vectors[:0],
-        typed_texts=[texts[i] for i in typed] if typed_rows else [],
         keyword_hits=hits,
     )
 

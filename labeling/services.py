@@ -173,7 +173,6 @@ def run_training(run: TrainingRun) -> None:
         inputs.answers,
         inputs.spec,
         example_vectors=inputs.typed_vectors,
-        example_texts=inputs.typed_texts,
     )
     work.heartbeat(run)
     if trained.head is None:
@@ -398,7 +397,7 @@ def key_lines(tracker: Tracker, document: Document, n: int = 3) -> tuple[list[Se
     )
     run = tracker.training_runs.filter(state=TrainingState.SUCCEEDED).order_by("-finished_at", "-id").first()
     if run is not None and run.head_file and Path(run.head_file).exists():
-        scores = scorer_for(run).score(vectors, [s.text for s in candidates])
+        scores = scorer_for(run).score(vectors)
     else:
         seeds = list(tracker.seeds.values_list("text", flat=True))
         if not seeds:

@@ -336,15 +336,3 @@ def test_the_sweeper_resends_abandoned_training_runs(tracker, owner, django_capt
     for run in (lost, dead, fresh):
         run.refresh_from_db()
     assert lost.state == dead.state == TrainingState.SUCCEEDED and fresh.state == TrainingState.QUEUED
-
-
-def test_large_pools_train_on_the_vectors_alone(tracker, owner, settings, django_capture_on_commit_callbacks):
-    settings.CHAR_FEATURES_MAX_POOL = 50  # this pool holds 116 distinct texts
-    cards = game.claim_cards(tracker, owner, n=4)
-    for card, answer in zip(cards, ["yes", "no", "yes", "no"], strict=True):
-        labeling_services.answer_card(tracker, owner, card, answer)
-    with django_capture_on_commit_callbacks(execute=True):
-        run, _ = training.request_training(tracker)
-    run.refresh_from_db()
-    assert run.state == TrainingState.SUCCEEDED
-    assert run.featurizer == "embedding" and list(run.metrics["featurizer_cv_f1"]) == ["embedding"]

@@ -39,7 +39,7 @@ def test_every_round_trains_and_plans_through_the_loop():
         mock.patch.object(loop, "train", wraps=loop.train) as train,
         mock.patch.object(loop, "plan_round", wraps=loop.plan_round) as plan,
     ):
-        points = one_run(v, y, None, SPEC, "ours", 0)
+        points = one_run(v, y, SPEC, "ours", 0)
     assert train.call_count == 3 and plan.call_count == 3
     first = plan.call_args_list[0].kwargs
     assert first["trained"] is None and first["keyword_hits"] is None  # the app's create_tracker round
@@ -59,7 +59,7 @@ def test_random_baseline_trains_the_same_way_but_draws_cards_uniformly():
         mock.patch.object(loop, "train", wraps=loop.train) as train,
         mock.patch.object(loop, "plan_round", wraps=loop.plan_round) as plan,
     ):
-        points = one_run(v, y, None, SPEC, "random", 0)
+        points = one_run(v, y, SPEC, "random", 0)
     assert train.call_count == 3 and plan.call_count == 0
     assert all(p["strategies"] == ["random"] for p in points)
 
@@ -68,7 +68,7 @@ def test_one_class_answers_get_the_apps_fallback_round():
     _, v = clustered(np.random.default_rng(1), k=4, n=120)
     y = np.ones(120, dtype=int)  # every answer is 'yes': no head can train
     with mock.patch.object(loop, "plan_round", wraps=loop.plan_round) as plan:
-        points = one_run(v, y, None, SPEC, "ours", 0)
+        points = one_run(v, y, SPEC, "ours", 0)
     assert [p["head"] for p in points] == [False, False, False]
     assert all("training needs at least one 'no'" in p["reason"] for p in points)
     assert all(p["f1"] == 0.0 and "estimate" not in p for p in points)
@@ -82,14 +82,14 @@ def test_typed_examples_leave_the_pool_and_train_as_yes_rows():
     y = (cluster == 1).astype(int)
     spec = SimulationSpec(repeats=1, rounds=2, round_size=20, typed_examples=True)
     with mock.patch.object(loop, "train", wraps=loop.train) as train, typed_examples_train(True):
-        points = one_run(v, y, None, spec, "ours", 0)
+        points = one_run(v, y, spec, "ours", 0)
     pool, answers = train.call_args_list[0].args[:2]
     assert len(pool) == 300 - 100 - 5 and loop.EXAMPLE not in answers.strategies
     assert len(train.call_args_list[0].kwargs["example_vectors"]) == 5
     assert points[0]["labels"] == 20 and points[-1]["examples_trained"] == 5
     with typed_examples_train(False):
         assert loop.TYPED_EXAMPLES_TRAIN is False
-        points = one_run(v, y, None, spec, "ours", 0)
+        points = one_run(v, y, spec, "ours", 0)
     assert points[-1]["examples_trained"] == 0
 
 
@@ -104,7 +104,7 @@ def test_topic_with_none_answers_and_scores_the_none_class():
     cluster, v = clustered(np.random.default_rng(3), k=4, n=400, noise=0.2)
     labels = ["a", "b", "c"]  # cluster 3 is every other label: 'none'
     with mock.patch.object(loop, "train", wraps=loop.train) as train:
-        result = simulate(v, cluster, None, SPEC, "ours", topic_labels=labels)
+        result = simulate(v, cluster, SPEC, "ours", topic_labels=labels)
     answers = train.call_args_list[-1].args[1]
     assert 3 in answers.classes  # answered 'none'
     spec = train.call_args_list[-1].args[2]
@@ -119,9 +119,8 @@ def test_document_topics_go_through_the_document_pool():
     cluster, lines = clustered(rng, k=3, n=900, noise=0.5)
     member_of = np.repeat(np.arange(150), 6)
     y = np.array([np.bincount(cluster[member_of == d], minlength=3).argmax() for d in range(150)])
-    texts = [f"line {i}" for i in range(900)]
     with mock.patch.object(loop, "document_pool", wraps=loop.document_pool) as pool:
-        result = simulate(lines, y, texts, SPEC, "ours", topic_labels=["x", "y", "z"], member_of=member_of)
+        result = simulate(lines, y, SPEC, "ours", topic_labels=["x", "y", "z"], member_of=member_of)
     assert pool.call_count == 2  # the pool and the held-out documents, per run
     assert result["curve"][-1]["labels"] == 30  # examples of a document tracker are never answers
 
@@ -170,7 +169,7 @@ def test_forked_workers_give_the_same_runs():
     cluster, v = clustered(np.random.default_rng(5), k=6, n=300)
     y = (cluster == 2).astype(int)
     spec = SimulationSpec(repeats=2, rounds=2, round_size=10)
-    assert simulate(v, y, None, spec, "ours", workers=2)["runs"] == simulate(v, y, None, spec, "ours")["runs"]
+    assert simulate(v, y, spec, "ours", workers=2)["runs"] == simulate(v, y, spec, "ours")["runs"]
 
 
 def test_a_flag_behind_random_carries_the_paired_standard_error():

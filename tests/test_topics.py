@@ -414,7 +414,7 @@ def test_topic_simulation_reports_macro_f1_per_round():
 
     x, y = clusters(np.random.default_rng(4), n_per=200)
     spec = SimulationSpec(repeats=2, rounds=3, round_size=10)
-    ours = simulate(x, y, None, spec, "ours", topic_labels=LABELS)
-    rand = simulate(x, y, None, spec, "random", topic_labels=LABELS)
+    ours = simulate(x, y, spec, "ours", topic_labels=LABELS)
+    rand = simulate(x, y, spec, "random", topic_labels=LABELS)
     assert [p["labels"] for p in ours["curve"]] == [15, 25, 35]  # 5 seeds spread over the labels, then rounds
     assert ours["f1_mean"] > 0.9 and rand["f1_mean"] > 0.9  # separable topics: both learn them

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from labeling.ml.simulation import SimulationSpec, simulate
-from labeling.ml.training import choose_threshold, prf, train_binary, wilson
+from labeling.ml.training import FEATURIZERS, choose_threshold, prf, train_binary, wilson
 
 
 def separable(rng, n=200, d=16, margin=1.0):
@@ -24,22 +24,6 @@ def test_head_learns_a_separable_concept():
     assert prf(y[150:], head.score(x[150:]) >= head.threshold)[2] >= 0.9
     assert head.cv["precision"] >= 0.8 and 0 < head.threshold < 1
     assert len(head.pr_curve) == 21
-
-
-def test_char_features_win_when_the_signal_is_in_the_surface():
-    rng = np.random.default_rng(1)
-    n = 120
-    y = np.array([1, 0] * (n // 2))
-    noise = rng.standard_normal((n, 8)).astype(np.float32)
-    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-    words = ["call now", "meeting at noon", "see you later", "on my way", "running late"]
-    texts = [
-        f"WIN £{rng.integers(100, 999)} txt 8{rng.integers(1000, 9999)}" if t else str(rng.choice(words))
-        for t in y
-    ]
-    head = train_binary(noise, y, texts=texts)
-    assert head.featurizer == "embedding+chars"
-    assert head.candidates["embedding+chars"] > head.candidates["embedding"] + 0.2
 
 
 def test_training_needs_both_answers():
@@ -79,8 +63,8 @@ def test_simulation_beats_random_on_a_rare_clustered_concept():
     _, cluster, v = topics(np.random.default_rng(3), k=40, n=4000, noise=0.3)
     y = (cluster == 7).astype(int)  # about 2.5% positives
     spec = SimulationSpec(repeats=4)
-    ours = simulate(v, y, None, spec, "ours")
-    rand = simulate(v, y, None, spec, "random")
+    ours = simulate(v, y, spec, "ours")
+    rand = simulate(v, y, spec, "random")
     assert [p["labels"] for p in ours["curve"]] == [30, 55, 80, 105]
     assert ours["f1_mean"] > rand["f1_mean"] + 0.05, (ours["f1_mean"], rand["f1_mean"])
 
@@ -90,10 +74,9 @@ def test_stored_scorer_matches_the_trained_model():
 
     rng = np.random.default_rng(8)
     x, y = separable(rng, n=120)
-    texts = [f"text number {i} {'win cash' if t else 'see you'}" for i, t in enumerate(y)]
-    for feats in (("embedding",), ("embedding+chars",)):
-        head = train_binary(x, y, texts=texts, featurizers=feats)
-        expected = head.score(x, texts)
+    for feats in [(f,) for f in FEATURIZERS]:
+        head = train_binary(x, y, featurizers=feats)
+        expected = head.score(x)
         import tempfile
         from pathlib import Path
 
@@ -101,7 +84,7 @@ def test_stored_scorer_matches_the_trained_model():
             save_scorer(scorer_of(head), Path(tmp) / "h.npz")
             loaded = load_scorer(Path(tmp) / "h.npz")
         assert loaded.featurizer == feats[0] and not hasattr(loaded, "threshold")
-        assert np.allclose(loaded.score(x, texts), expected, atol=1e-5)
+        assert np.allclose(loaded.score(x), expected, atol=1e-5)
 
 
 def test_unlabeled_background_trains_as_no_except_what_the_answers_call_yes():

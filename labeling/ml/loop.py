@@ -24,7 +24,6 @@ import numpy as np
 from labeling.ml.estimates import ConceptEvidence, TopicEvidence
 from labeling.ml.selection import Pick, cold_start, next_round, topic_round
 from labeling.ml.training import (
-    FEATURIZERS,
     Head,
     LinearScorer,
     TopicHead,
@@ -53,7 +52,6 @@ class Pool:
     document is as near an example as its nearest line."""
 
     vectors: np.ndarray
-    texts: list[str] | None = None  # for character features; None trains on the vectors alone
     member_of: np.ndarray | None = None
     member_vectors: np.ndarray | None = None
 
@@ -77,7 +75,7 @@ def document_pool(member_vectors: np.ndarray, member_of: np.ndarray, n_documents
     sums = np.zeros((n_documents, member_vectors.shape[1]), dtype=np.float32)
     np.add.at(sums, member_of, member_vectors)
     vectors = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    return Pool(vectors.astype(np.float32), None, np.asarray(member_of, dtype=np.int64), member_vectors)
+    return Pool(vectors.astype(np.float32), np.asarray(member_of, dtype=np.int64), member_vectors)
 
 
 @dataclass
@@ -102,7 +100,6 @@ class Spec:
     labels: tuple[str, ...] = ()  # topic labels, without "none"
     round_size: int = 25
     target_precision: float = 0.8
-    char_features: bool = True
 
     @property
     def classes(self) -> list[str]:
@@ -112,11 +109,6 @@ class Spec:
     def class_of(self, answer: str) -> int | None:
         names = self.classes
         return names.index(answer) if answer in names else None
-
-
-def use_char_features(pool_size: int, *, whole_documents: bool, max_pool: int) -> bool:
-    """Character n-grams help on short texts; documents and pools over ``max_pool`` use the vectors alone."""
-    return not whole_documents and pool_size <= max_pool
 
 
 @dataclass
@@ -158,7 +150,6 @@ def train(
     spec: Spec,
     *,
     example_vectors: np.ndarray | None = None,
-    example_texts: list[str] | None = None,
 ) -> Trained:
     """Fit the head on the answers and score the whole pool; or say why it cannot train yet.
 
@@ -172,22 +163,17 @@ def train(
         topic = train_topic(pool.vectors[rows], y, spec.classes)
         scorer = topic_scorer_of(topic)
         return Trained(topic, scorer, scorer.probabilities(pool.vectors))
-    texts = pool.texts if spec.char_features else None
     background = background_sample(len(pool), rows)  # unlabeled entries as weak 'no' rows
     use_examples = TYPED_EXAMPLES_TRAIN and example_vectors is not None and len(example_vectors)
     head = train_binary(
         pool.vectors[rows],
         y,
-        texts=[texts[i] for i in rows] if texts is not None else None,
         target_precision=spec.target_precision,
-        featurizers=FEATURIZERS if texts is not None else ("embedding",),
         background_vectors=pool.vectors[background],
-        background_texts=[texts[i] for i in background] if texts is not None else None,
         example_vectors=example_vectors if use_examples else None,
-        example_texts=example_texts if use_examples and texts is not None else None,
     )
     scorer = scorer_of(head)
-    return Trained(head, scorer, scorer.score(pool.vectors, texts))
+    return Trained(head, scorer, scorer.score(pool.vectors))
 
 
 def plan_round(

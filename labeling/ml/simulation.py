@@ -53,7 +53,6 @@ class SimulationSpec:
     target_precision: float = 0.8
     seed: int = 0
     typed_examples: bool = False  # examples typed by the owner: taken out of the pool, never answers
-    char_features_max_pool: int = 20_000  # the app's CHAR_FEATURES_MAX_POOL
 
 
 @contextmanager
@@ -104,7 +103,6 @@ class _Data:
         self,
         vectors: np.ndarray,
         y: np.ndarray,
-        texts: list[str] | None,
         spec: SimulationSpec,
         rng: np.random.Generator,
         topic_labels: list[str] | None,
@@ -143,7 +141,6 @@ class _Data:
             self.pool = loop.document_pool(vectors[lines[0]], where[0][member_of[lines[0]]], len(pool))
             held = loop.document_pool(vectors[lines[1]], where[1][member_of[lines[1]]], len(held_out))
             self.held_out_vectors = held.vectors
-            self.held_out_texts = None
             # A document tracker's example is a sentence: the most typical line of a member document.
             examples = []
             for i in picked:
@@ -151,28 +148,15 @@ class _Data:
                 centre = vectors[mine].sum(axis=0)
                 examples.append(int(mine[np.argmax(vectors[mine] @ centre)]))
             self.example_vectors = np.asarray(vectors[examples], dtype=np.float32)
-            self.example_texts: list[str] = [texts[i] for i in examples] if texts is not None else []
         else:
-            char = loop.use_char_features(
-                len(pool), whole_documents=False, max_pool=spec.char_features_max_pool
-            )
-            self.pool = loop.Pool(
-                np.asarray(vectors[pool], dtype=np.float32),
-                [texts[i] for i in pool] if texts is not None and char else None,
-            )
+            self.pool = loop.Pool(np.asarray(vectors[pool], dtype=np.float32))
             self.held_out_vectors = np.asarray(vectors[held_out], dtype=np.float32)
-            self.held_out_texts = [texts[i] for i in held_out] if texts is not None and char else None
             self.example_vectors = np.asarray(vectors[picked], dtype=np.float32)
-            self.example_texts = [texts[i] for i in picked] if texts is not None else []
-        char_features = loop.use_char_features(
-            len(pool), whole_documents=documents, max_pool=spec.char_features_max_pool
-        )
         self.spec = loop.Spec(
             kind=kind,
             labels=tuple(topic_labels or ()),
             round_size=spec.round_size,
             target_precision=spec.target_precision,
-            char_features=char_features and texts is not None,
         )
         where_in_pool = {int(e): k for k, e in enumerate(pool)}
         self.answered: dict[int, tuple[int, str]] = {}
@@ -182,7 +166,6 @@ class _Data:
         # What ``loop.train`` gets as typed examples: the app passes them for concept sentence trackers.
         typed_rows = spec.typed_examples and kind == "concept" and not documents
         self.typed_vectors = self.example_vectors if typed_rows else self.example_vectors[:0]
-        self.typed_texts = self.example_texts if typed_rows else []
 
 
 def _measure(data: _Data, trained: loop.Trained, answers: loop.Answers) -> dict[str, Any]:
@@ -207,7 +190,7 @@ def _measure(data: _Data, trained: loop.Trained, answers: loop.Answers) -> dict[
         return point
     assert isinstance(trained.head, Head)
     threshold = trained.head.threshold
-    scores = trained.scorer.score(data.held_out_vectors, data.held_out_texts)
+    scores = trained.scorer.score(data.held_out_vectors)
     estimate = concept_estimates(ev, threshold)  # type: ignore[arg-type]
     point.update(
         f1=prf(data.held_out_y, scores >= threshold)[2],
@@ -236,7 +219,6 @@ def _truth(y: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
 def one_run(
     vectors: np.ndarray,
     y: np.ndarray,
-    texts: list[str] | None,
     spec: SimulationSpec,
     strategy: str,
     rep: int,
@@ -246,7 +228,7 @@ def one_run(
 ) -> list[Point]:
     """One simulated tracker: a point per round (answers so far, held-out F1, the app's estimates)."""
     rng = np.random.default_rng(spec.seed + rep)
-    data = _Data(vectors, np.asarray(y), texts, spec, rng, topic_labels, member_of)
+    data = _Data(vectors, np.asarray(y), spec, rng, topic_labels, member_of)
     shown: list[int] = []
     trained: loop.Trained | None = None  # the first round is the app's create_tracker: no head yet
     points = []
@@ -273,9 +255,7 @@ def one_run(
         for p in picks:
             data.answered[p.index] = (int(data.truth[p.index]), p.strategy)
         answers = _answers(data.answered)
-        trained = loop.train(
-            data.pool, answers, data.spec, example_vectors=data.typed_vectors, example_texts=data.typed_texts
-        )
+        trained = loop.train(data.pool, answers, data.spec, example_vectors=data.typed_vectors)
         point = {
             "round": r + 1,
             "labels": len(answers),
@@ -373,7 +353,6 @@ def behind_random(
 def simulate(
     vectors: np.ndarray,
     y: np.ndarray,
-    texts: list[str] | None,
     spec: SimulationSpec,
     strategy: str,
     *,
@@ -384,14 +363,14 @@ def simulate(
     """``spec.repeats`` runs of one strategy (``ours`` or ``random``), summarised.
 
     Concept: ``y`` is 1 for 'yes'. Topic (``topic_labels``): ``y`` indexes the labels, and
-    ``len(topic_labels)`` marks rows answered 'none'. Documents (``member_of``): ``vectors`` and
-    ``texts`` are the documents' lines, ``member_of`` the document of each line, ``y`` per document.
+    ``len(topic_labels)`` marks rows answered 'none'. Documents (``member_of``): ``vectors`` are
+    the documents' lines, ``member_of`` the document of each line, ``y`` per document.
     ``workers`` > 1 runs the repeats in that many forked processes (same results).
     """
     if strategy not in ("ours", "random"):
         raise ValueError(f"unknown strategy {strategy!r}")
     job = functools.partial(
-        one_run, vectors, y, texts, spec, strategy, topic_labels=topic_labels, member_of=member_of
+        one_run, vectors, y, spec, strategy, topic_labels=topic_labels, member_of=member_of
     )
     if workers <= 1 or spec.repeats <= 1:
         with threadpool_limits(1):  # several times faster: the loop's matrices are small

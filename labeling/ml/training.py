@@ -1,8 +1,8 @@
 """Train a tracker's head on frozen sentence vectors: features, model, threshold, honest metrics.
 
-Pure numpy/scikit-learn. Two feature sets compete by cross-validation on the labels:
-``embedding`` (the 384-d sentence vector) and ``embedding+chars`` (plus hashed character
-2-4-grams, which catch the surface cues of spam-like concepts: numbers, URLs, odd spelling).
+Pure numpy/scikit-learn. The features are the 384-d sentence vector (``embedding``): every
+featurizer training may choose must export to ONNX with the head, and hashed character n-grams
+have no ONNX form, so they were dropped (``make simulate`` shows the effect).
 
 Background: the answers come from active learning, so the 'no' answers are mostly hard near-misses
 and the model never sees the bulk of ordinary segments. A uniform sample of unlabeled segments
@@ -18,24 +18,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-FEATURIZERS = ("embedding", "embedding+chars")
-CHAR_FEATURES = {"analyzer": "char_wb", "ngram_range": (2, 4), "n_features": 2**14}
-_hasher = HashingVectorizer(**CHAR_FEATURES, alternate_sign=False, norm="l2")
+FEATURIZERS = ("embedding",)  # every one of them exports to ONNX (serving.ml.export)
 REGULARISATION_C = 16.0  # inverse L2 strength; C=1 over-shrinks on unit-norm sentence vectors
 BACKGROUND = 500  # unlabeled segments sampled as weak 'no' rows (see the module docstring)
 BACKGROUND_WEIGHT = 1.0  # their total weight, relative to the total weight of the 'no' answers
 BACKGROUND_MAX_YES = 0.9  # sampled rows a first, answers-only model scores at least this high are dropped
-
-# A model's input rows: sentence vectors, or a CSR matrix of the vectors and the character n-grams.
-Features: TypeAlias = "np.ndarray | sp.csr_matrix"
 
 
 def background_sample(
@@ -47,35 +40,29 @@ def background_sample(
     return rng.choice(candidates, min(size, len(candidates)), replace=False)
 
 
-def featurize(vectors: np.ndarray, texts: list[str] | None, kind: str) -> Features:
+def featurize(vectors: np.ndarray, kind: str) -> np.ndarray:
     """The model's input matrix for ``kind``."""
     if kind == "embedding":
         return np.asarray(vectors, dtype=np.float32)
-    if kind == "embedding+chars":
-        if texts is None:
-            raise ValueError("the embedding+chars features need the texts")
-        return sp.hstack(
-            [sp.csr_matrix(np.asarray(vectors, dtype=np.float32)), _hasher.transform(texts)]
-        ).tocsr()
     raise ValueError(f"unknown featurizer {kind!r}")
 
 
-def _stack(a: Features, b: Features | None) -> Features:
+def _stack(a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     if b is None or b.shape[0] == 0:
         return a
-    return sp.vstack([a, b]).tocsr() if sp.issparse(a) else np.vstack([a, b])
+    return np.vstack([a, b])
 
 
-def _fit(features: Features, y: np.ndarray, C: float = 1.0) -> LogisticRegression:
+def _fit(features: np.ndarray, y: np.ndarray, C: float = 1.0) -> LogisticRegression:
     return LogisticRegression(C=C, class_weight="balanced", max_iter=2000).fit(features, y)
 
 
 def _fit_binary(
-    features: Features,
+    features: np.ndarray,
     y: np.ndarray,
-    background: Features | None = None,
+    background: np.ndarray | None = None,
     C: float = REGULARISATION_C,
-    extra_yes: Features | None = None,
+    extra_yes: np.ndarray | None = None,
 ) -> LogisticRegression:
     """Class-balanced LR on the answers, plus ``background`` rows as 'no' (see the module docstring)
     and ``extra_yes`` rows (example sentences not found in the data) as 'yes'."""
@@ -94,23 +81,17 @@ def _fit_binary(
         weights = np.concatenate([weights, np.full(nb, BACKGROUND_WEIGHT * no_weight / nb)])
         y = np.concatenate([y, np.zeros(nb, dtype=np.int64)])
     features = _stack(features, background)
-    if sp.issparse(features):
-        # Same objective, several times faster on the sparse character features than lbfgs; the
-        # large intercept scaling keeps liblinear from shrinking the intercept.
-        model = LogisticRegression(C=C, max_iter=2000, solver="liblinear", intercept_scaling=100)
-    else:
-        model = LogisticRegression(C=C, max_iter=2000)
-    return model.fit(features, y, sample_weight=weights)
+    return LogisticRegression(C=C, max_iter=2000).fit(features, y, sample_weight=weights)
 
 
 def out_of_fold_scores(
-    features: Features,
+    features: np.ndarray,
     y: np.ndarray,
     *,
     folds: int = 5,
     seed: int = 0,
-    background: Features | None = None,
-    extra_yes: Features | None = None,
+    background: np.ndarray | None = None,
+    extra_yes: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Cross-validated P(yes) for every labeled row; None when a class has fewer than 2 labels.
 
@@ -192,8 +173,8 @@ class Head:
     examples: int = 0  # example sentences (not found in the data) that trained as 'yes' rows
     oof: np.ndarray | None = None  # out-of-fold P(yes) of every labeled row, in order
 
-    def score(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
-        scores: np.ndarray = self.model.predict_proba(featurize(vectors, texts, self.featurizer))[:, 1]
+    def score(self, vectors: np.ndarray) -> np.ndarray:
+        scores: np.ndarray = self.model.predict_proba(featurize(vectors, self.featurizer))[:, 1]
         return scores
 
 
@@ -201,26 +182,23 @@ def train_binary(
     vectors: np.ndarray,
     y: np.ndarray,
     *,
-    texts: list[str] | None = None,
     target_precision: float = 0.8,
-    featurizers: tuple[str, ...] | None = None,
+    featurizers: tuple[str, ...] = FEATURIZERS,
     background_vectors: np.ndarray | None = None,
-    background_texts: list[str] | None = None,
     example_vectors: np.ndarray | None = None,
-    example_texts: list[str] | None = None,
 ) -> Head:
     """Pick features by cross-validated F1, fit on every label, choose the threshold.
 
-    ``background_vectors`` (and their texts when ``texts`` are given): unlabeled segments, e.g. from
-    ``background_sample``, used as weak 'no' rows. ``example_vectors`` (and texts): example sentences
-    that are not in the data, used as 'yes' rows that train every fold and are never scored.
+    ``background_vectors``: unlabeled segments, e.g. from ``background_sample``, used as weak 'no'
+    rows. ``example_vectors``: example sentences that are not in the data, used as 'yes' rows that
+    train every fold and are never scored.
     """
     y = np.asarray(y, dtype=np.int64)
     if len(y) == 0 or y.min() == y.max():
         raise ValueError("training needs at least one 'yes' and one 'no' label")
     if example_vectors is not None and not len(example_vectors):
         example_vectors = None
-    kinds = featurizers or (FEATURIZERS if texts is not None else ("embedding",))
+    kinds = featurizers
     if background_vectors is not None and len(background_vectors):
         # Drop the sampled segments that the answers alone already call 'yes': for a common concept
         # (spam is 13% of SMS) many of them are, and they must not teach the model 'no'.
@@ -228,16 +206,14 @@ def train_binary(
         first = _fit_binary(np.asarray(vectors, dtype=np.float32), y)
         keep = first.predict_proba(background_vectors)[:, 1] < BACKGROUND_MAX_YES
         background_vectors = background_vectors[keep]
-        if background_texts is not None:
-            background_texts = [t for t, k in zip(background_texts, keep, strict=True) if k]
     trials = {}
     for kind in kinds:
-        feats = featurize(vectors, texts, kind)
+        feats = featurize(vectors, kind)
         bg = ex = None
         if background_vectors is not None and len(background_vectors):
-            bg = featurize(background_vectors, background_texts if texts is not None else None, kind)
+            bg = featurize(background_vectors, kind)
         if example_vectors is not None:
-            ex = featurize(example_vectors, example_texts if texts is not None else None, kind)
+            ex = featurize(example_vectors, kind)
         oof = out_of_fold_scores(feats, y, background=bg, extra_yes=ex)
         t, rule = choose_threshold(y, oof, target_precision)
         trials[kind] = (prf(y, oof >= t)[2] if oof is not None else 0.0, feats, oof, t, rule, bg, ex)
@@ -343,31 +319,24 @@ class LinearScorer:
     def is_topic(self) -> bool:
         return self.coef.ndim == 2
 
-    def logits(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        dim = vectors.shape[1]
-        z = vectors @ self.coef[:dim] + self.intercept
-        if self.featurizer == "embedding+chars":
-            if texts is None:
-                raise ValueError("the embedding+chars features need the texts")
-            # The dense and the hashed parts are scored apart: stacking them would copy every vector.
-            z = z + _hasher.transform(texts) @ self.coef[dim:]
-        return np.asarray(z)
+    def logits(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = featurize(vectors, self.featurizer)
+        return np.asarray(vectors @ self.coef + self.intercept)
 
-    def probabilities(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """Topic heads: (n, labels) probabilities."""
-        z = self.logits(vectors, texts)
+        z = self.logits(vectors)
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         probabilities: np.ndarray = e / e.sum(axis=1, keepdims=True)
         return probabilities
 
-    def score(self, vectors: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+    def score(self, vectors: np.ndarray) -> np.ndarray:
         scores: np.ndarray
         if self.is_topic:
-            scores = self.probabilities(vectors, texts).max(axis=1)
+            scores = self.probabilities(vectors).max(axis=1)
         else:
-            scores = 1.0 / (1.0 + np.exp(-self.logits(vectors, texts).ravel()))
+            scores = 1.0 / (1.0 + np.exp(-self.logits(vectors).ravel()))
         return scores
 
 

@@ -25,6 +25,7 @@ from labeling.ml.simulation import (
     simulate,
     typed_examples_train,
 )
+from labeling.ml.training import FEATURIZERS
 from trackers import encoders
 from trackers.ml.storage import write_atomic
 
@@ -173,7 +174,6 @@ class Command(BaseCommand):
             repeats=opts["repeats"],
             target_precision=opts["target_precision"],
             typed_examples=opts["typed_examples"],
-            char_features_max_pool=settings.CHAR_FEATURES_MAX_POOL,
         )
         keep = subsample(len(entries), opts["max_rows"])
         names = opts["positive"]
@@ -188,7 +188,7 @@ class Command(BaseCommand):
         else:
             ys = [(labels_all[keep] == positive).astype(np.int64) for positive in names]
             tasks = list(names)
-        vectors, texts, member_of = self._arrays(dataset, entries, keep, opts["documents"])
+        vectors, member_of = self._arrays(dataset, entries, keep, opts["documents"])
         meta = {
             "dataset": dataset,
             "file": str(path),
@@ -204,7 +204,7 @@ class Command(BaseCommand):
         }
         runs = []
         for positive, y in zip(tasks, ys, strict=True):
-            run = self._task(meta, positive, y, vectors, texts, member_of, spec, opts)
+            run = self._task(meta, positive, y, vectors, member_of, spec, opts)
             runs.append(run)
             self._print(run)
         if opts["output"]:
@@ -234,22 +234,22 @@ class Command(BaseCommand):
         return out
 
     def _arrays(self, dataset: str, entries: list[tuple[Any, str]], keep: np.ndarray, documents: bool):
-        """Vectors and texts of the kept entries (documents: of their lines, with each line's document).
+        """Vectors of the kept entries (documents: of their lines, with each line's document).
 
         The whole file is encoded (and cached) once, so every task on a file sees the same vectors.
         """
         if not documents:
             texts = [e[0] for e in entries]
-            return cached_vectors(dataset, texts)[keep], [texts[i] for i in keep], None
+            return cached_vectors(dataset, texts)[keep], None
         lines = [t for turns, _ in entries for t in turns]
         owner = np.repeat(np.arange(len(entries)), [len(turns) for turns, _ in entries])
         where = np.full(len(entries), -1, dtype=np.int64)
         where[keep] = np.arange(len(keep))
         mine = np.flatnonzero(where[owner] >= 0)
         vectors = cached_vectors(dataset, lines)[mine]
-        return vectors, [lines[i] for i in mine], where[owner[mine]]
+        return vectors, where[owner[mine]]
 
-    def _task(self, meta, positive, y, vectors, texts, member_of, spec: SimulationSpec, opts) -> dict:
+    def _task(self, meta, positive, y, vectors, member_of, spec: SimulationSpec, opts) -> dict:
         topic = opts["topic"]
         names = opts["positive"] if topic else None
         kind = "topic" if topic else "concept"
@@ -275,18 +275,10 @@ class Command(BaseCommand):
             ),
             "metric": "macro-F1 of the most likely label" if topic else "F1 at the app's threshold",
             "settings": settings_of(spec),
-            "ours": simulate(vectors, y, texts, spec, "ours", **kw),
-            "random": simulate(vectors, y, texts, spec, "random", **kw),
+            "ours": simulate(vectors, y, spec, "ours", **kw),
+            "random": simulate(vectors, y, spec, "random", **kw),
         }
-        run["settings"]["char_features"] = (
-            not opts["documents"]
-            and kind == "concept"
-            and loop.use_char_features(
-                int(len(y) * (1 - spec.eval_fraction)),
-                whole_documents=False,
-                max_pool=spec.char_features_max_pool,
-            )
-        )
+        run["settings"]["featurizers"] = list(FEATURIZERS)
         if opts["typed_examples"]:
             # The evidence for TYPED_EXAMPLES_TRAIN: the same runs with typed examples training or not.
             compared = {}
@@ -295,7 +287,7 @@ class Command(BaseCommand):
                     compared[str(value).lower()] = run["ours"]
                     continue
                 with typed_examples_train(value):
-                    compared[str(value).lower()] = simulate(vectors, y, texts, spec, "ours", **kw)
+                    compared[str(value).lower()] = simulate(vectors, y, spec, "ours", **kw)
             run["typed_examples_train"] = {
                 k: {"f1_mean": v["f1_mean"], "curve": [p["f1_mean"] for p in v["curve"]]}
                 for k, v in compared.items()
