@@ -1,4 +1,5 @@
-"""The one JSON API (OpenAPI at /api/docs): each app's router, API key or session auth."""
+"""The JSON APIs: the app's (OpenAPI at /api/docs) and the prediction API (/api/v1/docs); each
+app's router, API key or session auth, one error shape (``{"detail": ...}``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from ninja import NinjaAPI
 from ninja.security import django_auth
 
 from labeling.api import router as labeling_router
+from serving.api import router as serving_router
 from serving.auth import BearerKey, HeaderKey
 from trackers.api import router as trackers_router
 
@@ -22,13 +24,26 @@ api = NinjaAPI(
 )
 
 
-@api.exception_handler(PermissionDenied)
-def permission_denied(request, exc):
-    return api.create_response(request, {"detail": str(exc) or "not allowed"}, status=403)
+api_v1 = NinjaAPI(
+    title="Trackers prediction API",
+    version="1",
+    description="Score texts with a tracker's live model version (or a pinned one), list its versions, "
+    "promote and roll back. Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`, or "
+    'with a browser session. Errors are `{"detail": "..."}`.',
+    auth=[BearerKey(), HeaderKey(), django_auth],
+    urls_namespace="api-v1",
+)
+
+for one in (api, api_v1):
+
+    @one.exception_handler(PermissionDenied)
+    def permission_denied(request, exc, one=one):
+        return one.create_response(request, {"detail": str(exc) or "not allowed"}, status=403)
 
 
 api.add_router("", trackers_router)
 api.add_router("", labeling_router)
+api_v1.add_router("", serving_router)
 
 
 def not_found(request: HttpRequest) -> JsonResponse:

@@ -216,6 +216,7 @@ CELERY_TASK_ROUTES = {
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-jobs": {"task": "trackers.tasks.sweep_stale_jobs", "schedule": 60.0},
     "sweep-stale-training-runs": {"task": "labeling.tasks.sweep_stale_runs", "schedule": 60.0},
+    "publish-missing-versions": {"task": "serving.tasks.publish_missing_versions", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from config.api import api, not_found
+from config.api import api, api_v1, not_found
 from labeling import views as labeling_views
 from trackers import views
 
@@ -11,6 +11,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("api/v1/", api_v1.urls),
     path("api/", api.urls),
     re_path(r"^api/", not_found),
     path("w/<uuid:code>/", views.workspace_detail, name="workspace"),

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from serving.models import ApiKey
+from serving.models import ApiKey, ModelVersion
 
 
 @admin.register(ApiKey)
@@ -36,3 +36,25 @@ class ApiKeyAdmin(admin.ModelAdmin):
         from django.utils import timezone
 
         queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    """Versions are written once by training; here they are read (promotion is on the tracker page)."""
+
+    list_display = [
+        "tracker",
+        "number",
+        "kind",
+        "featurizer",
+        "quality",
+        "is_live",
+        "went_live_at",
+        "created_at",
+    ]
+    list_filter = ["is_live", "kind"]
+    search_fields = ["tracker__name", "code"]
+    raw_id_fields = ["tracker", "training_run", "went_live_by"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,16 +1,18 @@
-"""API keys: workspace-scoped credentials for the JSON API, stored as hashes only."""
+"""Model versions (a trained head as immutable ONNX, one live per tracker) and API keys."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from trackers.models import Membership, Role, Workspace
+from labeling.models import TrainingRun
+from trackers.models import Membership, Role, Tracker, Workspace
 
 KEY_PREFIX = "trk_"
 LAST_USED_EVERY = timedelta(minutes=1)  # how often a key's last-used time is written
@@ -83,3 +85,44 @@ class ApiKey(models.Model):
                 models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lte=now - LAST_USED_EVERY)
             ).update(last_used_at=now)
         return key
+
+
+class ModelVersion(models.Model):
+    """What one successful training run yields: its head as ONNX with a manifest, in a directory of
+    its own that is never modified. Exactly one version of a tracker is live (the database holds
+    that); predictions use it unless a caller pins another.
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()  # 1, 2, ... per tracker
+    training_run = models.OneToOneField(TrainingRun, on_delete=models.CASCADE, related_name="model_version")
+    kind = models.CharField(max_length=16)
+    labels = models.JSONField(default=list)  # output columns, in order
+    featurizer = models.CharField(max_length=32)
+    threshold = models.FloatField(null=True, blank=True)  # training's own (concepts)
+    # The estimate promotion compares: F1 over all texts at training's threshold (concepts),
+    # accuracy (topics); None when there is none.
+    quality = models.FloatField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    label_counts = models.JSONField(default=dict, blank=True)
+    artifact_dir = models.CharField(max_length=500)
+    manifest_sha256 = models.CharField(max_length=64)
+    is_live = models.BooleanField(default=False)
+    went_live_at = models.DateTimeField(null=True, blank=True)
+    went_live_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )  # None: promoted by itself
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["tracker_id", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["tracker", "number"], name="model_version_number_unique"),
+            models.UniqueConstraint(
+                fields=["tracker"], condition=models.Q(is_live=True), name="one_live_version_per_tracker"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tracker} v{self.number}{' (live)' if self.is_live else ''}"

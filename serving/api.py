@@ -1,0 +1,107 @@
+"""The prediction API (`/api/v1/`): score texts with a tracker's live (or a pinned) model version,
+list versions, promote and roll back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from django.shortcuts import get_object_or_404
+from ninja import Field, Router, Schema
+from ninja.errors import HttpError
+from pydantic import AfterValidator
+
+from serving import runtime, services
+from serving.models import ModelVersion
+from trackers.access import Scope
+from trackers.models import CAN_IMPORT
+from trackers.text import storable
+
+router = Router(tags=["predict"])
+
+MAX_TEXTS = 64  # texts of one request
+TEXT_MAX_CHARS = 10_000
+Text = Annotated[str, Field(min_length=1, max_length=TEXT_MAX_CHARS), AfterValidator(storable)]
+
+
+class PredictIn(Schema):
+    texts: list[Text] = Field(min_length=1, max_length=MAX_TEXTS)
+    version: int | None = Field(None, ge=1, description="a version number to pin; the live one if absent")
+
+
+class TextAnswer(Schema):
+    score: float
+    label: str
+    match: bool | None
+    scores: dict[str, float] | None = None
+
+
+class PredictOut(Schema):
+    tracker: UUID
+    version: int
+    live: bool
+    threshold: float | None
+    threshold_source: str = Field(description="training | owner | none (topics)")
+    results: list[TextAnswer]
+
+
+class VersionOut(Schema):
+    number: int
+    code: UUID
+    kind: str
+    labels: list[str]
+    featurizer: str
+    threshold: float | None
+    quality: float | None
+    is_live: bool
+    went_live_at: datetime | None
+    created_at: datetime
+    label_counts: dict
+    metrics: dict
+
+
+def _version(tracker, number: int | None) -> ModelVersion:
+    if number is None:
+        live = services.live_version(tracker)
+        if live is None:
+            raise HttpError(
+                409, f"tracker {tracker.code} has no live model version yet: train it, or promote one"
+            )
+        return live
+    return get_object_or_404(ModelVersion.objects.select_related("tracker"), tracker=tracker, number=number)
+
+
+@router.post("/trackers/{code}/predict", response={200: PredictOut})
+def predict(request, code: UUID, body: PredictIn):
+    """Score one text or a batch with the tracker's live model version (or the pinned one)."""
+    tracker = Scope.of_request(request).tracker(code)
+    version = _version(tracker, body.version)
+    version.tracker = tracker
+    vectors, encoder_id = runtime.embed(body.texts, services.encoder_id_of(tracker))
+    head = runtime.head_of(version, encoder_id)
+    threshold, source = services.threshold_of(version)
+    return {
+        "tracker": tracker.code,
+        "version": version.number,
+        "live": version.is_live,
+        "threshold": threshold,
+        "threshold_source": source,
+        "results": [a.__dict__ for a in runtime.answers(version, head, vectors, threshold)],
+    }
+
+
+@router.get("/trackers/{code}/versions", response=list[VersionOut], tags=["versions"])
+def versions(request, code: UUID):
+    """Every model version of the tracker, newest first."""
+    tracker = Scope.of_request(request).tracker(code)
+    return list(ModelVersion.objects.filter(tracker=tracker))
+
+
+@router.post("/trackers/{code}/versions/{number}/promote", response=VersionOut, tags=["versions"])
+def promote(request, code: UUID, number: int):
+    """Make this version the live one (promote a newer one, or roll back to an older one)."""
+    scope = Scope.of_request(request)
+    tracker = scope.tracker(code, CAN_IMPORT)
+    version = get_object_or_404(ModelVersion, tracker=tracker, number=number)
+    return services.promote(version, scope.actor)

@@ -1,0 +1,202 @@
+"""Model versions: published from finished training runs, promoted by themselves or by the owner."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from labeling import services as labeling
+from labeling.models import TrainingRun, TrainingState
+from serving.ml import artifacts
+from serving.ml.export import SCORES, VECTORS, head_model
+from serving.models import ModelVersion
+from trackers import encoders
+from trackers.models import Tracker, TrackerKind
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+log = logging.getLogger(__name__)
+
+
+def versions_root(tracker: Tracker) -> Path:
+    return Path(settings.ARTIFACT_ROOT) / "trackers" / str(tracker.code) / "versions"
+
+
+def quality_of(run: TrainingRun) -> float | None:
+    """What promotion compares: the estimate over all texts of F1 (concepts) or accuracy (topics)."""
+    estimates = run.metrics.get("estimates") or {}
+    value = (
+        estimates.get("accuracy") if run.tracker.kind == TrackerKind.TOPIC else estimates.get("f1")
+    ) or {}
+    v = value.get("value")
+    return float(v) if v is not None else None
+
+
+def encoder_id_of(tracker: Tracker) -> str | None:
+    """The encoder that made the vectors of the tracker's datasets (None if they disagree or have none)."""
+    ids = set(tracker.datasets.values_list("encoder_id", flat=True)) - {""}
+    return ids.pop() if len(ids) == 1 else None
+
+
+def _encoder_entry(tracker: Tracker) -> dict[str, Any]:
+    encoder = encoders.get_encoder(encoder_id_of(tracker))
+    spec = getattr(encoder, "spec", None)
+    return {
+        "id": encoder.encoder_id,
+        "sha256": getattr(spec, "sha256", ""),
+        "model_name": getattr(spec, "model_name", encoder.encoder_id),
+        "variant": getattr(spec, "variant", ""),
+        "dim": encoder.dim,
+        "max_tokens": getattr(spec, "max_tokens", None),
+        "pooling": "mean",
+        "normalize": True,
+    }
+
+
+def publish_version(run: TrainingRun) -> ModelVersion | None:
+    """The run's model version, written once: later calls (a redelivered task, the sweeper) return it."""
+    existing = ModelVersion.objects.filter(training_run=run).first()
+    if existing is not None or not run.has_model:
+        return existing
+    tracker = run.tracker
+    scorer = labeling.scorer_for(run)
+    topic = tracker.kind == TrackerKind.TOPIC
+    head = head_model(scorer.coef, scorer.intercept, topic=topic, featurizer=scorer.featurizer)
+    encoder = _encoder_entry(tracker)
+    labels = list(scorer.labels) if topic else ["yes"]
+    quality = quality_of(run)
+    with transaction.atomic():
+        # One number at a time per tracker, and one promotion decision.
+        Tracker.objects.select_for_update().filter(pk=tracker.pk).first()
+        if (existing := ModelVersion.objects.filter(training_run=run).first()) is not None:
+            return existing
+        number = (
+            ModelVersion.objects.filter(tracker=tracker)
+            .order_by("-number")
+            .values_list("number", flat=True)
+            .first()
+            or 0
+        ) + 1
+        manifest = {
+            "tracker": {
+                "code": str(tracker.code),
+                "name": tracker.name,
+                "workspace": str(tracker.workspace.code),
+            },
+            "version": number,
+            "kind": tracker.kind,
+            "granularity": tracker.granularity,
+            "labels": labels,
+            "threshold": run.threshold,
+            "threshold_rule": run.threshold_rule,
+            "encoder": encoder,
+            "featurizer": {"name": scorer.featurizer, "params": {}},
+            "inputs": [{"name": VECTORS, "type": "float32", "shape": ["n", encoder["dim"]]}],
+            "outputs": [
+                {
+                    "name": SCORES,
+                    "type": "float32",
+                    "shape": ["n", len(labels)],
+                    "meaning": "softmax over labels" if topic else "P(yes)",
+                }
+            ],
+            "metrics": {"cv": run.metrics.get("cv"), "estimates": run.metrics.get("estimates")},
+            "quality": quality,
+            "answers": run.label_counts,
+            "training_run": str(run.code),
+            "libraries": artifacts.library_versions(),
+            "created_by": tracker.created_by.get_username() if tracker.created_by else None,
+            "created_at": timezone.now().isoformat(),
+        }
+        directory, sha = artifacts.write_version(versions_root(tracker), str(run.code), head, manifest)
+        version = ModelVersion.objects.create(
+            tracker=tracker,
+            number=number,
+            training_run=run,
+            kind=tracker.kind,
+            labels=labels,
+            featurizer=scorer.featurizer,
+            threshold=run.threshold,
+            quality=quality,
+            metrics=manifest["metrics"],
+            label_counts=run.label_counts,
+            artifact_dir=str(directory),
+            manifest_sha256=sha,
+        )
+        live = live_version(tracker)
+        if tracker.promote_automatically and (live is None or _at_least_as_good(version, live)):
+            _make_live(version, None)
+    return version
+
+
+def _at_least_as_good(new: ModelVersion, live: ModelVersion) -> bool:
+    if new.quality is None:
+        return False
+    return live.quality is None or new.quality >= live.quality
+
+
+def live_version(tracker: Tracker) -> ModelVersion | None:
+    return ModelVersion.objects.filter(tracker=tracker, is_live=True).first()
+
+
+def promote(version: ModelVersion, user: User | None) -> ModelVersion:
+    """Make ``version`` the live one of its tracker (a rollback is a promotion of an older one)."""
+    with transaction.atomic():
+        Tracker.objects.select_for_update().filter(pk=version.tracker_id).first()
+        _make_live(version, user)
+    return version
+
+
+def _make_live(version: ModelVersion, user: User | None) -> None:
+    # Off first, then on: the one-live constraint is checked per statement.
+    ModelVersion.objects.filter(tracker_id=version.tracker_id, is_live=True).exclude(pk=version.pk).update(
+        is_live=False
+    )
+    version.is_live, version.went_live_at, version.went_live_by = True, timezone.now(), user
+    version.save(update_fields=["is_live", "went_live_at", "went_live_by"])
+
+
+def threshold_of(version: ModelVersion) -> tuple[float | None, str]:
+    """The threshold a version answers with, and whose it is (the previous issue's rule)."""
+    tracker = version.tracker
+    if tracker.kind == TrackerKind.TOPIC:
+        return None, "none"
+    if tracker.threshold_override is not None:
+        return tracker.threshold_override, "owner"
+    return version.threshold, "training"
+
+
+def publish_after_training(sender: type[TrainingRun], row: TrainingRun, **kwargs: Any) -> None:
+    """A run that ended with a model gets its version, in a task of its own once the outcome commits."""
+    if row.state != TrainingState.SUCCEEDED or not row.head_file:
+        return
+    from serving.tasks import publish_version as task
+
+    run_id = row.pk
+    transaction.on_commit(lambda: task.delay(training_run_id=run_id))
+
+
+def publish_missing(older_than_s: float = 60) -> list[int]:
+    """Periodic: runs with a model but no version (their task was lost) are published now."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    done = []
+    for run in (
+        TrainingRun.objects.filter(
+            state=TrainingState.SUCCEEDED, finished_at__lt=cutoff, model_version__isnull=True
+        )
+        .exclude(head_file="")
+        .order_by("finished_at")
+    ):
+        try:
+            if publish_version(run) is not None:
+                done.append(run.pk)
+        except Exception:
+            log.exception("publishing training run %s failed", run.pk)
+    return done

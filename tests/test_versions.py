@@ -1,0 +1,181 @@
+"""Model versions: one per successful run, its ONNX head equal to the in-app head, one live per
+tracker, promotion and rollback, a manifest that refuses tampering, and the v1 prediction API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from django.db import IntegrityError, transaction
+
+from labeling import game
+from labeling import services as labeling_services
+from labeling.models import TrainingRun, TrainingState
+from serving import runtime, services
+from serving.ml import artifacts
+from serving.models import ModelVersion
+from tests.test_game import cancel_tracker, oracle
+
+pytestmark = pytest.mark.django_db
+
+
+def play(tracker, user, callbacks, answer=oracle) -> None:
+    """Answer the current round; its last answer trains (eagerly, on commit) and publishes a version."""
+    round_no = game.current_round(tracker)
+    while cards := [c for c in game.claim_cards(tracker, user, n=2) if c.round == round_no]:
+        for card in cards:
+            with callbacks(execute=True):
+                labeling_services.answer_card(tracker, user, card, answer(card))
+
+
+@pytest.fixture
+def trained(embedded, workspace, owner, django_capture_on_commit_callbacks):
+    tracker = cancel_tracker(workspace, owner, embedded)
+    play(tracker, owner, django_capture_on_commit_callbacks)
+    return tracker
+
+
+def test_a_successful_run_yields_a_version_whose_onnx_head_scores_as_the_app_does(trained, fake_encoder):
+    run = TrainingRun.objects.get(tracker=trained, state=TrainingState.SUCCEEDED)
+    version = ModelVersion.objects.get(tracker=trained)
+    assert (version.number, version.training_run, version.is_live) == (1, run, True)  # the first goes live
+    directory = Path(version.artifact_dir)
+    manifest = json.loads((directory / artifacts.MANIFEST).read_text())
+    assert manifest["tracker"]["code"] == str(trained.code) and manifest["version"] == 1
+    assert manifest["kind"] == "concept" and manifest["labels"] == ["yes"]
+    assert manifest["threshold"] == run.threshold and manifest["encoder"]["id"] == fake_encoder.encoder_id
+    assert manifest["featurizer"] == {"name": run.featurizer, "params": {}}
+    assert manifest["inputs"][0]["name"] == "embedding" and manifest["outputs"][0]["name"] == "scores"
+    assert manifest["answers"] == run.label_counts and "onnxruntime" in manifest["libraries"]
+    assert set(manifest["files"]) == {"head.onnx"}
+    texts = ["please cancel my plan", "the weather is nice", "we will cancel next month", "send the invoice"]
+    vectors = fake_encoder.encode(texts)
+    session = ort.InferenceSession(str(directory / "head.onnx"), providers=["CPUExecutionProvider"])
+    exported = session.run(None, {"embedding": vectors})[0][:, 0]
+    in_app = labeling_services.scorer_for(run).score(vectors)
+    assert np.abs(exported - in_app).max() <= 1e-5
+
+
+def test_a_new_version_goes_live_only_if_it_is_at_least_as_good(
+    trained, owner, django_capture_on_commit_callbacks
+):
+    first = ModelVersion.objects.get(tracker=trained)
+    play(trained, owner, django_capture_on_commit_callbacks)  # round 2, answered right: as good or better
+    second = ModelVersion.objects.get(tracker=trained, number=2)
+    assert second.quality is not None and first.quality is not None
+    assert second.is_live == (second.quality >= first.quality)
+    # answered wrongly, round 3 makes a worse head: it waits for the owner
+    live_before = services.live_version(trained)
+    play(
+        trained,
+        owner,
+        django_capture_on_commit_callbacks,
+        answer=lambda c: "no" if oracle(c) == "yes" else "yes",
+    )
+    third = ModelVersion.objects.get(tracker=trained, number=3)
+    assert third.quality < live_before.quality and not third.is_live
+    assert services.live_version(trained) == live_before
+
+
+def test_without_automatic_promotion_versions_wait_for_the_owner(
+    embedded, workspace, owner, django_capture_on_commit_callbacks
+):
+    tracker = cancel_tracker(workspace, owner, embedded)
+    tracker.promote_automatically = False
+    tracker.save()
+    play(tracker, owner, django_capture_on_commit_callbacks)
+    version = ModelVersion.objects.get(tracker=tracker)
+    assert not version.is_live and services.live_version(tracker) is None
+
+
+def test_the_database_holds_exactly_one_live_version(trained, owner, django_capture_on_commit_callbacks):
+    play(trained, owner, django_capture_on_commit_callbacks)
+    a, b = ModelVersion.objects.filter(tracker=trained).order_by("number")
+    ModelVersion.objects.filter(pk__in=[a.pk, b.pk]).update(is_live=False)
+    ModelVersion.objects.filter(pk=a.pk).update(is_live=True)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelVersion.objects.filter(pk=b.pk).update(is_live=True)
+    services.promote(b, owner)
+    assert list(ModelVersion.objects.filter(tracker=trained, is_live=True)) == [b]
+    services.promote(a, owner)  # roll back
+    a.refresh_from_db()
+    assert a.is_live and a.went_live_by == owner and services.live_version(trained) == a
+
+
+def test_publishing_twice_writes_one_version(trained):
+    run = TrainingRun.objects.get(tracker=trained, state=TrainingState.SUCCEEDED)
+    assert services.publish_version(run) == ModelVersion.objects.get(tracker=trained)
+    assert ModelVersion.objects.filter(tracker=trained).count() == 1
+
+
+def test_a_tampered_or_foreign_version_is_refused(trained, fake_encoder):
+    version = ModelVersion.objects.get(tracker=trained)
+    runtime._heads.clear()
+    with pytest.raises(artifacts.ArtifactMismatch, match="trained on vectors of fake-bag-of-words:64"):
+        runtime.head_of(version, "all-MiniLM-L6-v2:int8:5b5d756d2507")
+    head = Path(version.artifact_dir) / "head.onnx"
+    head.write_bytes(head.read_bytes() + b"\0")
+    with pytest.raises(artifacts.ArtifactMismatch, match="does not match the sha256 its manifest lists"):
+        runtime.head_of(version, fake_encoder.encoder_id)
+    manifest = Path(version.artifact_dir) / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"version": 1', '"version": 7'))
+    with pytest.raises(artifacts.ArtifactMismatch, match="is not the manifest this version was written with"):
+        runtime.head_of(version, fake_encoder.encoder_id)
+
+
+def predict(client, tracker, key, **body):
+    return client.post(
+        f"/api/v1/trackers/{tracker.code}/predict", body, content_type="application/json", headers=key
+    )
+
+
+def test_predict_scores_texts_with_the_live_version_or_a_pinned_one(
+    client, trained, owner, key, fake_encoder, django_capture_on_commit_callbacks
+):
+    texts = ["please cancel my plan (9)", "the weather is nice today"]
+    response = predict(client, trained, key, texts=texts)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    run = TrainingRun.objects.get(tracker=trained, state=TrainingState.SUCCEEDED)
+    expected = labeling_services.scorer_for(run).score(fake_encoder.encode(texts))
+    assert body["version"] == 1 and body["live"] and body["threshold_source"] == "training"
+    assert body["threshold"] == pytest.approx(run.threshold)
+    assert [r["score"] for r in body["results"]] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert [r["match"] for r in body["results"]] == [bool(s >= run.threshold) for s in expected]
+    assert [r["label"] for r in body["results"]] == ["yes" if s >= run.threshold else "no" for s in expected]
+    # the owner's threshold answers once set, and says so
+    trained.threshold_override = 0.999
+    trained.save()
+    body = predict(client, trained, key, texts=texts).json()
+    assert body["threshold"] == 0.999 and body["threshold_source"] == "owner"
+    play(trained, owner, django_capture_on_commit_callbacks)
+    assert predict(client, trained, key, texts=texts, version=1).json()["version"] == 1
+    assert predict(client, trained, key, texts=texts, version=9).status_code == 404
+
+
+def test_promote_and_roll_back_through_the_api(
+    client, trained, owner, key, django_capture_on_commit_callbacks
+):
+    play(trained, owner, django_capture_on_commit_callbacks)
+    url = f"/api/v1/trackers/{trained.code}/versions"
+    listed = client.get(url, headers=key).json()
+    assert [v["number"] for v in listed] == [2, 1]
+    response = client.post(f"{url}/1/promote", headers=key)
+    assert response.status_code == 200 and response.json()["is_live"]
+    assert predict(client, trained, key, texts=["x"]).json()["version"] == 1
+    assert client.post(f"{url}/2/promote", headers=key).json()["number"] == 2
+    assert predict(client, trained, key, texts=["x"]).json()["version"] == 2
+
+
+def test_predict_refuses_what_it_cannot_answer(client, trained, embedded, workspace, owner, key, viewer):
+    assert predict(client, trained, key, texts=[]).status_code == 422
+    assert predict(client, trained, key, texts=["x"] * 65).status_code == 422
+    assert predict(client, trained, key, texts=["x" * 10_001]).status_code == 422
+    assert predict(client, trained, key, texts=["bad \ud800"]).status_code == 422
+    assert predict(client, trained, {"Authorization": "Bearer trk_nope"}, texts=["x"]).status_code == 401
+    untrained = cancel_tracker(workspace, owner, embedded, name="Not trained yet")
+    response = predict(client, untrained, key, texts=["x"])
+    assert response.status_code == 409 and "has no live model version yet" in response.json()["detail"]
