@@ -4,6 +4,7 @@ from django.urls import path, re_path
 
 from config.api import api, api_v1, not_found
 from labeling import views as labeling_views
+from serving import views as serving_views
 from trackers import views
 
 urlpatterns = [
@@ -30,6 +31,16 @@ urlpatterns = [
     path("t/<uuid:code>/undo/", labeling_views.undo, name="undo"),
     path("t/<uuid:code>/summary/", labeling_views.summary, name="round-summary"),
     path("t/<uuid:code>/labels/", labeling_views.labels, name="labels"),
+    path("t/<uuid:code>/versions/", serving_views.versions, name="tracker-versions"),
+    path("t/<uuid:code>/versions/automatic/", serving_views.automatic, name="tracker-versions-automatic"),
+    path(
+        "t/<uuid:code>/versions/<int:number>/promote/", serving_views.promote, name="tracker-version-promote"
+    ),
+    path(
+        "t/<uuid:code>/versions/<int:number>/download/",
+        serving_views.download,
+        name="tracker-version-download",
+    ),
     path("doc/<uuid:code>/", views.document_detail, name="document"),
     path("jobs/<uuid:code>/", views.job_detail, name="job"),
     path("jobs/<uuid:code>/progress/", views.job_progress, name="job-progress"),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import onnx
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -14,9 +16,11 @@ from django.utils import timezone
 from labeling import services as labeling
 from labeling.models import TrainingRun, TrainingState
 from serving.ml import artifacts
-from serving.ml.export import SCORES, VECTORS, head_model
+from serving.ml.export import SCORES, VECTORS, head_model, standalone_model
 from serving.models import ModelVersion
 from trackers import encoders
+from trackers.ml.embedding import read_manifest
+from trackers.ml.storage import write_atomic
 from trackers.models import Tracker, TrackerKind
 
 if TYPE_CHECKING:
@@ -200,3 +204,67 @@ def publish_missing(older_than_s: float = 60) -> list[int]:
         except Exception:
             log.exception("publishing training run %s failed", run.pk)
     return done
+
+
+class NoStandalone(RuntimeError):
+    """The version's vectors were not made by an ONNX encoder of this install."""
+
+
+def standalone_zip(version: ModelVersion) -> Path:
+    """The version's standalone model (encoder and head in one ONNX file, the tokenizer, the manifest),
+    built on first request and kept: token ids in, sentence vector and scores out."""
+    path = (
+        Path(settings.ARTIFACT_ROOT)
+        / "downloads"
+        / f"{version.tracker.name[:40]}-v{version.number}-{version.code}.zip"
+    )
+    path = path.with_name(_safe_name(path.name))
+    if path.exists():
+        return path
+    manifest = artifacts.open_version(
+        Path(version.artifact_dir), version.manifest_sha256, _served_encoder_id()
+    )
+    encoder_dir = Path(settings.ENCODER_DIR)
+    encoder_manifest = read_manifest(encoder_dir)
+    variant = manifest["encoder"].get("variant")
+    entry = encoder_manifest["variants"].get(variant) if variant else None
+    if entry is None or entry["sha256"] != manifest["encoder"].get("sha256"):
+        raise NoStandalone(
+            f"version {version.number} was not trained on vectors of this install's ONNX encoder"
+        )
+    head = onnx.load(str(Path(version.artifact_dir) / artifacts.HEAD_FILE))
+    model = standalone_model(
+        onnx.load(str(encoder_dir / entry["file"])), head, hidden=encoder_manifest["output"]
+    )
+    tokenizer = encoder_manifest["tokenizer"]
+    standalone = {
+        **manifest,
+        "standalone": {
+            "file": "model.onnx",
+            "inputs": [
+                {"name": n, "type": "int64", "shape": ["n", "tokens"]} for n in encoder_manifest["inputs"]
+            ],
+            "outputs": [
+                {"name": VECTORS, "type": "float32", "shape": ["n", encoder_manifest["dim"]]},
+                *manifest["outputs"],
+            ],
+            "tokenizer": {**tokenizer, "file": "tokenizer.json"},
+        },
+    }
+
+    def write(tmp: str) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("model.onnx", model.SerializeToString())
+            archive.write(encoder_dir / tokenizer["file"], "tokenizer.json")
+            archive.writestr("manifest.json", artifacts.manifest_bytes(standalone))
+
+    write_atomic(path, write)
+    return path
+
+
+def _served_encoder_id() -> str:
+    return encoders.get_encoder().encoder_id
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "-" for c in name)

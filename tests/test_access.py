@@ -33,8 +33,26 @@ OBJECT_URLS = {
     "undo": "tracker",
     "round-summary": "tracker",
     "labels": "tracker",
+    "tracker-versions": "tracker",
+    "tracker-versions-automatic": "tracker",
+    "tracker-version-promote": "tracker",
+    "tracker-version-download": "tracker",
 }
-POST_ONLY = {"dataset-create", "dataset-upload", "tracker-train", "tracker-threshold", "answer", "undo"}
+POST_ONLY = {
+    "dataset-create",
+    "dataset-upload",
+    "tracker-train",
+    "tracker-threshold",
+    "answer",
+    "undo",
+    "tracker-versions-automatic",
+    "tracker-version-promote",
+}
+MORE_ARGS = {"tracker-version-promote": [1], "tracker-version-download": [1]}  # a version number
+
+
+def url_of(name: str, objects: dict) -> str:
+    return reverse(name, args=[objects[OBJECT_URLS[name]].code, *MORE_ARGS.get(name, [])])
 
 
 def _named_patterns(resolver=None, prefix=""):
@@ -61,20 +79,20 @@ def objects(workspace, dataset, owner):
 @pytest.mark.parametrize("name", sorted(OBJECT_URLS))
 def test_stranger_gets_404(client, stranger, objects, name):
     client.force_login(stranger)
-    url = reverse(name, args=[objects[OBJECT_URLS[name]].code])
-    response = client.post(url) if name in POST_ONLY else client.get(url)
+    response = client.post(url_of(name, objects)) if name in POST_ONLY else client.get(url_of(name, objects))
     assert response.status_code == 404
 
 
-@pytest.mark.parametrize("name", sorted(set(OBJECT_URLS) - POST_ONLY))
+# (a version's download needs a trained version: tests/test_versions.py)
+@pytest.mark.parametrize("name", sorted(set(OBJECT_URLS) - POST_ONLY - {"tracker-version-download"}))
 def test_member_sees_it(client, owner, objects, name):
     client.force_login(owner)
-    assert client.get(reverse(name, args=[objects[OBJECT_URLS[name]].code])).status_code in (200, 286)
+    assert client.get(url_of(name, objects)).status_code in (200, 286)
 
 
 @pytest.mark.parametrize("name", sorted(OBJECT_URLS))
 def test_anonymous_is_sent_to_login(client, objects, name):
-    url = reverse(name, args=[objects[OBJECT_URLS[name]].code])
+    url = url_of(name, objects)
     response = client.post(url) if name in POST_ONLY else client.get(url)
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
 

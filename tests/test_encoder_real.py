@@ -65,15 +65,16 @@ def test_fp32_is_independent_of_batching(encoder_dir, sms_texts):
     assert np.allclose(together, alone, atol=1e-4)
 
 
-def test_int8_batching_moves_vectors_only_slightly(encoder_dir, sms_texts):
-    # Dynamic int8 scales activations per batch, so batch-mates nudge a text's vector a little.
+def test_int8_vectors_do_not_depend_on_their_batch(encoder_dir, sms_texts):
+    # Dynamic int8 scales activations per batch, so batched texts would nudge each other's vectors
+    # (cosine down to 0.95): the encoder runs each text alone.
     enc = OnnxEncoder(encoder_dir, "int8")
     texts = sms_texts[:200]
     together = enc.encode(texts, batch_size=32)
     alone = np.vstack([enc.encode([t]) for t in texts])
-    cos = np.sum(together * alone, axis=1)
+    shuffled = enc.encode(texts[::-1], batch_size=7)[::-1]
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
-    assert cos.mean() >= 0.98 and cos.min() >= 0.93, (cos.mean(), cos.min())
+    assert np.array_equal(together, alone) and np.array_equal(together, shuffled)
 
 
 def test_long_texts_are_truncated_at_the_model_limit(encoder_dir, reference):

@@ -179,3 +179,104 @@ def test_predict_refuses_what_it_cannot_answer(client, trained, embedded, worksp
     untrained = cancel_tracker(workspace, owner, embedded, name="Not trained yet")
     response = predict(client, untrained, key, texts=["x"])
     assert response.status_code == 409 and "has no live model version yet" in response.json()["detail"]
+
+
+# --- the tracker page's versions panel ---------------------------------------------------
+
+
+def test_the_tracker_page_loads_the_versions_panel_and_owners_promote_and_roll_back(
+    client, trained, owner, viewer, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    play(trained, owner, django_capture_on_commit_callbacks)
+    first, second = ModelVersion.objects.filter(tracker=trained).order_by("number")
+    client.force_login(owner)
+    page = client.get(reverse("tracker", args=[trained.code])).content.decode()
+    assert f'hx-get="{reverse("tracker-versions", args=[trained.code])}"' in page
+    services.promote(second, owner)
+    panel = client.get(reverse("tracker-versions", args=[trained.code])).content.decode()
+    assert 'id="version-2" class="live"' in panel and "Roll back to v1" in panel
+    assert reverse("tracker-version-download", args=[trained.code, 1]) in panel
+    rolled = client.post(reverse("tracker-version-promote", args=[trained.code, 1]))
+    assert rolled.status_code == 200 and 'id="version-1" class="live"' in rolled.content.decode()
+    assert services.live_version(trained) == first
+    off = client.post(reverse("tracker-versions-automatic", args=[trained.code]), {"on": "0"})
+    assert "Promote automatically" in off.content.decode()
+    trained.refresh_from_db()
+    assert not trained.promote_automatically
+    client.force_login(viewer)
+    assert client.post(reverse("tracker-version-promote", args=[trained.code, 2])).status_code == 403
+    assert "Roll back" not in client.get(reverse("tracker-versions", args=[trained.code])).content.decode()
+    assert services.live_version(trained) == first
+
+
+# --- the standalone download, with the real encoder ---------------------------------------
+
+
+@pytest.mark.real_encoder
+def test_the_downloaded_model_runs_with_onnxruntime_and_tokenizers_alone_and_scores_as_the_app(
+    client, dataset, workspace, owner, django_capture_on_commit_callbacks, tmp_path
+):
+    import io
+    import zipfile
+
+    from django.core.management import call_command
+    from django.urls import reverse
+    from tokenizers import Tokenizer
+
+    from tests.test_game import corpus
+    from trackers import services as corpus_services
+
+    call_command("prepare_encoder")  # a no-op once exported
+    with django_capture_on_commit_callbacks(execute=True):
+        corpus_services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    dataset.refresh_from_db()
+    tracker = cancel_tracker(workspace, owner, dataset)
+    play(tracker, owner, django_capture_on_commit_callbacks)
+    version = ModelVersion.objects.get(tracker=tracker)
+    client.force_login(owner)
+    response = client.get(reverse("tracker-version-download", args=[tracker.code, 1]))
+    assert response.status_code == 200
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert set(archive.namelist()) == {"model.onnx", "tokenizer.json", "manifest.json"}
+    manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["version"] == 1 and manifest["standalone"]["outputs"][1]["name"] == "scores"
+    # what the README shows: onnxruntime and tokenizers, nothing of the app
+    tokenizer = Tokenizer.from_str(archive.read("tokenizer.json").decode())
+    tokenizer.no_padding()
+    tokenizer.enable_padding(pad_id=manifest["standalone"]["tokenizer"]["pad_id"])
+    tokenizer.enable_truncation(max_length=manifest["standalone"]["tokenizer"]["max_tokens"])
+    session = ort.InferenceSession(archive.read("model.onnx"), providers=["CPUExecutionProvider"])
+    texts = ["please cancel my subscription today", "the weather is lovely", "we plan to end the contract"]
+    scores = []
+    for text in texts:  # one at a time, as the app encodes a text
+        enc = tokenizer.encode(text)
+        ids = np.asarray([enc.ids], dtype=np.int64)
+        mask = np.asarray([enc.attention_mask], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        scores.append(session.run(["scores"], feeds)[0][0, 0])
+    vectors, encoder_id = runtime.embed(texts, services.encoder_id_of(tracker))
+    in_app = [a.score for a in runtime.answers(version, runtime.head_of(version, encoder_id), vectors, 0.5)]
+    assert np.abs(np.asarray(scores) - np.asarray(in_app)).max() <= 1e-5
+    # the README's snippet, as printed there, in a process without the app
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    snippet = readme.split("**Run a downloaded model without the app.**", 1)[1].split("```python\n", 1)[1]
+    snippet = snippet.split("```", 1)[0]
+    path = tmp_path / "model.zip"
+    path.write_bytes(
+        b"".join(client.get(reverse("tracker-version-download", args=[tracker.code, 1])).streaming_content)
+    )
+    code = snippet.replace('"wants-to-cancel-v3.zip"', repr(str(path)))
+    code = code.replace('["I want to cancel my plan", "thanks for the demo"]', repr(texts))
+    assert code != snippet
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    printed = [float(m) for m in re.findall(r"\[([-0-9.e]+)\]", done.stdout)]
+    assert np.abs(np.asarray(printed) - np.asarray(in_app)).max() <= 1e-5

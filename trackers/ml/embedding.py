@@ -120,11 +120,24 @@ class OnnxEncoder:
         norms: npt.NDArray[np.float32] = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
 
+    @property
+    def batch_independent(self) -> bool:
+        """Whether a text's vector is the same in any batch: dynamic int8 quantization scales the
+        activations per batch, so batch-mates would move it (cosine down to 0.95)."""
+        return self.spec.variant != "int8"
+
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Embed texts; batches are formed from texts of similar length, output keeps input order."""
+        """Embed texts; batches are formed from texts of similar length, output keeps input order.
+
+        With the int8 variant each text is run alone, so that its vector (and every score made from
+        it: stored for training, served, or by a downloaded model) never depends on its batch;
+        measured on SMS texts this costs about 15% of the batched throughput.
+        """
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
+        if not self.batch_independent:
+            batch_size = 1
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
