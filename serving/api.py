@@ -8,7 +8,7 @@ from typing import Annotated
 from uuid import UUID
 
 from django.shortcuts import get_object_or_404
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import AfterValidator
 
@@ -105,3 +105,35 @@ def promote(request, code: UUID, number: int):
     tracker = scope.tracker(code, CAN_IMPORT)
     version = get_object_or_404(ModelVersion, tracker=tracker, number=number)
     return services.promote(version, scope.actor)
+
+
+class HealthOut(Schema):
+    status: str
+
+
+class ReadyOut(Schema):
+    status: str
+    encoder: str
+    live_versions: int
+
+
+@router.get("/health", response=HealthOut, auth=None, tags=["health"])
+def health(request):
+    """The process answers (for a load balancer's liveness check)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", response={200: ReadyOut, 503: ReadyOut}, auth=None, tags=["health"])
+def ready(request):
+    """Ready to predict: the encoder is loaded and every live version's head is checked and loaded."""
+    try:
+        encoder_id = runtime.embed(["ready"], None)[1]
+        live = list(ModelVersion.objects.filter(is_live=True).select_related("tracker"))
+        for version in live:
+            runtime.head_of(version, encoder_id)
+    except Exception as exc:  # told to the caller: this process must not get traffic yet
+        return Status(
+            503,
+            {"status": f"not ready: {type(exc).__name__}: {exc}"[:500], "encoder": "", "live_versions": 0},
+        )
+    return {"status": "ready", "encoder": encoder_id, "live_versions": len(live)}

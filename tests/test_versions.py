@@ -280,3 +280,17 @@ def test_the_downloaded_model_runs_with_onnxruntime_and_tokenizers_alone_and_sco
     assert done.returncode == 0, done.stderr
     printed = [float(m) for m in re.findall(r"\[([-0-9.e]+)\]", done.stdout)]
     assert np.abs(np.asarray(printed) - np.asarray(in_app)).max() <= 1e-5
+
+
+def test_health_and_readiness_need_no_key_and_say_what_is_not_ready(client, trained):
+    assert client.get("/api/v1/health").json() == {"status": "ok"}
+    ready = client.get("/api/v1/ready")
+    assert ready.status_code == 200 and ready.json()["live_versions"] == 1
+    version = ModelVersion.objects.get(tracker=trained)
+    runtime._heads.clear()
+    (Path(version.artifact_dir) / "head.onnx").write_bytes(b"broken")
+    broken = client.get("/api/v1/ready")
+    assert (
+        broken.status_code == 503
+        and "does not match the sha256 its manifest lists" in broken.json()["status"]
+    )
