@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 import zipfile
 from datetime import timedelta
 from pathlib import Path
@@ -119,8 +120,12 @@ def publish_version(run: TrainingRun) -> ModelVersion | None:
             "created_by": tracker.created_by.get_username() if tracker.created_by else None,
             "created_at": timezone.now().isoformat(),
         }
-        directory, sha = artifacts.write_version(versions_root(tracker), str(run.code), head, manifest)
+        # Named by the new version's code: an attempt that fails after writing leaves a directory no
+        # row points at, and the next attempt writes its own.
+        code = uuid.uuid4()
+        directory, sha = artifacts.write_version(versions_root(tracker), str(code), head, manifest)
         version = ModelVersion.objects.create(
+            code=code,
             tracker=tracker,
             number=number,
             training_run=run,
