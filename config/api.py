@@ -3,10 +3,12 @@ app's router, API key or session auth, one error shape (``{"detail": ...}``)."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, JsonResponse
 from ninja import NinjaAPI
 from ninja.security import django_auth
+from ninja.throttling import AuthRateThrottle
 
 from labeling.api import router as labeling_router
 from serving.api import router as serving_router
@@ -24,6 +26,21 @@ api = NinjaAPI(
 )
 
 
+class PerKeyRate(AuthRateThrottle):
+    """Requests per API key (or signed-in user) in a window, ``TRACKERS_API_V1_RATE``; over it, 429
+    with Retry-After."""
+
+    scope = "api-v1"
+
+    def __init__(self) -> None:
+        super().__init__(settings.API_V1_RATE)
+
+    def allow_request(self, request) -> bool:
+        self.rate = settings.API_V1_RATE  # read per request: a setting, not an import-time value
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request)
+
+
 api_v1 = NinjaAPI(
     title="Trackers prediction API",
     version="1",
@@ -31,6 +48,7 @@ api_v1 = NinjaAPI(
     "promote and roll back. Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`, or "
     'with a browser session. Errors are `{"detail": "..."}`.',
     auth=[BearerKey(), HeaderKey(), django_auth],
+    throttle=[PerKeyRate()],
     urls_namespace="api-v1",
 )
 

@@ -195,6 +195,16 @@ else:
     if os.environ.get("TRACKERS_BROKER_KEY_PREFIX"):
         # Installs (or test runs) sharing one Redis database keep their queues apart.
         CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = os.environ["TRACKERS_BROKER_KEY_PREFIX"]
+# The cache holds the prediction API's per-key request counts: Redis when there is one (shared by
+# every web process), else each process's memory.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("TRACKERS_BROKER_KEY_PREFIX", "") + "cache",
+        }
+    }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a killed worker's message is delivered again
@@ -222,6 +232,10 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- Corpus, encoder, index --------------------------------------------------------------
 UPLOAD_MAX_BYTES = env_int("TRACKERS_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
+# The prediction API (/api/v1/): the largest request body, and requests per key (or signed-in user)
+# in a window ("600/m", "20/s"); over either answers 413 or 429 with Retry-After.
+API_V1_MAX_BODY_BYTES = env_int("TRACKERS_API_V1_MAX_BODY_BYTES", 1_000_000)
+API_V1_RATE = os.environ.get("TRACKERS_API_V1_RATE", "1200/m")
 SEGMENT_MAX_CHARS = env_int("TRACKERS_SEGMENT_MAX_CHARS", 10_000)
 SEGMENT_SPLIT_CHARS = env_int("TRACKERS_SEGMENT_SPLIT_CHARS", 300)
 # A zip of transcripts is checked before any member is read: files, uncompressed sizes, ratio.

@@ -117,13 +117,13 @@ class ReadyOut(Schema):
     live_versions: int
 
 
-@router.get("/health", response=HealthOut, auth=None, tags=["health"])
+@router.get("/health", response=HealthOut, auth=None, throttle=[], tags=["health"])
 def health(request):
     """The process answers (for a load balancer's liveness check)."""
     return {"status": "ok"}
 
 
-@router.get("/ready", response={200: ReadyOut, 503: ReadyOut}, auth=None, tags=["health"])
+@router.get("/ready", response={200: ReadyOut, 503: ReadyOut}, auth=None, throttle=[], tags=["health"])
 def ready(request):
     """Ready to predict: the encoder is loaded and every live version's head is checked and loaded."""
     try:

@@ -35,6 +35,8 @@ django_settings.STORAGES = {
     **django_settings.STORAGES,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+if "redis" in django_settings.CACHES["default"]["BACKEND"].lower():
+    django_settings.CACHES["default"]["KEY_PREFIX"] = BROKER_KEY_PREFIX + "cache"  # not read until first use
 if not django_settings.CELERY_BROKER_URL.startswith("filesystem://"):
     # settings.py has already been read; the Celery app reads its config lazily, after this.
     django_settings.CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -294,3 +294,22 @@ def test_health_and_readiness_need_no_key_and_say_what_is_not_ready(client, trai
         broken.status_code == 503
         and "does not match the sha256 its manifest lists" in broken.json()["status"]
     )
+
+
+def test_a_body_over_the_limit_is_413_and_too_many_requests_429_with_retry_after(
+    client, trained, key, settings, workspace, owner
+):
+    from serving.models import ApiKey
+
+    settings.API_V1_MAX_BODY_BYTES = 2_000
+    big = predict(client, trained, key, texts=["x" * 3_000])
+    assert big.status_code == 413 and "the limit for a prediction request is 2.0 kB" in big.json()["detail"]
+    settings.API_V1_RATE = "3/m"
+    _, raw = ApiKey.issue(workspace=workspace, name="burst", created_by=owner)
+    burst = {"Authorization": f"Bearer {raw}"}
+    codes = [predict(client, trained, burst, texts=["x"]).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    refused = predict(client, trained, burst, texts=["x"])
+    assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 60
+    assert predict(client, trained, key, texts=["x"]).status_code == 200  # another key has its own count
+    assert client.get("/api/v1/health").status_code == 200  # health is never throttled

@@ -18,7 +18,8 @@ class PageRequest(HttpRequest):
 
 
 class RequestBodyLimit:
-    """Refuse a request whose declared body is over the upload limit before any of it is read.
+    """Refuse a request whose declared body is over the limit before any of it is read: the upload
+    limit, or the prediction API's (``/api/v1/``), which takes JSON only.
 
     Django reads a multipart upload to disk before a view can check its size; this answers 413 from
     the Content-Length header alone. A proxy in front should refuse such bodies first (see README).
@@ -34,12 +35,16 @@ class RequestBodyLimit:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length > settings.UPLOAD_MAX_BYTES + self.OVERHEAD:
-            from trackers.services import format_size
+        from trackers.services import format_size
 
+        if request.path.startswith("/api/v1/"):
+            limit, what = settings.API_V1_MAX_BODY_BYTES, "a prediction request"
+        else:
+            limit, what = settings.UPLOAD_MAX_BYTES + self.OVERHEAD, "an upload"
+        if length > limit:
+            shown = limit if what != "an upload" else settings.UPLOAD_MAX_BYTES
             message = (
-                f"the request body is {format_size(length)}; the limit for an upload is "
-                f"{format_size(settings.UPLOAD_MAX_BYTES)}"
+                f"the request body is {format_size(length)}; the limit for {what} is {format_size(shown)}"
             )
             if request.path.startswith("/api/"):
                 return JsonResponse({"detail": message}, status=413)
