@@ -1,0 +1,127 @@
+"""Promote and roll back while a real server process answers a stream of predictions: none fails.
+
+The server is gunicorn as `make run` starts it, on this run's PostgreSQL test database, with the
+real encoder; the tracker is trained here, through the services, on the real encoder's vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from django.db import connection
+
+from tests.conftest import REPO
+from tests.test_game import cancel_tracker, corpus
+from tests.test_versions import play
+from tests.workers import worker_env
+
+pytestmark = [pytest.mark.real_encoder, pytest.mark.django_db(transaction=True)]
+
+
+def _post(url: str, key: str, body: dict | None = None) -> tuple[int, dict | None]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode() if body is not None else b"",
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except OSError:
+        return 0, None
+
+
+@pytest.fixture
+def server(settings, tmp_path):
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("the live server test needs DATABASE_URL pointing at PostgreSQL (make test sets it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{connection.settings_dict['NAME']}"
+    env = worker_env(
+        DATABASE_URL=url,
+        TRACKERS_ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
+        TRACKERS_MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        TRACKERS_ENCODER_DIR=str(settings.ENCODER_DIR),
+        TRACKERS_DATA_DIR=str(tmp_path / "var"),
+        TRACKERS_LOCAL_HTTP="1",
+    )
+    args = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(
+        [*args, "--workers", "2", "--threads", "4", "--log-level", "warning"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "gunicorn.log", "ab"),  # noqa: SIM115 (held until the server stops)
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(f"{base}/api/v1/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_promote_and_roll_back_during_a_request_stream_fail_no_request(
+    server, dataset, workspace, owner, key, django_capture_on_commit_callbacks
+):
+    from django.core.management import call_command
+
+    from trackers import services as corpus_services
+
+    call_command("prepare_encoder")  # a no-op once exported
+    with django_capture_on_commit_callbacks(execute=True):
+        corpus_services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    dataset.refresh_from_db()
+    tracker = cancel_tracker(workspace, owner, dataset)
+    play(tracker, owner, django_capture_on_commit_callbacks)
+    play(tracker, owner, django_capture_on_commit_callbacks)
+    raw = key["Authorization"].removeprefix("Bearer ")
+    predict = f"{server}/api/v1/trackers/{tracker.code}/predict"
+    versions = f"{server}/api/v1/trackers/{tracker.code}/versions"
+    assert _post(f"{versions}/2/promote", raw)[0] == 200
+    stop = threading.Event()
+    answered: list[int] = []
+    failures: list[int] = []
+
+    def stream() -> None:
+        while not stop.is_set():
+            status, body = _post(predict, raw, {"texts": ["please cancel my plan", "lunch was great"]})
+            if status == 200 and body is not None and len(body["results"]) == 2:
+                answered.append(body["version"])
+            else:
+                failures.append(status)
+
+    threads = [threading.Thread(target=stream) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for number in [1, 2] * 5:  # roll back, promote, ... while the stream runs
+            time.sleep(0.3)
+            assert _post(f"{versions}/{number}/promote", raw)[0] == 200
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert failures == []
+    assert len(answered) > 20 and set(answered) == {1, 2}, (len(answered), set(answered))
