@@ -35,16 +35,15 @@ class RequestBodyLimit:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        from trackers.services import format_size
-
         if request.path.startswith("/api/v1/"):
-            limit, what = settings.API_V1_MAX_BODY_BYTES, "a prediction request"
+            what, limit, slack = "a prediction request", settings.API_V1_MAX_BODY_BYTES, 0
         else:
-            limit, what = settings.UPLOAD_MAX_BYTES + self.OVERHEAD, "an upload"
-        if length > limit:
-            shown = limit if what != "an upload" else settings.UPLOAD_MAX_BYTES
+            what, limit, slack = "an upload", settings.UPLOAD_MAX_BYTES, self.OVERHEAD
+        if length > limit + slack:
+            from trackers.services import format_size
+
             message = (
-                f"the request body is {format_size(length)}; the limit for {what} is {format_size(shown)}"
+                f"the request body is {format_size(length)}; the limit for {what} is {format_size(limit)}"
             )
             if request.path.startswith("/api/"):
                 return JsonResponse({"detail": message}, status=413)
