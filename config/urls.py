@@ -31,6 +31,8 @@ urlpatterns = [
     path("t/<uuid:code>/undo/", labeling_views.undo, name="undo"),
     path("t/<uuid:code>/summary/", labeling_views.summary, name="round-summary"),
     path("t/<uuid:code>/labels/", labeling_views.labels, name="labels"),
+    path("w/<uuid:code>/keys/", serving_views.keys, name="api-keys"),
+    path("w/<uuid:code>/keys/<int:key_id>/revoke/", serving_views.revoke_key, name="api-key-revoke"),
     path("t/<uuid:code>/versions/", serving_views.versions, name="tracker-versions"),
     path("t/<uuid:code>/versions/automatic/", serving_views.automatic, name="tracker-versions-automatic"),
     path(

@@ -194,7 +194,11 @@ def _actor(request: HttpRequest):
 @router.get("/workspaces/{code}/trackers", response=list[TrackerOut], tags=["trackers"])
 def list_trackers(request, code: UUID):
     """Trackers of a workspace with their state, labels and quality."""
-    return list(Scope.of_request(request).workspace(code).trackers.all())
+    scope = Scope.of_request(request)
+    trackers = scope.workspace(code).trackers.all()
+    if scope.tracker_ids is not None:  # a key limited to some trackers lists only those
+        trackers = trackers.filter(pk__in=scope.tracker_ids)
+    return list(trackers)
 
 
 @router.post("/workspaces/{code}/trackers", response={201: TrackerOut, 400: ErrorOut}, tags=["trackers"])

@@ -32,6 +32,10 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Optional limits: only these trackers (none listed: every tracker of the workspace), and only
+    # the prediction API (no corpus, game or training calls, no promotion).
+    trackers = models.ManyToManyField(Tracker, blank=True, related_name="+")
+    predict_only = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -41,7 +45,14 @@ class ApiKey(models.Model):
 
     @classmethod
     def issue(
-        cls, *, workspace: Workspace, name: str, created_by, role: str = Role.ADMIN
+        cls,
+        *,
+        workspace: Workspace,
+        name: str,
+        created_by,
+        role: str = Role.ADMIN,
+        trackers: list[Tracker] | None = None,
+        predict_only: bool = False,
     ) -> tuple[ApiKey, str]:
         """Create a key acting as ``created_by``; the raw secret is returned once and never stored."""
         raw = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -52,7 +63,12 @@ class ApiKey(models.Model):
             key_hash=hash_key(raw),
             role=role,
             created_by=created_by,
+            predict_only=predict_only,
         )
+        if trackers:
+            if any(t.workspace_id != workspace.pk for t in trackers):
+                raise ValueError("a key can only be limited to trackers of its own workspace")
+            key.trackers.set(trackers)
         return key, raw
 
     @classmethod

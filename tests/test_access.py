@@ -33,6 +33,8 @@ OBJECT_URLS = {
     "undo": "tracker",
     "round-summary": "tracker",
     "labels": "tracker",
+    "api-keys": "workspace",
+    "api-key-revoke": "workspace",
     "tracker-versions": "tracker",
     "tracker-versions-automatic": "tracker",
     "tracker-version-promote": "tracker",
@@ -47,8 +49,10 @@ POST_ONLY = {
     "undo",
     "tracker-versions-automatic",
     "tracker-version-promote",
+    "api-key-revoke",
 }
-MORE_ARGS = {"tracker-version-promote": [1], "tracker-version-download": [1]}  # a version number
+# a version number, a key id
+MORE_ARGS = {"tracker-version-promote": [1], "tracker-version-download": [1], "api-key-revoke": [1]}
 
 
 def url_of(name: str, objects: dict) -> str:

@@ -313,3 +313,58 @@ def test_a_body_over_the_limit_is_413_and_too_many_requests_429_with_retry_after
     assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 60
     assert predict(client, trained, key, texts=["x"]).status_code == 200  # another key has its own count
     assert client.get("/api/v1/health").status_code == 200  # health is never throttled
+
+
+# --- API keys: the page, limits to trackers and to prediction ------------------------------
+
+
+def test_keys_are_made_on_a_page_shown_once_stored_hashed_and_revoked(
+    client, trained, owner, viewer, workspace
+):
+    from django.urls import reverse
+
+    from serving.models import ApiKey, hash_key
+
+    client.force_login(owner)
+    url = reverse("api-keys", args=[workspace.code])
+    made = client.post(
+        url, {"name": "crm", "role": "labeler", "predict_only": "on", "trackers": [trained.pk]}
+    )
+    html = made.content.decode()
+    raw = html.split('<code id="new-key-value">', 1)[1].split("</code>", 1)[0]
+    key = ApiKey.objects.get(name="crm")
+    assert raw.startswith("trk_") and key.key_hash == hash_key(raw) and raw not in key.prefix + key.key_hash
+    assert key.prefix == raw[:12] and key.predict_only and list(key.trackers.all()) == [trained]
+    listed = client.get(url).content.decode()
+    assert raw not in listed and f"{key.prefix}…" in listed and "prediction only" in listed
+    assert predict(client, trained, {"Authorization": f"Bearer {raw}"}, texts=["x"]).status_code == 200
+    client.post(reverse("api-key-revoke", args=[workspace.code, key.pk]))
+    client.logout()
+    assert predict(client, trained, {"Authorization": f"Bearer {raw}"}, texts=["x"]).status_code == 401
+    client.force_login(viewer)
+    assert client.get(url).status_code == 403
+
+
+def test_a_limited_key_sees_only_its_trackers_and_a_prediction_key_only_predicts(
+    client, trained, embedded, workspace, owner
+):
+    from serving.models import ApiKey
+
+    other = cancel_tracker(workspace, owner, embedded, name="Another tracker")
+    _, limited = ApiKey.issue(workspace=workspace, name="one", created_by=owner, trackers=[trained])
+    headers = {"Authorization": f"Bearer {limited}"}
+    assert predict(client, trained, headers, texts=["x"]).status_code == 200
+    assert predict(client, other, headers, texts=["x"]).status_code == 404
+    listed = client.get(f"/api/workspaces/{workspace.code}/trackers", headers=headers).json()
+    assert [t["code"] for t in listed] == [str(trained.code)]
+    _, pred = ApiKey.issue(workspace=workspace, name="pred", created_by=owner, predict_only=True)
+    headers = {"Authorization": f"Bearer {pred}"}
+    assert predict(client, other, headers, texts=["x"]).status_code == 409  # it may predict (no version yet)
+    assert client.get(f"/api/v1/trackers/{trained.code}/versions", headers=headers).status_code == 200
+    refused = client.post(f"/api/v1/trackers/{trained.code}/versions/1/promote", headers=headers)
+    assert refused.status_code == 403 and "may only predict" in refused.json()["detail"]
+    assert client.get(f"/api/workspaces/{workspace.code}/trackers", headers=headers).status_code == 403
+    with pytest.raises(ValueError, match="trackers of its own workspace"):
+        from tests.factories import WorkspaceFactory
+
+        ApiKey.issue(workspace=WorkspaceFactory(), name="x", created_by=owner, trackers=[trained])

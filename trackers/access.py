@@ -27,14 +27,17 @@ class KeyPrincipal:
     role: str
     user: Any  # the key's creator, whose name answers are recorded under (None if deleted)
     key_id: int
+    tracker_ids: frozenset[int] | None = None  # the only trackers it may see; None: all of the workspace
+    predict_only: bool = False  # only the prediction API
 
 
 class Scope:
     """The workspaces a caller can see and the role it has in each."""
 
-    def __init__(self, roles: dict[int, str], actor: Any) -> None:
+    def __init__(self, roles: dict[int, str], actor: Any, tracker_ids: frozenset[int] | None = None) -> None:
         self.roles = roles
         self.actor = actor
+        self.tracker_ids = tracker_ids
 
     @classmethod
     def of_user(cls, user) -> Scope:
@@ -47,7 +50,7 @@ class Scope:
         """The API caller's scope: an API key's, or the session user's."""
         auth = getattr(request, "auth", None)
         if isinstance(auth, KeyPrincipal):
-            return cls({auth.workspace_id: auth.role}, auth.user)
+            return cls({auth.workspace_id: auth.role}, auth.user, auth.tracker_ids)
         return cls.of_user(request.user)
 
     @property
@@ -88,9 +91,10 @@ class Scope:
         )
 
     def tracker(self, code, allowed: Collection[str] | None = None) -> Tracker:
-        tracker = get_object_or_404(
-            Tracker.objects.select_related("workspace").filter(workspace_id__in=list(self.roles)), code=code
-        )
+        trackers = Tracker.objects.select_related("workspace").filter(workspace_id__in=list(self.roles))
+        if self.tracker_ids is not None:  # a key limited to some trackers sees no other
+            trackers = trackers.filter(pk__in=self.tracker_ids)
+        tracker = get_object_or_404(trackers, code=code)
         self.require(tracker.workspace, allowed)
         return tracker
 
