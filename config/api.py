@@ -19,7 +19,7 @@ api = NinjaAPI(
     title="Trackers API",
     version="1",
     description="Import corpora, follow jobs, search by meaning, and train trackers. Authenticate with "
-    "`Authorization: Bearer <key>` or `X-API-Key: <key>` (keys are made in the admin console), "
+    "`Authorization: Bearer <key>` or `X-API-Key: <key>` (keys are made on a workspace's API keys page or with `POST /api/v1/workspaces/{code}/keys`), "
     "or with a browser session.",
     auth=[BearerKey(), HeaderKey(), django_auth],
     urls_namespace="api",

@@ -1,5 +1,5 @@
 """The prediction API (`/api/v1/`): score texts with a tracker's live (or a pinned) model version,
-list versions, promote and roll back."""
+list versions, promote and roll back, manage the workspace's API keys, health and readiness."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Annotated
 from uuid import UUID
 
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import AfterValidator
 
 from serving import runtime, services
-from serving.models import ModelVersion
+from serving.models import ApiKey, ModelVersion
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT
 from trackers.text import storable
@@ -137,3 +138,68 @@ def ready(request):
             {"status": f"not ready: {type(exc).__name__}: {exc}"[:500], "encoder": "", "live_versions": 0},
         )
     return {"status": "ready", "encoder": encoder_id, "live_versions": len(live)}
+
+
+class KeyIn(Schema):
+    name: Annotated[str, Field(min_length=1, max_length=120), AfterValidator(storable)]
+    role: str = Field("labeler", pattern="^(owner|admin|labeler|viewer)$")
+    predict_only: bool = False
+    trackers: list[UUID] = Field(default_factory=list, max_length=100, description="none: every tracker")
+
+
+class KeyOut(Schema):
+    id: int
+    name: str
+    prefix: str
+    role: str
+    predict_only: bool
+    trackers: list[UUID]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @staticmethod
+    def resolve_trackers(key: ApiKey) -> list[UUID]:
+        return [t.code for t in key.trackers.all()]
+
+
+class NewKeyOut(KeyOut):
+    key: str = Field(description="the secret, shown this once")
+
+
+@router.get("/workspaces/{code}/keys", response=list[KeyOut], tags=["keys"])
+def list_keys(request, code: UUID):
+    """The workspace's API keys (never their secrets)."""
+    ws = Scope.of_request(request).workspace(code, CAN_IMPORT)
+    return list(ApiKey.objects.filter(workspace=ws).prefetch_related("trackers"))
+
+
+@router.post("/workspaces/{code}/keys", response={201: NewKeyOut}, tags=["keys"])
+def create_key(request, code: UUID, body: KeyIn):
+    """A new key acting as the caller, optionally limited to some trackers and to prediction."""
+    scope = Scope.of_request(request)
+    ws = scope.workspace(code, CAN_IMPORT)
+    trackers = list(ws.trackers.filter(code__in=body.trackers))
+    if len(trackers) != len(set(body.trackers)):
+        raise HttpError(422, "trackers: every code must be a tracker of this workspace")
+    key, raw = ApiKey.issue(
+        workspace=ws,
+        name=body.name,
+        created_by=scope.actor,
+        role=body.role,
+        trackers=trackers,
+        predict_only=body.predict_only,
+    )
+    key.key = raw  # type: ignore[attr-defined]  # the response's only copy of the secret
+    return Status(201, key)
+
+
+@router.post("/workspaces/{code}/keys/{key_id}/revoke", response=KeyOut, tags=["keys"])
+def revoke_key(request, code: UUID, key_id: int):
+    """Revoke a key: it stops working at once."""
+    ws = Scope.of_request(request).workspace(code, CAN_IMPORT)
+    key = get_object_or_404(ApiKey, workspace=ws, pk=key_id)
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key

@@ -368,3 +368,28 @@ def test_a_limited_key_sees_only_its_trackers_and_a_prediction_key_only_predicts
         from tests.factories import WorkspaceFactory
 
         ApiKey.issue(workspace=WorkspaceFactory(), name="x", created_by=owner, trackers=[trained])
+
+
+def test_keys_through_the_api(client, trained, workspace, key):
+    url = f"/api/v1/workspaces/{workspace.code}/keys"
+    made = client.post(
+        url,
+        {"name": "pipeline", "predict_only": True, "trackers": [str(trained.code)]},
+        content_type="application/json",
+        headers=key,
+    )
+    assert made.status_code == 201, made.content
+    body = made.json()
+    assert body["key"].startswith(body["prefix"]) and body["trackers"] == [str(trained.code)]
+    listed = client.get(url, headers=key).json()
+    assert body["key"] not in str(listed) and {k["name"] for k in listed} == {"integration", "pipeline"}
+    new = {"Authorization": f"Bearer {body['key']}"}
+    assert predict(client, trained, new, texts=["x"]).status_code == 200
+    assert client.get(url, headers=new).status_code == 403  # prediction only
+    revoked = client.post(f"{url}/{body['id']}/revoke", headers=key)
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    assert predict(client, trained, new, texts=["x"]).status_code == 401
+    bad = client.post(
+        url, {"name": "x", "trackers": [str(workspace.code)]}, content_type="application/json", headers=key
+    )
+    assert bad.status_code == 422 and "every code must be a tracker of this workspace" in bad.json()["detail"]
