@@ -13,7 +13,9 @@ from ninja.throttling import AuthRateThrottle
 from labeling.api import router as labeling_router
 from serving.api import router as serving_router
 from serving.auth import BearerKey, HeaderKey
+from serving.ml.artifacts import ArtifactMismatch
 from trackers.api import router as trackers_router
+from trackers.encoders import EncoderMismatch
 
 api = NinjaAPI(
     title="Trackers API",
@@ -57,6 +59,13 @@ for one in (api, api_v1):
     @one.exception_handler(PermissionDenied)
     def permission_denied(request, exc, one=one):
         return one.create_response(request, {"detail": str(exc) or "not allowed"}, status=403)
+
+
+@api_v1.exception_handler(ArtifactMismatch)
+@api_v1.exception_handler(EncoderMismatch)
+def cannot_serve(request, exc):
+    """A version whose files or encoder do not match is refused, saying why: the install needs fixing."""
+    return api_v1.create_response(request, {"detail": f"this model version cannot serve: {exc}"}, status=503)
 
 
 api.add_router("", trackers_router)

@@ -187,7 +187,9 @@ def _actor(request: HttpRequest):
     """The user answers are recorded for: the session's, or the one who made the API key."""
     actor = Scope.of_request(request).actor
     if actor is None:
-        raise HttpError(403, "this API key has no user to label as; create a key on the workspace's API keys page")
+        raise HttpError(
+            403, "this API key has no user to label as; create a key on the workspace's API keys page"
+        )
     return actor
 
 

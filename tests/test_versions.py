@@ -393,3 +393,13 @@ def test_keys_through_the_api(client, trained, workspace, key):
         url, {"name": "x", "trackers": [str(workspace.code)]}, content_type="application/json", headers=key
     )
     assert bad.status_code == 422 and "every code must be a tracker of this workspace" in bad.json()["detail"]
+
+
+def test_predicting_with_a_tampered_version_answers_503_saying_why(client, trained, key):
+    version = ModelVersion.objects.get(tracker=trained)
+    runtime._heads.clear()
+    (Path(version.artifact_dir) / "head.onnx").write_bytes(b"tampered")
+    response = predict(client, trained, key, texts=["x"])
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("this model version cannot serve:")
+    assert "does not match the sha256 its manifest lists" in response.json()["detail"]
