@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
+import numpy as np
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from ninja import Field, Router, Schema, Status
@@ -203,3 +204,146 @@ def revoke_key(request, code: UUID, key_id: int):
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
     return key
+
+
+MAX_TURNS = 2_000  # turns of one transcript
+MAX_TRACKERS = 100  # trackers of one request
+
+
+class Turn(Schema):
+    speaker: Annotated[str, Field(max_length=120), AfterValidator(storable)] = ""
+    text: Text
+    start: float | None = None
+    end: float | None = None
+
+
+class Transcript(Schema):
+    title: Annotated[str, Field(max_length=255), AfterValidator(storable)] = ""
+    turns: list[Turn] = Field(min_length=1, max_length=MAX_TURNS)
+
+
+class ManyIn(Schema):
+    texts: list[Text] | None = Field(None, min_length=1, max_length=MAX_TEXTS)
+    transcript: Transcript | None = Field(None, description="a call in the import JSON shape")
+    trackers: list[UUID] | None = Field(
+        None,
+        max_length=MAX_TRACKERS,
+        description="tracker codes; every live tracker of the workspace if absent",
+    )
+
+
+class Match(Schema):
+    tracker: UUID
+    version: int
+    score: float
+    label: str
+
+
+class SegmentMatches(Schema):
+    position: int
+    speaker: str
+    text: str
+    matches: list[Match]
+
+
+class TrackerUsed(Schema):
+    tracker: UUID
+    name: str
+    granularity: str
+    version: int
+    threshold: float | None
+    threshold_source: str
+
+
+class ManyOut(Schema):
+    trackers: list[TrackerUsed]
+    segments: list[SegmentMatches]
+    documents: list[Match] = Field(description="document trackers' matches for the whole transcript")
+
+
+def _is_match(answer: runtime.Answer) -> bool:
+    return bool(answer.match) if answer.match is not None else answer.label != "none"
+
+
+@router.post("/workspaces/{code}/predict", response=ManyOut)
+def predict_many(request, code: UUID, body: ManyIn):
+    """Every live tracker of the workspace (or the chosen ones) on texts or on a whole transcript: the
+    matches per segment, with position and speaker, and per call for document trackers."""
+    if (body.texts is None) == (body.transcript is None):
+        raise HttpError(422, "give either 'texts' or 'transcript'")
+    scope = Scope.of_request(request)
+    ws = scope.workspace(code)
+    versions = ModelVersion.objects.filter(tracker__workspace=ws, is_live=True).select_related("tracker")
+    if scope.tracker_ids is not None:
+        versions = versions.filter(tracker_id__in=scope.tracker_ids)
+    if body.trackers is not None:
+        versions = versions.filter(tracker__code__in=body.trackers)
+        missing = set(body.trackers) - {v.tracker.code for v in versions}
+        if missing:
+            raise HttpError(404, f"no live tracker {sorted(map(str, missing))[0]} in this workspace")
+    turns = (
+        [Turn(text=t) for t in body.texts] if body.texts is not None else body.transcript.turns  # type: ignore[union-attr]
+    )
+    texts = [t.text for t in turns]
+    used, documents = [], []
+    per_segment: list[list[dict]] = [[] for _ in turns]
+    vectors_by_encoder: dict[str | None, tuple[np.ndarray, str]] = {}
+    for version in versions:
+        tracker = version.tracker
+        encoder = services.encoder_id_of(tracker)
+        if encoder not in vectors_by_encoder:  # each text is embedded once per encoder
+            vectors_by_encoder[encoder] = runtime.embed(texts, encoder)
+        vectors, encoder_id = vectors_by_encoder[encoder]
+        head = runtime.head_of(version, encoder_id)
+        threshold, source = services.threshold_of(version)
+        used.append(
+            {
+                "tracker": tracker.code,
+                "name": tracker.name,
+                "granularity": tracker.granularity,
+                "version": version.number,
+                "threshold": threshold,
+                "threshold_source": source,
+            }
+        )
+        if tracker.granularity == "document":
+            if body.transcript is None:
+                continue  # a document tracker scores whole calls, not loose texts
+            lines = [
+                i
+                for i, t in enumerate(turns)
+                if not tracker.speaker_filter or t.speaker.lower() == tracker.speaker_filter.lower()
+            ]
+            if not lines:
+                continue
+            mean = vectors[lines].sum(axis=0)
+            call = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)[None, :]
+            answer = runtime.answers(version, head, call, threshold)[0]
+            if _is_match(answer):
+                documents.append(
+                    {
+                        "tracker": tracker.code,
+                        "version": version.number,
+                        "score": answer.score,
+                        "label": answer.label,
+                    }
+                )
+            continue
+        for i, answer in enumerate(runtime.answers(version, head, vectors, threshold)):
+            if _is_match(answer):
+                per_segment[i].append(
+                    {
+                        "tracker": tracker.code,
+                        "version": version.number,
+                        "score": answer.score,
+                        "label": answer.label,
+                    }
+                )
+    return {
+        "trackers": used,
+        "segments": [
+            {"position": i, "speaker": t.speaker, "text": t.text, "matches": per_segment[i]}
+            for i, t in enumerate(turns)
+        ],
+        "documents": documents,
+    }

@@ -403,3 +403,94 @@ def test_predicting_with_a_tampered_version_answers_503_saying_why(client, train
     assert response.status_code == 503
     assert response.json()["detail"].startswith("this model version cannot serve:")
     assert "does not match the sha256 its manifest lists" in response.json()["detail"]
+
+
+# --- many trackers at once ------------------------------------------------------------------
+
+
+def many(client, workspace, key, **body):
+    return client.post(
+        f"/api/v1/workspaces/{workspace.code}/predict", body, content_type="application/json", headers=key
+    )
+
+
+def test_every_live_tracker_on_texts_gives_each_texts_matches(
+    client, trained, embedded, workspace, owner, key, django_capture_on_commit_callbacks
+):
+    other = cancel_tracker(workspace, owner, embedded, name="Anything but cancel")
+    play(
+        other,
+        owner,
+        django_capture_on_commit_callbacks,
+        answer=lambda c: "no" if oracle(c) == "yes" else "yes",
+    )
+    texts = ["please cancel my plan (3)", "the weather is nice today (2)", "cancel the plan before renewal"]
+    body = many(client, workspace, key, texts=texts).json()
+    assert {t["name"] for t in body["trackers"]} == {"Wants to cancel", "Anything but cancel"}
+    for tracker in (trained, other):
+        single = predict(client, tracker, key, texts=texts).json()["results"]
+        got = [
+            next((m for m in seg["matches"] if m["tracker"] == str(tracker.code)), None)
+            for seg in body["segments"]
+        ]
+        assert [m is not None for m in got] == [r["match"] for r in single]
+        assert [m["score"] for m in got if m] == pytest.approx(
+            [r["score"] for r in single if r["match"]], abs=1e-6
+        )
+    assert [s["position"] for s in body["segments"]] == [0, 1, 2] and body["documents"] == []
+    only = many(client, workspace, key, texts=texts, trackers=[str(other.code)]).json()
+    assert [t["tracker"] for t in only["trackers"]] == [str(other.code)]
+    assert many(client, workspace, key, texts=texts, trackers=[str(workspace.code)]).status_code == 404
+    assert many(client, workspace, key, texts=texts, transcript={"turns": [{"text": "x"}]}).status_code == 422
+    assert many(client, workspace, key).status_code == 422
+
+
+def test_a_transcript_gives_matches_per_turn_and_per_call_for_document_trackers(
+    client, dataset, workspace, owner, key, fake_encoder, django_capture_on_commit_callbacks
+):
+    from tests.test_documents import calls, is_cancel
+    from tests.test_topics import play_round
+    from trackers import services as corpus_services
+    from trackers.models import Granularity
+
+    with django_capture_on_commit_callbacks(execute=True):
+        corpus_services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
+    dataset.refresh_from_db()
+    tracker = labeling_services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Cancellation calls",
+        granularity=Granularity.DOCUMENT,
+        speaker_filter="customer",
+        datasets=[dataset],
+        seeds=[
+            "I want to cancel my subscription",
+            "please cancel the contract",
+            "going to cancel the service",
+        ],
+        round_size=10,
+    )
+    for _ in range(2):
+        play_round(tracker, owner, lambda card: "yes" if is_cancel(card.segment.document) else "no")
+    version = services.live_version(tracker)
+    assert version is not None
+    turns = [
+        {"speaker": "agent", "text": "good morning how can I help"},
+        {"speaker": "customer", "text": "I want to cancel my subscription today"},
+        {"speaker": "agent", "text": "I am sorry to hear that"},
+        {"speaker": "customer", "text": "thanks for your patience"},
+    ]
+    body = many(client, workspace, key, transcript={"title": "a call", "turns": turns}).json()
+    assert [(s["position"], s["speaker"]) for s in body["segments"]] == [
+        (i, t["speaker"]) for i, t in enumerate(turns)
+    ]
+    assert all(s["matches"] == [] for s in body["segments"])  # a document tracker does not score turns
+    # the call's vector: the customer's lines only (the tracker's speaker filter), as in training
+    lines = fake_encoder.encode([turns[1]["text"], turns[3]["text"]]).sum(axis=0)
+    call = (lines / np.linalg.norm(lines))[None, :].astype(np.float32)
+    score = float(labeling_services.scorer_for(version.training_run).score(call)[0])
+    threshold, _ = services.threshold_of(version)
+    assert score >= threshold  # a cancellation call
+    assert [(d["tracker"], d["version"]) for d in body["documents"]] == [(str(tracker.code), version.number)]
+    assert body["documents"][0]["score"] == pytest.approx(score, abs=1e-5)
+    assert many(client, workspace, key, texts=["cancel"]).json()["documents"] == []  # loose texts are no call
