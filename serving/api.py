@@ -290,6 +290,8 @@ def predict_many(request, code: UUID, body: ManyIn):
     vectors_by_encoder: dict[str | None, tuple[np.ndarray, str]] = {}
     for version in versions:
         tracker = version.tracker
+        if tracker.granularity == "document" and body.transcript is None:
+            continue  # a document tracker scores whole calls, not loose texts
         encoder = services.encoder_id_of(tracker)
         if encoder not in vectors_by_encoder:  # each text is embedded once per encoder
             vectors_by_encoder[encoder] = runtime.embed(texts, encoder)
@@ -307,8 +309,6 @@ def predict_many(request, code: UUID, body: ManyIn):
             }
         )
         if tracker.granularity == "document":
-            if body.transcript is None:
-                continue  # a document tracker scores whole calls, not loose texts
             lines = [
                 i
                 for i, t in enumerate(turns)
