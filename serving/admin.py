@@ -45,14 +45,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = [
         "tracker",
         "number",
-        "kind",
-        "featurizer",
-        "quality",
         "is_live",
         "went_live_at",
         "created_at",
     ]
-    list_filter = ["is_live", "kind"]
+    list_filter = ["is_live", "tracker__kind"]
     search_fields = ["tracker__name", "code"]
     raw_id_fields = ["tracker", "training_run", "went_live_by"]
 

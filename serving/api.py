@@ -53,14 +53,14 @@ class VersionOut(Schema):
     code: UUID
     kind: str
     labels: list[str]
-    featurizer: str
+    featurizer: str = Field(alias="training_run.featurizer")
     threshold: float | None
     quality: float | None
     is_live: bool
     went_live_at: datetime | None
     created_at: datetime
-    label_counts: dict
-    metrics: dict
+    label_counts: dict = Field(alias="training_run.label_counts")
+    metrics: dict = Field(alias="training_run.metrics")
 
 
 def _version(tracker, number: int | None) -> ModelVersion:
@@ -71,7 +71,7 @@ def _version(tracker, number: int | None) -> ModelVersion:
                 409, f"tracker {tracker.code} has no live model version yet: train it, or promote one"
             )
         return live
-    return get_object_or_404(ModelVersion.objects.select_related("tracker"), tracker=tracker, number=number)
+    return get_object_or_404(services.serving_versions(), tracker=tracker, number=number)
 
 
 @router.post("/trackers/{code}/predict", response={200: PredictOut})
@@ -97,7 +97,7 @@ def predict(request, code: UUID, body: PredictIn):
 def versions(request, code: UUID):
     """Every model version of the tracker, newest first."""
     tracker = Scope.of_request(request).tracker(code)
-    return list(ModelVersion.objects.filter(tracker=tracker))
+    return list(ModelVersion.objects.filter(tracker=tracker).select_related("tracker", "training_run"))
 
 
 @router.post("/trackers/{code}/versions/{number}/promote", response=VersionOut, tags=["versions"])
@@ -273,7 +273,7 @@ def predict_many(request, code: UUID, body: ManyIn):
         raise HttpError(422, "give either 'texts' or 'transcript'")
     scope = Scope.of_request(request)
     ws = scope.workspace(code)
-    versions = ModelVersion.objects.filter(tracker__workspace=ws, is_live=True).select_related("tracker")
+    versions = services.serving_versions().filter(tracker__workspace=ws, is_live=True)
     if scope.tracker_ids is not None:
         versions = versions.filter(tracker_id__in=scope.tracker_ids)
     if body.trackers is not None:

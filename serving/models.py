@@ -12,7 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from labeling.models import TrainingRun
-from trackers.models import Membership, Role, Tracker, Workspace
+from trackers.models import Membership, Role, Tracker, TrackerKind, Workspace
 
 KEY_PREFIX = "trk_"
 LAST_USED_EVERY = timedelta(minutes=1)  # how often a key's last-used time is written
@@ -112,16 +112,10 @@ class ModelVersion(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()  # 1, 2, ... per tracker
+    # Its run holds what training knew (featurizer, threshold, metrics, answer counts); runs that
+    # yielded a model are never changed either.
     training_run = models.OneToOneField(TrainingRun, on_delete=models.CASCADE, related_name="model_version")
-    kind = models.CharField(max_length=16)
     labels = models.JSONField(default=list)  # output columns, in order
-    featurizer = models.CharField(max_length=32)
-    threshold = models.FloatField(null=True, blank=True)  # training's own (concepts)
-    # The estimate promotion compares: F1 over all texts at training's threshold (concepts),
-    # accuracy (topics); None when there is none.
-    quality = models.FloatField(null=True, blank=True)
-    metrics = models.JSONField(default=dict, blank=True)
-    label_counts = models.JSONField(default=dict, blank=True)
     artifact_dir = models.CharField(max_length=500)
     manifest_sha256 = models.CharField(max_length=64)
     is_live = models.BooleanField(default=False)
@@ -142,3 +136,26 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tracker} v{self.number}{' (live)' if self.is_live else ''}"
+
+    @property
+    def kind(self) -> str:
+        return self.tracker.kind
+
+    @property
+    def threshold(self) -> float | None:
+        """Training's own threshold (concepts)."""
+        return self.training_run.threshold
+
+    @property
+    def quality(self) -> float | None:
+        return estimated_quality(self.training_run)
+
+
+def estimated_quality(run: TrainingRun) -> float | None:
+    """What promotion compares: the estimate over all texts of F1 (concepts) or accuracy (topics)."""
+    estimates = run.metrics.get("estimates") or {}
+    value = (
+        estimates.get("accuracy") if run.tracker.kind == TrackerKind.TOPIC else estimates.get("f1")
+    ) or {}
+    v = value.get("value")
+    return float(v) if v is not None else None

@@ -18,7 +18,7 @@ from labeling import services as labeling
 from labeling.models import TrainingRun, TrainingState
 from serving.ml import artifacts
 from serving.ml.export import SCORES, VECTORS, head_model, standalone_model
-from serving.models import ModelVersion
+from serving.models import ModelVersion, estimated_quality
 from trackers import encoders
 from trackers.ml.embedding import read_manifest
 from trackers.ml.storage import write_atomic
@@ -26,22 +26,13 @@ from trackers.models import Tracker, TrackerKind
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+    from django.db.models import QuerySet
 
 log = logging.getLogger(__name__)
 
 
 def versions_root(tracker: Tracker) -> Path:
     return Path(settings.ARTIFACT_ROOT) / "trackers" / str(tracker.code) / "versions"
-
-
-def quality_of(run: TrainingRun) -> float | None:
-    """What promotion compares: the estimate over all texts of F1 (concepts) or accuracy (topics)."""
-    estimates = run.metrics.get("estimates") or {}
-    value = (
-        estimates.get("accuracy") if run.tracker.kind == TrackerKind.TOPIC else estimates.get("f1")
-    ) or {}
-    v = value.get("value")
-    return float(v) if v is not None else None
 
 
 def encoder_id_of(tracker: Tracker) -> str | None:
@@ -76,7 +67,7 @@ def publish_version(run: TrainingRun) -> ModelVersion | None:
     head = head_model(scorer.coef, scorer.intercept, topic=topic, featurizer=scorer.featurizer)
     encoder = _encoder_entry(tracker)
     labels = list(scorer.labels) if topic else ["yes"]
-    quality = quality_of(run)
+    quality = estimated_quality(run)
     with transaction.atomic():
         # One number at a time per tracker, and one promotion decision.
         Tracker.objects.select_for_update().filter(pk=tracker.pk).first()
@@ -129,13 +120,7 @@ def publish_version(run: TrainingRun) -> ModelVersion | None:
             tracker=tracker,
             number=number,
             training_run=run,
-            kind=tracker.kind,
             labels=labels,
-            featurizer=scorer.featurizer,
-            threshold=run.threshold,
-            quality=quality,
-            metrics=manifest["metrics"],
-            label_counts=run.label_counts,
             artifact_dir=str(directory),
             manifest_sha256=sha,
         )
@@ -151,8 +136,13 @@ def _at_least_as_good(new: ModelVersion, live: ModelVersion) -> bool:
     return live.quality is None or new.quality >= live.quality
 
 
+def serving_versions() -> QuerySet[ModelVersion]:
+    """Versions with what answering needs (tracker, run's threshold), not the run's bulky metrics."""
+    return ModelVersion.objects.select_related("tracker", "training_run").defer("training_run__metrics")
+
+
 def live_version(tracker: Tracker) -> ModelVersion | None:
-    return ModelVersion.objects.filter(tracker=tracker, is_live=True).first()
+    return serving_versions().filter(tracker=tracker, is_live=True).first()
 
 
 def promote(version: ModelVersion, user: User | None) -> ModelVersion:
@@ -227,7 +217,7 @@ def standalone_zip(version: ModelVersion) -> Path:
     if path.exists():
         return path
     manifest = artifacts.open_version(
-        Path(version.artifact_dir), version.manifest_sha256, _served_encoder_id()
+        Path(version.artifact_dir), version.manifest_sha256, encoders.get_encoder().encoder_id
     )
     encoder_dir = Path(settings.ENCODER_DIR)
     encoder_manifest = read_manifest(encoder_dir)
@@ -265,10 +255,6 @@ def standalone_zip(version: ModelVersion) -> Path:
 
     write_atomic(path, write)
     return path
-
-
-def _served_encoder_id() -> str:
-    return encoders.get_encoder().encoder_id
 
 
 def _safe_name(name: str) -> str:

@@ -21,7 +21,9 @@ from trackers.models import CAN_IMPORT, Role, Tracker, Workspace
 
 
 def _panel(request: PageRequest, tracker: Tracker) -> TemplateResponse:
-    versions = list(ModelVersion.objects.filter(tracker=tracker).select_related("went_live_by"))
+    versions = list(
+        ModelVersion.objects.filter(tracker=tracker).select_related("tracker", "training_run", "went_live_by")
+    )
     return TemplateResponse(
         request,
         "serving/_versions.html",

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from django.test import TestCase
 from django.urls import reverse
 
 from labeling import game, progress
@@ -56,9 +57,9 @@ def is_cancel(document: Document) -> bool:
     return document.title.startswith("cancel")
 
 
-@pytest.fixture
-def doc_tracker(dataset, owner, workspace, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
+def calls_tracker(dataset, owner, workspace, *, speaker_filter: str = ""):
+    """A document tracker of cancellation calls over ``calls()``, imported into ``dataset`` here."""
+    with TestCase.captureOnCommitCallbacks(execute=True):  # import, embed and index run on commit
         services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
     dataset.refresh_from_db()
     return labeling_services.create_tracker(
@@ -66,6 +67,7 @@ def doc_tracker(dataset, owner, workspace, django_capture_on_commit_callbacks):
         user=owner,
         name="Cancellation calls",
         granularity=Granularity.DOCUMENT,
+        speaker_filter=speaker_filter,
         datasets=[dataset],
         seeds=[
             "I want to cancel my subscription",
@@ -74,6 +76,11 @@ def doc_tracker(dataset, owner, workspace, django_capture_on_commit_callbacks):
         ],
         round_size=10,
     )
+
+
+@pytest.fixture
+def doc_tracker(dataset, owner, workspace):
+    return calls_tracker(dataset, owner, workspace)
 
 
 def test_the_pool_has_one_entry_per_document_with_the_mean_of_its_lines(doc_tracker, fake_encoder):
@@ -95,22 +102,8 @@ def test_first_round_finds_documents_by_their_closest_line(doc_tracker):
     assert near and all(is_cancel(c.segment.document) for c in near)
 
 
-def test_speaker_filter_builds_document_vectors_from_that_speaker_only(
-    dataset, owner, workspace, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
-    dataset.refresh_from_db()
-    tracker = labeling_services.create_tracker(
-        workspace=workspace,
-        user=owner,
-        name="Customer wants out",
-        granularity=Granularity.DOCUMENT,
-        speaker_filter="customer",
-        datasets=[dataset],
-        seeds=["cancel my subscription", "cancel the contract", "we want to cancel"],
-        round_size=10,
-    )
+def test_speaker_filter_builds_document_vectors_from_that_speaker_only(dataset, owner, workspace):
+    tracker = calls_tracker(dataset, owner, workspace, speaker_filter="customer")
     pool = game.build_pool(tracker)
     assert len(pool.keys) == 30 and len(pool.member_of) == 60  # two customer lines per call
 

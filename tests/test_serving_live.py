@@ -19,8 +19,7 @@ import pytest
 from django.db import connection
 
 from tests.conftest import REPO
-from tests.test_game import cancel_tracker, corpus
-from tests.test_versions import play
+from tests.test_versions import real_trained_tracker
 from tests.workers import worker_env
 
 pytestmark = [pytest.mark.real_encoder, pytest.mark.django_db(transaction=True)]
@@ -82,19 +81,9 @@ def server(settings, tmp_path):
 
 
 def test_promote_and_roll_back_during_a_request_stream_fail_no_request(
-    server, dataset, workspace, owner, key, django_capture_on_commit_callbacks
+    server, dataset, workspace, owner, key
 ):
-    from django.core.management import call_command
-
-    from trackers import services as corpus_services
-
-    call_command("prepare_encoder")  # a no-op once exported
-    with django_capture_on_commit_callbacks(execute=True):
-        corpus_services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
-    dataset.refresh_from_db()
-    tracker = cancel_tracker(workspace, owner, dataset)
-    play(tracker, owner, django_capture_on_commit_callbacks)
-    play(tracker, owner, django_capture_on_commit_callbacks)
+    tracker = real_trained_tracker(dataset, workspace, owner, rounds=2)
     raw = key["Authorization"].removeprefix("Bearer ")
     predict = f"{server}/api/v1/trackers/{tracker.code}/predict"
     versions = f"{server}/api/v1/trackers/{tracker.code}/versions"

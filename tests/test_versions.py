@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from django.db import IntegrityError, transaction
+from django.test import TestCase
 
 from labeling import game
 from labeling import services as labeling_services
@@ -29,6 +30,23 @@ def play(tracker, user, callbacks, answer=oracle) -> None:
         for card in cards:
             with callbacks(execute=True):
                 labeling_services.answer_card(tracker, user, card, answer(card))
+
+
+def real_trained_tracker(dataset, workspace, owner, *, rounds: int):
+    """The cancel tracker over the cancel corpus embedded by the real ONNX encoder, ``rounds`` rounds played."""
+    from django.core.management import call_command
+
+    from tests.test_game import corpus
+    from trackers import services as corpus_services
+
+    call_command("prepare_encoder")  # a no-op once exported
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        corpus_services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    dataset.refresh_from_db()
+    tracker = cancel_tracker(workspace, owner, dataset)
+    for _ in range(rounds):
+        play(tracker, owner, TestCase.captureOnCommitCallbacks)
+    return tracker
 
 
 @pytest.fixture
@@ -163,6 +181,15 @@ def test_promote_and_roll_back_through_the_api(
     url = f"/api/v1/trackers/{trained.code}/versions"
     listed = client.get(url, headers=key).json()
     assert [v["number"] for v in listed] == [2, 1]
+    run = ModelVersion.objects.get(tracker=trained, number=2).training_run
+    assert (
+        listed[0]["featurizer"] == run.featurizer == "embedding"
+        and listed[0]["label_counts"] == run.label_counts
+    )
+    assert (
+        listed[0]["threshold"] == run.threshold
+        and listed[0]["metrics"]["estimates"] == run.metrics["estimates"]
+    )
     response = client.post(f"{url}/1/promote", headers=key)
     assert response.status_code == 200 and response.json()["is_live"]
     assert predict(client, trained, key, texts=["x"]).json()["version"] == 1
@@ -216,24 +243,15 @@ def test_the_tracker_page_loads_the_versions_panel_and_owners_promote_and_roll_b
 
 @pytest.mark.real_encoder
 def test_the_downloaded_model_runs_with_onnxruntime_and_tokenizers_alone_and_scores_as_the_app(
-    client, dataset, workspace, owner, django_capture_on_commit_callbacks, tmp_path
+    client, dataset, workspace, owner, tmp_path
 ):
     import io
     import zipfile
 
-    from django.core.management import call_command
     from django.urls import reverse
     from tokenizers import Tokenizer
 
-    from tests.test_game import corpus
-    from trackers import services as corpus_services
-
-    call_command("prepare_encoder")  # a no-op once exported
-    with django_capture_on_commit_callbacks(execute=True):
-        corpus_services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
-    dataset.refresh_from_db()
-    tracker = cancel_tracker(workspace, owner, dataset)
-    play(tracker, owner, django_capture_on_commit_callbacks)
+    tracker = real_trained_tracker(dataset, workspace, owner, rounds=1)
     version = ModelVersion.objects.get(tracker=tracker)
     client.force_login(owner)
     response = client.get(reverse("tracker-version-download", args=[tracker.code, 1]))
@@ -446,30 +464,12 @@ def test_every_live_tracker_on_texts_gives_each_texts_matches(
 
 
 def test_a_transcript_gives_matches_per_turn_and_per_call_for_document_trackers(
-    client, dataset, workspace, owner, key, fake_encoder, django_capture_on_commit_callbacks
+    client, dataset, workspace, owner, key, fake_encoder
 ):
-    from tests.test_documents import calls, is_cancel
+    from tests.test_documents import calls_tracker, is_cancel
     from tests.test_topics import play_round
-    from trackers import services as corpus_services
-    from trackers.models import Granularity
 
-    with django_capture_on_commit_callbacks(execute=True):
-        corpus_services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
-    dataset.refresh_from_db()
-    tracker = labeling_services.create_tracker(
-        workspace=workspace,
-        user=owner,
-        name="Cancellation calls",
-        granularity=Granularity.DOCUMENT,
-        speaker_filter="customer",
-        datasets=[dataset],
-        seeds=[
-            "I want to cancel my subscription",
-            "please cancel the contract",
-            "going to cancel the service",
-        ],
-        round_size=10,
-    )
+    tracker = calls_tracker(dataset, owner, workspace, speaker_filter="customer")
     for _ in range(2):
         play_round(tracker, owner, lambda card: "yes" if is_cancel(card.segment.document) else "no")
     version = services.live_version(tracker)

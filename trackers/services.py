@@ -444,7 +444,7 @@ def embed_part(part: EmbedPart) -> dict[str, int]:
         _report_part(part, processed)
     with transaction.atomic():
         # One writer of the store at a time (SQLite's immediate transactions serialize this too).
-        Dataset.objects.select_for_update().filter(pk=dataset.pk).exists()
+        Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
         known = _rows_of(dataset, hashes)
         new = [i for i, h in enumerate(hashes) if h not in known]
         # The vectors are durable before any segment points at them; a crash before the commit
