@@ -87,6 +87,7 @@ bench: install-test
 	$(BIN)/python bench/embedding.py
 	$(BIN)/python bench/labeling.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/serving.py
 
 # The app's learning loop (labeling.ml.loop) replayed with an oracle against random selection:
 # learning curves, the estimates' interval coverage and threshold gaps (bench/results/simulation.json).

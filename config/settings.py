@@ -213,7 +213,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # Two queues, so that one workspace's bulk work never holds up another's game: training and the next
-# round go to "interactive", imports, embedding and index builds to "bulk". `make run` starts a
+# round go to "interactive", imports, embedding, index builds and bulk scoring to "bulk". `make run` starts a
 # worker for each; a worker started without -Q takes "interactive" only.
 CELERY_TASK_DEFAULT_QUEUE = "interactive"
 CELERY_TASK_ROUTES = {
@@ -221,12 +221,14 @@ CELERY_TASK_ROUTES = {
     "trackers.tasks.embed_dataset": {"queue": "bulk"},
     "trackers.tasks.embed_part": {"queue": "bulk"},
     "trackers.tasks.build_index": {"queue": "bulk"},
+    "serving.tasks.score_dataset": {"queue": "bulk"},
 }
 # Each app's sweeper of abandoned work, composed here so no app needs to know the others.
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-jobs": {"task": "trackers.tasks.sweep_stale_jobs", "schedule": 60.0},
     "sweep-stale-training-runs": {"task": "labeling.tasks.sweep_stale_runs", "schedule": 60.0},
     "publish-missing-versions": {"task": "serving.tasks.publish_missing_versions", "schedule": 60.0},
+    "sweep-stale-scoring-jobs": {"task": "serving.tasks.sweep_stale_scoring", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
@@ -252,6 +254,8 @@ BULK_ENCODER_THREADS = env_int("TRACKERS_BULK_ENCODER_THREADS", max(1, (os.cpu_c
 EMBED_BATCH_SIZE = env_int("TRACKERS_EMBED_BATCH_SIZE", 32)
 # Embedding a dataset is split into parts of this many segments, each a task any bulk worker takes.
 EMBED_PART_SEGMENTS = env_int("TRACKERS_EMBED_PART_SEGMENTS", 2000)
+# Bulk scoring reads, scores and stores this many segments per transaction (its checkpoint).
+SCORING_CHUNK_SEGMENTS = env_int("TRACKERS_SCORING_CHUNK_SEGMENTS", 5000)
 INDEX_KIND = os.environ.get("TRACKERS_INDEX_KIND", "auto")  # auto | flat | hnsw | ivf
 INDEX_FLAT_MAX = env_int("TRACKERS_INDEX_FLAT_MAX", 200_000)
 JOB_STALE_SECONDS = env_int("TRACKERS_JOB_STALE_SECONDS", 600)

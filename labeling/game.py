@@ -350,9 +350,17 @@ def claim_cards(tracker: Tracker, user: User, n: int = 2) -> list[Card]:
 
 
 def record_label(
-    tracker: Tracker, user: User, *, segment: Segment, answer: str, card: Card | None = None
+    tracker: Tracker,
+    user: User,
+    *,
+    segment: Segment,
+    answer: str,
+    card: Card | None = None,
+    strategy: str = "",
 ) -> tuple[Annotation, bool]:
-    """Store ``user``'s answer for ``segment``; the same answer twice is one row (a double press)."""
+    """Store ``user``'s answer for ``segment``; the same answer twice is one row (a double press).
+
+    ``strategy`` says where an answer given without a card came from (feedback on scored results)."""
     if answer not in [*tracker.answers, Annotation.SKIP]:
         raise LabelRejected(
             f"'{answer}' is not an answer of this tracker; expected one of {', '.join(tracker.answers)} or skip"
@@ -366,7 +374,7 @@ def record_label(
         "answer": answer,
         "updated_at": now,
         "card": card,
-        "strategy": card.strategy if card else "",
+        "strategy": strategy or (card.strategy if card else ""),
         "training_run": card.training_run if card else None,
     }
     with transaction.atomic():

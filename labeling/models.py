@@ -17,6 +17,7 @@ class Strategy(models.TextChoices):
     POSITIVE = "positive", "Predicted match"
     RANDOM = "random", "Random sample"
     EXAMPLE = "example", "An example given when the tracker was made"
+    FEEDBACK = "feedback", "Marked right or wrong on scored results"
 
 
 class Card(models.Model):

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from serving.models import ApiKey, ModelVersion
+from serving.models import ApiKey, ModelVersion, ScoredSegment, ScoringJob
 
 
 @admin.register(ApiKey)
@@ -55,3 +55,19 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(ScoringJob)
+class ScoringJobAdmin(admin.ModelAdmin):
+    list_display = ["dataset", "state", "processed", "total", "created_at", "finished_at"]
+    list_filter = ["state"]
+    search_fields = ["dataset__name", "code"]
+    raw_id_fields = ["workspace", "dataset", "created_by"]
+    filter_horizontal = ["versions"]
+
+
+@admin.register(ScoredSegment)
+class ScoredSegmentAdmin(admin.ModelAdmin):
+    list_display = ["job", "version", "segment", "score", "label", "match", "feedback"]
+    list_filter = ["match", "feedback"]
+    raw_id_fields = ["job", "version", "segment", "feedback_by"]

@@ -265,6 +265,15 @@ def _is_match(answer: runtime.Answer) -> bool:
     return bool(answer.match) if answer.match is not None else answer.label != "none"
 
 
+def _match(version: ModelVersion, answer: runtime.Answer) -> dict:
+    return {
+        "tracker": version.tracker.code,
+        "version": version.number,
+        "score": answer.score,
+        "label": answer.label,
+    }
+
+
 @router.post("/workspaces/{code}/predict", response=ManyOut)
 def predict_many(request, code: UUID, body: ManyIn):
     """Every live tracker of the workspace (or the chosen ones) on texts or on a whole transcript: the
@@ -285,60 +294,55 @@ def predict_many(request, code: UUID, body: ManyIn):
         [Turn(text=t) for t in body.texts] if body.texts is not None else body.transcript.turns  # type: ignore[union-attr]
     )
     texts = [t.text for t in turns]
+    if body.transcript is None:  # a document tracker scores whole calls, not loose texts
+        versions = versions.exclude(tracker__granularity="document")
+    chosen = list(versions)
     used, documents = [], []
     per_segment: list[list[dict]] = [[] for _ in turns]
-    vectors_by_encoder: dict[str | None, tuple[np.ndarray, str]] = {}
-    for version in versions:
-        tracker = version.tracker
-        if tracker.granularity == "document" and body.transcript is None:
-            continue  # a document tracker scores whole calls, not loose texts
-        encoder = services.encoder_id_of(tracker)
-        if encoder not in vectors_by_encoder:  # each text is embedded once per encoder
-            vectors_by_encoder[encoder] = runtime.embed(texts, encoder)
-        vectors, encoder_id = vectors_by_encoder[encoder]
-        head = runtime.head_of(version, encoder_id)
+    encoder_of = services.encoder_ids_of([v.tracker_id for v in chosen])
+    by_encoder: dict[str | None, list[ModelVersion]] = {}
+    for version in chosen:
+        by_encoder.setdefault(encoder_of.get(version.tracker_id), []).append(version)
+    for encoder, group in by_encoder.items():
+        vectors, encoder_id = runtime.embed(texts, encoder)  # each text embedded once per encoder
+        segment_level = [v for v in group if v.tracker.granularity != "document"]
+        if segment_level:
+            stack = runtime.stack_of(segment_level, encoder_id)
+            for version, head, out in zip(segment_level, stack.heads, stack.scores(vectors), strict=True):
+                threshold, _ = services.threshold_of(version)
+                for i, answer in enumerate(
+                    runtime.answers_from(version, head.manifest["labels"], out, threshold)
+                ):
+                    if _is_match(answer):
+                        per_segment[i].append(_match(version, answer))
+        by_filter: dict[str, list[ModelVersion]] = {}
+        for version in group:
+            if version.tracker.granularity == "document":
+                by_filter.setdefault(version.tracker.speaker_filter.lower(), []).append(version)
+        for speaker, same in by_filter.items():
+            lines = [i for i, t in enumerate(turns) if not speaker or t.speaker.lower() == speaker]
+            if not lines:
+                continue
+            total = vectors[lines].sum(axis=0)
+            call = (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)[None, :]
+            stack = runtime.stack_of(same, encoder_id)
+            for version, head, out in zip(same, stack.heads, stack.scores(call), strict=True):
+                threshold, _ = services.threshold_of(version)
+                answer = runtime.answers_from(version, head.manifest["labels"], out, threshold)[0]
+                if _is_match(answer):
+                    documents.append(_match(version, answer))
+    for version in chosen:
         threshold, source = services.threshold_of(version)
         used.append(
             {
-                "tracker": tracker.code,
-                "name": tracker.name,
-                "granularity": tracker.granularity,
+                "tracker": version.tracker.code,
+                "name": version.tracker.name,
+                "granularity": version.tracker.granularity,
                 "version": version.number,
                 "threshold": threshold,
                 "threshold_source": source,
             }
         )
-        if tracker.granularity == "document":
-            lines = [
-                i
-                for i, t in enumerate(turns)
-                if not tracker.speaker_filter or t.speaker.lower() == tracker.speaker_filter.lower()
-            ]
-            if not lines:
-                continue
-            mean = vectors[lines].sum(axis=0)
-            call = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)[None, :]
-            answer = runtime.answers(version, head, call, threshold)[0]
-            if _is_match(answer):
-                documents.append(
-                    {
-                        "tracker": tracker.code,
-                        "version": version.number,
-                        "score": answer.score,
-                        "label": answer.label,
-                    }
-                )
-            continue
-        for i, answer in enumerate(runtime.answers(version, head, vectors, threshold)):
-            if _is_match(answer):
-                per_segment[i].append(
-                    {
-                        "tracker": tracker.code,
-                        "version": version.number,
-                        "score": answer.score,
-                        "label": answer.label,
-                    }
-                )
     return {
         "trackers": used,
         "segments": [

@@ -12,7 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from labeling.models import TrainingRun
-from trackers.models import Membership, Role, Tracker, TrackerKind, Workspace
+from trackers.models import Dataset, Membership, ProgressWork, Role, Segment, Tracker, TrackerKind, Workspace
 
 KEY_PREFIX = "trk_"
 LAST_USED_EVERY = timedelta(minutes=1)  # how often a key's last-used time is written
@@ -159,3 +159,59 @@ def estimated_quality(run: TrainingRun) -> float | None:
     ) or {}
     v = value.get("value")
     return float(v) if v is not None else None
+
+
+class ScoringJob(ProgressWork):
+    """Bulk scoring of a stored dataset by some live model versions, from the segments' stored vectors.
+
+    The versions are fixed when the job is made (a promotion meanwhile does not change what it
+    scores with). Results are the matches (and, for topics, each segment's winning label) at or
+    above ``min_score``; ``done_through`` is the last segment id whose results are stored, so a
+    worker that takes over a killed one goes on from there.
+    """
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="scoring_jobs")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="scoring_jobs")
+    versions = models.ManyToManyField(ModelVersion, related_name="scoring_jobs")
+    min_score = models.FloatField(null=True, blank=True)  # None: each version's threshold in use
+    done_through = models.BigIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)  # per tracker: matches, score histogram
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "heartbeat_at"], name="scoring_job_state_heartbeat")]
+
+    def __str__(self) -> str:
+        return f"scoring of {self.dataset} ({self.state})"
+
+
+class Feedback(models.TextChoices):
+    RIGHT = "right", "Right"
+    WRONG = "wrong", "Wrong"
+
+
+class ScoredSegment(models.Model):
+    """One result of a scoring job: a segment (for document trackers, its document's first line)
+    that a version matched, with its score; a reviewer may mark it right or wrong."""
+
+    job = models.ForeignKey(ScoringJob, on_delete=models.CASCADE, related_name="results")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+")
+    score = models.FloatField()
+    label = models.CharField(max_length=120)
+    match = models.BooleanField()
+    feedback = models.CharField(max_length=8, choices=Feedback.choices, blank=True)
+    feedback_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-score", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "version", "segment"], name="one_result_per_segment")
+        ]
+        indexes = [models.Index(fields=["job", "version", "score"], name="scored_job_version_score")]
+
+    def __str__(self) -> str:
+        return f"{self.version} on {self.segment_id}: {self.score:.3f}"

@@ -1,4 +1,5 @@
-"""The serving path: texts embedded once, then every requested version's ONNX head applied.
+"""The serving path: texts embedded once, then every requested version's ONNX head applied, many
+heads in one pass (their weights stacked into one graph).
 
 Heads are loaded once per process and kept by their manifest's sha256, after ``open_version`` has
 checked the manifest, every file and the encoder; a promotion is seen by the next request (the
@@ -16,52 +17,102 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from serving.ml import artifacts
-from serving.ml.export import SCORES, VECTORS
+from serving.ml.export import SCORES, VECTORS, head_parts, stacked_model
 from serving.models import ModelVersion
 from trackers import encoders
 
 MAX_HEADS = 512  # loaded heads kept per process
+MAX_STACKS = 64  # stacked sets of heads kept per process
 
 
 @dataclass(frozen=True)
 class LoadedHead:
     manifest: dict[str, Any]
     session: ort.InferenceSession
+    parts: tuple[np.ndarray, np.ndarray, bool]  # weights, intercepts, softmax: for stacking
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
-        out: np.ndarray = self.session.run(
-            [SCORES], {VECTORS: np.ascontiguousarray(vectors, dtype=np.float32)}
-        )[0]
-        return out
+        return _run(self.session, vectors)
+
+
+def _run(session: ort.InferenceSession, vectors: np.ndarray) -> np.ndarray:
+    out: np.ndarray = session.run([SCORES], {VECTORS: np.ascontiguousarray(vectors, dtype=np.float32)})[0]
+    return out
+
+
+def _session(model: bytes | str, threads: int = 1) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # heads are small matrix products
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 _heads: OrderedDict[str, LoadedHead] = OrderedDict()
+_stacks: OrderedDict[tuple[str, ...], Stack] = OrderedDict()
 _lock = threading.Lock()
+
+
+def _cached(cache: OrderedDict, key: Any) -> Any:
+    with _lock:
+        value = cache.get(key)
+        if value is not None:
+            cache.move_to_end(key)
+        return value
+
+
+def _keep(cache: OrderedDict, key: Any, value: Any, limit: int) -> None:
+    with _lock:
+        cache[key] = value
+        while len(cache) > limit:
+            cache.popitem(last=False)
 
 
 def head_of(version: ModelVersion, encoder_id: str) -> LoadedHead:
     """The version's head, checked and loaded once per process."""
     key = f"{version.manifest_sha256}:{encoder_id}"
-    with _lock:
-        head = _heads.get(key)
-        if head is not None:
-            _heads.move_to_end(key)
-            return head
+    head: LoadedHead | None = _cached(_heads, key)
+    if head is not None:
+        return head
     manifest = artifacts.open_version(Path(version.artifact_dir), version.manifest_sha256, encoder_id)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # a head is one small matrix product
-    session = ort.InferenceSession(
-        str(Path(version.artifact_dir) / artifacts.HEAD_FILE), options, providers=["CPUExecutionProvider"]
-    )
-    head = LoadedHead(manifest, session)
-    with _lock:
-        _heads[key] = head
-        while len(_heads) > MAX_HEADS:
-            _heads.popitem(last=False)
+    model = onnx.load(str(Path(version.artifact_dir) / artifacts.HEAD_FILE))
+    head = LoadedHead(manifest, _session(model.SerializeToString()), head_parts(model))
+    _keep(_heads, key, head, MAX_HEADS)
     return head
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Many versions' heads as one ONNX graph: one pass gives every head's columns."""
+
+    session: ort.InferenceSession
+    columns: tuple[slice, ...]  # each version's columns of the output, in the given order
+    heads: tuple[LoadedHead, ...]
+
+    def scores(self, vectors: np.ndarray) -> list[np.ndarray]:
+        out = _run(self.session, vectors)
+        return [out[:, c] for c in self.columns]
+
+
+def stack_of(versions: Sequence[ModelVersion], encoder_id: str, threads: int = 1) -> Stack:
+    """The versions' heads stacked into one graph, built once per process for each set of versions
+    (a promotion changes the set, and the next request builds the new one)."""
+    key = (*(v.manifest_sha256 for v in versions), encoder_id, str(threads))
+    stack: Stack | None = _cached(_stacks, key)
+    if stack is not None:
+        return stack
+    heads = tuple(head_of(v, encoder_id) for v in versions)
+    model = stacked_model([h.parts for h in heads])
+    columns, start = [], 0
+    for h in heads:
+        width = h.parts[0].shape[1]
+        columns.append(slice(start, start + width))
+        start += width
+    stack = Stack(_session(model.SerializeToString(), threads), tuple(columns), heads)
+    _keep(_stacks, key, stack, MAX_STACKS)
+    return stack
 
 
 def embed(texts: Sequence[str], encoder_id: str | None) -> tuple[np.ndarray, str]:
@@ -83,8 +134,13 @@ class Answer:
 def answers(
     version: ModelVersion, head: LoadedHead, vectors: np.ndarray, threshold: float | None
 ) -> list[Answer]:
-    out = head.scores(vectors)
-    labels: list[str] = head.manifest["labels"]
+    return answers_from(version, head.manifest["labels"], head.scores(vectors), threshold)
+
+
+def answers_from(
+    version: ModelVersion, labels: list[str], out: np.ndarray, threshold: float | None
+) -> list[Answer]:
+    """Answers from a head's output columns (one head's, or its slice of a stack's)."""
     if version.kind == "topic":
         best = out.argmax(axis=1)
         return [

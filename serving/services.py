@@ -37,8 +37,19 @@ def versions_root(tracker: Tracker) -> Path:
 
 def encoder_id_of(tracker: Tracker) -> str | None:
     """The encoder that made the vectors of the tracker's datasets (None if they disagree or have none)."""
-    ids = set(tracker.datasets.values_list("encoder_id", flat=True)) - {""}
-    return ids.pop() if len(ids) == 1 else None
+    return encoder_ids_of([tracker.pk])[tracker.pk]
+
+
+def encoder_ids_of(tracker_ids: list[int]) -> dict[int, str | None]:
+    """``encoder_id_of`` for many trackers in one query."""
+    ids: dict[int, set[str]] = {t: set() for t in tracker_ids}
+    for tracker_id, encoder_id in Tracker.datasets.through.objects.filter(
+        tracker_id__in=tracker_ids
+    ).values_list("tracker_id", "dataset__encoder_id"):
+        ids[tracker_id].add(encoder_id)
+    for found in ids.values():
+        found.discard("")
+    return {t: found.pop() if len(found) == 1 else None for t, found in ids.items()}
 
 
 def _encoder_entry(tracker: Tracker) -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""Serving tasks: a finished training run becomes a model version."""
+"""Serving tasks: a finished training run becomes a model version; a dataset is scored in bulk."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
 from labeling.models import TrainingRun
-from serving import services
+from serving import scoring, services
+from serving.models import ScoringJob
+from trackers import work
 
 
 @shared_task(acks_late=True)
@@ -20,3 +22,15 @@ def publish_version(*, training_run_id: int) -> int | None:
 def publish_missing_versions() -> list[int]:
     """Periodic: runs whose version task was lost are published."""
     return services.publish_missing()
+
+
+@shared_task(bind=True, acks_late=True)
+def score_dataset(self, *, job_id: int) -> None:
+    """Score a stored dataset with the job's versions (claimed once; a takeover goes on from the checkpoint)."""
+    work.run_claimed(self, ScoringJob, job_id, scoring.run_scoring)
+
+
+@shared_task
+def sweep_stale_scoring() -> dict:
+    """Periodic: scoring jobs whose worker died or whose message was lost are queued again."""
+    return scoring.requeue_stale()

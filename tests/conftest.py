@@ -1,4 +1,5 @@
-"""Personas, a fake encoder by default, isolated artifact folders, eager Celery."""
+"""Personas, a fake encoder by default, isolated artifact folders, eager Celery, and the environment
+of real worker processes."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import secrets
 from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings as django_settings
+from django.db import connection
 
 from tests.factories import DatasetFactory, MembershipFactory, UserFactory, WorkspaceFactory
 from tests.fakes import FakeEncoder
+from tests.workers import worker_env
 from trackers.models import Role
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,6 +150,41 @@ def embedded(dataset, owner, django_capture_on_commit_callbacks):
     dataset.refresh_from_db()
     assert dataset.vector_count == 116
     return dataset
+
+
+@pytest.fixture
+def broker(settings):
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith("redis://"):
+        pytest.skip("worker tests need REDIS_URL (make test sets it)")
+    client = redis.Redis.from_url(url)
+
+    def drop_our_keys():
+        # Only this run's keys: another suite may be using the same Redis database right now.
+        for key in client.scan_iter(match=f"{BROKER_KEY_PREFIX}*", count=500):
+            client.delete(key)
+
+    drop_our_keys()
+    yield url
+    drop_our_keys()
+
+
+@pytest.fixture
+def env(broker, settings, tmp_path):
+    """The environment of a real worker process on this run's PostgreSQL database and Redis keys."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("worker tests need DATABASE_URL pointing at PostgreSQL (make test sets it)")
+    url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{connection.settings_dict['NAME']}"
+    return worker_env(
+        DATABASE_URL=url,
+        REDIS_URL=broker,
+        CELERY_BROKER_URL=broker,
+        TRACKERS_ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
+        TRACKERS_MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        TRACKERS_ENCODER_DIR=str(settings.ENCODER_DIR),
+        TRACKERS_DATA_DIR=str(tmp_path / "var"),
+    )
 
 
 @pytest.fixture

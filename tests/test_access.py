@@ -6,7 +6,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from serving.models import ApiKey
+from serving.models import ApiKey, ScoringJob
 from tests.factories import DocumentFactory, MembershipFactory, SegmentFactory, UserFactory
 from trackers.models import Job, JobKind, Role, Tracker
 
@@ -39,6 +39,11 @@ OBJECT_URLS = {
     "tracker-versions-automatic": "tracker",
     "tracker-version-promote": "tracker",
     "tracker-version-download": "tracker",
+    "dataset-scoring": "dataset",
+    "scoring-job": "scoring",
+    "scoring-progress": "scoring",
+    "scoring-download": "scoring",
+    "scoring-feedback": "scoring",
 }
 POST_ONLY = {
     "dataset-create",
@@ -50,9 +55,16 @@ POST_ONLY = {
     "tracker-versions-automatic",
     "tracker-version-promote",
     "api-key-revoke",
+    "scoring-feedback",
 }
-# a version number, a key id
-MORE_ARGS = {"tracker-version-promote": [1], "tracker-version-download": [1], "api-key-revoke": [1]}
+# a version number, a key id, a download's format, a result id
+MORE_ARGS = {
+    "tracker-version-promote": [1],
+    "tracker-version-download": [1],
+    "api-key-revoke": [1],
+    "scoring-download": ["csv"],
+    "scoring-feedback": [1],
+}
 
 
 def url_of(name: str, objects: dict) -> str:
@@ -77,7 +89,15 @@ def objects(workspace, dataset, owner):
     SegmentFactory(document=doc)
     job = Job.objects.create(workspace=workspace, dataset=dataset, kind=JobKind.IMPORT)
     tracker = Tracker.objects.create(workspace=workspace, name="t")
-    return {"workspace": workspace, "dataset": dataset, "document": doc, "job": job, "tracker": tracker}
+    scoring = ScoringJob.objects.create(workspace=workspace, dataset=dataset)
+    return {
+        "workspace": workspace,
+        "dataset": dataset,
+        "document": doc,
+        "job": job,
+        "tracker": tracker,
+        "scoring": scoring,
+    }
 
 
 @pytest.mark.parametrize("name", sorted(OBJECT_URLS))

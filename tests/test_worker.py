@@ -8,48 +8,13 @@ import signal
 
 import pytest
 import redis
-from django.db import connection
 
 from tests.conftest import BROKER_KEY_PREFIX, shared_file
-from tests.workers import start_worker, stop_worker, wait_for, worker_env
+from tests.workers import start_worker, stop_worker, wait_for
 from trackers import services
 from trackers.models import Dataset, Job, JobKind, JobState, Segment
 
 pytestmark = [pytest.mark.real_worker, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def broker(settings):
-    url = settings.CELERY_BROKER_URL
-    if not url.startswith("redis://"):
-        pytest.skip("worker tests need REDIS_URL (make test sets it)")
-    client = redis.Redis.from_url(url)
-
-    def drop_our_keys():
-        # Only this run's keys: another suite may be using the same Redis database right now.
-        for key in client.scan_iter(match=f"{BROKER_KEY_PREFIX}*", count=500):
-            client.delete(key)
-
-    drop_our_keys()
-    yield url
-    drop_our_keys()
-
-
-@pytest.fixture
-def env(broker, settings, tmp_path):
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        pytest.skip("worker tests need DATABASE_URL pointing at PostgreSQL (make test sets it)")
-    url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{connection.settings_dict['NAME']}"
-    return worker_env(
-        DATABASE_URL=url,
-        REDIS_URL=broker,
-        CELERY_BROKER_URL=broker,
-        TRACKERS_ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
-        TRACKERS_MEDIA_ROOT=str(settings.MEDIA_ROOT),
-        TRACKERS_ENCODER_DIR=str(settings.ENCODER_DIR),
-        TRACKERS_DATA_DIR=str(tmp_path / "var"),
-    )
 
 
 def jobs_done(dataset):

@@ -180,22 +180,41 @@ class ClaimableWork(models.Model):
         return {"error": reason}
 
 
+class ProgressWork(ClaimableWork):
+    """Claimable work with visible progress: ``processed`` of ``total`` and a message for people."""
+
+    processed = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    message = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def failure_fields(self, reason: str) -> dict:
+        return {"error": reason, "message": reason[:500]}
+
+    @property
+    def percent(self) -> int:
+        if self.state == WorkState.SUCCEEDED:
+            return 100
+        if not self.total:
+            return 0
+        return min(100, int(100 * self.processed / self.total))
+
+
 class JobKind(models.TextChoices):
     IMPORT = "import", "Import"
     EMBED = "embed", "Embed"
     INDEX = "index", "Build index"
 
 
-class Job(ClaimableWork):
+class Job(ProgressWork):
     """A unit of corpus work (import, embedding, index) with visible progress."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="jobs")
     dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
     kind = models.CharField(max_length=16, choices=JobKind.choices)
     params = models.JSONField(default=dict, blank=True)
-    processed = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
-    message = models.CharField(max_length=500, blank=True)
     errors = models.JSONField(default=list, blank=True)
     result = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -206,17 +225,6 @@ class Job(ClaimableWork):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.code} ({self.state})"
-
-    def failure_fields(self, reason: str) -> dict:
-        return {"error": reason, "message": reason[:500]}
-
-    @property
-    def percent(self) -> int:
-        if self.state == JobState.SUCCEEDED:
-            return 100
-        if not self.total:
-            return 0
-        return min(100, int(100 * self.processed / self.total))
 
 
 class EmbedPart(ClaimableWork):

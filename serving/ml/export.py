@@ -11,6 +11,8 @@ token ids to scores.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -70,9 +72,7 @@ def standalone_model(encoder: onnx.ModelProto, head: onnx.ModelProto, *, hidden:
     model = onnx.ModelProto()
     model.CopyFrom(encoder)
     graph = model.graph
-    weights = numpy_helper.to_array(next(i for i in head.graph.initializer if i.name == "head_W"))
-    bias = numpy_helper.to_array(next(i for i in head.graph.initializer if i.name == "head_b"))
-    topic = any(n.op_type == "Softmax" for n in head.graph.node)
+    weights, bias, topic = head_parts(head)
     const = [
         numpy_helper.from_array(np.asarray([1], dtype=np.int64), "pool_axis"),
         numpy_helper.from_array(np.asarray(1e-9, dtype=np.float32), "pool_eps"),
@@ -106,6 +106,58 @@ def standalone_model(encoder: onnx.ModelProto, head: onnx.ModelProto, *, hidden:
     )
     onnx.checker.check_model(model)
     return model
+
+
+def head_parts(head: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A head graph's weights (dim, outputs), intercepts (outputs,) and whether it is a softmax."""
+    weights = numpy_helper.to_array(next(i for i in head.graph.initializer if i.name == "head_W"))
+    bias = numpy_helper.to_array(next(i for i in head.graph.initializer if i.name == "head_b"))
+    return weights, bias, any(n.op_type == "Softmax" for n in head.graph.node)
+
+
+def stacked_model(heads: Sequence[tuple[np.ndarray, np.ndarray, bool]]) -> onnx.ModelProto:
+    """Many heads as one graph: one product with their weights side by side, then each head's own
+    sigmoid or softmax over its columns. ``scores`` holds the heads' columns in the given order."""
+    if not heads:
+        raise ValueError("no heads to stack")
+    dims = {w.shape[0] for w, _, _ in heads}
+    if len(dims) != 1:
+        raise ValueError(f"heads of different input sizes cannot be stacked: {sorted(dims)}")
+    weights = np.hstack([np.asarray(w, dtype=np.float32) for w, _, _ in heads])
+    bias = np.concatenate([np.asarray(b, dtype=np.float32).reshape(-1) for _, b, _ in heads])
+    widths = [w.shape[1] for w, _, _ in heads]
+    initializers = [numpy_helper.from_array(weights, "stack_W"), numpy_helper.from_array(bias, "stack_b")]
+    nodes = [
+        helper.make_node("MatMul", [VECTORS, "stack_W"], ["stack_z"]),
+        helper.make_node("Add", ["stack_z", "stack_b"], ["stack_logits"]),
+    ]
+    if len(heads) == 1:
+        parts = ["stack_logits"]
+    else:
+        parts = [f"stack_part{i}" for i in range(len(heads))]
+        initializers.append(numpy_helper.from_array(np.asarray(widths, dtype=np.int64), "stack_widths"))
+        nodes.append(helper.make_node("Split", ["stack_logits", "stack_widths"], parts, axis=1))
+    activated = []
+    for i, (part, (_, _, topic)) in enumerate(zip(parts, heads, strict=True)):
+        name = f"stack_scores{i}"
+        nodes.append(
+            helper.make_node("Softmax", [part], [name], axis=1)
+            if topic
+            else helper.make_node("Sigmoid", [part], [name])
+        )
+        activated.append(name)
+    if len(activated) == 1:
+        nodes.append(helper.make_node("Identity", activated, [SCORES]))
+    else:
+        nodes.append(helper.make_node("Concat", activated, [SCORES], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "tracker_heads",
+        [helper.make_tensor_value_info(VECTORS, TensorProto.FLOAT, ["n", weights.shape[0]])],
+        [helper.make_tensor_value_info(SCORES, TensorProto.FLOAT, ["n", weights.shape[1]])],
+        initializer=initializers,
+    )
+    return _model(graph)
 
 
 def _model(graph: onnx.GraphProto) -> onnx.ModelProto:

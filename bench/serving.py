@@ -1,0 +1,448 @@
+"""Serving benchmark: the prediction API under its production server, against a baseline, in one run.
+
+A fresh install in a temporary folder (the embedded default: SQLite; the demo corpus imported and
+embedded with the real encoder; 100 concept trackers trained through the app's own services, each
+with a live model version; a 100,000-segment dataset) is served by gunicorn as `make run` starts
+it, on loopback. Measured:
+
+- one short text through ``POST /api/v1/trackers/{code}/predict``: p50/p99 latency at concurrency 1
+  and throughput at 1, 4 and 16 concurrent clients; the same for the baseline (``bench/baseline_app.py``:
+  sentence-transformers and a scikit-learn head with the same weights, behind the same gunicorn);
+- the raw encoder's batch-1 p50 in-process;
+- the same text through ``POST /api/v1/workspaces/{code}/predict`` with 1, 10 and 100 live trackers;
+- in-process cost per text of the app's serving path (live version, encoder, head, answers) at
+  batch 1 and 32, against the raw encoder alone;
+- bulk scoring of the 100,000-segment dataset by 10 trackers (the app's job, run in-process), next
+  to the encoder's own rate;
+- cold start of a web worker to its first prediction, and a web worker's resident memory.
+
+    python bench/serving.py [--seconds 6]
+
+Writes bench/results/serving.json and prints a table. The per-key rate limit is raised for the run
+(TRACKERS_API_V1_RATE): it would otherwise answer 429 long before the server is the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "serving.json"
+TEXT = "honestly the price is too high for us this year"
+BULK_SEGMENTS = 100_000
+BULK_DISTINCT = 5_000
+TRACKERS = 100
+
+SETUP = r"""
+import json, sys, time
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from config.celery import app
+app.conf.task_always_eager = True  # import, embed, index, training and publishing in this process
+from collections import Counter
+from django.contrib.auth.models import User
+from labeling import game
+from labeling import services as labeling
+from serving import services as serving
+from serving.ml.export import head_parts
+from serving.models import ApiKey
+from trackers import services
+from trackers.demo import demo_zip
+from trackers.models import Membership, Role, Segment, Tracker, Workspace
+import onnx
+
+owner = User.objects.create_user("owner", password="x")
+ws = Workspace.objects.create(name="Serving bench")
+Membership.objects.create(workspace=ws, user=owner, role=Role.OWNER)
+ds = services.create_dataset(workspace=ws, name="Demo calls")
+services.start_import(dataset=ds, user=owner, filename="demo.zip", data=demo_zip(150))
+ds.refresh_from_db()
+print(f"  demo corpus: {ds.vector_count} vectors", file=sys.stderr, flush=True)
+segments = list(Segment.objects.filter(dataset=ds).order_by("pk"))
+words = Counter(w for s in segments for w in set(s.text.lower().split()) if len(w) > 4 and w.isalpha())
+keywords = [w for w, n in words.most_common() if 30 <= n <= len(segments) // 3][: int(sys.argv[1])]
+trackers = []
+started = time.perf_counter()
+for i in range(int(sys.argv[1])):
+    word = keywords[i % len(keywords)]
+    tracker = labeling.create_tracker(workspace=ws, user=owner, name=f"mentions {word} {i}", datasets=[ds],
+                                      seeds=[s.text for s in segments if word in s.text.lower()][:3], round_size=10)
+    yes = [s for s in segments if word in s.text.lower().split()][:20]
+    no = [s for s in segments if word not in s.text.lower()][i : i + 40]
+    for s in yes:
+        game.record_label(tracker, owner, segment=s, answer="yes")
+    for s in no:
+        game.record_label(tracker, owner, segment=s, answer="no")
+    labeling.request_training(tracker)
+    version = serving.live_version(tracker)
+    assert version is not None, f"tracker {i} has no live version"
+    trackers.append(str(tracker.code))
+    if i % 10 == 9:
+        print(f"  {i + 1} trackers trained", file=sys.stderr, flush=True)
+train_s = time.perf_counter() - started
+first = serving.live_version(Tracker.objects.get(code=trackers[0]))
+w, b, _ = head_parts(onnx.load(f"{first.artifact_dir}/head.onnx"))
+threshold, _ = serving.threshold_of(first)
+rows = [f"customer {i % int(sys.argv[3])} asked about the {keywords[i % len(keywords)]} on call {i % 997}"
+        for i in range(int(sys.argv[2]))]
+bulk = services.create_dataset(workspace=ws, name="Bulk")
+started = time.perf_counter()
+services.start_import(dataset=bulk, user=owner, filename="bulk.csv", data=("text\n" + "\n".join(rows) + "\n").encode())
+bulk.refresh_from_db()
+key = ApiKey.issue(workspace=ws, name="bench", created_by=owner, role=Role.OWNER)[1]
+print(json.dumps({"key": key, "trackers": trackers, "workspace": str(ws.code), "bulk": str(bulk.code),
+                  "bulk_segments": bulk.segments.count(), "bulk_vectors": bulk.vector_count,
+                  "bulk_import_s": time.perf_counter() - started, "train_s": train_s,
+                  "demo_segments": len(segments),
+                  "head": {"coef": w[:, 0].tolist(), "intercept": float(b[0]), "threshold": threshold}}))
+"""
+
+IN_PROCESS = r"""
+import json, sys, time
+import django
+django.setup()
+import numpy as np
+from config.celery import app
+app.conf.task_always_eager = True
+from serving import runtime, scoring, services
+from serving.models import ScoringJob
+from trackers import encoders
+from trackers.models import Dataset, Tracker
+
+args = json.loads(sys.argv[1])
+tracker = Tracker.objects.get(code=args["trackers"][0])
+encoder = encoders.get_encoder(services.encoder_id_of(tracker))
+texts32 = [f"{args['text']} ({i})" for i in range(32)]
+
+def app_path(texts):
+    version = services.live_version(tracker)
+    vectors, encoder_id = runtime.embed(texts, services.encoder_id_of(tracker))
+    head = runtime.head_of(version, encoder_id)
+    threshold, _ = services.threshold_of(version)
+    return runtime.answers(version, head, vectors, threshold)
+
+def per_text_ms(fn, texts, reps):
+    for _ in range(5):
+        fn(texts)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn(texts)
+        times.append((time.perf_counter() - t) * 1000 / len(texts))
+    return float(np.median(times))
+
+out = {}
+# Interleaved rounds, so that both see the same machine state.
+raw1, app1, raw32, app32 = [], [], [], []
+for _ in range(5):
+    raw1.append(per_text_ms(encoder.encode, [args["text"]], 60))
+    app1.append(per_text_ms(app_path, [args["text"]], 60))
+    raw32.append(per_text_ms(encoder.encode, texts32, 6))
+    app32.append(per_text_ms(app_path, texts32, 6))
+out["encoder_b1_p50_ms"] = float(np.median(raw1))
+out["app_b1_ms"] = float(np.median(app1))
+out["encoder_b32_ms_per_text"] = float(np.median(raw32))
+out["app_b32_ms_per_text"] = float(np.median(app32))
+distinct = [f"customer {i} asked about the price on call {i % 997}" for i in range(640)]
+started = time.perf_counter()
+for i in range(0, len(distinct), 32):
+    encoder.encode(distinct[i : i + 32])
+out["encoder_per_s"] = len(distinct) / (time.perf_counter() - started)
+bulk = Dataset.objects.get(code=args["bulk"])
+chosen = list(Tracker.objects.filter(code__in=args["trackers"][:10]))
+started = time.perf_counter()
+job = scoring.start_scoring(dataset=bulk, user=None, trackers=chosen)
+job.refresh_from_db()
+elapsed = time.perf_counter() - started
+assert job.state == "succeeded", job.error
+out["bulk"] = {"segments": job.processed, "trackers": len(chosen), "seconds": elapsed,
+               "segments_per_s": job.processed / elapsed,
+               "matches": sum(c["matches"] for c in job.result["trackers"].values())}
+print(json.dumps(out))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "TRACKERS_", "PYTEST"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        TRACKERS_DATA_DIR=str(data_dir),
+        TRACKERS_LOCAL_HTTP="1",
+        TRACKERS_ENCODER_DIR=str(REPO / "var" / "artifacts" / "encoders" / "all-MiniLM-L6-v2"),
+        TRACKERS_API_V1_RATE="100000000/m",
+        HF_HUB_OFFLINE="1",
+    )
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    return env
+
+
+def _run(code: str, env: dict[str, str], *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=3600,
+    )
+    if done.returncode:
+        raise SystemExit("a benchmark step failed (its error is above)")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _gunicorn(app: str, port: int, env: dict[str, str], workers: int, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            app,
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            "4",
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "ab"),  # noqa: SIM115 (held while the server runs)
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Client:
+    """One keep-alive connection posting JSON."""
+
+    def __init__(self, port: int, path: str, body: dict, headers: dict[str, str]):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.path = path
+        self.body = json.dumps(body).encode()
+        self.headers = {"Content-Type": "application/json", **headers}
+
+    def call(self) -> float:
+        started = time.perf_counter()
+        self.conn.request("POST", self.path, self.body, self.headers)
+        response = self.conn.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{self.path} answered {response.status}: {payload[:300]!r}")
+        return time.perf_counter() - started
+
+
+def _wait_ready(port: int, path: str, body: dict, headers: dict[str, str], timeout: float = 300) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            Client(port, path, body, headers).call()
+            return time.perf_counter() - started
+        except (OSError, RuntimeError, http.client.HTTPException):
+            time.sleep(0.05)
+    raise SystemExit(f"no answer on {path} after {timeout}s")
+
+
+def latency(port: int, path: str, body: dict, headers: dict[str, str], n: int = 400) -> dict[str, float]:
+    client = Client(port, path, body, headers)
+    for _ in range(30):
+        client.call()
+    times = np.array([client.call() for _ in range(n)]) * 1000
+    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+
+
+def throughput(
+    port: int, path: str, body: dict, headers: dict[str, str], clients: int, seconds: float
+) -> float:
+    done = [0] * clients
+    stop = time.perf_counter() + seconds
+
+    def run(i: int) -> None:
+        client = Client(port, path, body, headers)
+        client.call()  # connect before the clock counts
+        while time.perf_counter() < stop:
+            client.call()
+            done[i] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def http_numbers(
+    port: int, path: str, body: dict, headers: dict[str, str], seconds: float
+) -> dict[str, float]:
+    numbers = latency(port, path, body, headers)
+    for c in (1, 4, 16):
+        numbers[f"rps_c{c}"] = throughput(port, path, body, headers, c, seconds)
+    return numbers
+
+
+def worker_rss_mb(master: int) -> float:
+    """The largest resident memory of the server's worker processes."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    sizes = []
+    for pid in children:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return max(sizes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=6.0, help="each throughput run")
+    parser.add_argument(
+        "--trackers", type=int, default=TRACKERS, help="trained trackers (the scaling needs 100)"
+    )
+    parser.add_argument("--bulk-segments", type=int, default=BULK_SEGMENTS)
+    args = parser.parse_args()
+    workers = os.cpu_count() or 2
+    tmp = Path(tempfile.mkdtemp(prefix="trackers-serving-"))
+    try:
+        env = _env(tmp / "var")
+        print(
+            f"setting up: demo corpus, {args.trackers} trained trackers, a {args.bulk_segments:,}-segment dataset…",
+            flush=True,
+        )
+        setup = _run(SETUP, env, str(args.trackers), str(args.bulk_segments), str(BULK_DISTINCT))
+        headers = {"Authorization": f"Bearer {setup['key']}"}
+        one = {"texts": [TEXT]}
+        predict = f"/api/v1/trackers/{setup['trackers'][0]}/predict"
+        many = f"/api/v1/workspaces/{setup['workspace']}/predict"
+        results: dict = {
+            "machine": {"cpus": os.cpu_count(), "web_workers": workers, "threads": 4},
+            "setup": {k: v for k, v in setup.items() if k not in ("key", "head", "trackers")},
+        }
+
+        port = _free_port()
+        server = _gunicorn("config.wsgi", port, env, workers, tmp / "gunicorn.log")
+        try:
+            _wait_ready(port, predict, one, headers)
+            print("app: latency and throughput…", flush=True)
+            results["http"] = http_numbers(port, predict, one, headers, args.seconds)
+            for _ in range(workers * 4):  # every worker has loaded the heads for every tracker count
+                for n in (1, 10, 100):
+                    Client(port, many, {"texts": [TEXT], "trackers": setup["trackers"][:n]}, headers).call()
+            results["trackers_scaling_ms"] = {
+                str(n): latency(
+                    port, many, {"texts": [TEXT], "trackers": setup["trackers"][:n]}, headers, 300
+                )["p50_ms"]
+                for n in (1, 10, 100)
+            }
+            results["rss_mb"] = worker_rss_mb(server.pid)
+        finally:
+            _stop(server)
+
+        head_file = tmp / "head.json"
+        head_file.write_text(json.dumps(setup["head"]))
+        print("baseline: sentence-transformers + scikit-learn behind the same gunicorn…", flush=True)
+        port = _free_port()
+        baseline = _gunicorn(
+            "bench.baseline_app:app",
+            port,
+            {**env, "BASELINE_HEAD": str(head_file)},
+            workers,
+            tmp / "baseline.log",
+        )
+        try:
+            _wait_ready(port, "/predict", one, {})
+            results["baseline_http"] = http_numbers(port, "/predict", one, {}, args.seconds)
+        finally:
+            _stop(baseline)
+
+        print("cold start of a web worker…", flush=True)
+        port = _free_port()
+        started = time.perf_counter()
+        cold = _gunicorn("config.wsgi", port, env, 1, tmp / "cold.log")
+        try:
+            _wait_ready(port, predict, one, headers)
+            results["cold_start_s"] = time.perf_counter() - started
+        finally:
+            _stop(cold)
+
+        print("in-process costs and bulk scoring…", flush=True)
+        inproc = _run(IN_PROCESS, env, json.dumps({**setup, "text": TEXT}))
+        results["encoder_b1_p50_ms"] = inproc["encoder_b1_p50_ms"]
+        results["in_process"] = {
+            "b1_overhead_pct": 100 * (inproc["app_b1_ms"] / inproc["encoder_b1_p50_ms"] - 1),
+            "b32_overhead_pct": 100 * (inproc["app_b32_ms_per_text"] / inproc["encoder_b32_ms_per_text"] - 1),
+            **inproc,
+        }
+        results["in_process"].pop("bulk")
+        results["bulk"] = {**inproc["bulk"], "encoder_per_s": inproc["encoder_per_s"]}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    table(results)
+
+
+def table(r: dict) -> None:
+    h, b = r["http"], r["baseline_http"]
+    rows = [
+        ("one text over HTTP: p50 (ms)", h["p50_ms"], b["p50_ms"], "≤ 10 and ≤ 2× encoder b1"),
+        ("one text over HTTP: p99 (ms)", h["p99_ms"], b["p99_ms"], ""),
+        ("requests/s, 1 client", h["rps_c1"], b["rps_c1"], ""),
+        ("requests/s, 4 clients", h["rps_c4"], b["rps_c4"], ""),
+        ("requests/s, 16 clients", h["rps_c16"], b["rps_c16"], "≥ 3× baseline"),
+    ]
+    print(f"\n{'':34} {'app':>10} {'baseline':>10}  target")
+    for name, ours, theirs, target in rows:
+        print(f"{name:34} {ours:10.2f} {theirs:10.2f}  {target}")
+    print(f"{'raw encoder, batch 1 p50 (ms)':34} {r['encoder_b1_p50_ms']:10.2f}")
+    s = r["trackers_scaling_ms"]
+    print(
+        f"{'1 / 10 / 100 trackers p50 (ms)':34} {s['1']:.2f} / {s['10']:.2f} / {s['100']:.2f}  (100 ≤ 1.3× 1: {s['100'] / s['1']:.2f}×)"
+    )
+    p = r["in_process"]
+    print(f"{'app over raw encoder, batch 1':34} {p['b1_overhead_pct']:+.1f}%  (≤ 10%)")
+    print(f"{'app over raw encoder, batch 32':34} {p['b32_overhead_pct']:+.1f}%  (≤ 10%)")
+    print(
+        f"{'bulk scoring, 10 trackers':34} {r['bulk']['segments_per_s']:,.0f} segments/s vs encoder {r['bulk']['encoder_per_s']:,.0f} texts/s"
+    )
+    print(f"{'cold start to first prediction':34} {r['cold_start_s']:.1f} s")
+    print(f"{'web worker resident memory':34} {r['rss_mb']:.0f} MB")
+    print(f"\nwritten to {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,450 @@
+"""Bulk scoring: a stored dataset scored by live model versions, from the vectors its segments
+already have (nothing is embedded again), as a background job with progress.
+
+Segments are read in id order, a chunk at a time; each chunk's results and the job's checkpoint
+(``done_through``, counts, histograms) are written in one transaction, so a worker that takes over
+a killed one goes on after the last stored chunk and nothing is counted twice. Document trackers
+score each document's mean vector once every segment has been read.
+
+On the results page a reviewer marks a match right or wrong; the answer is stored as the tracker's
+answer (strategy ``feedback``), so the next training run counts it: production feeds training.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, QuerySet
+
+from labeling import game
+from labeling.models import Strategy
+from serving import runtime, services
+from serving.models import Feedback, ModelVersion, ScoredSegment, ScoringJob
+from trackers import work
+from trackers.models import (
+    Dataset,
+    Document,
+    Granularity,
+    Job,
+    JobKind,
+    Segment,
+    Tracker,
+    TrackerKind,
+    WorkState,
+)
+from trackers.services import vector_store
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+log = logging.getLogger(__name__)
+
+BINS = 20  # score histogram bins over [0, 1]
+
+
+class ScoringRefused(ValueError):
+    """A scoring job that cannot be made, and why."""
+
+
+def start_scoring(
+    *,
+    dataset: Dataset,
+    user: User | None,
+    trackers: list[Tracker] | None = None,
+    min_score: float | None = None,
+) -> ScoringJob:
+    """A job scoring ``dataset`` with the live version of each of ``trackers`` (every live tracker
+    of the dataset's workspace if None), queued once the caller's transaction commits."""
+    versions = services.serving_versions().filter(tracker__workspace=dataset.workspace_id, is_live=True)
+    if trackers is not None:
+        versions = versions.filter(tracker__in=trackers)
+        without = {t.pk for t in trackers} - set(versions.values_list("tracker_id", flat=True))
+        if without:
+            name = next(t.name for t in trackers if t.pk in without)
+            raise ScoringRefused(f"tracker '{name}' has no live model version yet: train it, or promote one")
+    chosen = list(versions.order_by("tracker__name", "tracker_id"))
+    if not chosen:
+        raise ScoringRefused("this workspace has no tracker with a live model version to score with")
+    if min_score is not None and not 0.0 <= min_score <= 1.0:
+        raise ScoringRefused(f"min_score must be between 0 and 1; got {min_score}")
+    if Job.objects.filter(
+        dataset=dataset,
+        kind__in=[JobKind.IMPORT, JobKind.EMBED],
+        state__in=[WorkState.QUEUED, WorkState.RUNNING],
+    ).exists():
+        raise ScoringRefused(
+            f"dataset '{dataset.name}' is still being imported or embedded: score it when its jobs are done"
+        )
+    encoder_of = services.encoder_ids_of([v.tracker_id for v in chosen])
+    for version in chosen:
+        if encoder_of.get(version.tracker_id) != dataset.encoder_id:
+            raise ScoringRefused(
+                f"tracker '{version.tracker.name}' was trained on vectors of another encoder "
+                f"({encoder_of.get(version.tracker_id) or 'none'}) than dataset '{dataset.name}' "
+                f"({dataset.encoder_id or 'not embedded'})"
+            )
+    total = Segment.objects.filter(dataset=dataset, vector_row__isnull=False).count()
+    with transaction.atomic():
+        job = ScoringJob.objects.create(
+            workspace_id=dataset.workspace_id,
+            dataset=dataset,
+            created_by=user,
+            min_score=min_score,
+            total=total,
+            message=f"queued: {total:,} segments, {len(chosen)} tracker{'s' if len(chosen) != 1 else ''}",
+        )
+        job.versions.set(chosen)
+        enqueue(job)
+    return job
+
+
+def enqueue(job: ScoringJob) -> None:
+    from serving.tasks import score_dataset
+
+    job_id = job.pk
+    transaction.on_commit(lambda: score_dataset.delay(job_id=job_id))
+
+
+def requeue_stale() -> dict[str, list[int]]:
+    return work.sweep(ScoringJob, enqueue)
+
+
+@dataclass
+class _Scorer:
+    """One version's part of a job: who it reads, what it keeps, what it has counted."""
+
+    version: ModelVersion
+    labels: list[str]
+    threshold: float | None
+    keep_from: float  # results kept at or above this score
+    speaker: str
+    metadata: dict[str, Any]
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> bool:
+        return self.version.tracker.kind == TrackerKind.TOPIC
+
+    def eligible(self, speakers: list[str], metadata: list[dict]) -> np.ndarray:
+        ok = np.ones(len(speakers), dtype=bool)
+        if self.speaker:
+            ok &= np.array([s.lower() == self.speaker for s in speakers], dtype=bool)
+        for key, value in self.metadata.items():
+            ok &= np.array([(m or {}).get(key) == value for m in metadata], dtype=bool)
+        return ok
+
+    def count(self, scores: np.ndarray, labels: np.ndarray | None, matched: np.ndarray) -> None:
+        c = self.counts
+        c["scored"] = c.get("scored", 0) + len(scores)
+        c["matches"] = c.get("matches", 0) + int(matched.sum())
+        hist = np.histogram(scores, bins=BINS, range=(0.0, 1.0))[0]
+        c["histogram"] = (np.asarray(c.get("histogram", [0] * BINS)) + hist).tolist()
+        if labels is not None:
+            per = c.setdefault("labels", {})
+            for name, n in zip(*np.unique(labels, return_counts=True), strict=True):
+                per[str(name)] = per.get(str(name), 0) + int(n)
+
+
+def _scorers(job: ScoringJob) -> list[_Scorer]:
+    scorers = []
+    previous = job.result.get("trackers", {})
+    for version in (
+        services.serving_versions().filter(scoring_jobs=job).order_by("tracker__name", "tracker_id")
+    ):
+        threshold, _ = services.threshold_of(version)
+        tracker = version.tracker
+        keep_from = (
+            job.min_score if job.min_score is not None else (threshold if threshold is not None else 0.0)
+        )
+        scorers.append(
+            _Scorer(
+                version=version,
+                labels=list(version.labels),
+                threshold=threshold,
+                keep_from=float(keep_from),
+                speaker=tracker.speaker_filter.lower(),
+                metadata=dict(tracker.metadata_filter or {}),
+                counts=dict(previous.get(str(version.pk), {})),
+            )
+        )
+    return scorers
+
+
+def _results(
+    scorer: _Scorer, out: np.ndarray, segment_ids: np.ndarray, job: ScoringJob
+) -> tuple[list[ScoredSegment], np.ndarray, np.ndarray | None, np.ndarray]:
+    """The rows to keep from one head's output columns, and what to count."""
+    if scorer.topic:
+        best = out.argmax(axis=1)
+        scores = out[np.arange(len(out)), best]
+        labels = np.asarray(scorer.labels, dtype=object)[best]
+        matched = np.array([lab != "none" for lab in labels], dtype=bool)
+        keep = matched & (scores >= scorer.keep_from)
+    else:
+        scores = out[:, 0]
+        labels = None
+        assert scorer.threshold is not None, "a concept version answers at a threshold"
+        matched = scores >= scorer.threshold
+        keep = scores >= scorer.keep_from
+    rows = [
+        ScoredSegment(
+            job=job,
+            version=scorer.version,
+            segment_id=int(segment_ids[i]),
+            score=float(scores[i]),
+            label=str(labels[i]) if labels is not None else ("yes" if matched[i] else "no"),
+            match=bool(matched[i]),
+        )
+        for i in np.nonzero(keep)[0]
+    ]
+    return rows, scores, labels, matched
+
+
+def run_scoring(job: ScoringJob) -> dict[str, Any]:
+    """The job's work: every segment with a vector, a chunk at a time, then whole documents."""
+    dataset = job.dataset
+    scorers = _scorers(job)
+    segment_level = [s for s in scorers if s.version.tracker.granularity != Granularity.DOCUMENT]
+    document_level = [s for s in scorers if s.version.tracker.granularity == Granularity.DOCUMENT]
+    # Results past the checkpoint belong to a chunk whose transaction never committed: none exist,
+    # but a document tracker's results are written at the end, after the last checkpoint.
+    ScoredSegment.objects.filter(job=job, segment_id__gt=job.done_through).delete()
+    ScoredSegment.objects.filter(job=job, version__tracker__granularity=Granularity.DOCUMENT).delete()
+    for scorer in document_level:
+        scorer.counts = {}  # counted again below, from every document
+    encoder_id = dataset.encoder_id
+    store = vector_store(dataset)
+    stack = runtime.stack_of([s.version for s in segment_level], encoder_id) if segment_level else None
+    groups = _document_groups(document_level)
+    sums: dict[tuple, dict[int, np.ndarray]] = {g: {} for g in groups}
+    first_line: dict[tuple, dict[int, int]] = {g: {} for g in groups}
+    metadata: dict[int, dict] = {}
+    after = 0
+    processed = job.processed
+    work.heartbeat(job, message="scoring…")
+    while True:
+        rows = list(
+            Segment.objects.filter(dataset=dataset, vector_row__isnull=False, pk__gt=after)
+            .order_by("pk")
+            .values_list("pk", "vector_row", "document_id", "speaker")[: settings.SCORING_CHUNK_SEGMENTS]
+        )
+        if not rows:
+            break
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        replay = int(ids[-1]) <= job.done_through  # scored before a takeover: documents only
+        if not replay or groups:
+            vectors = store.get([r[1] or 0 for r in rows])  # never None: filtered on vector_row
+            speakers = [r[3] for r in rows]
+            docs = [r[2] for r in rows]
+            if any(s.metadata for s in scorers):
+                missing = {d for d in docs if d not in metadata}
+                metadata.update(Document.objects.filter(pk__in=missing).values_list("pk", "metadata"))
+            meta = [metadata.get(d, {}) for d in docs]
+            for key, members in groups.items():
+                ok = members[0].eligible(speakers, meta)
+                for i in np.nonzero(ok)[0]:
+                    d = docs[i]
+                    if d in sums[key]:
+                        sums[key][d] += vectors[i]
+                    else:
+                        sums[key][d], first_line[key][d] = vectors[i].astype(np.float64), int(ids[i])
+            if not replay:
+                results: list[ScoredSegment] = []
+                outs = stack.scores(vectors) if stack is not None else []
+                for scorer, out in zip(segment_level, outs, strict=True):
+                    ok = scorer.eligible(speakers, meta)
+                    kept, scores, labels, matched = _results(scorer, out[ok], ids[ok], job)
+                    results.extend(kept)
+                    scorer.count(scores, labels, matched)
+                processed += len(rows)
+                _checkpoint(job, results, int(ids[-1]), processed, scorers)
+        after = int(ids[-1])
+    results = []
+    for key, members in groups.items():
+        docs_in = sorted(sums[key])
+        if not docs_in:
+            continue
+        total = np.vstack([sums[key][d] for d in docs_in])
+        vectors = (total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        first = np.array([first_line[key][d] for d in docs_in], dtype=np.int64)
+        doc_stack = runtime.stack_of([s.version for s in members], encoder_id)
+        for scorer, out in zip(members, doc_stack.scores(vectors), strict=True):
+            kept, scores, labels, matched = _results(scorer, out, first, job)
+            results.extend(kept)
+            scorer.count(scores, labels, matched)
+    _checkpoint(job, results, job.done_through, processed, scorers)
+    skipped = Segment.objects.filter(dataset=dataset, vector_row__isnull=True).count()
+    matches = sum(s.counts.get("matches", 0) for s in scorers)
+    message = f"{matches:,} matches by {len(scorers)} tracker{'s' if len(scorers) != 1 else ''} in {processed:,} segments"
+    if skipped:
+        message += f"; {skipped:,} segments without a vector were not scored"
+    return {"message": message[:500], "processed": processed}
+
+
+def _document_groups(scorers: list[_Scorer]) -> dict[tuple, list[_Scorer]]:
+    """Document trackers with the same filters read the same lines: one mean vector per document."""
+    groups: dict[tuple, list[_Scorer]] = {}
+    for s in scorers:
+        groups.setdefault((s.speaker, json.dumps(s.metadata, sort_keys=True)), []).append(s)
+    return groups
+
+
+def _checkpoint(
+    job: ScoringJob, results: list[ScoredSegment], done_through: int, processed: int, scorers: list[_Scorer]
+) -> None:
+    result = {"trackers": {str(s.version.pk): s.counts for s in scorers}}
+    with transaction.atomic():
+        ScoredSegment.objects.bulk_create(results, batch_size=2000)
+        job.done_through = done_through
+        work.heartbeat(job, processed=processed, done_through=done_through, result=result)
+
+
+# --- Reading the results -------------------------------------------------------------------
+
+
+def results_of(
+    job: ScoringJob,
+    *,
+    tracker: Tracker | None = None,
+    min_score: float | None = None,
+    matches_only: bool = False,
+) -> QuerySet[ScoredSegment]:
+    qs = ScoredSegment.objects.filter(job=job).select_related(
+        "version__tracker", "segment__document", "feedback_by"
+    )
+    if tracker is not None:
+        qs = qs.filter(version__tracker=tracker)
+    if min_score is not None:
+        qs = qs.filter(score__gte=min_score)
+    if matches_only:
+        qs = qs.filter(match=True)
+    return qs.order_by("-score", "id")
+
+
+def with_context(results: list[ScoredSegment]) -> list[ScoredSegment]:
+    """Each result with the lines before and after it in its document (``before``/``after``)."""
+    wanted = Q()
+    for r in results:
+        seg = r.segment
+        wanted |= Q(document_id=seg.document_id, position__in=[seg.position - 1, seg.position + 1])
+    around = {}
+    if results:
+        around = {
+            (s.document_id, s.position): s
+            for s in Segment.objects.filter(wanted).only("document_id", "position", "speaker", "text")
+        }
+    for r in results:
+        seg = r.segment
+        r.before = around.get((seg.document_id, seg.position - 1))  # type: ignore[attr-defined]
+        r.after = around.get((seg.document_id, seg.position + 1))  # type: ignore[attr-defined]
+    return results
+
+
+COLUMNS = [
+    "tracker",
+    "version",
+    "score",
+    "label",
+    "match",
+    "document",
+    "external_id",
+    "position",
+    "speaker",
+    "text",
+    "feedback",
+]
+
+
+def _record(r: ScoredSegment) -> dict[str, Any]:
+    seg = r.segment
+    return {
+        "tracker": r.version.tracker.name,
+        "version": r.version.number,
+        "score": round(r.score, 6),
+        "label": r.label,
+        "match": r.match,
+        "document": seg.document.title,
+        "external_id": seg.document.external_id,
+        "position": seg.position,
+        "speaker": seg.speaker,
+        "text": seg.text,
+        "feedback": r.feedback,
+    }
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: one starting like a formula gets a leading apostrophe."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_lines(results: QuerySet[ScoredSegment]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(COLUMNS)
+    yield flush()
+    for r in results.iterator(chunk_size=2000):
+        record = _record(r)
+        writer.writerow([spreadsheet_safe(record[c]) for c in COLUMNS])
+        yield flush()
+
+
+def jsonl_lines(results: QuerySet[ScoredSegment]) -> Iterator[str]:
+    for r in results.iterator(chunk_size=2000):
+        yield json.dumps(_record(r), ensure_ascii=False) + "\n"
+
+
+# --- Feedback -------------------------------------------------------------------------------
+
+
+class FeedbackRefused(ValueError):
+    """Feedback that cannot be recorded, and why."""
+
+
+def give_feedback(result: ScoredSegment, user: User, verdict: str, label: str | None = None) -> ScoredSegment:
+    """Mark a result right or wrong; the verdict becomes the user's answer for the tracker.
+
+    A concept's right is 'yes' and its wrong 'no'. A topic's right is its label; a wrong one needs
+    the right label. A segment of a dataset the tracker did not learn from brings that dataset into
+    the tracker's pool, so that training can read the answer.
+    """
+    if verdict not in Feedback.values:
+        raise FeedbackRefused(f"'{verdict}' is not a verdict; expected right or wrong")
+    tracker = result.version.tracker
+    if tracker.kind == TrackerKind.TOPIC:
+        answer = result.label if verdict == Feedback.RIGHT else label
+        if verdict == Feedback.WRONG and (not label or label == result.label):
+            raise FeedbackRefused(
+                f"say which label is right instead of '{result.label}': one of {', '.join(tracker.answers)}"
+            )
+    else:
+        concept_answer = "yes" if result.match else "no"
+        answer = concept_answer if verdict == Feedback.RIGHT else ("no" if result.match else "yes")
+    segment = result.segment
+    with transaction.atomic():
+        if not tracker.datasets.filter(pk=segment.dataset_id).exists():
+            tracker.datasets.add(segment.dataset_id)
+        game.record_label(tracker, user, segment=segment, answer=str(answer), strategy=Strategy.FEEDBACK)
+        result.feedback, result.feedback_by = verdict, user
+        result.save(update_fields=["feedback", "feedback_by"])
+    return result

@@ -1,0 +1,177 @@
+"""Bulk scoring in the prediction API: start a job on a stored dataset, follow it, read and download
+its results, and mark a result right or wrong (the answer joins the tracker's answers)."""
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from ninja import Field, Query, Router, Schema, Status
+from ninja.errors import HttpError
+from ninja.pagination import LimitOffsetPagination, paginate
+
+from serving import scoring
+from serving.models import ScoredSegment, ScoringJob
+from trackers.access import Scope
+from trackers.models import CAN_IMPORT, CAN_LABEL
+
+router = Router(tags=["bulk scoring"])
+
+
+class ScoreIn(Schema):
+    trackers: list[UUID] | None = Field(
+        None, max_length=100, description="tracker codes; every live tracker of the workspace if absent"
+    )
+    min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="keep results from this score; each tracker's threshold in use if absent",
+    )
+
+
+class TrackerCounts(Schema):
+    tracker: UUID
+    name: str
+    version: int
+    scored: int
+    matches: int
+    histogram: list[int] = Field(description="scores in 20 equal bins over [0, 1]")
+    labels: dict[str, int] | None = None
+
+
+class ScoringJobOut(Schema):
+    code: UUID
+    dataset: UUID = Field(alias="dataset.code")
+    state: str
+    percent: int
+    processed: int
+    total: int
+    message: str
+    error: str
+    min_score: float | None
+    created_at: datetime
+    finished_at: datetime | None
+    trackers: list[TrackerCounts]
+
+    @staticmethod
+    def resolve_trackers(job: ScoringJob) -> list[dict]:
+        counts = job.result.get("trackers", {})
+        return [
+            {
+                "tracker": v.tracker.code,
+                "name": v.tracker.name,
+                "version": v.number,
+                "scored": counts.get(str(v.pk), {}).get("scored", 0),
+                "matches": counts.get(str(v.pk), {}).get("matches", 0),
+                "histogram": counts.get(str(v.pk), {}).get("histogram", [0] * scoring.BINS),
+                "labels": counts.get(str(v.pk), {}).get("labels"),
+            }
+            for v in job.versions.select_related("tracker").order_by("tracker__name")
+        ]
+
+
+class ResultOut(Schema):
+    id: int
+    tracker: UUID = Field(alias="version.tracker.code")
+    version: int = Field(alias="version.number")
+    score: float
+    label: str
+    match: bool
+    segment: int = Field(alias="segment.id")
+    document: UUID = Field(alias="segment.document.code")
+    position: int = Field(alias="segment.position")
+    speaker: str = Field(alias="segment.speaker")
+    text: str = Field(alias="segment.text")
+    feedback: str
+
+
+class FeedbackIn(Schema):
+    verdict: Literal["right", "wrong"]
+    label: str | None = Field(None, max_length=120, description="topics: the right label of a wrong result")
+
+
+class ResultsQuery(Schema):
+    tracker: UUID | None = None
+    min_score: float | None = Field(None, ge=0, le=1)
+    matches_only: bool = False
+
+
+def job_in_scope(scope: Scope, code: UUID) -> ScoringJob:
+    return get_object_or_404(
+        ScoringJob.objects.select_related("dataset", "workspace").filter(workspace_id__in=list(scope.roles)),
+        code=code,
+    )
+
+
+def _results(request, code: UUID, query: ResultsQuery):
+    scope = Scope.of_request(request)
+    job = job_in_scope(scope, code)
+    tracker = scope.tracker(query.tracker) if query.tracker is not None else None
+    qs = scoring.results_of(job, tracker=tracker, min_score=query.min_score, matches_only=query.matches_only)
+    if scope.tracker_ids is not None:
+        qs = qs.filter(version__tracker_id__in=scope.tracker_ids)
+    return qs
+
+
+@router.post("/datasets/{code}/score", response={202: ScoringJobOut})
+def start(request, code: UUID, body: ScoreIn):
+    """Score a stored dataset with every live tracker (or the chosen ones) as a background job, from
+    the vectors its segments already have."""
+    scope = Scope.of_request(request)
+    dataset = scope.dataset(code, CAN_IMPORT)
+    trackers = None
+    if body.trackers is not None:
+        trackers = [scope.tracker(t) for t in dict.fromkeys(body.trackers)]
+    elif scope.tracker_ids is not None:
+        trackers = list(dataset.workspace.trackers.filter(pk__in=scope.tracker_ids))
+    if any(t.workspace_id != dataset.workspace_id for t in trackers or []):
+        raise HttpError(404, "trackers: every tracker must be of the dataset's workspace")
+    try:
+        job = scoring.start_scoring(
+            dataset=dataset, user=scope.actor, trackers=trackers, min_score=body.min_score
+        )
+    except scoring.ScoringRefused as exc:
+        raise HttpError(409, str(exc)) from exc
+    return Status(202, job)
+
+
+@router.get("/scoring/{code}", response=ScoringJobOut)
+def status(request, code: UUID):
+    """A scoring job's state, progress, and each tracker's counts and score histogram."""
+    return job_in_scope(Scope.of_request(request), code)
+
+
+@router.get("/scoring/{code}/results", response=list[ResultOut])
+@paginate(LimitOffsetPagination)
+def results(request, code: UUID, query: Query[ResultsQuery]):
+    """The job's results, highest score first, filtered by tracker and score."""
+    return _results(request, code, query)
+
+
+@router.get("/scoring/{code}/download", response={200: None})
+def download(request, code: UUID, query: Query[ResultsQuery], format: Literal["csv", "jsonl"] = "csv"):
+    """Every result as CSV (cells that a spreadsheet would read as formulas are quoted) or JSONL."""
+    qs = _results(request, code, query)
+    lines = scoring.csv_lines(qs) if format == "csv" else scoring.jsonl_lines(qs)
+    response = StreamingHttpResponse(
+        lines, content_type="text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
+    )
+    response["Content-Disposition"] = f'attachment; filename="scoring-{code}.{format}"'
+    return response
+
+
+@router.post("/scoring/{code}/results/{result_id}/feedback", response=ResultOut)
+def feedback(request, code: UUID, result_id: int, body: FeedbackIn):
+    """Mark a result right or wrong: the answer joins the tracker's answers for its next training run."""
+    scope = Scope.of_request(request)
+    job = job_in_scope(scope, code)
+    result = get_object_or_404(
+        ScoredSegment.objects.select_related("version__tracker", "segment__document"), job=job, pk=result_id
+    )
+    scope.tracker(result.version.tracker.code, CAN_LABEL)
+    try:
+        return scoring.give_feedback(result, scope.actor, body.verdict, body.label)
+    except scoring.FeedbackRefused as exc:
+        raise HttpError(422, str(exc)) from exc
