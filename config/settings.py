@@ -125,7 +125,10 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        # Connections are kept between requests (opening one costs more than answering a prediction)
+        # and checked before reuse.
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -251,6 +254,9 @@ ENCODER_VARIANT = os.environ.get("TRACKERS_ENCODER_VARIANT", "int8")
 # at most this many encoder threads (default: all cores but one).
 BULK_WORKER_NICENESS = env_int("TRACKERS_BULK_WORKER_NICENESS", 10)
 BULK_ENCODER_THREADS = env_int("TRACKERS_BULK_ENCODER_THREADS", max(1, (os.cpu_count() or 2) - 1))
+# onnxruntime threads of a web process's encoder: each request's texts run on one core by default, so
+# that concurrent requests use the cores instead of fighting over them.
+WEB_ENCODER_THREADS = env_int("TRACKERS_WEB_ENCODER_THREADS", 1)
 EMBED_BATCH_SIZE = env_int("TRACKERS_EMBED_BATCH_SIZE", 32)
 # Embedding a dataset is split into parts of this many segments, each a task any bulk worker takes.
 EMBED_PART_SEGMENTS = env_int("TRACKERS_EMBED_PART_SEGMENTS", 2000)

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
 from serving.models import ApiKey, ModelVersion, ScoredSegment, ScoringJob
+from trackers import generation
 
 
 @admin.register(ApiKey)
@@ -36,6 +37,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         from django.utils import timezone
 
         queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        generation.bump()  # every process drops the keys it knows
 
 
 @admin.register(ModelVersion)

@@ -3,6 +3,8 @@ list versions, promote and roll back, manage the workspace's API keys, health an
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -12,9 +14,9 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel
 
-from serving import runtime, services
+from serving import hot, runtime, services
 from serving.models import ApiKey, ModelVersion
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT
@@ -32,14 +34,16 @@ class PredictIn(Schema):
     version: int | None = Field(None, ge=1, description="a version number to pin; the live one if absent")
 
 
-class TextAnswer(Schema):
+# The prediction responses are plain pydantic models: ninja's Schema reads every value through a
+# Django-aware getter, which costs more than the model for a response with many trackers.
+class TextAnswer(BaseModel):
     score: float
     label: str
     match: bool | None
     scores: dict[str, float] | None = None
 
 
-class PredictOut(Schema):
+class PredictOut(BaseModel):
     tracker: UUID
     version: int
     live: bool
@@ -74,13 +78,27 @@ def _version(tracker, number: int | None) -> ModelVersion:
     return get_object_or_404(services.serving_versions(), tracker=tracker, number=number)
 
 
+def _scope_key(scope: Scope) -> tuple:
+    return (tuple(sorted(scope.roles.items())), scope.tracker_ids)
+
+
+def _tracker(request, scope: Scope, code: UUID):
+    """The tracker, as the caller may see it, looked up once per process and access generation."""
+    return hot.snapshot(request).get(("tracker", code, _scope_key(scope)), lambda: scope.tracker(code))
+
+
 @router.post("/trackers/{code}/predict", response={200: PredictOut})
 def predict(request, code: UUID, body: PredictIn):
     """Score one text or a batch with the tracker's live model version (or the pinned one)."""
-    tracker = Scope.of_request(request).tracker(code)
-    version = _version(tracker, body.version)
-    version.tracker = tracker
-    vectors, encoder_id = runtime.embed(body.texts, services.encoder_id_of(tracker))
+    snap = hot.snapshot(request)
+    tracker = _tracker(request, Scope.of_request(request), code)
+    if body.version is None:  # the live one: kept until a promotion (or any change) moves the generation
+        version = snap.get(("live", tracker.pk), lambda: _version(tracker, None))
+    else:
+        version = _version(tracker, body.version)
+        version.tracker = tracker
+    encoder = snap.get(("encoder", tracker.pk), lambda: services.encoder_id_of(tracker))
+    vectors, encoder_id = runtime.embed(body.texts, encoder)
     head = runtime.head_of(version, encoder_id)
     threshold, source = services.threshold_of(version)
     return {
@@ -210,19 +228,19 @@ MAX_TURNS = 2_000  # turns of one transcript
 MAX_TRACKERS = 100  # trackers of one request
 
 
-class Turn(Schema):
+class Turn(BaseModel):
     speaker: Annotated[str, Field(max_length=120), AfterValidator(storable)] = ""
     text: Text
     start: float | None = None
     end: float | None = None
 
 
-class Transcript(Schema):
+class Transcript(BaseModel):
     title: Annotated[str, Field(max_length=255), AfterValidator(storable)] = ""
     turns: list[Turn] = Field(min_length=1, max_length=MAX_TURNS)
 
 
-class ManyIn(Schema):
+class ManyIn(BaseModel):
     texts: list[Text] | None = Field(None, min_length=1, max_length=MAX_TEXTS)
     transcript: Transcript | None = Field(None, description="a call in the import JSON shape")
     trackers: list[UUID] | None = Field(
@@ -232,22 +250,25 @@ class ManyIn(Schema):
     )
 
 
-class Match(Schema):
-    tracker: UUID
+TrackerCode = Annotated[str, Field(description="the tracker's code", json_schema_extra={"format": "uuid"})]
+
+
+class Match(BaseModel):
+    tracker: TrackerCode
     version: int
     score: float
     label: str
 
 
-class SegmentMatches(Schema):
+class SegmentMatches(BaseModel):
     position: int
     speaker: str
     text: str
     matches: list[Match]
 
 
-class TrackerUsed(Schema):
-    tracker: UUID
+class TrackerUsed(BaseModel):
+    tracker: TrackerCode
     name: str
     granularity: str
     version: int
@@ -255,23 +276,95 @@ class TrackerUsed(Schema):
     threshold_source: str
 
 
-class ManyOut(Schema):
+class ManyOut(BaseModel):
     trackers: list[TrackerUsed]
     segments: list[SegmentMatches]
     documents: list[Match] = Field(description="document trackers' matches for the whole transcript")
 
 
-def _is_match(answer: runtime.Answer) -> bool:
-    return bool(answer.match) if answer.match is not None else answer.label != "none"
+@dataclass(frozen=True)
+class Part:
+    """Versions scored together in one stacked pass, with the concepts' columns and thresholds laid
+    out so that one comparison finds every match."""
+
+    versions: list[ModelVersion]
+    concept_cols: np.ndarray  # each concept version's output column in the stack
+    concept_thresholds: np.ndarray
+    concepts: list[ModelVersion]
+    topics: list[tuple[int, ModelVersion]]  # (index in ``versions``, version)
+
+    @classmethod
+    def of(cls, versions: list[ModelVersion], thresholds: dict[int, float | None]) -> Part:
+        concepts = [(i, v) for i, v in enumerate(versions) if thresholds[v.pk] is not None]
+        # every head before a concept's has one column (concept) or one per label (topic)
+        widths = [1 if thresholds[v.pk] is not None else len(v.labels) for v in versions]
+        starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+        return cls(
+            versions=versions,
+            concept_cols=starts[[i for i, _ in concepts]] if concepts else np.zeros(0, dtype=np.int64),
+            concept_thresholds=np.asarray([thresholds[v.pk] for _, v in concepts], dtype=np.float32),
+            concepts=[v for _, v in concepts],
+            topics=[(i, v) for i, v in enumerate(versions) if thresholds[v.pk] is None],
+        )
 
 
-def _match(version: ModelVersion, answer: runtime.Answer) -> dict:
-    return {
-        "tracker": version.tracker.code,
-        "version": version.number,
-        "score": answer.score,
-        "label": answer.label,
-    }
+@dataclass(frozen=True)
+class ManyPlan:
+    """What a many-trackers request scores with, worked out once per process and access generation:
+    per encoder, the segment trackers and the document trackers (by speaker filter) as stacked
+    parts, and the response's tracker list."""
+
+    groups: list[tuple[str | None, Part | None, list[tuple[str, Part]]]]
+    codes: dict[int, str]
+    used: list[dict]
+
+
+def _plan(scope: Scope, code: UUID, trackers: list[UUID] | None, *, loose_texts: bool) -> ManyPlan:
+    ws = scope.workspace(code)
+    versions = services.serving_versions().filter(tracker__workspace=ws, is_live=True)
+    if scope.tracker_ids is not None:
+        versions = versions.filter(tracker_id__in=scope.tracker_ids)
+    if trackers is not None:
+        versions = versions.filter(tracker__code__in=trackers)
+        missing = set(trackers) - {v.tracker.code for v in versions}
+        if missing:
+            raise HttpError(404, f"no live tracker {sorted(map(str, missing))[0]} in this workspace")
+    if loose_texts:  # a document tracker scores whole calls, not loose texts
+        versions = versions.exclude(tracker__granularity="document")
+    chosen = list(versions)
+    encoder_of = services.encoder_ids_of([v.tracker_id for v in chosen])
+    by_encoder: dict[str | None, list[ModelVersion]] = {}
+    thresholds: dict[int, float | None] = {}
+    used = []
+    for version in chosen:
+        by_encoder.setdefault(encoder_of.get(version.tracker_id), []).append(version)
+        threshold, source = services.threshold_of(version)
+        thresholds[version.pk] = threshold
+        used.append(
+            {
+                "tracker": str(version.tracker.code),
+                "name": version.tracker.name,
+                "granularity": version.tracker.granularity,
+                "version": version.number,
+                "threshold": threshold,
+                "threshold_source": source,
+            }
+        )
+    groups = []
+    for encoder, group in by_encoder.items():
+        segment_level = [v for v in group if v.tracker.granularity != "document"]
+        by_filter: dict[str, list[ModelVersion]] = {}
+        for version in group:
+            if version.tracker.granularity == "document":
+                by_filter.setdefault(version.tracker.speaker_filter.lower(), []).append(version)
+        groups.append(
+            (
+                encoder,
+                Part.of(segment_level, thresholds) if segment_level else None,
+                [(speaker, Part.of(same, thresholds)) for speaker, same in by_filter.items()],
+            )
+        )
+    return ManyPlan(groups, {v.pk: str(v.tracker.code) for v in chosen}, used)
 
 
 @router.post("/workspaces/{code}/predict", response=ManyOut)
@@ -281,73 +374,55 @@ def predict_many(request, code: UUID, body: ManyIn):
     if (body.texts is None) == (body.transcript is None):
         raise HttpError(422, "give either 'texts' or 'transcript'")
     scope = Scope.of_request(request)
-    ws = scope.workspace(code)
-    versions = services.serving_versions().filter(tracker__workspace=ws, is_live=True)
-    if scope.tracker_ids is not None:
-        versions = versions.filter(tracker_id__in=scope.tracker_ids)
-    if body.trackers is not None:
-        versions = versions.filter(tracker__code__in=body.trackers)
-        missing = set(body.trackers) - {v.tracker.code for v in versions}
-        if missing:
-            raise HttpError(404, f"no live tracker {sorted(map(str, missing))[0]} in this workspace")
+    loose = body.transcript is None
+    chosen = tuple(body.trackers) if body.trackers is not None else None
+    plan = hot.snapshot(request).get(
+        ("many", code, _scope_key(scope), chosen, loose),
+        lambda: _plan(scope, code, body.trackers, loose_texts=loose),
+    )
     turns = (
         [Turn(text=t) for t in body.texts] if body.texts is not None else body.transcript.turns  # type: ignore[union-attr]
     )
     texts = [t.text for t in turns]
-    if body.transcript is None:  # a document tracker scores whole calls, not loose texts
-        versions = versions.exclude(tracker__granularity="document")
-    chosen = list(versions)
-    used, documents = [], []
+    documents: list[dict] = []
     per_segment: list[list[dict]] = [[] for _ in turns]
-    encoder_of = services.encoder_ids_of([v.tracker_id for v in chosen])
-    by_encoder: dict[str | None, list[ModelVersion]] = {}
-    for version in chosen:
-        by_encoder.setdefault(encoder_of.get(version.tracker_id), []).append(version)
-    for encoder, group in by_encoder.items():
+
+    def add_matches(part: Part, encoder_id: str, vectors: np.ndarray, into: Callable[[int], list]) -> None:
+        stack = runtime.stack_of(part.versions, encoder_id)
+        out = stack.matrix(vectors)
+        if len(part.concepts):  # one comparison for every concept's column at its threshold
+            rows, which = np.nonzero(out[:, part.concept_cols] >= part.concept_thresholds)
+            for row, j in zip(rows.tolist(), which.tolist(), strict=True):
+                version = part.concepts[j]
+                into(row).append(_match(plan, version, float(out[row, part.concept_cols[j]]), "yes"))
+        for i, version in part.topics:  # every text with a label, its most likely one
+            labels = stack.heads[i].manifest["labels"]
+            for row, answer in enumerate(
+                runtime.answers_from(version, labels, out[:, stack.columns[i]], None)
+            ):
+                if answer.label != "none":
+                    into(row).append(_match(plan, version, answer.score, answer.label))
+
+    for encoder, segment_part, document_parts in plan.groups:
         vectors, encoder_id = runtime.embed(texts, encoder)  # each text embedded once per encoder
-        segment_level = [v for v in group if v.tracker.granularity != "document"]
-        if segment_level:
-            stack = runtime.stack_of(segment_level, encoder_id)
-            for version, head, out in zip(segment_level, stack.heads, stack.scores(vectors), strict=True):
-                threshold, _ = services.threshold_of(version)
-                for i, answer in enumerate(
-                    runtime.answers_from(version, head.manifest["labels"], out, threshold)
-                ):
-                    if _is_match(answer):
-                        per_segment[i].append(_match(version, answer))
-        by_filter: dict[str, list[ModelVersion]] = {}
-        for version in group:
-            if version.tracker.granularity == "document":
-                by_filter.setdefault(version.tracker.speaker_filter.lower(), []).append(version)
-        for speaker, same in by_filter.items():
+        if segment_part is not None:
+            add_matches(segment_part, encoder_id, vectors, per_segment.__getitem__)
+        for speaker, part in document_parts:
             lines = [i for i, t in enumerate(turns) if not speaker or t.speaker.lower() == speaker]
             if not lines:
                 continue
             total = vectors[lines].sum(axis=0)
             call = (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)[None, :]
-            stack = runtime.stack_of(same, encoder_id)
-            for version, head, out in zip(same, stack.heads, stack.scores(call), strict=True):
-                threshold, _ = services.threshold_of(version)
-                answer = runtime.answers_from(version, head.manifest["labels"], out, threshold)[0]
-                if _is_match(answer):
-                    documents.append(_match(version, answer))
-    for version in chosen:
-        threshold, source = services.threshold_of(version)
-        used.append(
-            {
-                "tracker": version.tracker.code,
-                "name": version.tracker.name,
-                "granularity": version.tracker.granularity,
-                "version": version.number,
-                "threshold": threshold,
-                "threshold_source": source,
-            }
-        )
+            add_matches(part, encoder_id, call, lambda _: documents)
     return {
-        "trackers": used,
+        "trackers": plan.used,
         "segments": [
             {"position": i, "speaker": t.speaker, "text": t.text, "matches": per_segment[i]}
             for i, t in enumerate(turns)
         ],
         "documents": documents,
     }
+
+
+def _match(plan: ManyPlan, version: ModelVersion, score: float, label: str) -> dict:
+    return {"tracker": plan.codes[version.pk], "version": version.number, "score": score, "label": label}

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from ninja.errors import HttpError
-from ninja.security import APIKeyHeader, HttpBearer
+from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
 
-from serving.models import ApiKey
+from serving import hot
+from serving.models import LAST_USED_EVERY, ApiKey, hash_key
 from trackers.access import KeyPrincipal
 
 # What a prediction-only key may call: scoring, and reading versions.
 PREDICTION_PATHS = ("/predict", "/versions")
 
 
-def principal_for(raw: str, request=None) -> KeyPrincipal | None:
-    key = ApiKey.authenticate(raw) if raw else None
+def _principal(raw: str) -> tuple[ApiKey, KeyPrincipal] | None:
+    key = ApiKey.lookup(raw)
     if key is None:
         return None
     limited = frozenset(key.trackers.values_list("pk", flat=True))
-    principal = KeyPrincipal(
+    return key, KeyPrincipal(
         workspace_id=key.workspace_id,
         role=key.role,
         user=key.created_by,
@@ -25,6 +26,20 @@ def principal_for(raw: str, request=None) -> KeyPrincipal | None:
         tracker_ids=limited or None,
         predict_only=key.predict_only,
     )
+
+
+def principal_for(raw: str, request=None) -> KeyPrincipal | None:
+    """The caller a key stands for: looked up once per process while nothing it depends on changes
+    (``serving.hot``); a revocation, a new limit or a creator who leaves is seen by the next request."""
+    if not raw:
+        return None
+    snap = hot.snapshot(request)
+    found = snap.get(("key", hash_key(raw)), lambda: _principal(raw))
+    if found is None:
+        return None
+    key, principal = found
+    if hot.due(("touch", key.pk), LAST_USED_EVERY.total_seconds()):
+        key.touch()
     if principal.predict_only and request is not None:
         path = request.path
         if not (
@@ -48,3 +63,14 @@ class HeaderKey(APIKeyHeader):
 
     def authenticate(self, request, key):
         return principal_for(key or "", request)
+
+
+class BrowserSession(SessionAuth):
+    """A signed-in browser. Its CSRF token is checked only when there is a session cookie to
+    protect: a call with no session and no valid key is not a browser's, and gets 401 (a missing,
+    wrong or revoked key), not a CSRF 403."""
+
+    def _get_key(self, request):
+        if self.param_name not in request.COOKIES:
+            return None
+        return super()._get_key(request)

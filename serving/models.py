@@ -73,12 +73,20 @@ class ApiKey(models.Model):
 
     @classmethod
     def authenticate(cls, raw: str) -> ApiKey | None:
+        """The live key for ``raw`` (see ``lookup``), its last-used time written at most once a minute."""
+        key = cls.lookup(raw)
+        if key is not None:
+            key.touch()
+        return key
+
+    @classmethod
+    def lookup(cls, raw: str) -> ApiKey | None:
         """The live key for ``raw``: not revoked, and its creator still active and still in the workspace.
 
         A key acts as its creator (answers are recorded as them), so it stops working the moment
         they are deactivated, deleted or leave the workspace (an install's superusers need no membership).
         """
-        key = (
+        return (
             cls.objects.select_related("workspace", "created_by")
             .filter(key_hash=hash_key(raw), revoked_at__isnull=True, created_by__is_active=True)
             .filter(
@@ -91,16 +99,16 @@ class ApiKey(models.Model):
             )
             .first()
         )
-        if key is None:
-            return None
+
+    def touch(self) -> None:
+        """Record that the key was used: at most one write a minute per key, not one per request (the
+        filter keeps concurrent requests of the same minute from writing it again)."""
         now = timezone.now()
-        if key.last_used_at is None or now - key.last_used_at >= LAST_USED_EVERY:
-            # At most one write a minute per key, not one per request; the filter keeps concurrent
-            # requests of the same minute from writing it again.
-            cls.objects.filter(pk=key.pk).filter(
+        if self.last_used_at is None or now - self.last_used_at >= LAST_USED_EVERY:
+            type(self).objects.filter(pk=self.pk).filter(
                 models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lte=now - LAST_USED_EVERY)
             ).update(last_used_at=now)
-        return key
+            self.last_used_at = now
 
 
 class ModelVersion(models.Model):

@@ -91,8 +91,12 @@ class Stack:
     columns: tuple[slice, ...]  # each version's columns of the output, in the given order
     heads: tuple[LoadedHead, ...]
 
+    def matrix(self, vectors: np.ndarray) -> np.ndarray:
+        """Every head's columns side by side, in the stack's order."""
+        return _run(self.session, vectors)
+
     def scores(self, vectors: np.ndarray) -> list[np.ndarray]:
-        out = _run(self.session, vectors)
+        out = self.matrix(vectors)
         return [out[:, c] for c in self.columns]
 
 

@@ -138,7 +138,10 @@ def keys(request: PageRequest, code) -> HttpResponse:
 def revoke_key(request: PageRequest, code, key_id: int) -> HttpResponse:
     ws = get_workspace_for_user(request.user, code)
     require_role(request.user, ws, CAN_IMPORT)
-    ApiKey.objects.filter(workspace=ws, pk=key_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    key = get_object_or_404(ApiKey, workspace=ws, pk=key_id)
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])  # saved, not updated: every process sees it at once
     return redirect("api-keys", code=ws.code)
 
 

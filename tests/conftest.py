@@ -70,6 +70,16 @@ def shared_file(*parts: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_serving_cache():
+    """Each test's rolled-back transaction moves the access generation back: forget what was kept."""
+    from serving import hot
+
+    hot.forget()
+    yield
+    hot.forget()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_files(settings, tmp_path):
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
     settings.MEDIA_ROOT = tmp_path / "media"

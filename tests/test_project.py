@@ -86,8 +86,9 @@ def test_the_settings_make_run_uses_pass_the_deploy_check(tmp_path):
     )
 
 
-def test_api_docs_work_offline(client):
-    html = client.get("/api/docs").content.decode()
+@pytest.mark.parametrize("docs", ["/api/docs", "/api/v1/docs"])
+def test_api_docs_work_offline(client, docs):
+    html = client.get(docs).content.decode()
     assert (
         "/static/ninja/swagger-ui-bundle" in html
         and "cdn" not in html.lower()

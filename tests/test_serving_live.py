@@ -114,3 +114,14 @@ def test_promote_and_roll_back_during_a_request_stream_fail_no_request(
             t.join(60)
     assert failures == []
     assert len(answered) > 20 and set(answered) == {1, 2}, (len(answered), set(answered))
+    # Every web process sees the last promotion (v2) on its next request, though it keeps lookups.
+    after = [_post(predict, raw, {"texts": ["cancel it"]}) for _ in range(12)]
+    assert [(status, body["version"]) for status, body in after] == [(200, 2)] * 12
+    # A revoked key stops at once in every process that had it.
+    from serving.models import ApiKey
+
+    second = ApiKey.issue(workspace=workspace, name="second", created_by=owner)
+    assert [_post(predict, second[1], {"texts": ["x"]})[0] for _ in range(12)] == [200] * 12
+    keys = f"{server}/api/v1/workspaces/{workspace.code}/keys"
+    assert _post(f"{keys}/{second[0].pk}/revoke", raw)[0] == 200
+    assert [_post(predict, second[1], {"texts": ["x"]})[0] for _ in range(12)] == [401] * 12

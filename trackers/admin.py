@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from trackers.models import (
+    AccessGeneration,
     Dataset,
     Document,
     EmbedPart,
@@ -152,3 +153,16 @@ class SeedExampleAdmin(admin.ModelAdmin):
     list_filter = ["tracker"]
     search_fields = ["text"]
     raw_id_fields = ["segment"]
+
+
+@admin.register(AccessGeneration)
+class AccessGenerationAdmin(admin.ModelAdmin):
+    """The counter web processes watch to drop what they keep; it moves by itself, read-only here."""
+
+    list_display = ["id", "value"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -6,9 +6,15 @@ class TrackersConfig(AppConfig):
     verbose_name = "Workspaces and corpus"
 
     def ready(self) -> None:
-        from trackers import services
-        from trackers.models import EmbedPart, Job
+        from django.contrib.auth import get_user_model
+
+        from trackers import generation, services
+        from trackers.models import Dataset, EmbedPart, Job, Membership, Tracker, Workspace
         from trackers.work import work_finished
+
+        generation.watch(
+            get_user_model(), Workspace, Membership, Dataset, Tracker, m2m=(Tracker.datasets.through,)
+        )
 
         work_finished.connect(services.discard_upload, sender=Job, dispatch_uid="trackers-discard-upload")
         work_finished.connect(services.part_ended, sender=EmbedPart, dispatch_uid="trackers-part-ended")

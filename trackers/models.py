@@ -322,3 +322,14 @@ class SeedExample(models.Model):
 
     def __str__(self) -> str:
         return self.text[:60]
+
+
+class AccessGeneration(models.Model):
+    """One row whose counter moves whenever something that answering a request depends on changes
+    (keys, memberships, users, workspaces, trackers, datasets, model versions): a process may keep
+    what it looked up for as long as the counter has not moved (see ``trackers.generation``)."""
+
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"access generation {self.value}"

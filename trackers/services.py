@@ -17,7 +17,7 @@ from django.db.models import Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from trackers import encoders, importing, text, work
+from trackers import encoders, generation, importing, text, work
 from trackers.ml.storage import VectorStore
 from trackers.models import (
     Dataset,
@@ -452,6 +452,7 @@ def embed_part(part: EmbedPart) -> dict[str, int]:
         first = store.append(vectors[new], encoder.encoder_id) if new else 0
         _assign_rows(ids_by_hash, {**known, **{hashes[i]: first + k for k, i in enumerate(new)}})
         Dataset.objects.filter(pk=dataset.pk).update(encoder_id=encoder.encoder_id, vector_count=store.rows)
+        generation.bump()  # the encoder of the trackers reading this dataset may have changed
     return {"stored": len(new), "processed": part.segments}
 
 
