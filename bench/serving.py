@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from load import _free_port  # bench/load.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "serving.json"
@@ -177,12 +177,6 @@ out["bulk"] = {"segments": job.processed, "trackers": len(chosen), "seconds": el
                "matches": sum(c["matches"] for c in job.result["trackers"].values())}
 print(json.dumps(out))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(data_dir: Path) -> dict[str, str]:

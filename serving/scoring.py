@@ -311,6 +311,25 @@ def _checkpoint(
 # --- Reading the results -------------------------------------------------------------------
 
 
+def counts_of(job: ScoringJob) -> list[tuple[ModelVersion, dict[str, Any]]]:
+    """Each of the job's versions with what it has counted so far (segments scored, matches, the
+    score histogram, topics' labels), by tracker name."""
+    counts = job.result.get("trackers", {})
+    return [
+        (
+            v,
+            {
+                "scored": 0,
+                "matches": 0,
+                "histogram": [0] * BINS,
+                "labels": None,
+                **counts.get(str(v.pk), {}),
+            },
+        )
+        for v in job.versions.select_related("tracker", "training_run").order_by("tracker__name")
+    ]
+
+
 def results_of(
     job: ScoringJob,
     *,

@@ -57,18 +57,9 @@ class ScoringJobOut(Schema):
 
     @staticmethod
     def resolve_trackers(job: ScoringJob) -> list[dict]:
-        counts = job.result.get("trackers", {})
         return [
-            {
-                "tracker": v.tracker.code,
-                "name": v.tracker.name,
-                "version": v.number,
-                "scored": counts.get(str(v.pk), {}).get("scored", 0),
-                "matches": counts.get(str(v.pk), {}).get("matches", 0),
-                "histogram": counts.get(str(v.pk), {}).get("histogram", [0] * scoring.BINS),
-                "labels": counts.get(str(v.pk), {}).get("labels"),
-            }
-            for v in job.versions.select_related("tracker").order_by("tracker__name")
+            {"tracker": v.tracker.code, "name": v.tracker.name, "version": v.number, **counts}
+            for v, counts in scoring.counts_of(job)
         ]
 
 

@@ -215,22 +215,15 @@ def _job_for(request: PageRequest, code) -> ScoringJob:
 
 
 def _summary(job: ScoringJob) -> list[dict]:
-    counts = job.result.get("trackers", {})
-    rows = []
-    for v in job.versions.select_related("tracker", "training_run").order_by("tracker__name"):
-        c = counts.get(str(v.pk), {})
-        threshold, _ = services.threshold_of(v)
-        rows.append(
-            {
-                "version": v,
-                "scored": c.get("scored", 0),
-                "matches": c.get("matches", 0),
-                "rate": 100 * c.get("matches", 0) / c["scored"] if c.get("scored") else None,
-                "histogram": charts.histogram(c.get("histogram", [0] * scoring.BINS), threshold),
-                "labels": c.get("labels"),
-            }
-        )
-    return rows
+    return [
+        {
+            **c,
+            "version": v,
+            "rate": 100 * c["matches"] / c["scored"] if c["scored"] else None,
+            "histogram": charts.histogram(c["histogram"], services.threshold_of(v)[0]),
+        }
+        for v, c in scoring.counts_of(job)
+    ]
 
 
 class ResultsFilter(forms.Form):

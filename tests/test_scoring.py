@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 from django.urls import reverse
+from django.utils.html import escape
 
 from labeling import services as labeling_services
 from labeling.models import Annotation, Strategy, TrainingRun, TrainingState
@@ -19,7 +20,7 @@ from serving.ml.export import head_model, stacked_model
 from serving.models import ScoredSegment, ScoringJob
 from tests.factories import DatasetFactory, MembershipFactory, UserFactory, WorkspaceFactory
 from tests.test_game import cancel_tracker, oracle
-from tests.test_versions import play
+from tests.test_versions import inverse_tracker, play
 from trackers import services as corpus_services
 from trackers import work
 from trackers.models import Role, Segment, WorkState
@@ -56,13 +57,7 @@ def two_live(embedded, workspace, owner, django_capture_on_commit_callbacks):
     """Two concept trackers with a live version each over the cancel corpus."""
     wants = cancel_tracker(workspace, owner, embedded)
     play(wants, owner, django_capture_on_commit_callbacks)
-    other = cancel_tracker(workspace, owner, embedded, name="Anything but cancel")
-    play(
-        other,
-        owner,
-        django_capture_on_commit_callbacks,
-        answer=lambda c: "no" if oracle(c) == "yes" else "yes",
-    )
+    other = inverse_tracker(workspace, owner, embedded, django_capture_on_commit_callbacks)
     assert services.live_version(wants) and services.live_version(other)
     return wants, other
 
@@ -163,7 +158,9 @@ def test_scoring_refuses_what_it_cannot_do(embedded, workspace, owner, two_live)
         scoring.start_scoring(dataset=embedded, user=owner)
 
 
-def test_document_and_topic_trackers_are_scored_per_call_and_per_label(dataset, workspace, owner):
+def test_document_and_topic_trackers_are_scored_per_call_and_per_label(
+    dataset, workspace, owner, owner_client
+):
     from tests.test_documents import calls_tracker, is_cancel
     from tests.test_topics import play_round, ticket_topic_tracker
 
@@ -182,6 +179,13 @@ def test_document_and_topic_trackers_are_scored_per_call_and_per_label(dataset, 
     for r in results:
         first = r.segment.document.segments.filter(speaker__iexact="customer").order_by("pk").first()
         assert r.segment == first
+    # in context: the agent's lines before and after each call's first customer line
+    html = owner_client.get(reverse("scoring-job", args=[job.code])).content.decode()
+    for r in scoring.with_context(results):
+        lines = {s.position: s for s in r.segment.document.segments.all()}
+        assert (r.before, r.after) == (lines[r.segment.position - 1], lines[r.segment.position + 1])
+        assert r.before.speaker == r.after.speaker == "agent"
+        assert escape(r.before.text) in html and escape(r.after.text) in html
     counts = job.result["trackers"][str(version.pk)]
     assert counts["scored"] == dataset.documents.count()
 
@@ -289,9 +293,6 @@ def test_the_results_page_shows_matches_in_context_and_marks_them_with_one_key(
     top = ScoredSegment.objects.filter(job=done_job).order_by("-score", "id").first()
     assert f'id="result-{top.pk}"' in html and 'data-key="y"' in html and 'data-key="n"' in html
     assert "js/review.js" in html
-    before = Segment.objects.filter(document=top.segment.document, position=top.segment.position - 1).first()
-    if before is not None:
-        assert before.text[:40] in html
     response = owner_client.post(
         reverse("scoring-feedback", args=[done_job.code, top.pk]),
         {"verdict": "wrong"},

@@ -32,6 +32,13 @@ def play(tracker, user, callbacks, answer=oracle) -> None:
                 labeling_services.answer_card(tracker, user, card, answer(card))
 
 
+def inverse_tracker(workspace, owner, dataset, callbacks):
+    """A second live tracker over the cancel corpus that matches everything but cancellations."""
+    other = cancel_tracker(workspace, owner, dataset, name="Anything but cancel")
+    play(other, owner, callbacks, answer=lambda c: "no" if oracle(c) == "yes" else "yes")
+    return other
+
+
 def real_trained_tracker(dataset, workspace, owner, *, rounds: int):
     """The cancel tracker over the cancel corpus embedded by the real ONNX encoder, ``rounds`` rounds played."""
     from django.core.management import call_command
@@ -435,13 +442,7 @@ def many(client, workspace, key, **body):
 def test_every_live_tracker_on_texts_gives_each_texts_matches(
     client, trained, embedded, workspace, owner, key, django_capture_on_commit_callbacks
 ):
-    other = cancel_tracker(workspace, owner, embedded, name="Anything but cancel")
-    play(
-        other,
-        owner,
-        django_capture_on_commit_callbacks,
-        answer=lambda c: "no" if oracle(c) == "yes" else "yes",
-    )
+    other = inverse_tracker(workspace, owner, embedded, django_capture_on_commit_callbacks)
     texts = ["please cancel my plan (3)", "the weather is nice today (2)", "cancel the plan before renewal"]
     body = many(client, workspace, key, texts=texts).json()
     assert {t["name"] for t in body["trackers"]} == {"Wants to cancel", "Anything but cancel"}
