@@ -31,12 +31,20 @@ MAX_STACKS = 64  # stacked sets of heads kept per process
 
 @dataclass(frozen=True)
 class LoadedHead:
+    """A version's head: its ONNX graph's weights, applied as the graph applies them (a product,
+    then a sigmoid or a softmax). ``head_of`` has checked that onnxruntime's answers agree."""
+
     manifest: dict[str, Any]
-    session: ort.InferenceSession
     parts: tuple[np.ndarray, np.ndarray, bool]  # weights, intercepts, softmax: for stacking
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
-        return _run(self.session, vectors)
+        weights, intercepts, softmax = self.parts
+        logits = np.asarray(vectors, dtype=np.float32) @ weights + intercepts
+        if softmax:
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return exp / exp.sum(axis=1, keepdims=True)
+        out: np.ndarray = 1.0 / (1.0 + np.exp(-logits))
+        return out
 
 
 def _run(session: ort.InferenceSession, vectors: np.ndarray) -> np.ndarray:
@@ -78,7 +86,13 @@ def head_of(version: ModelVersion, encoder_id: str) -> LoadedHead:
         return head
     manifest = artifacts.open_version(Path(version.artifact_dir), version.manifest_sha256, encoder_id)
     model = onnx.load(str(Path(version.artifact_dir) / artifacts.HEAD_FILE))
-    head = LoadedHead(manifest, _session(model.SerializeToString()), head_parts(model))
+    head = LoadedHead(manifest, head_parts(model))
+    probe = np.random.default_rng(0).standard_normal((4, head.parts[0].shape[0])).astype(np.float32)
+    expected = _run(_session(model.SerializeToString()), probe)
+    if not np.allclose(head.scores(probe), expected, atol=1e-5):
+        raise artifacts.ArtifactMismatch(
+            f"{version.artifact_dir}: the head's graph is not a product and a sigmoid or softmax"
+        )
     _keep(_heads, key, head, MAX_HEADS)
     return head
 

@@ -18,12 +18,20 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from trackers.models import AccessGeneration
 
 ROW = 1
+_SELECT = f"SELECT value FROM {AccessGeneration._meta.db_table} WHERE id = {ROW}"
 
 
 def current() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT value FROM {AccessGeneration._meta.db_table} WHERE id = %s", [ROW])
-        row = cursor.fetchone()
+    # The driver's own cursor: Django's wrappers cost more than the query on the prediction path.
+    if connection.connection is None:
+        connection.ensure_connection()
+    with connection.wrap_database_errors:
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(_SELECT)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
     if row is None:
         AccessGeneration.objects.get_or_create(pk=ROW)
         return 0
