@@ -33,14 +33,16 @@ prepare: install
 	$(BIN)/python manage.py prepare_encoder
 	$(BIN)/python manage.py setup_demo
 
-# Two workers: "interactive" (training, the next round; with the sweepers' beat) and "bulk" (import,
-# embedding, index), so that a big import never holds up the game.
-CELERY := $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1
-WORKERS := $(CELERY) -Q interactive -n interactive@%h --beat --schedule=var/celerybeat-schedule >var/worker.log 2>&1 & \
-	$(CELERY) -Q bulk -n bulk@%h >var/worker-bulk.log 2>&1 &
+# Three workers: "interactive" (training, the next round; with the sweepers' beat), "bulk" (import,
+# embedding, index, bulk scoring), so that a big import never holds up the game, and "webhooks"
+# (alert deliveries, threads: they wait on receivers, not the CPU).
+CELERY := $(BIN)/celery -A config worker --loglevel=INFO
+WORKERS := $(CELERY) --concurrency=1 -Q interactive -n interactive@%h --beat --schedule=var/celerybeat-schedule >var/worker.log 2>&1 & \
+	$(CELERY) --concurrency=1 -Q bulk -n bulk@%h >var/worker-bulk.log 2>&1 & \
+	$(CELERY) --pool=threads --concurrency=8 -Q webhooks -n webhooks@%h >var/worker-webhooks.log 2>&1 &
 WEB_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 define banner
-	echo ""; echo "  Trackers is running at http://127.0.0.1:$(PORT)/  (worker logs: var/worker.log, var/worker-bulk.log)"; \
+	echo ""; echo "  Trackers is running at http://127.0.0.1:$(PORT)/  (worker logs: var/worker.log, var/worker-bulk.log, var/worker-webhooks.log)"; \
 	cat var/demo-credentials.txt 2>/dev/null | paste -sd' ' | sed 's/^/  demo login (user password): /'; echo ""
 endef
 
@@ -88,6 +90,7 @@ bench: install-test
 	$(BIN)/python bench/labeling.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/webhooks.py
 
 # The app's learning loop (labeling.ml.loop) replayed with an oracle against random selection:
 # learning curves, the estimates' interval coverage and threshold gaps (bench/results/simulation.json).
@@ -122,4 +125,4 @@ simulate: install
 	$(BIN)/python manage.py simulate_labeling --report $(RESULTS)
 
 clean:
-	rm -rf var/broker var/media var/db.sqlite3 var/celerybeat-schedule* var/worker.log
+	rm -rf var/broker var/media var/db.sqlite3 var/celerybeat-schedule* var/worker*.log

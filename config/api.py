@@ -17,6 +17,7 @@ from serving.api import router as serving_router
 from serving.auth import BearerKey, BrowserSession, HeaderKey
 from serving.ml.artifacts import ArtifactMismatch
 from serving.scoring_api import router as scoring_router
+from serving.webhooks_api import router as webhooks_router
 from trackers.api import router as trackers_router
 from trackers.encoders import EncoderMismatch
 
@@ -61,7 +62,7 @@ api_v1 = NinjaAPI(
     title="Trackers prediction API",
     version="1",
     description="Score texts with a tracker's live model version (or a pinned one), list its versions, "
-    "promote and roll back, score a stored dataset in bulk. Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`, or "
+    "promote and roll back, score a stored dataset in bulk, and send matches to webhook endpoints. Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`, or "
     'with a browser session. Errors are `{"detail": "..."}`.',
     auth=[BearerKey(), HeaderKey(), BrowserSession()],
     throttle=[PerKeyRate()],
@@ -87,6 +88,7 @@ api.add_router("", trackers_router)
 api.add_router("", labeling_router)
 api_v1.add_router("", serving_router)
 api_v1.add_router("", scoring_router)
+api_v1.add_router("", webhooks_router)
 
 
 def not_found(request: HttpRequest) -> JsonResponse:

@@ -225,6 +225,10 @@ CELERY_TASK_ROUTES = {
     "trackers.tasks.embed_part": {"queue": "bulk"},
     "trackers.tasks.build_index": {"queue": "bulk"},
     "serving.tasks.score_dataset": {"queue": "bulk"},
+    # Webhook deliveries (and their dispatcher) have a queue of their own: a slow or dead receiver
+    # never holds up imports, training or scoring.
+    "serving.tasks.deliver_webhook": {"queue": "webhooks"},
+    "serving.tasks.dispatch_webhooks": {"queue": "webhooks"},
 }
 # Each app's sweeper of abandoned work, composed here so no app needs to know the others.
 CELERY_BEAT_SCHEDULE = {
@@ -232,6 +236,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-training-runs": {"task": "labeling.tasks.sweep_stale_runs", "schedule": 60.0},
     "publish-missing-versions": {"task": "serving.tasks.publish_missing_versions", "schedule": 60.0},
     "sweep-stale-scoring-jobs": {"task": "serving.tasks.sweep_stale_scoring", "schedule": 60.0},
+    "dispatch-webhook-deliveries": {
+        "task": "serving.tasks.dispatch_webhooks",
+        "schedule": float(os.environ.get("TRACKERS_WEBHOOK_DISPATCH_SECONDS", "5")),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
@@ -268,6 +276,25 @@ JOB_STALE_SECONDS = env_int("TRACKERS_JOB_STALE_SECONDS", 600)
 # Claims of one job or training run before it fails ("gave up after N attempts"): a job that kills
 # its worker every time must not be redelivered forever.
 WORK_MAX_ATTEMPTS = env_int("TRACKERS_WORK_MAX_ATTEMPTS", 3)
+
+# --- Webhook alerts -----------------------------------------------------------------------
+# Delay before each attempt of a delivery, in seconds (the first is immediate); past the last, it
+# fails. Each delay gets up to WEBHOOK_JITTER of itself added at random; a longer Retry-After wins.
+WEBHOOK_RETRY_SCHEDULE = [
+    float(s)
+    for s in os.environ.get("TRACKERS_WEBHOOK_RETRY_SCHEDULE", "0,5,300,1800,7200,18000,36000,36000").split(
+        ","
+    )
+]
+WEBHOOK_JITTER = float(os.environ.get("TRACKERS_WEBHOOK_JITTER", "0.1"))
+WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("TRACKERS_WEBHOOK_TIMEOUT_SECONDS", "15"))
+# An endpoint whose deliveries have failed for this long (with no success between) is disabled.
+WEBHOOK_DISABLE_AFTER_SECONDS = env_int("TRACKERS_WEBHOOK_DISABLE_AFTER_SECONDS", 24 * 3600)
+# After a secret is rotated, the old one still signs (a second signature) for this long.
+WEBHOOK_SECRET_GRACE_SECONDS = env_int("TRACKERS_WEBHOOK_SECRET_GRACE_SECONDS", 24 * 3600)
+# Targets on loopback, private, link-local and other non-public addresses are refused unless this
+# is on (a self-hosted install delivering inside its own network, and the tests).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("TRACKERS_WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
 
 # --- Production hardening (active when DJANGO_DEBUG is off) ------------------------------
 if not DEBUG and not LOCAL_HTTP:

@@ -1,6 +1,15 @@
 from django.contrib import admin, messages
 
-from serving.models import ApiKey, ModelVersion, ScoredSegment, ScoringJob
+from serving.models import (
+    ApiKey,
+    DeliveryAttempt,
+    ModelVersion,
+    ScoredSegment,
+    ScoringJob,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from trackers import generation
 
 
@@ -73,3 +82,64 @@ class ScoredSegmentAdmin(admin.ModelAdmin):
     list_display = ["job", "version", "segment", "score", "label", "match", "feedback"]
     list_filter = ["match", "feedback"]
     raw_id_fields = ["job", "version", "segment", "feedback_by"]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """Endpoints without their secrets: those are shown once, on the tracker's alerts page."""
+
+    list_display = ["url", "tracker", "enabled", "grouping", "failing_since", "created_at"]
+    list_filter = ["enabled", "grouping"]
+    search_fields = ["url", "description", "tracker__name"]
+    raw_id_fields = ["tracker", "created_by"]
+    exclude = ["secret", "previous_secret"]
+    readonly_fields = ["failing_since", "disabled_reason", "previous_secret_until"]
+
+
+class AttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    extra = 0
+    can_delete = False
+    readonly_fields = [
+        "number",
+        "started_at",
+        "duration_ms",
+        "status_code",
+        "outcome",
+        "error",
+        "response_excerpt",
+    ]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["pk", "endpoint", "state", "tries", "last_status", "next_attempt_at", "created_at"]
+    list_filter = ["state"]
+    raw_id_fields = ["event", "endpoint"]
+    readonly_fields = ["tries", "last_status", "delivered_at", "error"]
+    inlines = [AttemptInline]
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """Events as sent (their bodies never change); read here, resent from the endpoint's page."""
+
+    list_display = ["webhook_id", "type", "source", "tracker", "created_at"]
+    list_filter = ["type", "source"]
+    raw_id_fields = ["tracker"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(admin.ModelAdmin):
+    list_display = ["delivery", "number", "started_at", "status_code", "outcome", "duration_ms"]
+    list_filter = ["outcome"]
+    raw_id_fields = ["delivery"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -3,6 +3,7 @@ list versions, promote and roll back, manage the workspace's API keys, health an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import AfterValidator, BaseModel
 
-from serving import hot, runtime, services
+from serving import hot, runtime, services, webhooks
 from serving.models import ApiKey, ModelVersion
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT
@@ -29,9 +30,14 @@ TEXT_MAX_CHARS = 10_000
 Text = Annotated[str, Field(min_length=1, max_length=TEXT_MAX_CHARS), AfterValidator(storable)]
 
 
-class PredictIn(Schema):
+class PredictIn(BaseModel):  # plain pydantic: ninja's Schema getter costs more than the check
     texts: list[Text] = Field(min_length=1, max_length=MAX_TEXTS)
     version: int | None = Field(None, ge=1, description="a version number to pin; the live one if absent")
+    alert: bool | None = Field(
+        None,
+        description="send matches to the tracker's webhook endpoints: true (every enabled one), false "
+        "(none); absent: the endpoints that opted in to prediction API matches",
+    )
 
 
 # The prediction responses are plain pydantic models: ninja's Schema reads every value through a
@@ -101,14 +107,35 @@ def predict(request, code: UUID, body: PredictIn):
     vectors, encoder_id = runtime.embed(body.texts, encoder)
     head = runtime.head_of(version, encoder_id)
     threshold, source = services.threshold_of(version)
+    answers = runtime.answers(version, head, vectors, threshold)
+    if body.alert is not False:
+        _alert(snap, body.alert, {version: webhooks.hits_of_answers(answers, body.texts)})
     return {
         "tracker": tracker.code,
         "version": version.number,
         "live": version.is_live,
         "threshold": threshold,
         "threshold_source": source,
-        "results": [a.__dict__ for a in runtime.answers(version, head, vectors, threshold)],
+        "results": [a.__dict__ for a in answers],
     }
+
+
+def _alert(
+    snap: hot.Snapshot, everyone: bool | None, hits: dict[ModelVersion, list], document: dict | None = None
+) -> None:
+    """Matches of a prediction request to the trackers' webhook endpoints (written with the request;
+    delivered by a worker, so a slow receiver never slows the API)."""
+    source = "any" if everyone else "api"
+    for version, found in hits.items():
+        if not found:
+            continue
+        tracker_id = version.tracker_id
+        endpoints = snap.get(
+            ("webhook-endpoints", tracker_id, source),
+            functools.partial(webhooks.endpoints_for, tracker_id, source),
+        )
+        if endpoints:
+            webhooks.alert(version, found, source="api", endpoints=endpoints, document=document)
 
 
 @router.get("/trackers/{code}/versions", response=list[VersionOut], tags=["versions"])
@@ -248,6 +275,11 @@ class ManyIn(BaseModel):
         max_length=MAX_TRACKERS,
         description="tracker codes; every live tracker of the workspace if absent",
     )
+    alert: bool | None = Field(
+        None,
+        description="send matches to the trackers' webhook endpoints: true (every enabled one), false "
+        "(none); absent: the endpoints that opted in to prediction API matches",
+    )
 
 
 TrackerCode = Annotated[str, Field(description="the tracker's code", json_schema_extra={"format": "uuid"})]
@@ -386,22 +418,40 @@ def predict_many(request, code: UUID, body: ManyIn):
     texts = [t.text for t in turns]
     documents: list[dict] = []
     per_segment: list[list[dict]] = [[] for _ in turns]
+    hits: dict[ModelVersion, list[webhooks.Hit]] = {}
 
-    def add_matches(part: Part, encoder_id: str, vectors: np.ndarray, into: Callable[[int], list]) -> None:
+    def found(version: ModelVersion, row: int | None, score: float, label: str) -> dict:
+        if body.alert is not False:
+            turn = turns[row] if row is not None else None
+            hits.setdefault(version, []).append(
+                webhooks.Hit(
+                    score=score,
+                    label=label,
+                    text=turn.text if turn else None,
+                    position=row if body.transcript is not None else None,
+                    speaker=turn.speaker if turn else "",
+                )
+            )
+        return _match(plan, version, score, label)
+
+    def add_matches(
+        part: Part, encoder_id: str, vectors: np.ndarray, into: Callable[[int], list], whole: bool = False
+    ) -> None:
         stack = runtime.stack_of(part.versions, encoder_id)
         out = stack.matrix(vectors)
         if len(part.concepts):  # one comparison for every concept's column at its threshold
             rows, which = np.nonzero(out[:, part.concept_cols] >= part.concept_thresholds)
             for row, j in zip(rows.tolist(), which.tolist(), strict=True):
                 version = part.concepts[j]
-                into(row).append(_match(plan, version, float(out[row, part.concept_cols[j]]), "yes"))
+                score = float(out[row, part.concept_cols[j]])
+                into(row).append(found(version, None if whole else row, score, "yes"))
         for i, version in part.topics:  # every text with a label, its most likely one
             labels = stack.heads[i].manifest["labels"]
             for row, answer in enumerate(
                 runtime.answers_from(version, labels, out[:, stack.columns[i]], None)
             ):
                 if answer.label != "none":
-                    into(row).append(_match(plan, version, answer.score, answer.label))
+                    into(row).append(found(version, None if whole else row, answer.score, answer.label))
 
     for encoder, segment_part, document_parts in plan.groups:
         vectors, encoder_id = runtime.embed(texts, encoder)  # each text embedded once per encoder
@@ -413,7 +463,10 @@ def predict_many(request, code: UUID, body: ManyIn):
                 continue
             total = vectors[lines].sum(axis=0)
             call = (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)[None, :]
-            add_matches(part, encoder_id, call, lambda _: documents)
+            add_matches(part, encoder_id, call, lambda _: documents, whole=True)
+    if hits:
+        transcript = {"title": body.transcript.title} if body.transcript is not None else None
+        _alert(hot.snapshot(request), body.alert, hits, document=transcript)
     return {
         "trackers": plan.used,
         "segments": [

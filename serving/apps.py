@@ -7,12 +7,16 @@ class ServingConfig(AppConfig):
 
     def ready(self) -> None:
         from labeling.models import TrainingRun
-        from serving.models import ApiKey, ModelVersion
+        from serving.models import ApiKey, ModelVersion, WebhookEndpoint
+        from serving.scoring import score_imported
         from serving.services import publish_after_training
         from trackers import generation
+        from trackers.models import Job
         from trackers.work import work_finished
 
-        generation.watch(ApiKey, ModelVersion, m2m=(ApiKey.trackers.through,))
+        generation.watch(ApiKey, ModelVersion, WebhookEndpoint, m2m=(ApiKey.trackers.through,))
+        # Imported documents, once embedded, are scored by every live tracker (and alerted).
+        work_finished.connect(score_imported, sender=Job, dispatch_uid="serving-score-imported")
 
         work_finished.connect(
             publish_after_training, sender=TrainingRun, dispatch_uid="serving-publish-version"

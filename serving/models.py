@@ -1,4 +1,5 @@
-"""Model versions (a trained head as immutable ONNX, one live per tracker) and API keys."""
+"""Model versions (a trained head as immutable ONNX, one live per tracker), API keys, bulk scoring
+and webhook alerts (endpoints, events, deliveries and their attempts)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,18 @@ from django.db import models
 from django.utils import timezone
 
 from labeling.models import TrainingRun
-from trackers.models import Dataset, Membership, ProgressWork, Role, Segment, Tracker, TrackerKind, Workspace
+from trackers.models import (
+    ClaimableWork,
+    Dataset,
+    Job,
+    Membership,
+    ProgressWork,
+    Role,
+    Segment,
+    Tracker,
+    TrackerKind,
+    Workspace,
+)
 
 KEY_PREFIX = "trk_"
 LAST_USED_EVERY = timedelta(minutes=1)  # how often a key's last-used time is written
@@ -182,6 +194,9 @@ class ScoringJob(ProgressWork):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="scoring_jobs")
     versions = models.ManyToManyField(ModelVersion, related_name="scoring_jobs")
     min_score = models.FloatField(null=True, blank=True)  # None: each version's threshold in use
+    # "bulk": asked for; "import": the documents one import brought, scored when they were embedded.
+    source = models.CharField(max_length=8, default="bulk")
+    import_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     done_through = models.BigIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True)  # per tracker: matches, score histogram
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -223,3 +238,121 @@ class ScoredSegment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.version} on {self.segment_id}: {self.score:.3f}"
+
+
+class Grouping(models.TextChoices):
+    TEXT = "text", "One event per matching text"
+    DOCUMENT = "document", "One event per document, listing its matching texts"
+
+
+class WebhookEndpoint(models.Model):
+    """Where a tracker's matches are delivered: a URL, its secret (``whsec_``…, shown once) and the
+    condition and grouping of its events. An endpoint that fails for too long, or answers 410, is
+    disabled, and says why."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(max_length=2000)
+    description = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    # Signing secrets; after a rotation the previous one signs too until ``previous_secret_until``.
+    secret = models.CharField(max_length=120)
+    previous_secret = models.CharField(max_length=120, blank=True)
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
+    # Condition: the threshold in use, or a stricter score; an optional speaker and metadata filter.
+    min_score = models.FloatField(null=True, blank=True)
+    speaker_filter = models.CharField(max_length=120, blank=True)
+    metadata_filter = models.JSONField(default=dict, blank=True)
+    grouping = models.CharField(max_length=16, choices=Grouping.choices, default=Grouping.TEXT)
+    # Sources: the prediction API is opt-in (or per request); bulk scoring and imports are on.
+    from_api = models.BooleanField(default=False)
+    from_bulk = models.BooleanField(default=True)
+    from_import = models.BooleanField(default=True)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.description or self.url
+
+
+class WebhookEvent(models.Model):
+    """One event, as every endpoint it goes to receives it: ``payload`` is the body, byte for byte
+    the same on every attempt; ``webhook_id`` (``msg_``…) is the receivers' idempotency key."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="webhook_events")
+    type = models.CharField(max_length=40)
+    source = models.CharField(max_length=8)  # api | bulk | import | test
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tracker", "-created_at"], name="webhook_event_tracker_time")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.webhook_id}"
+
+    @property
+    def webhook_id(self) -> str:
+        return f"msg_{self.code.hex}"
+
+
+class WebhookDelivery(ClaimableWork):
+    """An event's delivery to one endpoint, tried on a schedule until it succeeds or fails for good.
+
+    ``attempts`` (of the claimable-work base) counts claims of the current try; ``tries`` counts
+    HTTP attempts, each a ``DeliveryAttempt`` row. ``dedupe_key`` makes a document (or text) alerted
+    once per endpoint and model version, however often its scoring is retried.
+    """
+
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    dedupe_key = models.CharField(max_length=80, blank=True)  # "": never deduplicated (an API text)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    queued_at = models.DateTimeField(null=True, blank=True)  # when a task was last sent for it
+    tries = models.PositiveSmallIntegerField(default=0)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "dedupe_key"],
+                condition=~models.Q(dedupe_key=""),
+                name="one_delivery_per_alerted_match",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="delivery_state_due"),
+            models.Index(fields=["endpoint", "-created_at"], name="delivery_endpoint_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} of {self.event_id} to {self.endpoint_id} ({self.state})"
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP attempt of a delivery: when, what came back (status, an excerpt) or what went wrong."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_rows")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.FloatField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_excerpt = models.CharField(max_length=500, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    outcome = models.CharField(max_length=16)  # succeeded | retry | failed | disabled
+
+    class Meta:
+        ordering = ["delivery_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="one_attempt_per_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}: {self.outcome}"

@@ -27,8 +27,8 @@ from django.db.models import Q, QuerySet
 
 from labeling import game
 from labeling.models import Strategy
-from serving import runtime, services
-from serving.models import Feedback, ModelVersion, ScoredSegment, ScoringJob
+from serving import runtime, services, webhooks
+from serving.models import Feedback, Grouping, ModelVersion, ScoredSegment, ScoringJob
 from trackers import work
 from trackers.models import (
     Dataset,
@@ -92,7 +92,7 @@ def start_scoring(
                 f"({encoder_of.get(version.tracker_id) or 'none'}) than dataset '{dataset.name}' "
                 f"({dataset.encoder_id or 'not embedded'})"
             )
-    total = Segment.objects.filter(dataset=dataset, vector_row__isnull=False).count()
+    total = _segments(dataset, None).count()
     with transaction.atomic():
         job = ScoringJob.objects.create(
             workspace_id=dataset.workspace_id,
@@ -105,6 +105,52 @@ def start_scoring(
         job.versions.set(chosen)
         enqueue(job)
     return job
+
+
+def score_imported(sender: type[Job], row: Job, **kwargs: Any) -> ScoringJob | None:
+    """When the documents of an import have been embedded, score them with every live tracker of the
+    workspace (trained on the same encoder's vectors), so that their matches are alerted."""
+    if row.kind != JobKind.EMBED or row.state != WorkState.SUCCEEDED or row.dataset_id is None:
+        return None
+    after = (row.params or {}).get("after")
+    imported = Job.objects.filter(code=after, kind=JobKind.IMPORT).first() if after else None
+    if imported is None:  # embedding asked for on its own, not after an import
+        return None
+    dataset = row.dataset
+    assert dataset is not None
+    chosen = list(
+        services.serving_versions()
+        .filter(tracker__workspace=dataset.workspace_id, is_live=True)
+        .order_by("tracker__name", "tracker_id")
+    )
+    encoder_of = services.encoder_ids_of([v.tracker_id for v in chosen])
+    chosen = [v for v in chosen if encoder_of.get(v.tracker_id) == dataset.encoder_id]
+    if not chosen:
+        return None
+    total = _segments(dataset, imported).count()
+    if not total:
+        return None
+    with transaction.atomic():
+        job = ScoringJob.objects.create(
+            workspace_id=dataset.workspace_id,
+            dataset=dataset,
+            created_by=imported.created_by,
+            source="import",
+            import_job=imported,
+            total=total,
+            message=f"queued: {total:,} imported segments, {len(chosen)} tracker{'s' if len(chosen) != 1 else ''}",
+        )
+        job.versions.set(chosen)
+        enqueue(job)
+    return job
+
+
+def _segments(dataset: Dataset, import_job: Job | None) -> QuerySet[Segment]:
+    """The segments a job scores: every one with a vector, or those of one import's documents."""
+    segments = Segment.objects.filter(dataset=dataset, vector_row__isnull=False)
+    if import_job is not None:
+        segments = segments.filter(document__imported_by_job=import_job)
+    return segments
 
 
 def enqueue(job: ScoringJob) -> None:
@@ -233,7 +279,8 @@ def run_scoring(job: ScoringJob) -> dict[str, Any]:
     work.heartbeat(job, message="scoring…")
     while True:
         rows = list(
-            Segment.objects.filter(dataset=dataset, vector_row__isnull=False, pk__gt=after)
+            _segments(dataset, job.import_job)
+            .filter(pk__gt=after)
             .order_by("pk")
             .values_list("pk", "vector_row", "document_id", "speaker")[: settings.SCORING_CHUNK_SEGMENTS]
         )
@@ -281,7 +328,7 @@ def run_scoring(job: ScoringJob) -> dict[str, Any]:
             kept, scores, labels, matched = _results(scorer, out, first, job)
             results.extend(kept)
             scorer.count(scores, labels, matched)
-    _checkpoint(job, results, job.done_through, processed, scorers)
+    _checkpoint(job, results, job.done_through, processed, scorers, final=True)
     skipped = Segment.objects.filter(dataset=dataset, vector_row__isnull=True).count()
     matches = sum(s.counts.get("matches", 0) for s in scorers)
     message = f"{matches:,} matches by {len(scorers)} tracker{'s' if len(scorers) != 1 else ''} in {processed:,} segments"
@@ -299,13 +346,62 @@ def _document_groups(scorers: list[_Scorer]) -> dict[tuple, list[_Scorer]]:
 
 
 def _checkpoint(
-    job: ScoringJob, results: list[ScoredSegment], done_through: int, processed: int, scorers: list[_Scorer]
+    job: ScoringJob,
+    results: list[ScoredSegment],
+    done_through: int,
+    processed: int,
+    scorers: list[_Scorer],
+    *,
+    final: bool = False,
 ) -> None:
+    """A chunk's results, its alerts (the outbox) and the checkpoint, in one transaction."""
     result = {"trackers": {str(s.version.pk): s.counts for s in scorers}}
     with transaction.atomic():
         ScoredSegment.objects.bulk_create(results, batch_size=2000)
+        _alert(job, results, scorers, final=final)
         job.done_through = done_through
         work.heartbeat(job, processed=processed, done_through=done_through, result=result)
+
+
+def _alert(job: ScoringJob, results: list[ScoredSegment], scorers: list[_Scorer], *, final: bool) -> None:
+    """Matches to the trackers' webhook endpoints: per text as each chunk is stored; per document
+    (and document trackers' matches) once every segment has been read."""
+    for scorer in scorers:
+        endpoints = webhooks.endpoints_for(scorer.version.tracker_id, job.source)
+        if not endpoints:
+            continue
+        whole = scorer.version.tracker.granularity == Granularity.DOCUMENT
+        per_text = [e for e in endpoints if whole or e.grouping == Grouping.TEXT]
+        mine = [r for r in results if r.version_id == scorer.version.pk and r.match]
+        if per_text and mine:
+            webhooks.alert(scorer.version, _hits(mine, whole=whole), source=job.source, endpoints=per_text)
+        per_document = [e for e in endpoints if not whole and e.grouping == Grouping.DOCUMENT]
+        if final and per_document:
+            stored = list(ScoredSegment.objects.filter(job=job, version=scorer.version, match=True))
+            if stored:
+                webhooks.alert(scorer.version, _hits(stored), source=job.source, endpoints=per_document)
+
+
+def _hits(rows: list[ScoredSegment], whole: bool = False) -> list[webhooks.Hit]:
+    """Matches as alerts see them (``whole``: a document tracker's, each its document's)."""
+    segments = Segment.objects.in_bulk([r.segment_id for r in rows])
+    if whole:
+        return [
+            webhooks.Hit(score=r.score, label=r.label, document_id=segments[r.segment_id].document_id)
+            for r in rows
+        ]
+    return [
+        webhooks.Hit(
+            score=r.score,
+            label=r.label,
+            text=segments[r.segment_id].text,
+            segment_id=r.segment_id,
+            position=segments[r.segment_id].position,
+            speaker=segments[r.segment_id].speaker,
+            document_id=segments[r.segment_id].document_id,
+        )
+        for r in rows
+    ]
 
 
 # --- Reading the results -------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""Serving tasks: a finished training run becomes a model version; a dataset is scored in bulk."""
+"""Serving tasks: a finished training run becomes a model version; a dataset is scored in bulk;
+webhook deliveries are attempted (on a queue of their own) and dispatched when due."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
 from labeling.models import TrainingRun
-from serving import scoring, services
-from serving.models import ScoringJob
+from serving import scoring, services, webhooks
+from serving.models import ScoringJob, WebhookDelivery
 from trackers import work
 
 
@@ -34,3 +35,15 @@ def score_dataset(self, *, job_id: int) -> None:
 def sweep_stale_scoring() -> dict:
     """Periodic: scoring jobs whose worker died or whose message was lost are queued again."""
     return scoring.requeue_stale()
+
+
+@shared_task(bind=True, acks_late=True)
+def deliver_webhook(self, *, delivery_id: int) -> None:
+    """One attempt of a webhook delivery once it is due (claimed once; a retry is scheduled, not looped)."""
+    work.run_claimed(self, WebhookDelivery, delivery_id, webhooks.attempt, ready=webhooks.due())
+
+
+@shared_task
+def dispatch_webhooks() -> dict:
+    """Periodic: deliveries that came due or whose task was lost are sent; dead workers' taken over."""
+    return webhooks.dispatch()

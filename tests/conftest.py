@@ -163,6 +163,20 @@ def embedded(dataset, owner, django_capture_on_commit_callbacks):
 
 
 @pytest.fixture
+def two_live(embedded, workspace, owner, django_capture_on_commit_callbacks):
+    """Two concept trackers with a live version each over the cancel corpus."""
+    from serving import services
+    from tests.test_game import cancel_tracker
+    from tests.test_versions import inverse_tracker, play
+
+    wants = cancel_tracker(workspace, owner, embedded)
+    play(wants, owner, django_capture_on_commit_callbacks)
+    other = inverse_tracker(workspace, owner, embedded, django_capture_on_commit_callbacks)
+    assert services.live_version(wants) and services.live_version(other)
+    return wants, other
+
+
+@pytest.fixture
 def broker(settings):
     url = settings.CELERY_BROKER_URL
     if not url.startswith("redis://"):

@@ -6,7 +6,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from serving.models import ApiKey, ScoringJob
+from serving.models import ApiKey, ScoringJob, WebhookEndpoint
+from serving.outbound import new_secret
 from tests.factories import DocumentFactory, MembershipFactory, SegmentFactory, UserFactory
 from trackers.models import Job, JobKind, Role, Tracker
 
@@ -44,6 +45,9 @@ OBJECT_URLS = {
     "scoring-progress": "scoring",
     "scoring-download": "scoring",
     "scoring-feedback": "scoring",
+    "tracker-alerts": "tracker",
+    "alert-endpoint": "endpoint",
+    "alert-action": "endpoint",
 }
 POST_ONLY = {
     "dataset-create",
@@ -56,6 +60,7 @@ POST_ONLY = {
     "tracker-version-promote",
     "api-key-revoke",
     "scoring-feedback",
+    "alert-action",
 }
 # a version number, a key id, a download's format, a result id
 MORE_ARGS = {
@@ -64,6 +69,7 @@ MORE_ARGS = {
     "api-key-revoke": [1],
     "scoring-download": ["csv"],
     "scoring-feedback": [1],
+    "alert-action": ["test"],
 }
 
 
@@ -90,7 +96,9 @@ def objects(workspace, dataset, owner):
     job = Job.objects.create(workspace=workspace, dataset=dataset, kind=JobKind.IMPORT)
     tracker = Tracker.objects.create(workspace=workspace, name="t")
     scoring = ScoringJob.objects.create(workspace=workspace, dataset=dataset)
+    endpoint = WebhookEndpoint.objects.create(tracker=tracker, url="https://8.8.8.8/h", secret=new_secret())
     return {
+        "endpoint": endpoint,
         "workspace": workspace,
         "dataset": dataset,
         "document": doc,

@@ -20,7 +20,6 @@ from serving.ml.export import head_model, stacked_model
 from serving.models import ScoredSegment, ScoringJob
 from tests.factories import DatasetFactory, MembershipFactory, UserFactory, WorkspaceFactory
 from tests.test_game import cancel_tracker, oracle
-from tests.test_versions import inverse_tracker, play
 from trackers import services as corpus_services
 from trackers import work
 from trackers.models import Role, Segment, WorkState
@@ -50,16 +49,6 @@ def test_stacked_heads_score_as_each_head_alone():
         at += w.shape[1]
     assert at == together.shape[1] == 5
     np.testing.assert_allclose(together[:, 1:4].sum(axis=1), 1.0, atol=1e-6)  # the topic's softmax
-
-
-@pytest.fixture
-def two_live(embedded, workspace, owner, django_capture_on_commit_callbacks):
-    """Two concept trackers with a live version each over the cancel corpus."""
-    wants = cancel_tracker(workspace, owner, embedded)
-    play(wants, owner, django_capture_on_commit_callbacks)
-    other = inverse_tracker(workspace, owner, embedded, django_capture_on_commit_callbacks)
-    assert services.live_version(wants) and services.live_version(other)
-    return wants, other
 
 
 def expected_results(dataset, tracker) -> dict[int, float]:

@@ -61,14 +61,15 @@ def gave_up_reason(attempts: int) -> str:
     )
 
 
-def claim(model: type[W], pk: int) -> W | None:
-    """Compare-and-set a queued (or abandoned running) row to running; None if it is not ours to run.
+def claim(model: type[W], pk: int, ready: Q | None = None) -> W | None:
+    """Compare-and-set a queued (or abandoned running) row to running; None if it is not ours to run
+    (or, with ``ready``, not ready yet: a retry that has not come due).
 
     A row that has used up its attempts is failed here, with that reason.
     """
     now = timezone.now()
     cap = settings.WORK_MAX_ATTEMPTS
-    if model.objects.filter(_claimable(), pk=pk, attempts__lt=cap).update(
+    if model.objects.filter(_claimable(), ready or Q(), pk=pk, attempts__lt=cap).update(
         state=WorkState.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
     ):
         return model.objects.get(pk=pk)
@@ -144,14 +145,18 @@ def failure_message(exc: BaseException) -> str:
 
 
 def run_claimed(
-    task: Task, model: type[W], pk: int, work: Callable[[W], dict[str, Any] | Handed | None]
+    task: Task,
+    model: type[W],
+    pk: int,
+    work: Callable[[W], dict[str, Any] | Handed | None],
+    ready: Q | None = None,
 ) -> None:
     """The body of every work task: claim, run ``work``, record success or the failure's reason.
 
     ``work`` returns the fields to save with success (or None), or ``HANDED_TO_PARTS`` to leave the
     row running for its parts to end. Reruns of finished work do nothing.
     """
-    row = claim(model, pk)
+    row = claim(model, pk, ready)
     if row is None:
         state = model.objects.filter(pk=pk).values_list("state", flat=True).first()
         if state == WorkState.RUNNING and not (task.request.is_eager or task.request.called_directly):

@@ -1,0 +1,261 @@
+"""Webhook alerts in the prediction API: a tracker's endpoints (made, changed, deleted; the secret
+shown once, rotated), their health and delivery log with every attempt, test events, resends, and
+the tracker's events."""
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from django.shortcuts import get_object_or_404
+from ninja import Field, Query, Router, Schema, Status
+from ninja.errors import HttpError
+from ninja.pagination import LimitOffsetPagination, paginate
+from pydantic import AfterValidator
+
+from serving import webhooks
+from serving.models import Grouping, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from trackers.access import Scope
+from trackers.models import CAN_IMPORT
+from trackers.text import storable
+
+router = Router(tags=["webhooks"])
+
+
+Url = Annotated[
+    str,
+    Field(max_length=2000, description="http(s); refused if it resolves to a non-public address"),
+    AfterValidator(storable),
+]
+Description = Annotated[str, Field(max_length=200), AfterValidator(storable)]
+Speaker = Annotated[str, Field(max_length=120), AfterValidator(storable)]
+
+
+class EndpointIn(Schema):
+    url: Url
+    description: Description = ""
+    min_score: float | None = Field(
+        None, ge=0, le=1, description="a stricter score than the threshold in use"
+    )
+    speaker_filter: Speaker = ""
+    metadata_filter: dict[str, Any] = Field(default_factory=dict)
+    grouping: Grouping = Grouping.TEXT
+    from_api: bool = False
+    from_bulk: bool = True
+    from_import: bool = True
+
+
+class EndpointPatch(Schema):
+    url: Url | None = None
+    description: Description | None = None
+    enabled: bool | None = None
+    min_score: float | None = Field(None, ge=0, le=1)
+    speaker_filter: Speaker | None = None
+    metadata_filter: dict[str, Any] | None = None
+    grouping: Grouping | None = None
+    from_api: bool | None = None
+    from_bulk: bool | None = None
+    from_import: bool | None = None
+
+
+class Health(Schema):
+    attempts: int
+    succeeded: int
+    success_rate: float | None
+    last_error: str
+    last_error_at: datetime | None
+
+
+class EndpointOut(Schema):
+    code: UUID
+    tracker: UUID = Field(alias="tracker.code")
+    url: str
+    description: str
+    enabled: bool
+    disabled_reason: str
+    min_score: float | None
+    speaker_filter: str
+    metadata_filter: dict
+    grouping: str
+    from_api: bool
+    from_bulk: bool
+    from_import: bool
+    failing_since: datetime | None
+    previous_secret_until: datetime | None
+    created_at: datetime
+    health: Health
+
+    @staticmethod
+    def resolve_health(endpoint: WebhookEndpoint) -> dict:
+        return webhooks.health([endpoint])[endpoint.pk]
+
+
+class EndpointCreated(EndpointOut):
+    secret: str = Field(description="shown this once: verify signatures with it")
+
+
+class SecretOut(Schema):
+    secret: str = Field(description="the new secret, shown this once")
+    previous_valid_until: datetime = Field(description="the old secret signs beside it until then")
+
+
+class AttemptOut(Schema):
+    number: int
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None
+    outcome: str
+    error: str
+    response_excerpt: str
+
+
+class DeliveryOut(Schema):
+    id: int
+    endpoint: UUID = Field(alias="endpoint.code")
+    webhook_id: str = Field(alias="event.webhook_id")
+    type: str = Field(alias="event.type")
+    state: str
+    tries: int
+    last_status: int | None
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    error: str
+    created_at: datetime
+    attempts: list[AttemptOut]
+
+    @staticmethod
+    def resolve_attempts(delivery: WebhookDelivery) -> list:
+        return list(delivery.attempt_rows.all())
+
+
+class EventDelivery(Schema):
+    id: int
+    endpoint: UUID = Field(alias="endpoint.code")
+    state: str
+    tries: int
+
+
+class EventOut(Schema):
+    webhook_id: str
+    type: str
+    source: str
+    created_at: datetime
+    payload: dict
+    deliveries: list[EventDelivery]
+
+    @staticmethod
+    def resolve_deliveries(event: WebhookEvent) -> list:
+        return list(event.deliveries.all())
+
+
+class EventsQuery(Schema):
+    type: str | None = Field(None, description="tracker.match or webhook.test")
+    source: str | None = Field(None, description="api, bulk, import or test")
+
+
+def _endpoint(request, code: UUID) -> WebhookEndpoint:
+    scope = Scope.of_request(request)
+    endpoint = get_object_or_404(
+        WebhookEndpoint.objects.select_related("tracker__workspace").filter(
+            tracker__workspace_id__in=list(scope.roles)
+        ),
+        code=code,
+    )
+    scope.tracker(endpoint.tracker.code, CAN_IMPORT)  # a key limited to other trackers sees 404
+    return endpoint
+
+
+def _invalid(exc: webhooks.EndpointInvalid) -> HttpError:
+    return HttpError(422, str(exc))
+
+
+@router.get("/trackers/{code}/webhooks", response=list[EndpointOut])
+def endpoints(request, code: UUID):
+    """The tracker's webhook endpoints, with their health over the last 7 days (never their secrets)."""
+    tracker = Scope.of_request(request).tracker(code, CAN_IMPORT)
+    return list(WebhookEndpoint.objects.filter(tracker=tracker).select_related("tracker"))
+
+
+@router.post("/trackers/{code}/webhooks", response={201: EndpointCreated})
+def create(request, code: UUID, body: EndpointIn):
+    """A new endpoint: matches of the tracker are delivered there, signed with the secret returned
+    here once (Standard Webhooks)."""
+    scope = Scope.of_request(request)
+    tracker = scope.tracker(code, CAN_IMPORT)
+    try:
+        endpoint, secret = webhooks.create_endpoint(tracker=tracker, user=scope.actor, **body.dict())
+    except webhooks.EndpointInvalid as exc:
+        raise _invalid(exc) from None
+    assert endpoint.secret == secret  # the one response that shows it
+    return Status(201, endpoint)
+
+
+@router.get("/webhooks/{code}", response=EndpointOut)
+def endpoint(request, code: UUID):
+    return _endpoint(request, code)
+
+
+@router.patch("/webhooks/{code}", response=EndpointOut)
+def change(request, code: UUID, body: EndpointPatch):
+    """Change an endpoint (the URL is checked again); ``enabled: true`` turns a disabled one back on."""
+    found = _endpoint(request, code)
+    try:
+        return webhooks.update_endpoint(found, **body.dict(exclude_unset=True))
+    except webhooks.EndpointInvalid as exc:
+        raise _invalid(exc) from None
+
+
+@router.delete("/webhooks/{code}", response={204: None})
+def delete(request, code: UUID):
+    _endpoint(request, code).delete()
+    return Status(204, None)
+
+
+@router.post("/webhooks/{code}/rotate", response=SecretOut)
+def rotate(request, code: UUID):
+    """A new secret; the old one keeps signing beside it for the grace period."""
+    found = _endpoint(request, code)
+    secret = webhooks.rotate_secret(found)
+    return {"secret": secret, "previous_valid_until": found.previous_secret_until}
+
+
+@router.post("/webhooks/{code}/test", response={202: DeliveryOut})
+def test_event(request, code: UUID):
+    """Send a ``webhook.test`` event to the endpoint, delivered like any other."""
+    return Status(202, webhooks.send_test(_endpoint(request, code)))
+
+
+@router.get("/webhooks/{code}/deliveries", response=list[DeliveryOut])
+@paginate(LimitOffsetPagination)
+def deliveries(request, code: UUID):
+    """The endpoint's delivery log, newest first, each delivery with every attempt."""
+    return webhooks.deliveries_of(_endpoint(request, code)).select_related("endpoint")
+
+
+@router.post("/deliveries/{delivery_id}/resend", response={202: DeliveryOut})
+def resend(request, delivery_id: int):
+    """Deliver again: the same event and webhook-id, from a fresh schedule."""
+    scope = Scope.of_request(request)
+    delivery = get_object_or_404(
+        WebhookDelivery.objects.select_related("endpoint__tracker", "event").filter(
+            endpoint__tracker__workspace_id__in=list(scope.roles)
+        ),
+        pk=delivery_id,
+    )
+    scope.tracker(delivery.endpoint.tracker.code, CAN_IMPORT)
+    try:
+        return Status(202, webhooks.resend(delivery))
+    except webhooks.EndpointInvalid as exc:
+        raise HttpError(409, str(exc)) from None
+
+
+@router.get("/trackers/{code}/events", response=list[EventOut])
+@paginate(LimitOffsetPagination)
+def events(request, code: UUID, query: Query[EventsQuery]):
+    """The tracker's events, newest first, with where each went and how that went."""
+    tracker = Scope.of_request(request).tracker(code, CAN_IMPORT)
+    qs = WebhookEvent.objects.filter(tracker=tracker).prefetch_related("deliveries__endpoint")
+    if query.type:
+        qs = qs.filter(type=query.type)
+    if query.source:
+        qs = qs.filter(source=query.source)
+    return qs
