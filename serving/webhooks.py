@@ -380,37 +380,50 @@ def alert(
             shape = json.dumps([[h.segment_id, h.document_id, h.text, h.score] for h in members], default=str)
             planned.setdefault(shape, (members, []))[1].append((endpoint, key))
     keys = {key for _, targets in planned.values() for _, key in targets if key}
-    taken = set(
-        WebhookDelivery.objects.filter(endpoint__in=endpoints, dedupe_key__in=keys).values_list(
-            "endpoint_id", "dedupe_key"
-        )
-    )
-    created: list[WebhookDelivery] = []
-    with transaction.atomic():
-        for members, targets in planned.values():
-            targets = [(e, k) for e, k in targets if (e.pk, k) not in taken]
-            if not targets:
-                continue
-            event = WebhookEvent(tracker_id=version.tracker_id, type=EVENT_MATCH, source=source, payload={})
-            stored = documents.get(members[0].document_id) if members[0].document_id is not None else None
-            event.payload = _payload(
-                event=event,
-                version=version,
-                threshold=threshold,
-                threshold_source=threshold_source,
-                source=source,
-                document=_document_json(stored) if stored is not None else document,
-                hits=members,
-                at=at,
+    taken = (
+        set(
+            WebhookDelivery.objects.filter(endpoint__in=endpoints, dedupe_key__in=keys).values_list(
+                "endpoint_id", "dedupe_key"
             )
-            event.save()
-            rows = [
-                WebhookDelivery(event=event, endpoint=e, dedupe_key=k, next_attempt_at=at, queued_at=at)
-                for e, k in targets
-            ]
+        )
+        if keys
+        else set()
+    )
+    events: list[WebhookEvent] = []
+    rows: list[WebhookDelivery] = []
+    for members, targets in planned.values():
+        targets = [(e, k) for e, k in targets if (e.pk, k) not in taken]
+        if not targets:
+            continue
+        event = WebhookEvent(tracker_id=version.tracker_id, type=EVENT_MATCH, source=source, payload={})
+        stored = documents.get(members[0].document_id) if members[0].document_id is not None else None
+        event.payload = _payload(
+            event=event,
+            version=version,
+            threshold=threshold,
+            threshold_source=threshold_source,
+            source=source,
+            document=_document_json(stored) if stored is not None else document,
+            hits=members,
+            at=at,
+        )
+        events.append(event)
+        rows.extend(
+            WebhookDelivery(event=event, endpoint=e, dedupe_key=k, next_attempt_at=at, queued_at=at)
+            for e, k in targets
+        )
+    if not events:
+        return []
+    with transaction.atomic():
+        WebhookEvent.objects.bulk_create(events, batch_size=1000)
+        for row in rows:
+            row.event_id = row.event.pk
+        keyed = [r for r in rows if r.dedupe_key]
+        created = WebhookDelivery.objects.bulk_create([r for r in rows if not r.dedupe_key], batch_size=1000)
+        if keyed:
             # A concurrent retry of the same scoring may have taken a key meanwhile: it keeps it.
-            WebhookDelivery.objects.bulk_create(rows, ignore_conflicts=True)
-            created.extend(WebhookDelivery.objects.filter(event=event))
+            WebhookDelivery.objects.bulk_create(keyed, batch_size=1000, ignore_conflicts=True)
+            created += list(WebhookDelivery.objects.filter(event__in={r.event_id for r in keyed}))
         _enqueue_on_commit([d.pk for d in created])
     return created
 
