@@ -317,6 +317,7 @@ class WebhookDelivery(ClaimableWork):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     queued_at = models.DateTimeField(null=True, blank=True)  # when a task was last sent for it
     tries = models.PositiveSmallIntegerField(default=0)
+    schedule_from = models.PositiveSmallIntegerField(default=0)  # ``tries`` when last resent
     delivered_at = models.DateTimeField(null=True, blank=True)
     last_status = models.PositiveSmallIntegerField(null=True, blank=True)
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from serving import outbound
@@ -467,6 +467,7 @@ def resend(delivery: WebhookDelivery) -> WebhookDelivery:
             .update(
                 state=WorkState.QUEUED,
                 attempts=0,
+                schedule_from=F("tries"),  # its retries start the schedule again
                 error="",
                 next_attempt_at=at,
                 queued_at=at,
@@ -551,9 +552,10 @@ def attempt(delivery: WebhookDelivery) -> None:
         outcome, reason = "failed", sent.error
     else:
         outcome, reason = "retry", sent.error or f"HTTP {status}"
-    next_delay = delay_before(tries, sent.retry_after) if outcome == "retry" else None
+    on_schedule = tries - delivery.schedule_from  # attempts since it was made or last resent
+    next_delay = delay_before(on_schedule, sent.retry_after) if outcome == "retry" else None
     if outcome == "retry" and next_delay is None:
-        outcome, reason = "failed", f"gave up after {tries} attempts; the last: {reason}"
+        outcome, reason = "failed", f"gave up after {on_schedule} attempts; the last: {reason}"
     with transaction.atomic():
         DeliveryAttempt.objects.create(
             delivery=delivery,

@@ -180,6 +180,13 @@ def test_the_retry_schedule_waits_as_set_honours_retry_after_and_gives_up_at_its
         assert len(r.received) == 5
     assert delivery.state == WorkState.FAILED and "gave up after 5 attempts" in delivery.error
     assert [a.outcome for a in delivery.attempt_rows.all()] == ["retry"] * 4 + ["failed"]
+    with receiving(Answer(500)) as r:
+        delivery.endpoint.url = r.url
+        delivery.endpoint.save()
+        webhooks.resend(delivery)  # a resend starts the schedule again
+        deliver(delivery)
+    assert delivery.state == WorkState.QUEUED and delivery.tries == 6
+    assert (delivery.next_attempt_at - clock()).total_seconds() == 5
 
 
 def test_jitter_adds_up_to_its_share_of_each_delay(settings):
