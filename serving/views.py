@@ -459,7 +459,10 @@ def alert_action(request: PageRequest, code, action: str) -> HttpResponse:
         secret = webhooks.rotate_secret(endpoint)
         return _alerts_page(request, tracker, EndpointForm(), (endpoint, secret))
     elif action == "enable":
-        webhooks.update_endpoint(endpoint, enabled=request.POST.get("on") == "1")
+        try:
+            webhooks.update_endpoint(endpoint, enabled=request.POST.get("on") == "1")
+        except webhooks.EndpointInvalid as exc:  # enabling checks the target again
+            return bad_request(f"cannot enable {endpoint}: {exc}", status=422)
     elif action == "delete":
         endpoint.delete()
     else:

@@ -616,6 +616,11 @@ def test_the_alerts_page_adds_an_endpoint_shows_its_secret_once_its_health_and_i
     owner_client.post(reverse("alert-action", args=[endpoint.code, "enable"]), {"on": "0"})
     endpoint.refresh_from_db()
     assert not endpoint.enabled
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False  # its loopback target may no longer be enabled
+    again = owner_client.post(reverse("alert-action", args=[endpoint.code, "enable"]), {"on": "1"})
+    assert again.status_code == 422 and "loopback" in again.content.decode()
+    endpoint.refresh_from_db()
+    assert not endpoint.enabled
 
 
 def test_alerts_pages_are_for_the_workspaces_managers_only(two_live, private_ok, client, viewer, stranger):
