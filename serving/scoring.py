@@ -329,7 +329,10 @@ def run_scoring(job: ScoringJob) -> dict[str, Any]:
             results.extend(kept)
             scorer.count(scores, labels, matched)
     _checkpoint(job, results, job.done_through, processed, scorers, final=True)
-    skipped = Segment.objects.filter(dataset=dataset, vector_row__isnull=True).count()
+    unscored = Segment.objects.filter(dataset=dataset, vector_row__isnull=True)
+    if job.import_job is not None:  # only the import's own segments are this job's
+        unscored = unscored.filter(document__imported_by_job=job.import_job)
+    skipped = unscored.count()
     matches = sum(s.counts.get("matches", 0) for s in scorers)
     message = f"{matches:,} matches by {len(scorers)} tracker{'s' if len(scorers) != 1 else ''} in {processed:,} segments"
     if skipped:

@@ -213,7 +213,7 @@ def daily_chart(endpoint: WebhookEndpoint, days: int = 7) -> dict[str, Any]:
     for started, outcome in DeliveryAttempt.objects.filter(
         delivery__endpoint=endpoint, started_at__date__gte=first
     ).values_list("started_at", "outcome"):
-        day = timezone.localtime(started).date() if timezone.is_aware(started) else started.date()
+        day = timezone.localtime(started).date()
         if day in counts:
             counts[day][0 if outcome == "succeeded" else 1] += 1
     top = max([ok + bad for ok, bad in counts.values()] + [1])
@@ -574,9 +574,7 @@ def attempt(delivery: WebhookDelivery) -> None:
             return
         _note_failure(endpoint, at, reason, disable=outcome == "disabled")
         if outcome in ("failed", "disabled"):
-            delivery.tries, delivery.last_status = tries, status
-            WebhookDelivery.objects.filter(pk=delivery.pk).update(tries=tries, last_status=status)
-            work.fail(delivery, reason)
+            work.fail(delivery, reason)  # saves the row, with its tries and last status
             return
         assert next_delay is not None
         when = at + timedelta(seconds=next_delay)
