@@ -142,6 +142,15 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# A memory-mapped mirror of the access generation (see trackers.generation): the prediction path
+# reads it instead of querying the database per request. Only where every web process and worker
+# runs on one host: on by default with SQLite, off with PostgreSQL unless a path is set; "off" turns
+# it off.
+GENERATION_FILE = os.environ.get("TRACKERS_GENERATION_FILE") or (
+    str(DATA_DIR / "access-generation") if DATABASES["default"]["ENGINE"].endswith("sqlite3") else ""
+)
+if GENERATION_FILE == "off":
+    GENERATION_FILE = ""
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -21,13 +21,13 @@ MAX_ENTRIES = 20_000  # past this, everything kept is dropped (a flood of distin
 
 _lock = threading.Lock()
 _kept: dict[Any, Any] = {}
-_generation: int | None = None
+_generation: generation.Token | None = None
 
 
 class Snapshot:
     """One request's view: the generation it read, and the lookups kept under it."""
 
-    def __init__(self, value: int, kept: dict[Any, Any]):
+    def __init__(self, value: generation.Token, kept: dict[Any, Any]):
         self.value = value
         self._kept = kept
 
