@@ -19,8 +19,10 @@ from pydantic import AfterValidator, BaseModel
 
 from serving import hot, runtime, services, webhooks
 from serving.models import ApiKey, ModelVersion
-from trackers.access import Scope
-from trackers.models import CAN_IMPORT
+from trackers import encoders
+from trackers.access import KeyPrincipal, Scope
+from trackers.encoders import Encoder
+from trackers.models import CAN_IMPORT, Tracker
 from trackers.text import storable
 
 router = Router(tags=["predict"])
@@ -88,36 +90,77 @@ def _scope_key(scope: Scope) -> tuple:
     return (tuple(sorted(scope.roles.items())), scope.tracker_ids)
 
 
+def _caller_key(request) -> tuple:
+    """What the tracker a caller may see depends on: a key's workspace, role and trackers (kept with
+    the key, so no membership query), or the signed-in user's memberships."""
+    auth = getattr(request, "auth", None)
+    if isinstance(auth, KeyPrincipal):
+        return ("key", auth.workspace_id, auth.role, auth.tracker_ids)
+    return ("user", _scope_key(Scope.of_request(request)))
+
+
 def _tracker(request, scope: Scope, code: UUID):
     """The tracker, as the caller may see it, looked up once per process and access generation."""
     return hot.snapshot(request).get(("tracker", code, _scope_key(scope)), lambda: scope.tracker(code))
+
+
+@dataclass(frozen=True)
+class Route:
+    """All that scoring with one tracker needs, found once per process and access generation: the
+    tracker as its caller may see it, the live (or pinned) version, its checked head, the encoder that
+    made its training vectors and the threshold in use. A promotion, a new threshold or a revoked
+    right moves the generation, and the next request finds a new route."""
+
+    tracker: Tracker
+    version: ModelVersion
+    encoder: Encoder
+    head: runtime.LoadedHead
+    threshold: float | None
+    threshold_source: str
+
+
+def _route(request, code: UUID, number: int | None) -> Route:
+    scope = Scope.of_request(request)
+    tracker = _tracker(request, scope, code)
+    version = _version(tracker, number)
+    version.tracker = tracker
+    encoder = encoders.get_encoder(services.encoder_id_of(tracker))
+    threshold, source = services.threshold_of(version)
+    return Route(tracker, version, encoder, runtime.head_of(version, encoder.encoder_id), threshold, source)
 
 
 @router.post("/trackers/{code}/predict", response={200: PredictOut})
 def predict(request, code: UUID, body: PredictIn):
     """Score one text or a batch with the tracker's live model version (or the pinned one)."""
     snap = hot.snapshot(request)
-    tracker = _tracker(request, Scope.of_request(request), code)
-    if body.version is None:  # the live one: kept until a promotion (or any change) moves the generation
-        version = snap.get(("live", tracker.pk), lambda: _version(tracker, None))
-    else:
-        version = _version(tracker, body.version)
-        version.tracker = tracker
-    encoder = snap.get(("encoder", tracker.pk), lambda: services.encoder_id_of(tracker))
-    vectors, encoder_id = runtime.embed(body.texts, encoder)
-    head = runtime.head_of(version, encoder_id)
-    threshold, source = services.threshold_of(version)
-    answers = runtime.answers(version, head, vectors, threshold)
-    if body.alert is not False:
-        _alert(snap, body.alert, {version: webhooks.hits_of_answers(answers, body.texts)})
+    route = snap.get(
+        ("route", code, _caller_key(request), body.version), lambda: _route(request, code, body.version)
+    )
+    version = route.version
+    vectors = route.encoder.encode(body.texts)
+    answers = runtime.answers(version, route.head, vectors, route.threshold)
+    if body.alert is not False and (endpoints := _endpoints(snap, body.alert, version.tracker_id)):
+        hits = webhooks.hits_of_answers(answers, body.texts)
+        if hits:
+            webhooks.alert(version, hits, source="api", endpoints=endpoints)
     return {
-        "tracker": tracker.code,
+        "tracker": code,
         "version": version.number,
         "live": version.is_live,
-        "threshold": threshold,
-        "threshold_source": source,
+        "threshold": route.threshold,
+        "threshold_source": route.threshold_source,
         "results": [a.__dict__ for a in answers],
     }
+
+
+def _endpoints(snap: hot.Snapshot, everyone: bool | None, tracker_id: int) -> list:
+    """The tracker's endpoints that hear prediction API matches: all enabled ones when the request
+    asks (``everyone``), else those that opted in; kept under the access generation."""
+    source = "any" if everyone else "api"
+    return snap.get(
+        ("webhook-endpoints", tracker_id, source),
+        functools.partial(webhooks.endpoints_for, tracker_id, source),
+    )
 
 
 def _alert(
@@ -125,16 +168,8 @@ def _alert(
 ) -> None:
     """Matches of a prediction request to the trackers' webhook endpoints (written with the request;
     delivered by a worker, so a slow receiver never slows the API)."""
-    source = "any" if everyone else "api"
     for version, found in hits.items():
-        if not found:
-            continue
-        tracker_id = version.tracker_id
-        endpoints = snap.get(
-            ("webhook-endpoints", tracker_id, source),
-            functools.partial(webhooks.endpoints_for, tracker_id, source),
-        )
-        if endpoints:
+        if found and (endpoints := _endpoints(snap, everyone, version.tracker_id)):
             webhooks.alert(version, found, source="api", endpoints=endpoints, document=document)
 
 

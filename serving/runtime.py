@@ -3,8 +3,8 @@ heads in one pass (their weights stacked into one graph).
 
 Heads are loaded once per process and kept by their manifest's sha256, after ``open_version`` has
 checked the manifest, every file and the encoder; a promotion is seen by the next request (the
-live version is read from the database per request), and a request in flight keeps the head it
-started with. onnxruntime and tokenizers only: this module never imports torch.
+live version is kept only while the access generation holds, see ``serving.hot``), and a request in
+flight keeps the head it started with. onnxruntime and tokenizers only: this module never imports torch.
 """
 
 from __future__ import annotations
@@ -171,7 +171,4 @@ def answers_from(
             for row, b in zip(out, best, strict=True)
         ]
     assert threshold is not None, "a concept version answers at a threshold"
-    return [
-        Answer(score=float(p), label="yes" if p >= threshold else "no", match=bool(p >= threshold))
-        for p in out[:, 0]
-    ]
+    return [Answer(p, "yes", True) if p >= threshold else Answer(p, "no", False) for p in out[:, 0].tolist()]
