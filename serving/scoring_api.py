@@ -9,10 +9,11 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 
 from serving import scoring
 from serving.models import ScoredSegment, ScoringJob
+from serving.pagination import Pages
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT, CAN_LABEL
 
@@ -135,7 +136,7 @@ def status(request, code: UUID):
 
 
 @router.get("/scoring/{code}/results", response=list[ResultOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pages)
 def results(request, code: UUID, query: Query[ResultsQuery]):
     """The job's results, highest score first, filtered by tracker and score."""
     return _results(request, code, query)

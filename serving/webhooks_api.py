@@ -9,11 +9,12 @@ from uuid import UUID
 from django.shortcuts import get_object_or_404
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 from pydantic import AfterValidator
 
 from serving import webhooks
 from serving.models import Grouping, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from serving.pagination import Pages
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT
 from trackers.text import storable
@@ -225,7 +226,7 @@ def test_event(request, code: UUID):
 
 
 @router.get("/webhooks/{code}/deliveries", response=list[DeliveryOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pages)
 def deliveries(request, code: UUID):
     """The endpoint's delivery log, newest first, each delivery with every attempt."""
     return webhooks.deliveries_of(_endpoint(request, code)).select_related("endpoint")
@@ -249,7 +250,7 @@ def resend(request, delivery_id: int):
 
 
 @router.get("/trackers/{code}/events", response=list[EventOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pages)
 def events(request, code: UUID, query: Query[EventsQuery]):
     """The tracker's events, newest first, with where each went and how that went."""
     tracker = Scope.of_request(request).tracker(code, CAN_IMPORT)

@@ -33,11 +33,16 @@ def test_stacked_heads_score_as_each_head_alone():
     rng = np.random.default_rng(3)
     heads = [
         (rng.normal(size=(16, 1)), rng.normal(size=1), False),
+        (rng.normal(size=(16, 1)), rng.normal(size=1), False),
         (rng.normal(size=(16, 3)), rng.normal(size=3), True),
+        (rng.normal(size=(16, 2)), rng.normal(size=2), True),
         (rng.normal(size=(16, 1)), rng.normal(size=1), False),
     ]
     vectors = rng.normal(size=(7, 16)).astype(np.float32)
-    stack = ort.InferenceSession(stacked_model(heads).SerializeToString())
+    model = stacked_model(heads)
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("Sigmoid") == 2 and ops.count("Softmax") == 2  # neighbouring concepts share one
+    stack = ort.InferenceSession(model.SerializeToString())
     together = stack.run(["scores"], {"embedding": vectors})[0]
     at = 0
     for w, b, topic in heads:
@@ -47,8 +52,9 @@ def test_stacked_heads_score_as_each_head_alone():
         expected = alone.run(["scores"], {"embedding": vectors})[0]
         np.testing.assert_allclose(together[:, at : at + w.shape[1]], expected, atol=1e-6)
         at += w.shape[1]
-    assert at == together.shape[1] == 5
-    np.testing.assert_allclose(together[:, 1:4].sum(axis=1), 1.0, atol=1e-6)  # the topic's softmax
+    assert at == together.shape[1] == 8
+    np.testing.assert_allclose(together[:, 2:5].sum(axis=1), 1.0, atol=1e-6)  # the topics' softmaxes
+    np.testing.assert_allclose(together[:, 5:7].sum(axis=1), 1.0, atol=1e-6)
 
 
 def expected_results(dataset, tracker) -> dict[int, float]:
@@ -333,6 +339,16 @@ def test_bulk_scoring_through_the_api(
     assert status["trackers"][0]["tracker"] == str(wants.code) and status["trackers"][0]["scored"] == 116
     page = client.get(f"/api/v1/scoring/{code}/results?limit=5&min_score=0.5", headers=key).json()
     assert page["count"] >= len(page["items"]) > 0 and all(i["score"] >= 0.5 for i in page["items"])
+    past = client.get(f"/api/v1/scoring/{code}/results?offset=10000000", headers=key)
+    assert past.status_code == 200 and past.json()["items"] == []
+    for query, field in (
+        ("offset=9223372036854775807", "offset"),
+        ("limit=1001", "limit"),
+        ("limit=0", "limit"),
+    ):
+        refused = client.get(f"/api/v1/scoring/{code}/results?{query}", headers=key)
+        assert refused.status_code == 422, (query, refused.content)
+        assert refused.json()["detail"][0]["loc"][-1] == field
     item = page["items"][0]
     marked = client.post(
         f"/api/v1/scoring/{code}/results/{item['id']}/feedback",

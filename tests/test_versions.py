@@ -434,9 +434,15 @@ def test_predicting_with_a_tampered_version_answers_503_saying_why(client, train
 
 
 def many(client, workspace, key, **body):
-    return client.post(
+    from serving.api import ManyOut
+
+    response = client.post(
         f"/api/v1/workspaces/{workspace.code}/predict", body, content_type="application/json", headers=key
     )
+    if response.status_code == 200:  # written without the response model: it must still match it
+        assert response["Content-Type"] == "application/json"
+        ManyOut.model_validate_json(response.content, strict=True)
+    return response
 
 
 def test_every_live_tracker_on_texts_gives_each_texts_matches(

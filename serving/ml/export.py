@@ -125,20 +125,28 @@ def stacked_model(heads: Sequence[tuple[np.ndarray, np.ndarray, bool]]) -> onnx.
         raise ValueError(f"heads of different input sizes cannot be stacked: {sorted(dims)}")
     weights = np.hstack([np.asarray(w, dtype=np.float32) for w, _, _ in heads])
     bias = np.concatenate([np.asarray(b, dtype=np.float32).reshape(-1) for _, b, _ in heads])
-    widths = [w.shape[1] for w, _, _ in heads]
+    # Neighbouring concept heads share one sigmoid over their columns; each topic head has its own
+    # softmax (a node per head would cost more than the product for a hundred heads).
+    runs: list[tuple[int, bool]] = []  # (columns, softmax)
+    for w, _, topic in heads:
+        if runs and not topic and not runs[-1][1]:
+            runs[-1] = (runs[-1][0] + w.shape[1], False)
+        else:
+            runs.append((w.shape[1], topic))
     initializers = [numpy_helper.from_array(weights, "stack_W"), numpy_helper.from_array(bias, "stack_b")]
     nodes = [
         helper.make_node("MatMul", [VECTORS, "stack_W"], ["stack_z"]),
         helper.make_node("Add", ["stack_z", "stack_b"], ["stack_logits"]),
     ]
-    if len(heads) == 1:
+    if len(runs) == 1:
         parts = ["stack_logits"]
     else:
-        parts = [f"stack_part{i}" for i in range(len(heads))]
-        initializers.append(numpy_helper.from_array(np.asarray(widths, dtype=np.int64), "stack_widths"))
+        parts = [f"stack_part{i}" for i in range(len(runs))]
+        widths = np.asarray([width for width, _ in runs], dtype=np.int64)
+        initializers.append(numpy_helper.from_array(widths, "stack_widths"))
         nodes.append(helper.make_node("Split", ["stack_logits", "stack_widths"], parts, axis=1))
     activated = []
-    for i, (part, (_, _, topic)) in enumerate(zip(parts, heads, strict=True)):
+    for i, (part, (_, topic)) in enumerate(zip(parts, runs, strict=True)):
         name = f"stack_scores{i}"
         nodes.append(
             helper.make_node("Softmax", [part], [name], axis=1)
