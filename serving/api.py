@@ -433,7 +433,7 @@ def _plan(scope: Scope, code: UUID, trackers: list[UUID] | None, *, loose_texts:
                 [(speaker, Part.of(same, thresholds)) for speaker, same in by_filter.items()],
             )
         )
-    used_json = orjson.dumps([TrackerUsed(**u).model_dump() for u in used])
+    used_json = orjson.dumps([TrackerUsed.model_validate(u).model_dump() for u in used])
     return ManyPlan(groups, {v.pk: str(v.tracker.code) for v in chosen}, used_json)
 
 
