@@ -2,7 +2,7 @@
 its results, and mark a result right or wrong (the answer joins the tracker's answers)."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from django.http import StreamingHttpResponse
@@ -10,12 +10,14 @@ from django.shortcuts import get_object_or_404
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.pagination import paginate
+from pydantic import AfterValidator
 
 from serving import scoring
 from serving.models import ScoredSegment, ScoringJob
 from serving.pagination import Pages
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT, CAN_LABEL
+from trackers.text import storable
 
 router = Router(tags=["bulk scoring"])
 
@@ -81,7 +83,9 @@ class ResultOut(Schema):
 
 class FeedbackIn(Schema):
     verdict: Literal["right", "wrong"]
-    label: str | None = Field(None, max_length=120, description="topics: the right label of a wrong result")
+    label: Annotated[str, Field(max_length=120), AfterValidator(storable)] | None = Field(
+        None, description="topics: the right label of a wrong result"
+    )
 
 
 class ResultsQuery(Schema):

@@ -3,7 +3,7 @@ shown once, rotated), their health and delivery log with every attempt, test eve
 the tracker's events."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from django.shortcuts import get_object_or_404
@@ -149,8 +149,8 @@ class EventOut(Schema):
 
 
 class EventsQuery(Schema):
-    type: str | None = Field(None, description="tracker.match or webhook.test")
-    source: str | None = Field(None, description="api, bulk, import or test")
+    type: Literal["tracker.match", "webhook.test"] | None = None
+    source: Literal["api", "bulk", "import", "test"] | None = None
 
 
 def _endpoint(request, code: UUID) -> WebhookEndpoint:

@@ -684,6 +684,7 @@ def test_the_events_api_makes_endpoints_shows_their_log_and_resends(
     events = call("get", f"{base}/events?type=webhook.test").json()
     assert events["count"] == 1 and events["items"][0]["deliveries"][0]["state"] == "succeeded"
     assert call("get", f"{base}/events?source=bulk").json()["count"] == 0
+    assert call("get", f"{base}/events?source=%00").status_code == 422  # one of the sources, or 422
     for url in (f"{base}/events", f"/api/v1/webhooks/{code}/deliveries"):  # past bigint: 422, not 500
         too_far = call("get", f"{url}?offset=18446744073709551616")
         assert too_far.status_code == 422 and too_far.json()["detail"][0]["loc"][-1] == "offset"
