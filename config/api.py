@@ -3,14 +3,17 @@ app's router, API key or session auth, one error shape (``{"detail": ...}``)."""
 
 from __future__ import annotations
 
+import threading
+
 import orjson
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, JsonResponse
+from django_ratelimit.core import get_usage
 from ninja import NinjaAPI
 from ninja.renderers import BaseRenderer
 from ninja.responses import NinjaJSONEncoder
-from ninja.throttling import AuthRateThrottle
+from ninja.throttling import BaseThrottle
 
 from labeling.api import router as labeling_router
 from serving.api import router as serving_router
@@ -18,6 +21,7 @@ from serving.auth import BearerKey, BrowserSession, HeaderKey
 from serving.ml.artifacts import ArtifactMismatch
 from serving.scoring_api import router as scoring_router
 from serving.webhooks_api import router as webhooks_router
+from trackers.access import KeyPrincipal
 from trackers.api import router as trackers_router
 from trackers.encoders import EncoderMismatch
 
@@ -32,19 +36,34 @@ api = NinjaAPI(
 )
 
 
-class PerKeyRate(AuthRateThrottle):
-    """Requests per API key (or signed-in user) in a window, ``TRACKERS_API_V1_RATE``; over it, 429
-    with Retry-After."""
-
-    scope = "api-v1"
+class PerKeyRate(BaseThrottle):
+    """Requests per API key (or signed-in user, else address) in a fixed window,
+    ``TRACKERS_API_V1_RATE``: one atomic increment of a counter in the cache per request
+    (django-ratelimit), shared by every web process when the cache is Redis. Over it, 429 with
+    Retry-After, the seconds until the window ends."""
 
     def __init__(self) -> None:
-        super().__init__(settings.API_V1_RATE)
+        self._waits = threading.local()  # one instance serves every thread of the process
 
     def allow_request(self, request) -> bool:
-        self.rate = settings.API_V1_RATE  # read per request: a setting, not an import-time value
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request)
+        usage = get_usage(
+            request, group="api-v1", key=self._caller, rate=settings.API_V1_RATE, increment=True
+        )
+        if usage is None:
+            return True
+        self._waits.value = usage["time_left"] + 1  # its window includes its last second
+        return not usage["should_limit"]
+
+    def wait(self) -> float | None:
+        return getattr(self._waits, "value", None)
+
+    def _caller(self, group: str, request) -> str:
+        auth = getattr(request, "auth", None)
+        if isinstance(auth, KeyPrincipal):
+            return f"key:{auth.key_id}"
+        if auth is not None and getattr(auth, "pk", None) is not None:
+            return f"user:{auth.pk}"
+        return f"address:{self.get_ident(request)}"
 
 
 class FastJSON(BaseRenderer):

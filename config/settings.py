@@ -103,6 +103,14 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# What a prediction API call without a cookie goes through (config/wsgi.py): the rest is a browser's.
+API_LEAN_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "trackers.http.RequestBodyLimit",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 
@@ -258,6 +266,7 @@ UPLOAD_MAX_BYTES = env_int("TRACKERS_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 # in a window ("600/m", "20/s"); over either answers 413 or 429 with Retry-After.
 API_V1_MAX_BODY_BYTES = env_int("TRACKERS_API_V1_MAX_BODY_BYTES", 1_000_000)
 API_V1_RATE = os.environ.get("TRACKERS_API_V1_RATE", "1200/m")
+RATELIMIT_FAIL_OPEN = True  # a count the cache could not keep lets the request through (django-ratelimit)
 SEGMENT_MAX_CHARS = env_int("TRACKERS_SEGMENT_MAX_CHARS", 10_000)
 SEGMENT_SPLIT_CHARS = env_int("TRACKERS_SEGMENT_SPLIT_CHARS", 300)
 # A zip of transcripts is checked before any member is read: files, uncompressed sizes, ratio.

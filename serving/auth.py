@@ -74,3 +74,8 @@ class BrowserSession(SessionAuth):
         if self.param_name not in request.COOKIES:
             return None
         return super()._get_key(request)
+
+    def authenticate(self, request, key):
+        if key is None:  # no session cookie: no browser (and no session middleware on the API's lean path)
+            return None
+        return super().authenticate(request, key)

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from django.db import IntegrityError, transaction
-from django.test import TestCase
+from django.test import Client, TestCase
 
 from labeling import game
 from labeling import services as labeling_services
@@ -322,22 +322,100 @@ def test_health_and_readiness_need_no_key_and_say_what_is_not_ready(client, trai
 
 
 def test_a_body_over_the_limit_is_413_and_too_many_requests_429_with_retry_after(
-    client, trained, key, settings, workspace, owner
+    client, trained, key, settings, workspace, owner, monkeypatch
 ):
+    from types import SimpleNamespace
+
+    from django_ratelimit import core
+
     from serving.models import ApiKey
 
     settings.API_V1_MAX_BODY_BYTES = 2_000
     big = predict(client, trained, key, texts=["x" * 3_000])
     assert big.status_code == 413 and "the limit for a prediction request is 2.0 kB" in big.json()["detail"]
     settings.API_V1_RATE = "3/m"
+    clock = SimpleNamespace(now=1_800_000_000.0)
+    monkeypatch.setattr(core, "time", SimpleNamespace(time=lambda: clock.now))  # the limiter's clock
     _, raw = ApiKey.issue(workspace=workspace, name="burst", created_by=owner)
     burst = {"Authorization": f"Bearer {raw}"}
     codes = [predict(client, trained, burst, texts=["x"]).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     refused = predict(client, trained, burst, texts=["x"])
-    assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 60
+    wait = int(refused["Retry-After"])
+    assert refused.status_code == 429 and 0 < wait <= 60
     assert predict(client, trained, key, texts=["x"]).status_code == 200  # another key has its own count
+    clock.now += wait - 1
+    assert predict(client, trained, burst, texts=["x"]).status_code == 429  # still in the window
+    clock.now += 1
+    again = [predict(client, trained, burst, texts=["x"]).status_code for _ in range(4)]
+    assert again == [200, 200, 200, 429]  # a new window counts from zero
     assert client.get("/api/v1/health").status_code == 200  # health is never throttled
+
+
+def wsgi_call(path, body=None, headers=None):
+    """A request through ``config.wsgi.application`` as a server hands it over: (status, headers, body).
+    It runs in the test's thread and transaction: as Django's test client does, the end of the request
+    must not close that connection."""
+    import io
+
+    from django.core import signals
+    from django.db import close_old_connections
+
+    from config.wsgi import application
+
+    data = json.dumps(body).encode() if body is not None else b""
+    environ = {
+        "REQUEST_METHOD": "POST" if body is not None else "GET",
+        "PATH_INFO": path,
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "testserver",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(data),
+        "CONTENT_LENGTH": str(len(data)),
+        "CONTENT_TYPE": "application/json",
+        **{f"HTTP_{k.upper().replace('-', '_')}": v for k, v in (headers or {}).items()},
+    }
+    started = []
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        chunks = application(
+            environ, lambda status, response_headers: started.append((status, response_headers))
+        )
+        content = b"".join(chunks)
+        chunks.close()
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
+    status, response_headers = started[0]
+    return int(status.split()[0]), dict(response_headers), content
+
+
+def test_a_programs_prediction_call_takes_the_lean_path_and_a_browsers_the_whole_one(
+    client, trained, owner, key, monkeypatch
+):
+    import config.wsgi as wsgi
+
+    served = []
+    for name in ("lean", "full"):
+        handler = getattr(wsgi, name)
+        monkeypatch.setattr(wsgi, name, lambda e, s, h=handler, n=name: served.append(n) or h(e, s))
+    url = f"/api/v1/trackers/{trained.code}/predict"
+    texts = {"texts": ["please cancel my plan (9)", "the weather is nice today"]}
+    status, headers, content = wsgi_call(url, texts, key)
+    assert (status, served) == (200, ["lean"])
+    assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
+    assert json.loads(content) == predict(client, trained, key, **texts).json()  # as the whole stack answers
+    assert wsgi_call(url, texts)[0] == 401  # no key, no cookie: 401, on the lean path too
+    assert wsgi_call("/api/v1/health")[0] == 200 and served[-1] == "lean"
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(owner)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}"
+    status, _, content = wsgi_call(url, texts, {"Cookie": cookie})
+    assert (status, served[-1]) == (403, "full") and b"CSRF" in content  # a session's POST needs its token
+    assert wsgi_call(f"/api/v1/trackers/{trained.code}/versions", headers={"Cookie": cookie})[0] == 200
 
 
 # --- API keys: the page, limits to trackers and to prediction ------------------------------
