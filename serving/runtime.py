@@ -171,4 +171,5 @@ def answers_from(
             for row, b in zip(out, best, strict=True)
         ]
     assert threshold is not None, "a concept version answers at a threshold"
-    return [Answer(p, "yes", True) if p >= threshold else Answer(p, "no", False) for p in out[:, 0].tolist()]
+    at = float(np.float32(threshold))  # compared as float32, as the stacked paths compare their columns
+    return [Answer(p, "yes", True) if p >= at else Answer(p, "no", False) for p in out[:, 0].tolist()]

@@ -57,6 +57,15 @@ def test_stacked_heads_score_as_each_head_alone():
     np.testing.assert_allclose(together[:, 5:7].sum(axis=1), 1.0, atol=1e-6)
 
 
+def test_one_versions_matches_agree_with_the_stacked_comparison_at_the_threshold():
+    from types import SimpleNamespace
+
+    out = np.array([[np.float32(0.7)], [np.nextafter(np.float32(0.7), np.float32(0))]], dtype=np.float32)
+    answers = runtime.answers_from(SimpleNamespace(kind="concept"), ["no", "yes"], out, 0.7)
+    assert [a.match for a in answers] == (out[:, 0] >= np.float32(0.7)).tolist() == [True, False]
+    assert [a.label for a in answers] == ["yes", "no"] and answers[0].score == float(np.float32(0.7))
+
+
 def expected_results(dataset, tracker) -> dict[int, float]:
     """Every segment at or above the threshold in use, scored by the version's head directly."""
     version = services.live_version(tracker)
