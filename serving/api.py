@@ -101,11 +101,6 @@ def _caller_key(request) -> tuple:
     return ("user", _scope_key(Scope.of_request(request)))
 
 
-def _tracker(request, scope: Scope, code: UUID):
-    """The tracker, as the caller may see it, looked up once per process and access generation."""
-    return hot.snapshot(request).get(("tracker", code, _scope_key(scope)), lambda: scope.tracker(code))
-
-
 @dataclass(frozen=True)
 class Route:
     """All that scoring with one tracker needs, found once per process and access generation: the
@@ -122,8 +117,7 @@ class Route:
 
 
 def _route(request, code: UUID, number: int | None) -> Route:
-    scope = Scope.of_request(request)
-    tracker = _tracker(request, scope, code)
+    tracker = Scope.of_request(request).tracker(code)
     version = _version(tracker, number)
     version.tracker = tracker
     encoder = encoders.get_encoder(services.encoder_id_of(tracker))
@@ -404,20 +398,20 @@ def _plan(scope: Scope, code: UUID, trackers: list[UUID] | None, *, loose_texts:
     encoder_of = services.encoder_ids_of([v.tracker_id for v in chosen])
     by_encoder: dict[str | None, list[ModelVersion]] = {}
     thresholds: dict[int, float | None] = {}
-    used = []
+    used: list[TrackerUsed] = []
     for version in chosen:
         by_encoder.setdefault(encoder_of.get(version.tracker_id), []).append(version)
         threshold, source = services.threshold_of(version)
         thresholds[version.pk] = threshold
         used.append(
-            {
-                "tracker": str(version.tracker.code),
-                "name": version.tracker.name,
-                "granularity": version.tracker.granularity,
-                "version": version.number,
-                "threshold": threshold,
-                "threshold_source": source,
-            }
+            TrackerUsed(
+                tracker=str(version.tracker.code),
+                name=version.tracker.name,
+                granularity=version.tracker.granularity,
+                version=version.number,
+                threshold=threshold,
+                threshold_source=source,
+            )
         )
     groups = []
     for encoder, group in by_encoder.items():
@@ -433,7 +427,7 @@ def _plan(scope: Scope, code: UUID, trackers: list[UUID] | None, *, loose_texts:
                 [(speaker, Part.of(same, thresholds)) for speaker, same in by_filter.items()],
             )
         )
-    used_json = orjson.dumps([TrackerUsed.model_validate(u).model_dump() for u in used])
+    used_json = orjson.dumps([u.model_dump() for u in used])
     return ManyPlan(groups, {v.pk: str(v.tracker.code) for v in chosen}, used_json)
 
 
