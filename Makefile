@@ -46,15 +46,14 @@ define banner
 	cat var/demo-credentials.txt 2>/dev/null | paste -sd' ' | sed 's/^/  demo login (user password): /'; echo ""
 endef
 
-# A production server (gunicorn, a process per core; whitenoise serves the static files) and a
+# A production server (granian, config/serve.py: a process per core; whitenoise serves the static files) and a
 # Celery worker with the stale-work sweeper, on this machine only; Ctrl-C stops both.
 run: export TRACKERS_LOCAL_HTTP := 1
 run: prepare
 	@trap 'kill 0' EXIT; \
 	$(WORKERS) \
 	$(banner); \
-	$(BIN)/gunicorn config.wsgi --bind 127.0.0.1:$(PORT) --workers $(WEB_WORKERS) --threads 4 \
-	    --access-logfile - --error-logfile - --log-level warning
+	$(BIN)/python -m config.serve --port $(PORT) --workers $(WEB_WORKERS) --access-log
 
 # Development: Django's server with tracebacks and reloading, static files from static/.
 dev: export DJANGO_DEBUG := 1

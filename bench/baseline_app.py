@@ -1,8 +1,8 @@
 """The serving benchmark's baseline: the same prediction request answered by the simplest thing
 that works — sentence-transformers (torch) and a scikit-learn logistic regression with the
-tracker's weights, in a bare WSGI app behind the same gunicorn settings as the app.
+tracker's weights, in a bare WSGI app behind the same server settings as the app.
 
-    BASELINE_HEAD=head.json gunicorn bench.baseline_app:app
+    BASELINE_HEAD=head.json python -m config.serve bench.baseline_app:app
 
 ``head.json`` holds the tracker's weights (``coef``, ``intercept``) and ``threshold``; the request
 is the app's: ``POST /predict`` with ``{"texts": [...]}``.

@@ -2,7 +2,7 @@
 
 For each backend — the embedded default (SQLite, filesystem broker) and PostgreSQL + Redis — this
 makes a fresh install in a temporary folder (migrate, the demo corpus imported and embedded with
-the real encoder, labelers with API keys, trackers with 200-card rounds), starts gunicorn as
+the real encoder, labelers with API keys, trackers with 200-card rounds), starts granian as
 `make run` does, and has 4 and then 16 labelers claim and answer cards over HTTP for a fixed time,
 each answer posted twice (a double press). Afterwards the database is counted: every answer the
 server acknowledged with 201 must be one stored row, and no card may hold two. Then, with an
@@ -403,16 +403,11 @@ def bench_backend(backend: str, seconds: float, bomb: Path) -> tuple[list[dict],
                 [
                     sys.executable,
                     "-m",
-                    "gunicorn",
-                    "config.wsgi",
-                    "--bind",
-                    f"127.0.0.1:{port}",
+                    "config.serve",
+                    "--port",
+                    str(port),
                     "--workers",
                     str(os.cpu_count() or 2),
-                    "--threads",
-                    "4",
-                    "--log-level",
-                    "warning",
                 ],
                 cwd=REPO,
                 env=env,

@@ -3,12 +3,12 @@
 A fresh install in a temporary folder (the embedded default: SQLite; the demo corpus imported and
 embedded with the real encoder; 100 concept trackers trained through the app's own services, each
 with a live model version; a 100,000-segment dataset of 5,000 distinct texts, each embedded once;
-scoring reads a vector per segment all the same) is served by gunicorn as `make run` starts
+scoring reads a vector per segment all the same) is served by granian as `make run` starts
 it, on loopback. Measured:
 
 - one short text through ``POST /api/v1/trackers/{code}/predict``: p50/p99 latency at concurrency 1
   and throughput at 1, 4 and 16 concurrent clients; the same for the baseline (``bench/baseline_app.py``:
-  sentence-transformers and a scikit-learn head with the same weights, behind the same gunicorn);
+  sentence-transformers and a scikit-learn head with the same weights, behind the same server);
 - the raw encoder's batch-1 p50 in-process, in a process of its own just before and after the
   latency run (``http.encoder_b1_p50_ms``, what the p50 is compared with) and paired with the
   in-process app calls (``encoder_b1_p50_ms``);
@@ -230,22 +230,10 @@ def _run(code: str, env: dict[str, str], *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _gunicorn(app: str, port: int, env: dict[str, str], workers: int, log: Path) -> subprocess.Popen:
+def _server(app: str, port: int, env: dict[str, str], workers: int, log: Path) -> subprocess.Popen:
+    """`app` (module:callable) served as `make run` serves the app."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            app,
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--threads",
-            "4",
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", "config.serve", app, "--port", str(port), "--workers", str(workers)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -371,7 +359,7 @@ def main() -> None:
         }
 
         port = _free_port()
-        server = _gunicorn("config.wsgi", port, env, workers, tmp / "gunicorn.log")
+        server = _server("config.wsgi:application", port, env, workers, tmp / "server.log")
         try:
             _wait_ready(port, predict, one, headers)
             print("app: latency and throughput…", flush=True)
@@ -399,9 +387,9 @@ def main() -> None:
 
         head_file = tmp / "head.json"
         head_file.write_text(json.dumps(setup["head"]))
-        print("baseline: sentence-transformers + scikit-learn behind the same gunicorn…", flush=True)
+        print("baseline: sentence-transformers + scikit-learn behind the same server…", flush=True)
         port = _free_port()
-        baseline = _gunicorn(
+        baseline = _server(
             "bench.baseline_app:app",
             port,
             {**env, "BASELINE_HEAD": str(head_file)},
@@ -417,7 +405,7 @@ def main() -> None:
         print("cold start of a web worker…", flush=True)
         port = _free_port()
         started = time.perf_counter()
-        cold = _gunicorn("config.wsgi", port, env, 1, tmp / "cold.log")
+        cold = _server("config.wsgi:application", port, env, 1, tmp / "cold.log")
         try:
             _wait_ready(port, predict, one, headers)
             results["cold_start_s"] = time.perf_counter() - started

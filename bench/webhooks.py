@@ -3,7 +3,7 @@ the prediction API, in one run.
 
 A fresh install in a temporary folder (the embedded default: SQLite and the filesystem broker; the
 demo corpus imported and embedded with the real encoder; one concept tracker trained through the
-app's own services with a live version) is served as `make run` serves it: gunicorn, an
+app's own services with a live version) is served as `make run` serves it: granian, an
 interactive worker with the beat, a bulk worker and a webhooks worker (threads). A receiver on
 loopback records when each webhook-id first arrives. Measured:
 
@@ -46,9 +46,9 @@ _spec = importlib.util.spec_from_file_location("bench_serving", Path(__file__).w
 assert _spec is not None and _spec.loader is not None
 bench_serving = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_serving)
-_env, _gunicorn, _run, _stop, _wait_ready = (
+_env, _server, _run, _stop, _wait_ready = (
     bench_serving._env,
-    bench_serving._gunicorn,
+    bench_serving._server,
     bench_serving._run,
     bench_serving._stop,
     bench_serving._wait_ready,
@@ -254,7 +254,7 @@ def main() -> None:
         setup = _run(SETUP, env, str(args.calls))
         key, tracker = setup["key"], setup["tracker"]
         port = _free_port()
-        procs.append(_gunicorn("config.wsgi", port, env, os.cpu_count() or 2, tmp / "gunicorn.log"))
+        procs.append(_server("config.wsgi:application", port, env, os.cpu_count() or 2, tmp / "server.log"))
         procs.extend(_workers(env, tmp))
         probe = {"texts": [setup["texts"][0]]}
         _wait_ready(port, f"/api/v1/trackers/{tracker}/predict", probe, {"Authorization": f"Bearer {key}"})

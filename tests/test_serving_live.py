@@ -1,6 +1,6 @@
 """Promote and roll back while a real server process answers a stream of predictions: none fails.
 
-The server is gunicorn as `make run` starts it, on this run's PostgreSQL test database, with the
+The server is granian as `make run` starts it, on this run's PostgreSQL test database, with the
 real encoder; the tracker is trained here, through the services, on the real encoder's vectors.
 """
 
@@ -58,13 +58,12 @@ def server(settings, tmp_path):
         TRACKERS_DATA_DIR=str(tmp_path / "var"),
         TRACKERS_LOCAL_HTTP="1",
     )
-    args = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}"]
     proc = subprocess.Popen(
-        [*args, "--workers", "2", "--threads", "4", "--log-level", "warning"],
+        [sys.executable, "-m", "config.serve", "--port", str(port), "--workers", "2"],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "gunicorn.log", "ab"),  # noqa: SIM115 (held until the server stops)
+        stderr=open(tmp_path / "server.log", "ab"),  # noqa: SIM115 (held until the server stops)
     )
     base = f"http://127.0.0.1:{port}"
     try:
