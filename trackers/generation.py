@@ -139,6 +139,6 @@ def _mirror() -> Mirror | None:
     return found
 
 
-# A forked child (a Celery worker; a web server's) opens its own: a lock held by a parent's thread at the
-# fork would never be released in the child.
+# A forked child (a Celery pool process, a granian worker) opens its own: a lock held by a parent's
+# thread at the fork would never be released in the child.
 os.register_at_fork(after_in_child=_mirrors.clear)
