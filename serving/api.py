@@ -20,7 +20,7 @@ from ninja.errors import HttpError
 from pydantic import AfterValidator, BaseModel
 
 from serving import hot, runtime, services, webhooks
-from serving.models import ApiKey, ModelVersion
+from serving.models import ApiKey, EventSource, ModelVersion
 from trackers import encoders
 from trackers.access import KeyPrincipal, Scope
 from trackers.encoders import Encoder
@@ -138,7 +138,7 @@ def predict(request, code: UUID, body: PredictIn):
     if body.alert is not False and (endpoints := _endpoints(snap, body.alert, version.tracker_id)):
         hits = webhooks.hits_of_answers(answers, body.texts)
         if hits:
-            webhooks.alert(version, hits, source="api", endpoints=endpoints)
+            webhooks.alert(version, hits, source=EventSource.API, endpoints=endpoints)
     return {
         "tracker": code,
         "version": version.number,
@@ -166,7 +166,7 @@ def _alert(
     delivered by a worker, so a slow receiver never slows the API)."""
     for version, found in hits.items():
         if found and (endpoints := _endpoints(snap, everyone, version.tracker_id)):
-            webhooks.alert(version, found, source="api", endpoints=endpoints, document=document)
+            webhooks.alert(version, found, source=EventSource.API, endpoints=endpoints, document=document)
 
 
 @router.get("/trackers/{code}/versions", response=list[VersionOut], tags=["versions"])

@@ -181,6 +181,20 @@ def estimated_quality(run: TrainingRun) -> float | None:
     return float(v) if v is not None else None
 
 
+class EventType(models.TextChoices):
+    MATCH = "tracker.match", "A tracker matched"
+    TEST = "webhook.test", "A test"
+
+
+class EventSource(models.TextChoices):
+    """What made an event (and, for ``api``/``bulk``/``import``, which endpoints opted in)."""
+
+    API = "api", "Prediction API"
+    BULK = "bulk", "Bulk scoring"
+    IMPORT = "import", "Import"
+    TEST = "test", "Test"
+
+
 class ScoringJob(ProgressWork):
     """Bulk scoring of a stored dataset by some live model versions, from the segments' stored vectors.
 
@@ -194,8 +208,8 @@ class ScoringJob(ProgressWork):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="scoring_jobs")
     versions = models.ManyToManyField(ModelVersion, related_name="scoring_jobs")
     min_score = models.FloatField(null=True, blank=True)  # None: each version's threshold in use
-    # "bulk": asked for; "import": the documents one import brought, scored when they were embedded.
-    source = models.CharField(max_length=8, default="bulk")
+    # bulk: asked for; import: the documents one import brought, scored when they were embedded.
+    source = models.CharField(max_length=8, choices=EventSource.choices, default=EventSource.BULK)
     import_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     done_through = models.BigIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True)  # per tracker: matches, score histogram
@@ -286,8 +300,8 @@ class WebhookEvent(models.Model):
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="webhook_events")
-    type = models.CharField(max_length=40)
-    source = models.CharField(max_length=8)  # api | bulk | import | test
+    type = models.CharField(max_length=40, choices=EventType.choices)
+    source = models.CharField(max_length=8, choices=EventSource.choices)
     payload = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +32,31 @@ MAX_STACKS = 64  # stacked sets of heads kept per process
 @dataclass(frozen=True)
 class LoadedHead:
     """A version's head: its ONNX graph's weights, applied as the graph applies them (a product,
-    then a sigmoid or a softmax). ``head_of`` has checked that onnxruntime's answers agree."""
+    then a sigmoid or a softmax). ``head_of`` has checked that onnxruntime's answers agree.
+
+    Scores are computed in float64 and rounded to float32, here and in the stacked graphs: a float32
+    product sums in an order that depends on the batch's size (numpy takes a dot product for one row,
+    a matrix-vector product for more), which moved a text's score by a unit in the last place with
+    its batch-mates; in float64 those differences are far below float32's resolution, so a text
+    scores the same alone, in any batch, and through one head or a stack of them.
+    """
 
     manifest: dict[str, Any]
     parts: tuple[np.ndarray, np.ndarray, bool]  # weights, intercepts, softmax: for stacking
+    wide: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        weights, intercepts, _ = self.parts
+        object.__setattr__(self, "wide", (weights.astype(np.float64), intercepts.astype(np.float64)))
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
-        weights, intercepts, softmax = self.parts
-        logits = np.asarray(vectors, dtype=np.float32) @ weights + intercepts
-        if softmax:
+        weights, intercepts = self.wide
+        logits = np.asarray(vectors, dtype=np.float64) @ weights + intercepts
+        if self.parts[2]:
             exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-            return exp / exp.sum(axis=1, keepdims=True)
-        out: np.ndarray = 1.0 / (1.0 + np.exp(-logits))
+            out: np.ndarray = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        else:
+            out = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
         return out
 
 

@@ -28,7 +28,7 @@ from django.db.models import Q, QuerySet
 from labeling import game
 from labeling.models import Strategy
 from serving import runtime, services, webhooks
-from serving.models import Feedback, Grouping, ModelVersion, ScoredSegment, ScoringJob
+from serving.models import EventSource, Feedback, Grouping, ModelVersion, ScoredSegment, ScoringJob
 from trackers import work
 from trackers.models import (
     Dataset,
@@ -135,7 +135,7 @@ def score_imported(sender: type[Job], row: Job, **kwargs: Any) -> ScoringJob | N
             workspace_id=dataset.workspace_id,
             dataset=dataset,
             created_by=imported.created_by,
-            source="import",
+            source=EventSource.IMPORT,
             import_job=imported,
             total=total,
             message=f"queued: {total:,} imported segments, {len(chosen)} tracker{'s' if len(chosen) != 1 else ''}",

@@ -13,7 +13,7 @@ from ninja.pagination import paginate
 from pydantic import AfterValidator
 
 from serving import scoring
-from serving.models import ScoredSegment, ScoringJob
+from serving.models import Feedback, ScoredSegment, ScoringJob
 from serving.pagination import Pages
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT, CAN_LABEL
@@ -82,7 +82,7 @@ class ResultOut(Schema):
 
 
 class FeedbackIn(Schema):
-    verdict: Literal["right", "wrong"]
+    verdict: Feedback
     label: Annotated[str, Field(max_length=120), AfterValidator(storable)] | None = Field(
         None, description="topics: the right label of a wrong result"
     )

@@ -29,6 +29,8 @@ from django.utils import timezone
 from serving import outbound
 from serving.models import (
     DeliveryAttempt,
+    EventSource,
+    EventType,
     Grouping,
     ModelVersion,
     WebhookDelivery,
@@ -44,8 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EVENT_MATCH = "tracker.match"
-EVENT_TEST = "webhook.test"
 PAYLOAD_VERSION = 1
 RETRY_STATUSES = {408, 409, 425, 429}
 _random = random.Random()
@@ -309,7 +309,7 @@ def _payload(
     tracker = version.tracker
     best = max(hits, key=lambda h: h.score)
     return {
-        "type": EVENT_MATCH,
+        "type": EventType.MATCH,
         "id": event.webhook_id,
         "version": PAYLOAD_VERSION,
         "timestamp": at.isoformat(),
@@ -338,7 +338,12 @@ def _dedupe_key(version: ModelVersion, grouping: str, hits: list[Hit]) -> str:
 
 
 def endpoints_for(tracker_id: int, source: str) -> list[WebhookEndpoint]:
-    flag = {"api": "from_api", "bulk": "from_bulk", "import": "from_import", "any": None}[source]
+    flag = {
+        EventSource.API: "from_api",
+        EventSource.BULK: "from_bulk",
+        EventSource.IMPORT: "from_import",
+        "any": None,
+    }[source]
     qs = WebhookEndpoint.objects.filter(tracker_id=tracker_id, enabled=True)
     return list(qs.filter(**{flag: True}) if flag else qs)
 
@@ -395,7 +400,7 @@ def alert(
         targets = [(e, k) for e, k in targets if (e.pk, k) not in taken]
         if not targets:
             continue
-        event = WebhookEvent(tracker_id=version.tracker_id, type=EVENT_MATCH, source=source, payload={})
+        event = WebhookEvent(tracker_id=version.tracker_id, type=EventType.MATCH, source=source, payload={})
         stored = documents.get(members[0].document_id) if members[0].document_id is not None else None
         event.payload = _payload(
             event=event,
@@ -432,10 +437,12 @@ def send_test(endpoint: WebhookEndpoint) -> WebhookDelivery:
     """A ``webhook.test`` event to one endpoint, delivered like any other."""
     at = now()
     with transaction.atomic():
-        event = WebhookEvent(tracker_id=endpoint.tracker_id, type=EVENT_TEST, source="test", payload={})
+        event = WebhookEvent(
+            tracker_id=endpoint.tracker_id, type=EventType.TEST, source=EventSource.TEST, payload={}
+        )
         tracker = endpoint.tracker
         event.payload = {
-            "type": EVENT_TEST,
+            "type": EventType.TEST,
             "id": event.webhook_id,
             "version": PAYLOAD_VERSION,
             "timestamp": at.isoformat(),

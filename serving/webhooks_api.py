@@ -3,7 +3,7 @@ shown once, rotated), their health and delivery log with every attempt, test eve
 the tracker's events."""
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from django.shortcuts import get_object_or_404
@@ -13,7 +13,7 @@ from ninja.pagination import paginate
 from pydantic import AfterValidator
 
 from serving import webhooks
-from serving.models import Grouping, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from serving.models import EventSource, EventType, Grouping, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from serving.pagination import Pages
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT
@@ -149,8 +149,8 @@ class EventOut(Schema):
 
 
 class EventsQuery(Schema):
-    type: Literal["tracker.match", "webhook.test"] | None = None
-    source: Literal["api", "bulk", "import", "test"] | None = None
+    type: EventType | None = None
+    source: EventSource | None = None
 
 
 def _endpoint(request, code: UUID) -> WebhookEndpoint:

@@ -84,6 +84,28 @@ def test_a_successful_run_yields_a_version_whose_onnx_head_scores_as_the_app_doe
     assert np.abs(exported - in_app).max() <= 1e-5
 
 
+def test_every_featurizer_training_may_choose_exports_and_scores_as_the_trained_model():
+    from labeling.ml.training import FEATURIZERS, scorer_of, topic_scorer_of, train_binary, train_topic
+    from serving.ml.export import head_model
+    from tests.test_training import separable, topics
+
+    def exported(scorer, vectors: np.ndarray, topic: bool) -> np.ndarray:
+        model = head_model(scorer.coef, scorer.intercept, topic=topic, featurizer=scorer.featurizer)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"embedding": vectors.astype(np.float32)})[0]
+
+    rng = np.random.default_rng(21)
+    x, y = separable(rng, n=160)
+    for featurizer in FEATURIZERS:
+        head = train_binary(x, y, featurizers=(featurizer,))
+        scores = exported(scorer_of(head), x, topic=False)
+        assert scores.shape == (len(x), 1) and np.abs(scores[:, 0] - head.score(x)).max() <= 1e-5, featurizer
+    _, cluster, tv = topics(rng, k=4, n=400, noise=0.4)  # topic heads are trained on the vectors alone
+    topic = train_topic(tv, cluster, list("abcd"))
+    probabilities = exported(topic_scorer_of(topic), tv, topic=True)
+    assert np.abs(probabilities - topic.model.predict_proba(tv.astype(np.float32))).max() <= 1e-5
+
+
 def test_a_new_version_goes_live_only_if_it_is_at_least_as_good(
     trained, owner, django_capture_on_commit_callbacks
 ):
@@ -311,6 +333,33 @@ def test_the_downloaded_model_runs_with_onnxruntime_and_tokenizers_alone_and_sco
     assert done.returncode == 0, done.stderr
     printed = [float(m) for m in re.findall(r"\[([-0-9.e]+)\]", done.stdout)]
     assert np.abs(np.asarray(printed) - np.asarray(in_app)).max() <= 1e-5
+
+
+@pytest.mark.real_encoder
+def test_a_texts_score_is_the_same_alone_and_in_any_batch_and_its_vector_is_the_stored_one(
+    client, dataset, workspace, owner, key
+):
+    from trackers import services as corpus_services
+    from trackers.models import Segment
+
+    tracker = real_trained_tracker(dataset, workspace, owner, rounds=1)
+    segments = list(Segment.objects.filter(dataset=dataset).order_by("id")[:40])
+    texts = [s.text for s in segments]
+    alone = [predict(client, tracker, key, texts=[t]).json()["results"][0]["score"] for t in texts]
+    batched = [r["score"] for r in predict(client, tracker, key, texts=texts).json()["results"]]
+    reversed_ = [r["score"] for r in predict(client, tracker, key, texts=texts[::-1]).json()["results"]][::-1]
+    assert alone == batched == reversed_
+    # every tracker at once, and bulk scoring, apply the heads stacked: the same scores again
+    body = many(client, workspace, key, texts=texts).json()
+    matched = {seg["position"]: m["score"] for seg in body["segments"] for m in seg["matches"]}
+    assert matched and all(score == alone[position] for position, score in matched.items())
+    # the vectors served are the ones stored at import, that the head was trained on
+    encoder_id = services.encoder_id_of(tracker)
+    served, _ = runtime.embed(texts, encoder_id)
+    stored = corpus_services.vector_store(dataset).get([s.vector_row for s in segments])
+    assert np.array_equal(served, stored)
+    version = ModelVersion.objects.get(tracker=tracker)
+    assert runtime.stack_of([version], encoder_id).matrix(stored)[:, 0].tolist() == alone
 
 
 def test_health_and_readiness_need_no_key_and_say_what_is_not_ready(client, trained):
@@ -543,9 +592,7 @@ def test_every_live_tracker_on_texts_gives_each_texts_matches(
             for seg in body["segments"]
         ]
         assert [m is not None for m in got] == [r["match"] for r in single]
-        assert [m["score"] for m in got if m] == pytest.approx(
-            [r["score"] for r in single if r["match"]], abs=1e-6
-        )
+        assert [m["score"] for m in got if m] == [r["score"] for r in single if r["match"]]
     assert [s["position"] for s in body["segments"]] == [0, 1, 2] and body["documents"] == []
     only = many(client, workspace, key, texts=texts, trackers=[str(other.code)]).json()
     assert [t["tracker"] for t in only["trackers"]] == [str(other.code)]

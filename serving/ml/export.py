@@ -117,14 +117,19 @@ def head_parts(head: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray, bool]:
 
 def stacked_model(heads: Sequence[tuple[np.ndarray, np.ndarray, bool]]) -> onnx.ModelProto:
     """Many heads as one graph: one product with their weights side by side, then each head's own
-    sigmoid or softmax over its columns. ``scores`` holds the heads' columns in the given order."""
+    sigmoid or softmax over its columns. ``scores`` holds the heads' columns in the given order.
+
+    The graph computes in float64 and rounds its scores to float32, as ``serving.runtime.LoadedHead``
+    does, so a text's score is the same whatever it is batched or stacked with."""
     if not heads:
         raise ValueError("no heads to stack")
     dims = {w.shape[0] for w, _, _ in heads}
     if len(dims) != 1:
         raise ValueError(f"heads of different input sizes cannot be stacked: {sorted(dims)}")
-    weights = np.hstack([np.asarray(w, dtype=np.float32) for w, _, _ in heads])
-    bias = np.concatenate([np.asarray(b, dtype=np.float32).reshape(-1) for _, b, _ in heads])
+    weights = np.hstack([np.asarray(w, dtype=np.float32) for w, _, _ in heads]).astype(np.float64)
+    bias = np.concatenate([np.asarray(b, dtype=np.float32).reshape(-1) for _, b, _ in heads]).astype(
+        np.float64
+    )
     # Neighbouring concept heads share one sigmoid over their columns; each topic head has its own
     # softmax (a node per head would cost more than the product for a hundred heads).
     runs: list[tuple[int, bool]] = []  # (columns, softmax)
@@ -135,7 +140,8 @@ def stacked_model(heads: Sequence[tuple[np.ndarray, np.ndarray, bool]]) -> onnx.
             runs.append((w.shape[1], topic))
     initializers = [numpy_helper.from_array(weights, "stack_W"), numpy_helper.from_array(bias, "stack_b")]
     nodes = [
-        helper.make_node("MatMul", [VECTORS, "stack_W"], ["stack_z"]),
+        helper.make_node("Cast", [VECTORS], ["stack_x"], to=TensorProto.DOUBLE),
+        helper.make_node("MatMul", ["stack_x", "stack_W"], ["stack_z"]),
         helper.make_node("Add", ["stack_z", "stack_b"], ["stack_logits"]),
     ]
     if len(runs) == 1:
@@ -154,10 +160,10 @@ def stacked_model(heads: Sequence[tuple[np.ndarray, np.ndarray, bool]]) -> onnx.
             else helper.make_node("Sigmoid", [part], [name])
         )
         activated.append(name)
-    if len(activated) == 1:
-        nodes.append(helper.make_node("Identity", activated, [SCORES]))
-    else:
-        nodes.append(helper.make_node("Concat", activated, [SCORES], axis=1))
+    if len(activated) > 1:
+        nodes.append(helper.make_node("Concat", activated, ["stack_scores"], axis=1))
+        activated = ["stack_scores"]
+    nodes.append(helper.make_node("Cast", activated, [SCORES], to=TensorProto.FLOAT))
     graph = helper.make_graph(
         nodes,
         "tracker_heads",
