@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +42,12 @@ class LoadedHead:
     """
 
     manifest: dict[str, Any]
-    parts: tuple[np.ndarray, np.ndarray, bool]  # weights, intercepts, softmax: for stacking
-    wide: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        weights, intercepts, _ = self.parts
-        object.__setattr__(self, "wide", (weights.astype(np.float64), intercepts.astype(np.float64)))
+    parts: tuple[np.ndarray, np.ndarray, bool]  # float64 weights, intercepts, softmax: also for stacking
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
-        weights, intercepts = self.wide
+        weights, intercepts, softmax = self.parts
         logits = np.asarray(vectors, dtype=np.float64) @ weights + intercepts
-        if self.parts[2]:
+        if softmax:
             exp = np.exp(logits - logits.max(axis=1, keepdims=True))
             out: np.ndarray = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
         else:
@@ -99,7 +94,8 @@ def head_of(version: ModelVersion, encoder_id: str) -> LoadedHead:
         return head
     manifest = artifacts.open_version(Path(version.artifact_dir), version.manifest_sha256, encoder_id)
     model = onnx.load(str(Path(version.artifact_dir) / artifacts.HEAD_FILE))
-    head = LoadedHead(manifest, head_parts(model))
+    weights, intercepts, softmax = head_parts(model)
+    head = LoadedHead(manifest, (weights.astype(np.float64), intercepts.astype(np.float64), softmax))
     probe = np.random.default_rng(0).standard_normal((4, head.parts[0].shape[0])).astype(np.float32)
     expected = _run(_session(model.SerializeToString()), probe)
     if not np.allclose(head.scores(probe), expected, atol=1e-5):

@@ -126,10 +126,8 @@ def stacked_model(heads: Sequence[tuple[np.ndarray, np.ndarray, bool]]) -> onnx.
     dims = {w.shape[0] for w, _, _ in heads}
     if len(dims) != 1:
         raise ValueError(f"heads of different input sizes cannot be stacked: {sorted(dims)}")
-    weights = np.hstack([np.asarray(w, dtype=np.float32) for w, _, _ in heads]).astype(np.float64)
-    bias = np.concatenate([np.asarray(b, dtype=np.float32).reshape(-1) for _, b, _ in heads]).astype(
-        np.float64
-    )
+    weights = np.hstack([np.asarray(w, dtype=np.float64) for w, _, _ in heads])
+    bias = np.concatenate([np.asarray(b, dtype=np.float64).reshape(-1) for _, b, _ in heads])
     # Neighbouring concept heads share one sigmoid over their columns; each topic head has its own
     # softmax (a node per head would cost more than the product for a hundred heads).
     runs: list[tuple[int, bool]] = []  # (columns, softmax)
