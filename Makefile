@@ -7,7 +7,7 @@ PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install install-test prepare run dev test test-fast lint bench simulate clean
+.PHONY: install install-test run dev status stop test test-fast lint bench simulate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,41 +27,21 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-prepare: install
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python manage.py prepare_encoder
-	$(BIN)/python manage.py setup_demo
-
-# Three workers: "interactive" (training, the next round; with the sweepers' beat), "bulk" (import,
-# embedding, index, bulk scoring), so that a big import never holds up the game, and "webhooks"
-# (alert deliveries, threads: they wait on receivers, not the CPU).
-CELERY := $(BIN)/celery -A config worker --loglevel=INFO
-WORKERS := $(CELERY) --concurrency=1 -Q interactive -n interactive@%h --beat --schedule=var/celerybeat-schedule >var/worker.log 2>&1 & \
-	$(CELERY) --concurrency=1 -Q bulk -n bulk@%h >var/worker-bulk.log 2>&1 & \
-	$(CELERY) --pool=threads --concurrency=8 -Q webhooks -n webhooks@%h >var/worker-webhooks.log 2>&1 &
+# Every process of the app, supervised (config/run.py): the embedded Redis unless REDIS_URL names one,
+# a production web server (granian, config/serve.py: a process per core; whitenoise serves the static
+# files) and three Celery workers: "interactive" (training, the next round; with the sweepers' beat),
+# "bulk" (import, embedding, index, bulk scoring: a big import never holds up the game) and "webhooks"
+# (alert deliveries, in threads). It prepares the install first (migrations, static files, the ONNX
+# encoder, the demo workspace). A process that dies is started again; Ctrl-C stops them all.
 WEB_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
-define banner
-	echo ""; echo "  Trackers is running at http://127.0.0.1:$(PORT)/  (worker logs: var/worker.log, var/worker-bulk.log, var/worker-webhooks.log)"; \
-	cat var/demo-credentials.txt 2>/dev/null | paste -sd' ' | sed 's/^/  demo login (user password): /'; echo ""
-endef
-
-# A production server (granian, config/serve.py: a process per core; whitenoise serves the static files) and a
-# Celery worker with the stale-work sweeper, on this machine only; Ctrl-C stops both.
 run: export TRACKERS_LOCAL_HTTP := 1
-run: prepare
-	@trap 'kill 0' EXIT; \
-	$(WORKERS) \
-	$(banner); \
-	$(BIN)/python -m config.serve --port $(PORT) --workers $(WEB_WORKERS) --access-log
+run: install
+	@$(BIN)/python -m config.run --port $(PORT) --web-workers $(WEB_WORKERS)
 
-# Development: Django's server with tracebacks and reloading, static files from static/.
+# Development: the same, with Django's server (tracebacks, reloading, static files from static/).
 dev: export DJANGO_DEBUG := 1
-dev: prepare
-	@trap 'kill 0' EXIT; \
-	$(WORKERS) \
-	$(banner); \
-	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+dev: install
+	@$(BIN)/python -m config.run --dev --port $(PORT)
 
 # The suite runs against real PostgreSQL and Redis (override these to point elsewhere).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/trackers
@@ -123,5 +103,11 @@ simulate: install
 	    --positive airline --positive fastfood --positive finance --positive insurance
 	$(BIN)/python manage.py simulate_labeling --report $(RESULTS)
 
+# What runs (pids, uptime), and stopping a run from another shell.
+status:
+	@$(BIN)/python -m config.run status
+stop:
+	@$(BIN)/python -m config.run stop
+
 clean:
-	rm -rf var/broker var/media var/db.sqlite3 var/celerybeat-schedule* var/worker*.log
+	rm -rf var/media var/db.sqlite3 var/celerybeat-schedule* var/log var/redis var/supervisord.*

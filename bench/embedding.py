@@ -10,6 +10,7 @@ embedded defaults. Writes bench/results/embedding.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from load import embedded_redis  # bench/load.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 SMS = REPO.parent / "shared" / "data" / "sms_spam" / "dev.csv"
@@ -88,7 +91,7 @@ def measure(backend: str, n_texts: int, n_b1: int) -> dict:
 
 
 def pipeline_rate(tmp: Path) -> dict:
-    """Import + embed + index of the whole SMS file through a worker on SQLite and the filesystem broker."""
+    """Import + embed + index of the whole SMS file through a worker on SQLite and the embedded Redis."""
     from django.conf import settings as dj
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "CELERY_"))}
@@ -110,6 +113,8 @@ def pipeline_rate(tmp: Path) -> dict:
         ).stdout
 
     manage("migrate", "--noinput")
+    services = contextlib.ExitStack()
+    services.enter_context(embedded_redis(env))
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -148,10 +153,11 @@ def pipeline_rate(tmp: Path) -> dict:
     finally:
         os.killpg(worker.pid, 15)
         worker.wait(timeout=30)
+        services.close()
     out["rows_per_s"] = round(out["documents"] / out["seconds"], 1)
     out["seconds"] = round(out["seconds"], 2)
     out["setup"] = (
-        "SQLite + filesystem broker, one worker process, encoder "
+        "SQLite + the embedded Redis, one worker process, encoder "
         + os.environ.get("TRACKERS_ENCODER_VARIANT", "int8")
         + " (including the worker's encoder load)"
     )

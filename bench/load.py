@@ -1,6 +1,6 @@
 """Concurrent labelers against the real web stack: answers/s, latency, errors, lost or doubled answers.
 
-For each backend — the embedded default (SQLite, filesystem broker) and PostgreSQL + Redis — this
+For each backend — the embedded default (SQLite and the embedded Redis) and PostgreSQL + Redis — this
 makes a fresh install in a temporary folder (migrate, the demo corpus imported and embedded with
 the real encoder, labelers with API keys, trackers with 200-card rounds), starts granian as
 `make run` does, and has 4 and then 16 labelers claim and answer cards over HTTP for a fixed time,
@@ -20,6 +20,7 @@ cores they and the server share the CPU, as they would on a small install.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -31,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,36 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def embedded_redis(env: dict[str, str]) -> Iterator[None]:
+    """The embedded Redis of an install with no REDIS_URL, started as `make run` starts it (the same
+    command, config.run.redis_argv, on the same socket under its data folder); nothing otherwise."""
+    if env.get("REDIS_URL"):
+        yield
+        return
+    sys.path.insert(0, str(REPO))
+    import redis
+
+    from config.run import redis_argv
+    from config.settings import unix_socket
+
+    data = Path(env["TRACKERS_DATA_DIR"])
+    sock = unix_socket(data, "redis.sock")
+    server = subprocess.Popen(redis_argv(sock, data / "redis"), stdout=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(unix_socket_path=str(sock))
+        for _ in range(100):
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        yield
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def _env(backend: str, data_dir: Path) -> dict[str, str]:
@@ -396,7 +428,9 @@ def bench_backend(backend: str, seconds: float, bomb: Path) -> tuple[list[dict],
             subprocess.run(
                 ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True
             )
+        services = contextlib.ExitStack()
         try:
+            services.enter_context(embedded_redis(env))
             setup = _run(SETUP, env, str(max(LABELERS)), str(TRACKERS))
             port = _free_port()
             server = subprocess.Popen(
@@ -460,6 +494,7 @@ def bench_backend(backend: str, seconds: float, bomb: Path) -> tuple[list[dict],
                 server.terminate()
                 server.wait(30)
         finally:
+            services.close()
             if backend == "postgres":
                 subprocess.run(
                     [

@@ -28,6 +28,7 @@ Writes bench/results/serving.json and prints a table. The per-key rate limit is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -41,7 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from load import _free_port  # bench/load.py, beside this script
+from load import _free_port, embedded_redis  # bench/load.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "serving.json"
@@ -342,8 +343,10 @@ def main() -> None:
     args = parser.parse_args()
     workers = os.cpu_count() or 2
     tmp = Path(tempfile.mkdtemp(prefix="trackers-serving-"))
+    services = contextlib.ExitStack()
     try:
         env = _env(tmp / "var")
+        services.enter_context(embedded_redis(env))  # the broker, cache and rate counters of `make run`
         print(
             f"setting up: demo corpus, {args.trackers} trained trackers, a {args.bulk_segments:,}-segment dataset…",
             flush=True,
@@ -423,6 +426,7 @@ def main() -> None:
         results["in_process"].pop("bulk")
         results["bulk"] = {**inproc["bulk"], "encoder_per_s": inproc["encoder_per_s"]}
     finally:
+        services.close()
         shutil.rmtree(tmp, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

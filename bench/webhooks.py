@@ -1,7 +1,7 @@
 """Webhook benchmark: time from a match to its receipt, per source, and what a dead receiver costs
 the prediction API, in one run.
 
-A fresh install in a temporary folder (the embedded default: SQLite and the filesystem broker; the
+A fresh install in a temporary folder (the embedded default: SQLite and the embedded Redis; the
 demo corpus imported and embedded with the real encoder; one concept tracker trained through the
 app's own services with a live version) is served as `make run` serves it: granian, an
 interactive worker with the beat, a bulk worker and a webhooks worker (threads). A receiver on
@@ -23,6 +23,7 @@ Writes bench/results/webhooks.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import importlib.util
 import json
@@ -38,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-from load import _free_port  # bench/load.py, beside this script
+from load import _free_port, embedded_redis  # bench/load.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 # bench/serving.py's install and server helpers (loaded by path: "serving" is also the app's package)
@@ -244,12 +245,14 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="trackers-webhooks-"))
     procs: list[subprocess.Popen] = []
+    services = contextlib.ExitStack()
     try:
         env = {
             **_env(tmp / "var"),
             "TRACKERS_WEBHOOK_ALLOW_PRIVATE_TARGETS": "1",
             "TRACKERS_WEBHOOK_TIMEOUT_SECONDS": "15",
         }
+        services.enter_context(embedded_redis(env))
         print("setting up: demo corpus and a trained tracker…", flush=True)
         setup = _run(SETUP, env, str(args.calls))
         key, tracker = setup["key"], setup["tracker"]
@@ -260,7 +263,7 @@ def main() -> None:
         _wait_ready(port, f"/api/v1/trackers/{tracker}/predict", probe, {"Authorization": f"Bearer {key}"})
         results: dict = {
             "machine": {"cpus": os.cpu_count()},
-            "broker": "filesystem (embedded default)",
+            "broker": "embedded Redis (unix socket)",
             "database": "SQLite (embedded default)",
             "keyword": setup["word"],
         }
@@ -347,6 +350,7 @@ def main() -> None:
     finally:
         for proc in procs:
             _stop(proc)
+        services.close()
         shutil.rmtree(tmp, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -3,17 +3,17 @@ app's router, API key or session auth, one error shape (``{"detail": ...}``)."""
 
 from __future__ import annotations
 
-import threading
+import json
+import math
 
 import orjson
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, JsonResponse
-from django_ratelimit.core import get_usage
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from ninja import NinjaAPI
+from ninja.errors import HttpError
+from ninja.parser import Parser
 from ninja.renderers import BaseRenderer
 from ninja.responses import NinjaJSONEncoder
-from ninja.throttling import BaseThrottle
 
 from labeling.api import router as labeling_router
 from serving.api import router as serving_router
@@ -21,9 +21,46 @@ from serving.auth import BearerKey, BrowserSession, HeaderKey
 from serving.ml.artifacts import ArtifactMismatch
 from serving.scoring_api import router as scoring_router
 from serving.webhooks_api import router as webhooks_router
-from trackers.access import KeyPrincipal
 from trackers.api import router as trackers_router
 from trackers.encoders import EncoderMismatch
+from trackers.http import PerKeyRate
+from trackers.services import format_size
+from trackers.text import nonfinite_problem
+
+
+class StrictJSON(Parser):
+    """Request bodies as JSON, refusing what JSON has no room for before any view sees it: NaN,
+    Infinity and numbers too large for a float (Python's parser takes them; PostgreSQL refuses them)
+    and nesting deeper than the parser goes, each said with where it is."""
+
+    def parse_body(self, request):
+        try:
+            return json.loads(request.body, parse_constant=_not_finite, parse_float=_finite_float)
+        except _NotFinite:
+            why = nonfinite_problem(json.loads(request.body))
+            raise BodyRefused(why or "the request body holds a number that is not finite") from None
+        except RecursionError:
+            raise BodyRefused("the request body nests too deeply") from None
+
+
+class BodyRefused(ValueError):
+    """A request body the API cannot take, and why."""
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _not_finite(name: str) -> float:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
 
 api = NinjaAPI(
     title="Trackers API",
@@ -32,38 +69,10 @@ api = NinjaAPI(
     "`Authorization: Bearer <key>` or `X-API-Key: <key>` (keys are made on a workspace's API keys page or with `POST /api/v1/workspaces/{code}/keys`), "
     "or with a browser session.",
     auth=[BearerKey(), HeaderKey(), BrowserSession()],
+    throttle=[PerKeyRate("api", "API_RATE")],
+    parser=StrictJSON(),
     urls_namespace="api",
 )
-
-
-class PerKeyRate(BaseThrottle):
-    """Requests per API key (or signed-in user, else address) in a fixed window,
-    ``TRACKERS_API_V1_RATE``: one atomic increment of a counter in the cache per request
-    (django-ratelimit), shared by every web process when the cache is Redis. Over it, 429 with
-    Retry-After, the seconds until the window ends."""
-
-    def __init__(self) -> None:
-        self._waits = threading.local()  # one instance serves every thread of the process
-
-    def allow_request(self, request) -> bool:
-        usage = get_usage(
-            request, group="api-v1", key=self._caller, rate=settings.API_V1_RATE, increment=True
-        )
-        if usage is None:
-            return True
-        self._waits.value = usage["time_left"] + 1  # its window includes its last second
-        return not usage["should_limit"]
-
-    def wait(self) -> float | None:
-        return getattr(self._waits, "value", None)
-
-    def _caller(self, group: str, request) -> str:
-        auth = getattr(request, "auth", None)
-        if isinstance(auth, KeyPrincipal):
-            return f"key:{auth.key_id}"
-        if auth is not None and getattr(auth, "pk", None) is not None:
-            return f"user:{auth.pk}"
-        return f"address:{self.get_ident(request)}"
 
 
 class FastJSON(BaseRenderer):
@@ -84,8 +93,9 @@ api_v1 = NinjaAPI(
     "promote and roll back, score a stored dataset in bulk, and send matches to webhook endpoints. Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`, or "
     'with a browser session. Errors are `{"detail": "..."}`.',
     auth=[BearerKey(), HeaderKey(), BrowserSession()],
-    throttle=[PerKeyRate()],
+    throttle=[PerKeyRate("api-v1", "API_V1_RATE")],
     renderer=FastJSON(),
+    parser=StrictJSON(),
     urls_namespace="api-v1",
 )
 
@@ -94,6 +104,29 @@ for one in (api, api_v1):
     @one.exception_handler(PermissionDenied)
     def permission_denied(request, exc, one=one):
         return one.create_response(request, {"detail": str(exc) or "not allowed"}, status=403)
+
+    @one.exception_handler(HttpError)
+    def http_error(request, exc, one=one):
+        """ninja's refusal of a body it could not parse says why (which number, line, column)."""
+        detail, cause = str(exc), exc.__cause__
+        if isinstance(cause, BodyRefused):
+            detail = str(cause)
+        elif isinstance(cause, json.JSONDecodeError):
+            detail = f"the request body is not JSON: {cause.msg} (line {cause.lineno}, column {cause.colno})"
+        elif isinstance(cause, UnicodeDecodeError):
+            detail = f"the request body is not UTF-8 (byte {cause.start + 1})"
+        return one.create_response(request, {"detail": detail}, status=exc.status_code)
+
+    @one.exception_handler(RequestDataTooBig)
+    def too_big(request, exc, one=one):
+        limit = format_size(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        return one.create_response(
+            request,
+            {
+                "detail": f"the request body is over {limit}, the limit for a JSON body (send files as uploads)"
+            },
+            status=413,
+        )
 
 
 @api_v1.exception_handler(ArtifactMismatch)
@@ -108,8 +141,3 @@ api.add_router("", labeling_router)
 api_v1.add_router("", serving_router)
 api_v1.add_router("", scoring_router)
 api_v1.add_router("", webhooks_router)
-
-
-def not_found(request: HttpRequest) -> JsonResponse:
-    """Any other path under /api/: a JSON 404 in the API's error shape, not Django's HTML page."""
-    return JsonResponse({"detail": "Not Found: no API endpoint at this path (see /api/docs)"}, status=404)

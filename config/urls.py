@@ -2,10 +2,17 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from config.api import api, api_v1, not_found
+from config.api import api, api_v1
+from config.errors import not_found
 from labeling import views as labeling_views
 from serving import views as serving_views
 from trackers import views
+
+# Django's own error answers: JSON under /api/, the usual pages elsewhere.
+handler400 = "config.errors.bad_request"
+handler403 = "config.errors.permission_denied"
+handler404 = "config.errors.page_not_found"
+handler500 = "config.errors.server_error"
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -31,7 +38,7 @@ urlpatterns = [
     path("t/<uuid:code>/undo/", labeling_views.undo, name="undo"),
     path("t/<uuid:code>/summary/", labeling_views.summary, name="round-summary"),
     path("t/<uuid:code>/labels/", labeling_views.labels, name="labels"),
-    path("w/<uuid:code>/keys/", serving_views.keys, name="api-keys"),
+    path("w/<uuid:code>/keys/", serving_views.keys_page, name="api-keys"),
     path("w/<uuid:code>/keys/<int:key_id>/revoke/", serving_views.revoke_key, name="api-key-revoke"),
     path("t/<uuid:code>/versions/", serving_views.versions, name="tracker-versions"),
     path("t/<uuid:code>/versions/automatic/", serving_views.automatic, name="tracker-versions-automatic"),

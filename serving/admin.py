@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from serving import keys
 from serving.models import (
     ApiKey,
     DeliveryAttempt,
@@ -10,7 +11,6 @@ from serving.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
-from trackers import generation
 
 
 @admin.register(ApiKey)
@@ -43,10 +43,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):
-        from django.utils import timezone
-
-        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        generation.bump()  # every process drops the keys it knows
+        keys.revoke_keys(queryset)
 
 
 @admin.register(ModelVersion)

@@ -4,6 +4,9 @@ list versions, promote and roll back, manage the workspace's API keys, health an
 from __future__ import annotations
 
 import functools
+import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,36 +15,41 @@ from uuid import UUID
 
 import numpy as np
 import orjson
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import AfterValidator, BaseModel
 
-from serving import hot, runtime, services, webhooks
+from serving import hot, keys, runtime, services, webhooks
+from serving.ml.artifacts import ArtifactMismatch
 from serving.models import ApiKey, EventSource, ModelVersion
 from trackers import encoders
 from trackers.access import KeyPrincipal, Scope
-from trackers.encoders import Encoder
+from trackers.encoders import Encoder, EncoderMismatch
 from trackers.models import CAN_IMPORT, Tracker
 from trackers.text import storable
 
 router = Router(tags=["predict"])
+log = logging.getLogger(__name__)
 
 MAX_TEXTS = 64  # texts of one request
 TEXT_MAX_CHARS = 10_000
 Text = Annotated[str, Field(min_length=1, max_length=TEXT_MAX_CHARS), AfterValidator(storable)]
 
 
+ALERT_HELP = (
+    "matches go to the webhook endpoints that take prediction API matches (an endpoint that opted out "
+    "never gets them): absent or true, they do; false, this request alerts none. Asking with true "
+    "needs a role that may manage alerts (owner or admin, not a prediction-only key)."
+)
+
+
 class PredictIn(BaseModel):  # plain pydantic: ninja's Schema getter costs more than the check
     texts: list[Text] = Field(min_length=1, max_length=MAX_TEXTS)
     version: int | None = Field(None, ge=1, description="a version number to pin; the live one if absent")
-    alert: bool | None = Field(
-        None,
-        description="send matches to the tracker's webhook endpoints: true (every enabled one), false "
-        "(none); absent: the endpoints that opted in to prediction API matches",
-    )
+    alert: bool | None = Field(None, description=ALERT_HELP)
 
 
 # The prediction responses are plain pydantic models: ninja's Schema reads every value through a
@@ -133,9 +141,10 @@ def predict(request, code: UUID, body: PredictIn):
         ("route", code, _caller_key(request), body.version), lambda: _route(request, code, body.version)
     )
     version = route.version
+    _check_alert(request, body.alert, route.tracker.workspace_id)
     vectors = route.encoder.encode(body.texts)
     answers = runtime.answers(version, route.head, vectors, route.threshold)
-    if body.alert is not False and (endpoints := _endpoints(snap, body.alert, version.tracker_id)):
+    if body.alert is not False and (endpoints := _endpoints(snap, version.tracker_id)):
         hits = webhooks.hits_of_answers(answers, body.texts)
         if hits:
             webhooks.alert(version, hits, source=EventSource.API, endpoints=endpoints)
@@ -149,23 +158,32 @@ def predict(request, code: UUID, body: PredictIn):
     }
 
 
-def _endpoints(snap: hot.Snapshot, everyone: bool | None, tracker_id: int) -> list:
-    """The tracker's endpoints that hear prediction API matches: all enabled ones when the request
-    asks (``everyone``), else those that opted in; kept under the access generation."""
-    source = "any" if everyone else "api"
+def _check_alert(request, alert: bool | None, workspace_id: int) -> None:
+    """``alert: true`` is asked only by a caller that may manage alerts."""
+    if alert is not True:
+        return
+    scope = Scope.of_request(request)
+    if scope.roles.get(workspace_id) not in CAN_IMPORT or (scope.key is not None and scope.key.predict_only):
+        raise PermissionDenied(
+            "alert: only owners and admins (not prediction-only keys) may ask for alerts; leave it out "
+            "and matches go to the endpoints that take prediction API matches"
+        )
+
+
+def _endpoints(snap: hot.Snapshot, tracker_id: int) -> list:
+    """The tracker's enabled endpoints that take prediction API matches, kept under the access
+    generation."""
     return snap.get(
-        ("webhook-endpoints", tracker_id, source),
-        functools.partial(webhooks.endpoints_for, tracker_id, source),
+        ("webhook-endpoints", tracker_id, EventSource.API),
+        functools.partial(webhooks.endpoints_for, tracker_id, EventSource.API),
     )
 
 
-def _alert(
-    snap: hot.Snapshot, everyone: bool | None, hits: dict[ModelVersion, list], document: dict | None = None
-) -> None:
+def _alert(snap: hot.Snapshot, hits: dict[ModelVersion, list], document: dict | None = None) -> None:
     """Matches of a prediction request to the trackers' webhook endpoints (written with the request;
     delivered by a worker, so a slow receiver never slows the API)."""
     for version, found in hits.items():
-        if found and (endpoints := _endpoints(snap, everyone, version.tracker_id)):
+        if found and (endpoints := _endpoints(snap, version.tracker_id)):
             webhooks.alert(version, found, source=EventSource.API, endpoints=endpoints, document=document)
 
 
@@ -178,11 +196,15 @@ def versions(request, code: UUID):
 
 @router.post("/trackers/{code}/versions/{number}/promote", response=VersionOut, tags=["versions"])
 def promote(request, code: UUID, number: int):
-    """Make this version the live one (promote a newer one, or roll back to an older one)."""
+    """Make this version the live one (promote a newer one, or roll back to an older one); a version
+    whose files fail their checksums is refused (409), saying why."""
     scope = Scope.of_request(request)
     tracker = scope.tracker(code, CAN_IMPORT)
     version = get_object_or_404(ModelVersion, tracker=tracker, number=number)
-    return services.promote(version, scope.actor)
+    try:
+        return services.promote(version, scope.actor)
+    except services.VersionRefused as exc:
+        raise HttpError(409, str(exc)) from exc
 
 
 class HealthOut(Schema):
@@ -201,20 +223,42 @@ def health(request):
     return {"status": "ok"}
 
 
-@router.get("/ready", response={200: ReadyOut, 503: ReadyOut}, auth=None, throttle=[], tags=["health"])
-def ready(request):
-    """Ready to predict: the encoder is loaded and every live version's head is checked and loaded."""
+READY_KEEP_S = 1.0  # how long one process keeps its readiness answer: the check runs the encoder
+_ready_lock = threading.Lock()
+_ready: tuple[float, int, dict] | None = None
+
+
+def _readiness() -> tuple[int, dict]:
+    """Load the encoder and every live version's head; what is not ready, said without the install's
+    paths (the full error goes to the log)."""
     try:
         encoder_id = runtime.embed(["ready"], None)[1]
-        live = list(ModelVersion.objects.filter(is_live=True).select_related("tracker"))
-        for version in live:
+    except Exception as exc:
+        log.warning("not ready: the encoder cannot be loaded", exc_info=True)
+        return 503, {"status": f"not ready: the encoder cannot be loaded ({type(exc).__name__})"}
+    live = list(ModelVersion.objects.filter(is_live=True).select_related("tracker"))
+    for version in live:
+        try:
             runtime.head_of(version, encoder_id)
-    except Exception as exc:  # told to the caller: this process must not get traffic yet
-        return Status(
-            503,
-            {"status": f"not ready: {type(exc).__name__}: {exc}"[:500], "encoder": "", "live_versions": 0},
-        )
-    return {"status": "ready", "encoder": encoder_id, "live_versions": len(live)}
+        except (ArtifactMismatch, EncoderMismatch) as exc:
+            return 503, {"status": f"not ready: {version} cannot serve: {exc}"[:500]}
+        except Exception as exc:
+            log.warning("not ready: %s cannot be loaded", version, exc_info=True)
+            return 503, {"status": f"not ready: {version} cannot be loaded ({type(exc).__name__})"[:500]}
+    return 200, {"status": "ready", "encoder": encoder_id, "live_versions": len(live)}
+
+
+@router.get("/ready", response={200: ReadyOut, 503: ReadyOut}, auth=None, throttle=[], tags=["health"])
+def ready(request):
+    """Ready to predict: the encoder is loaded and every live version's head is checked and loaded
+    (the answer is kept for a second, so a flood of checks does not run the encoder each time)."""
+    global _ready
+    with _ready_lock:
+        now = time.monotonic()
+        if _ready is None or now - _ready[0] >= READY_KEEP_S:
+            _ready = (now, *_readiness())
+        _, status, body = _ready
+    return Status(status, {"encoder": "", "live_versions": 0, **body})
 
 
 class KeyIn(Schema):
@@ -229,6 +273,9 @@ class KeyOut(Schema):
     name: str
     prefix: str
     role: str
+    acts_as: str = Field(
+        alias="rights", description="the role it acts with: the lesser of its own and its maker's of now"
+    )
     predict_only: bool
     trackers: list[UUID]
     created_at: datetime
@@ -246,26 +293,24 @@ class NewKeyOut(KeyOut):
 
 @router.get("/workspaces/{code}/keys", response=list[KeyOut], tags=["keys"])
 def list_keys(request, code: UUID):
-    """The workspace's API keys (never their secrets)."""
-    ws = Scope.of_request(request).workspace(code, CAN_IMPORT)
-    return list(ApiKey.objects.filter(workspace=ws).prefetch_related("trackers"))
+    """The workspace's API keys (never their secrets); a key limited to trackers or to prediction
+    sees only itself."""
+    scope = Scope.of_request(request)
+    ws = scope.workspace(code, CAN_IMPORT)
+    return list(keys.visible_keys(scope, ws).prefetch_related("trackers"))
 
 
 @router.post("/workspaces/{code}/keys", response={201: NewKeyOut}, tags=["keys"])
 def create_key(request, code: UUID, body: KeyIn):
-    """A new key acting as the caller, optionally limited to some trackers and to prediction."""
+    """A new key acting as the caller, optionally limited to some trackers and to prediction; never
+    with more rights than the caller (a role at most its own, trackers within its own limits)."""
     scope = Scope.of_request(request)
     ws = scope.workspace(code, CAN_IMPORT)
     trackers = list(ws.trackers.filter(code__in=body.trackers))
     if len(trackers) != len(set(body.trackers)):
         raise HttpError(422, "trackers: every code must be a tracker of this workspace")
-    key, raw = ApiKey.issue(
-        workspace=ws,
-        name=body.name,
-        created_by=scope.actor,
-        role=body.role,
-        trackers=trackers,
-        predict_only=body.predict_only,
+    key, raw = keys.issue_key(
+        scope, ws, name=body.name, role=body.role, trackers=trackers, predict_only=body.predict_only
     )
     key.key = raw  # type: ignore[attr-defined]  # the response's only copy of the secret
     return Status(201, key)
@@ -273,13 +318,12 @@ def create_key(request, code: UUID, body: KeyIn):
 
 @router.post("/workspaces/{code}/keys/{key_id}/revoke", response=KeyOut, tags=["keys"])
 def revoke_key(request, code: UUID, key_id: int):
-    """Revoke a key: it stops working at once."""
-    ws = Scope.of_request(request).workspace(code, CAN_IMPORT)
-    key = get_object_or_404(ApiKey, workspace=ws, pk=key_id)
-    if key.revoked_at is None:
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])
-    return key
+    """Revoke a key: it stops working at once. A key may revoke itself; a member, the keys whose role
+    is at most theirs."""
+    scope = Scope.of_request(request)
+    ws = scope.workspace(code, CAN_IMPORT)
+    key = get_object_or_404(keys.visible_keys(scope, ws), pk=key_id)
+    return keys.revoke_key(scope, key)
 
 
 MAX_TURNS = 2_000  # turns of one transcript
@@ -306,11 +350,7 @@ class ManyIn(BaseModel):
         max_length=MAX_TRACKERS,
         description="tracker codes; every live tracker of the workspace if absent",
     )
-    alert: bool | None = Field(
-        None,
-        description="send matches to the trackers' webhook endpoints: true (every enabled one), false "
-        "(none); absent: the endpoints that opted in to prediction API matches",
-    )
+    alert: bool | None = Field(None, description=ALERT_HELP)
 
 
 TrackerCode = Annotated[str, Field(description="the tracker's code", json_schema_extra={"format": "uuid"})]
@@ -438,6 +478,8 @@ def predict_many(request, code: UUID, body: ManyIn):
     if (body.texts is None) == (body.transcript is None):
         raise HttpError(422, "give either 'texts' or 'transcript'")
     scope = Scope.of_request(request)
+    if body.alert is True:  # (a lookup only then: this path is kept lean)
+        _check_alert(request, body.alert, scope.workspace(code).pk)
     loose = body.transcript is None
     chosen = tuple(t.int for t in body.trackers) if body.trackers is not None else None  # UUIDs hash slowly
     plan = hot.snapshot(request).get(
@@ -498,7 +540,7 @@ def predict_many(request, code: UUID, body: ManyIn):
             add_matches(part, encoder_id, call, lambda _: documents, whole=True)
     if hits:
         transcript = {"title": body.transcript.title} if body.transcript is not None else None
-        _alert(hot.snapshot(request), body.alert, hits, document=transcript)
+        _alert(hot.snapshot(request), hits, document=transcript)
     # Written here, not by the response model: its tracker list, checked once when the plan was made,
     # would otherwise be validated and serialized again on every request (a third of the time for a
     # hundred trackers). Every value below has the type ``ManyOut`` gives it.

@@ -20,7 +20,7 @@ def _principal(raw: str) -> tuple[ApiKey, KeyPrincipal] | None:
     limited = frozenset(key.trackers.values_list("pk", flat=True))
     return key, KeyPrincipal(
         workspace_id=key.workspace_id,
-        role=key.role,
+        role=key.rights,
         user=key.created_by,
         key_id=key.pk,
         tracker_ids=limited or None,
@@ -30,7 +30,8 @@ def _principal(raw: str) -> tuple[ApiKey, KeyPrincipal] | None:
 
 def principal_for(raw: str, request=None) -> KeyPrincipal | None:
     """The caller a key stands for: looked up once per process while nothing it depends on changes
-    (``serving.hot``); a revocation, a new limit or a creator who leaves is seen by the next request."""
+    (``serving.hot``); a revocation, a new limit, a creator who leaves or whose role changes is seen
+    by the next request."""
     if not raw:
         return None
     snap = hot.snapshot(request)

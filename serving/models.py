@@ -24,6 +24,7 @@ from trackers.models import (
     Tracker,
     TrackerKind,
     Workspace,
+    lesser_role,
 )
 
 KEY_PREFIX = "trk_"
@@ -96,21 +97,36 @@ class ApiKey(models.Model):
         """The live key for ``raw``: not revoked, and its creator still active and still in the workspace.
 
         A key acts as its creator (answers are recorded as them), so it stops working the moment
-        they are deactivated, deleted or leave the workspace (an install's superusers need no membership).
+        they are deactivated, deleted or leave the workspace (an install's superusers need no
+        membership), and it never does more than their role of now allows (``rights``).
         """
+        maker_role = Membership.objects.filter(
+            workspace=models.OuterRef("workspace"), user=models.OuterRef("created_by")
+        ).values("role")[:1]
         return (
             cls.objects.select_related("workspace", "created_by")
+            .annotate(maker_role=models.Subquery(maker_role))
             .filter(key_hash=hash_key(raw), revoked_at__isnull=True, created_by__is_active=True)
-            .filter(
-                models.Q(created_by__is_superuser=True)
-                | models.Exists(
-                    Membership.objects.filter(
-                        workspace=models.OuterRef("workspace"), user=models.OuterRef("created_by")
-                    )
-                )
-            )
+            .filter(models.Q(created_by__is_superuser=True) | models.Q(maker_role__isnull=False))
             .first()
         )
+
+    @property
+    def rights(self) -> str:
+        """The role the key acts with: the lesser of its own and its maker's role of now (a demoted
+        maker's keys are demoted with them; an install's superuser keeps the key's own)."""
+        maker = self.created_by
+        if maker is not None and maker.is_superuser:
+            return self.role
+        if "maker_role" in self.__dict__:  # annotated by the query that found the key
+            current = self.__dict__["maker_role"]
+        else:
+            current = (
+                Membership.objects.filter(workspace_id=self.workspace_id, user=maker)
+                .values_list("role", flat=True)
+                .first()
+            )
+        return lesser_role(self.role, current) if current else Role.VIEWER
 
     def touch(self) -> None:
         """Record that the key was used: at most one write a minute per key, not one per request (the
@@ -324,6 +340,9 @@ class WebhookDelivery(ClaimableWork):
     HTTP attempts, each a ``DeliveryAttempt`` row. ``dedupe_key`` makes a document (or text) alerted
     once per endpoint and model version, however often its scoring is retried.
     """
+
+    # An attempt lasts a few seconds: a worker that died during one is found out within a minute.
+    stale_setting = "WEBHOOK_STALE_SECONDS"
 
     event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="deliveries")
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")

@@ -59,10 +59,13 @@ class ScoringJobOut(Schema):
     trackers: list[TrackerCounts]
 
     @staticmethod
-    def resolve_trackers(job: ScoringJob) -> list[dict]:
+    def resolve_trackers(job: ScoringJob, context) -> list[dict]:
+        """Each tracker's counts: for a key limited to trackers, only those it may see."""
+        limit = Scope.of_request(context["request"]).tracker_ids
         return [
             {"tracker": v.tracker.code, "name": v.tracker.name, "version": v.number, **counts}
             for v, counts in scoring.counts_of(job)
+            if limit is None or v.tracker_id in limit
         ]
 
 

@@ -156,8 +156,23 @@ def live_version(tracker: Tracker) -> ModelVersion | None:
     return serving_versions().filter(tracker=tracker, is_live=True).first()
 
 
+class VersionRefused(RuntimeError):
+    """A version that cannot serve, and why (its files, or the encoder its tracker's vectors need)."""
+
+
+def check_version(version: ModelVersion) -> None:
+    """Refuse a version whose files fail their checksums or whose encoder is not the one serving."""
+    try:
+        encoder_id = encoders.get_encoder(encoder_id_of(version.tracker)).encoder_id
+        artifacts.open_version(Path(version.artifact_dir), version.manifest_sha256, encoder_id)
+    except (artifacts.ArtifactMismatch, encoders.EncoderMismatch) as exc:
+        raise VersionRefused(f"version {version.number} cannot serve: {exc}") from exc
+
+
 def promote(version: ModelVersion, user: User | None) -> ModelVersion:
-    """Make ``version`` the live one of its tracker (a rollback is a promotion of an older one)."""
+    """Make ``version`` the live one of its tracker (a rollback is a promotion of an older one), once
+    its files and encoder are checked: a version that cannot serve never goes live."""
+    check_version(version)
     with transaction.atomic():
         Tracker.objects.select_for_update().filter(pk=version.tracker_id).first()
         _make_live(version, user)
@@ -216,20 +231,24 @@ class NoStandalone(RuntimeError):
     """The version's vectors were not made by an ONNX encoder of this install."""
 
 
+def zip_path(version: ModelVersion) -> Path:
+    """Where a version's standalone zip is kept once built."""
+    name = f"{version.tracker.name[:40]}-v{version.number}-{version.code}.zip"
+    return Path(settings.ARTIFACT_ROOT) / "downloads" / _safe_name(name)
+
+
 def standalone_zip(version: ModelVersion) -> Path:
     """The version's standalone model (encoder and head in one ONNX file, the tokenizer, the manifest),
     built on first request and kept: token ids in, sentence vector and scores out."""
-    path = (
-        Path(settings.ARTIFACT_ROOT)
-        / "downloads"
-        / f"{version.tracker.name[:40]}-v{version.number}-{version.code}.zip"
-    )
-    path = path.with_name(_safe_name(path.name))
+    path = zip_path(version)
+    try:
+        manifest = artifacts.open_version(
+            Path(version.artifact_dir), version.manifest_sha256, encoders.get_encoder().encoder_id
+        )
+    except artifacts.ArtifactMismatch as exc:  # checked at every download, the zip kept or not
+        raise NoStandalone(f"version {version.number} cannot be downloaded: {exc}") from exc
     if path.exists():
         return path
-    manifest = artifacts.open_version(
-        Path(version.artifact_dir), version.manifest_sha256, encoders.get_encoder().encoder_id
-    )
     encoder_dir = Path(settings.ENCODER_DIR)
     encoder_manifest = read_manifest(encoder_dir)
     variant = manifest["encoder"].get("variant")

@@ -15,11 +15,11 @@ from django.http import FileResponse, Http404, HttpResponse, StreamingHttpRespon
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from labeling import charts
-from serving import scoring, services, webhooks
+from serving import keys, scoring, services, webhooks
 from serving.models import (
     ApiKey,
     Feedback,
@@ -31,6 +31,7 @@ from serving.models import (
     WebhookEndpoint,
 )
 from trackers.access import (
+    Scope,
     get_dataset_for_user,
     get_tracker_for_user,
     get_workspace_for_user,
@@ -40,9 +41,10 @@ from trackers.access import (
 from trackers.forms import text_field
 from trackers.http import PageRequest, bad_request
 from trackers.models import CAN_IMPORT, CAN_LABEL, Role, Tracker, Workspace
+from trackers.text import nonfinite_problem
 
 
-def _panel(request: PageRequest, tracker: Tracker) -> TemplateResponse:
+def _panel(request: PageRequest, tracker: Tracker, refused: str = "") -> TemplateResponse:
     versions = list(
         ModelVersion.objects.filter(tracker=tracker).select_related("tracker", "training_run", "went_live_by")
     )
@@ -54,7 +56,9 @@ def _panel(request: PageRequest, tracker: Tracker) -> TemplateResponse:
             "versions": versions,
             "live": next((v for v in versions if v.is_live), None),
             "can_manage": role_in(request.user, tracker.workspace) in CAN_IMPORT,
+            "refused": refused,
         },
+        status=422 if refused else 200,  # htmx swaps a 422 in (base.html), so the reason shows
     )
 
 
@@ -69,7 +73,10 @@ def promote(request: PageRequest, code, number: int) -> HttpResponse:
     """Make a version live: a newer one, or an older one (a rollback)."""
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_IMPORT)
-    services.promote(get_object_or_404(ModelVersion, tracker=tracker, number=number), request.user)
+    try:
+        services.promote(get_object_or_404(ModelVersion, tracker=tracker, number=number), request.user)
+    except services.VersionRefused as exc:
+        return _panel(request, tracker, refused=str(exc))
     return _panel(request, tracker)
 
 
@@ -85,64 +92,69 @@ def automatic(request: PageRequest, code) -> HttpResponse:
 
 
 @login_required
-def download(request: PageRequest, code, number: int) -> FileResponse:
+def download(request: PageRequest, code, number: int) -> HttpResponse | FileResponse:
     """The standalone model of a version: one zip with the ONNX file, the tokenizer and the manifest."""
     tracker = get_tracker_for_user(request.user, code)
     version = get_object_or_404(ModelVersion, tracker=tracker, number=number)
-    path = services.standalone_zip(version)
+    try:
+        path = services.standalone_zip(version)
+    except services.NoStandalone as exc:
+        return bad_request(str(exc), status=409)
     return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)  # noqa: SIM115
 
 
 class KeyForm(forms.Form):
     name = text_field(max_length=120)
-    role = forms.ChoiceField(choices=Role.choices, initial=Role.LABELER)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.LABELER, help_text="at most your own")
     predict_only = forms.BooleanField(required=False, label="Prediction only")
     trackers = forms.ModelMultipleChoiceField(
         queryset=Tracker.objects.none(), required=False, help_text="none chosen: every tracker"
     )
 
-    def __init__(self, *args, workspace: Workspace, **kwargs) -> None:
+    def __init__(self, *args, workspace: Workspace, roles: list[tuple[str, str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["role"].choices = roles  # type: ignore[attr-defined]
         self.fields["trackers"].queryset = workspace.trackers.order_by("name")  # type: ignore[attr-defined]
 
 
 def _keys_page(
-    request: PageRequest, ws: Workspace, form: KeyForm, raw: str | None = None
+    request: PageRequest, ws: Workspace, form: KeyForm | None = None, raw: str | None = None
 ) -> TemplateResponse:
+    scope = Scope.of_user(request.user)
+    if form is None:
+        form = KeyForm(workspace=ws, roles=keys.roles_to_give(scope, ws))
+    shown = list(keys.visible_keys(scope, ws).select_related("created_by").prefetch_related("trackers"))
+    for key in shown:
+        key.revocable = key.revoked_at is None and keys.may_revoke(scope, key)  # type: ignore[attr-defined]
     return TemplateResponse(
         request,
         "serving/keys.html",
-        {
-            "workspace": ws,
-            "keys": ApiKey.objects.filter(workspace=ws)
-            .select_related("created_by")
-            .prefetch_related("trackers"),
-            "form": form,
-            "new_key": raw,
-        },
+        {"workspace": ws, "keys": shown, "form": form, "new_key": raw},
         status=200 if form.is_bound is False or not form.errors else 400,
     )
 
 
 @login_required
-def keys(request: PageRequest, code) -> HttpResponse:
-    """The workspace's API keys: made here (the secret is shown once), limited, revoked."""
+def keys_page(request: PageRequest, code) -> HttpResponse:
+    """The workspace's API keys: made here (the secret is shown once), limited, revoked; never with
+    more rights than the member who makes them."""
     ws = get_workspace_for_user(request.user, code)
     require_role(request.user, ws, CAN_IMPORT)
     if request.method != "POST":
-        return _keys_page(request, ws, KeyForm(workspace=ws))
-    form = KeyForm(request.POST, workspace=ws)
+        return _keys_page(request, ws)
+    scope = Scope.of_user(request.user)
+    form = KeyForm(request.POST, workspace=ws, roles=keys.roles_to_give(scope, ws))
     if not form.is_valid():
         return _keys_page(request, ws, form)
-    _, raw = ApiKey.issue(
-        workspace=ws,
+    _, raw = keys.issue_key(
+        scope,
+        ws,
         name=form.cleaned_data["name"],
-        created_by=request.user,
         role=form.cleaned_data["role"],
         trackers=list(form.cleaned_data["trackers"]),
         predict_only=form.cleaned_data["predict_only"],
     )
-    return _keys_page(request, ws, KeyForm(workspace=ws), raw)
+    return _keys_page(request, ws, raw=raw)
 
 
 @login_required
@@ -150,10 +162,7 @@ def keys(request: PageRequest, code) -> HttpResponse:
 def revoke_key(request: PageRequest, code, key_id: int) -> HttpResponse:
     ws = get_workspace_for_user(request.user, code)
     require_role(request.user, ws, CAN_IMPORT)
-    key = get_object_or_404(ApiKey, workspace=ws, pk=key_id)
-    if key.revoked_at is None:
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])  # saved, not updated: every process sees it at once
+    keys.revoke_key(Scope.of_user(request.user), get_object_or_404(ApiKey, workspace=ws, pk=key_id))
     return redirect("api-keys", code=ws.code)
 
 
@@ -332,7 +341,10 @@ def scoring_feedback(request: PageRequest, code, result_id: int) -> HttpResponse
         return TemplateResponse(
             request, "serving/scoring_job.html#result", {"job": job, "r": result, "can_mark": True}
         )
-    return redirect(request.POST.get("next") or reverse("scoring-job", kwargs={"code": job.code}))
+    back = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts=None):  # this site's paths only
+        back = reverse("scoring-job", kwargs={"code": job.code})
+    return redirect(back)
 
 
 # --- Webhook alerts ------------------------------------------------------------------------------
@@ -352,7 +364,10 @@ class EndpointForm(forms.Form):
     )
     speaker_filter = text_field(max_length=120, required=False, label="Only lines of speaker")
     metadata_filter = forms.CharField(
-        required=False, label="Only documents whose metadata has", help_text='JSON, e.g. {"region": "EU"}'
+        required=False,
+        max_length=webhooks.FILTER_MAX_FIELDS * (2 * webhooks.FILTER_MAX_CHARS + 8),
+        label="Only documents whose metadata has",
+        help_text='JSON, e.g. {"region": "EU"}',
     )
     grouping = forms.ChoiceField(choices=Grouping.choices, initial=Grouping.TEXT)
     from_bulk = forms.BooleanField(required=False, initial=True, label="Bulk scoring jobs")
@@ -367,8 +382,12 @@ class EndpointForm(forms.Form):
             value = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(f"not JSON: {exc}") from None
+        except RecursionError:
+            raise forms.ValidationError("nests too deeply: an object of names and plain values") from None
         if not isinstance(value, dict):
             raise forms.ValidationError('an object of field names and values, like {"region": "EU"}')
+        if why := nonfinite_problem(value):
+            raise forms.ValidationError(why)
         return value
 
 

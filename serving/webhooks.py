@@ -39,7 +39,7 @@ from serving.models import (
 )
 from trackers import generation, work
 from trackers.models import Document, Tracker, WorkState
-from trackers.text import problem
+from trackers.text import nonfinite_problem, problem
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAYLOAD_VERSION = 1
+FILTER_MAX_FIELDS = 20  # fields of an endpoint's metadata filter
+FILTER_MAX_CHARS = 200  # characters of one of its names or string values
 RETRY_STATUSES = {408, 409, 425, 429}
 _random = random.Random()
 
@@ -72,9 +74,21 @@ def _check_fields(url: str, min_score: float | None, metadata_filter: Any, *, ch
         raise EndpointInvalid(f"min_score: a score between 0 and 1 (got {min_score})")
     if not isinstance(metadata_filter, dict) or not all(isinstance(k, str) for k in metadata_filter):
         raise EndpointInvalid('metadata_filter: an object of field names and values, like {"region": "EU"}')
+    if len(metadata_filter) > FILTER_MAX_FIELDS:
+        raise EndpointInvalid(
+            f"metadata_filter: at most {FILTER_MAX_FIELDS} fields (got {len(metadata_filter):,})"
+        )
     for name, value in metadata_filter.items():
         if value is not None and not isinstance(value, str | int | float | bool):
-            raise EndpointInvalid(f"metadata_filter: the value of '{name}' is a string, number or true/false")
+            raise EndpointInvalid(
+                f"metadata_filter: the value of '{name[:40]}' is a string, number or true/false"
+            )
+        if isinstance(value, float) and (why := nonfinite_problem(value, name[:40])):
+            raise EndpointInvalid(f"metadata_filter: {why}")
+        if len(name) > FILTER_MAX_CHARS or (isinstance(value, str) and len(value) > FILTER_MAX_CHARS):
+            raise EndpointInvalid(
+                f"metadata_filter: '{name[:40]}': names and values are at most {FILTER_MAX_CHARS} characters"
+            )
         for text in (name, value):
             if isinstance(text, str) and (why := problem(text)):
                 raise EndpointInvalid(f"metadata_filter: '{name[:40]}': {why}")

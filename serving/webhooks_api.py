@@ -45,6 +45,10 @@ class EndpointIn(Schema):
     from_import: bool = True
 
 
+# What a null in a change means, per field: min_score null is the threshold in use again.
+CLEARABLE: dict[str, Any] = {"min_score": None, "description": "", "speaker_filter": "", "metadata_filter": {}}
+
+
 class EndpointPatch(Schema):
     url: Url | None = None
     description: Description | None = None
@@ -199,8 +203,14 @@ def endpoint(request, code: UUID):
 def change(request, code: UUID, body: EndpointPatch):
     """Change an endpoint (the URL is checked again); ``enabled: true`` turns a disabled one back on."""
     found = _endpoint(request, code)
+    changes = body.dict(exclude_unset=True)
+    for name, value in list(changes.items()):
+        if value is None:  # null: back to the default where there is one; refused where there is none
+            if name not in CLEARABLE:
+                raise HttpError(422, f"{name}: null is not a value it can take (leave it out to keep it)")
+            changes[name] = CLEARABLE[name]
     try:
-        return webhooks.update_endpoint(found, **body.dict(exclude_unset=True))
+        return webhooks.update_endpoint(found, **changes)
     except webhooks.EndpointInvalid as exc:
         raise _invalid(exc) from None
 

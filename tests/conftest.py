@@ -39,14 +39,12 @@ django_settings.STORAGES = {
     **django_settings.STORAGES,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-if "redis" in django_settings.CACHES["default"]["BACKEND"].lower():
-    django_settings.CACHES["default"]["KEY_PREFIX"] = BROKER_KEY_PREFIX + "cache"  # not read until first use
-if not django_settings.CELERY_BROKER_URL.startswith("filesystem://"):
-    # settings.py has already been read; the Celery app reads its config lazily, after this.
-    django_settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
-        **django_settings.CELERY_BROKER_TRANSPORT_OPTIONS,
-        "global_keyprefix": BROKER_KEY_PREFIX,
-    }
+django_settings.CACHES["default"]["KEY_PREFIX"] = BROKER_KEY_PREFIX + "cache"  # not read until first use
+# settings.py has already been read; the Celery app reads its config lazily, after this.
+django_settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+    **django_settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+    "global_keyprefix": BROKER_KEY_PREFIX,
+}
 
 
 @pytest.fixture(scope="session")
@@ -177,10 +175,19 @@ def two_live(embedded, workspace, owner, django_capture_on_commit_callbacks):
 
 
 @pytest.fixture
+def world(two_live, workspace, owner, embedded, django_capture_on_commit_callbacks):
+    """An object of every kind the JSON APIs name in their paths (tests/api_world.py)."""
+    from tests import api_world
+
+    wants, other = two_live
+    return api_world.build(workspace, owner, embedded, wants, other, django_capture_on_commit_callbacks)
+
+
+@pytest.fixture
 def broker(settings):
     url = settings.CELERY_BROKER_URL
     if not url.startswith("redis://"):
-        pytest.skip("worker tests need REDIS_URL (make test sets it)")
+        pytest.skip("worker tests need REDIS_URL naming a Redis server (make test sets it)")
     client = redis.Redis.from_url(url)
 
     def drop_our_keys():

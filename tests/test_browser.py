@@ -10,6 +10,8 @@ from django.db import connections
 from labeling import services as labeling_services
 from trackers.models import Job, JobState
 
+expect = pytest.importorskip("playwright.sync_api", reason="playwright is installed by `make test`").expect
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -43,8 +45,17 @@ def page(live_server, monkeypatch):
         )
         page = browser.new_page()
         page.set_default_timeout(15_000)
+        expect.set_options(timeout=15_000)
+        # Pages run under the app's Content-Security-Policy: anything it blocks fails the test.
+        blocked: list[str] = []
+        page.on(
+            "console",
+            lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        page.on("pageerror", lambda exc: blocked.append(str(exc)))
         yield page
         browser.close()
+        assert blocked == []
         # ORM calls made while Playwright's loop runs get connections of their own context
         connections.close_all()
 
@@ -71,7 +82,7 @@ def test_upload_progress_and_search_in_a_browser(page, live_server, owner, datas
     page.click("#upload-form button[type=submit]")
     # the jobs appear without a page load and the panel polls until every bar is full
     page.wait_for_selector("#job-list tr.job-row >> text=objections.csv")
-    page.wait_for_function("document.querySelectorAll('#job-list tr.state-succeeded').length === 3")
+    expect(page.locator("#job-list tr.state-succeeded")).to_have_count(3)
     assert page.locator("#job-list tr.state-failed").count() == 0
     assert page.locator("#activity .stats").inner_text().split()[:2] == ["4", "documents"]
     assert Job.objects.filter(state=JobState.SUCCEEDED).count() == 3
@@ -117,9 +128,7 @@ def test_a_full_round_with_the_keyboard_alone(page, live_server, owner, dataset,
         seen.append(card_id)
         page.keyboard.press("y" if "cancel" in text else "n")
         if i < 9:
-            page.wait_for_function(
-                f"document.querySelector('.game-card') && document.querySelector('.game-card').dataset.card !== '{card_id}'"
-            )
+            expect(page.locator(".game-card")).not_to_have_attribute("data-card", card_id)
             assert page.locator("#round-count").inner_text() == f"{i + 1}/10"
     page.wait_for_selector("text=Round 1 done!")
     page.wait_for_selector(".summary table.compare")  # training finished and the summary shows before/after
@@ -147,7 +156,7 @@ def test_the_game_fits_a_phone(page, live_server, owner, dataset, workspace):
         box = page.locator(f"button.answer.{name}").bounding_box()
         assert box["width"] >= 300 and box["height"] >= 44  # thumb-sized targets
     page.locator("button.answer.no").click()
-    page.wait_for_function("document.querySelector('#round-count').textContent === '1/10'")
+    expect(page.locator("#round-count")).to_have_text("1/10")
 
 
 def test_a_topic_round_with_number_keys(page, live_server, owner, dataset, workspace, tmp_path):
@@ -165,9 +174,7 @@ def test_a_topic_round_with_number_keys(page, live_server, owner, dataset, works
         truth.append((text, topic_of(text)))
         page.keyboard.press(str(LABELS.index(topic_of(text)) + 1))
         if i < 7:
-            page.wait_for_function(
-                f"document.querySelector('.game-card') && document.querySelector('.game-card').dataset.card !== '{card_id}'"
-            )
+            expect(page.locator(".game-card")).not_to_have_attribute("data-card", card_id)
     page.wait_for_selector(".summary table.compare >> text=Accuracy (cross-validated)")
     stored = {
         a.segment.text: a.answer for a in Annotation.objects.filter(tracker=tracker).select_related("segment")
@@ -201,7 +208,7 @@ def test_swipe_right_says_yes_and_left_says_no(page, live_server, owner, dataset
             }""",
             dx,
         )
-        page.wait_for_function(f"document.querySelector('.game-card')?.dataset.card !== '{card_id}'")
+        expect(page.locator(".game-card")).not_to_have_attribute("data-card", card_id)
         answers.append((int(card_id), expected))
     stored = dict(Annotation.objects.filter(tracker=tracker).values_list("card_id", "answer"))
     assert stored == dict(answers)
@@ -241,6 +248,49 @@ def test_a_document_card_shows_key_lines_and_opens_the_whole_call(
     page.screenshot(path=str(tmp_path / "document.png"), full_page=True)
     title = page.locator(".game-card .doc strong").inner_text()
     page.keyboard.press("y" if title.startswith("cancel") else "n")
-    page.wait_for_function("document.querySelector('#round-count').textContent === '1/5'")
+    expect(page.locator("#round-count")).to_have_text("1/5")
     answer = Annotation.objects.select_related("segment__document").get(tracker=tracker)
     assert answer.segment.document.title == title
+
+
+def test_the_pages_scripts_run_under_the_content_security_policy(
+    page, live_server, owner, dataset, workspace
+):
+    """The tracker page's slider, the alerts page's confirmation and the API docs, each working with
+    no inline script allowed (the fixture fails on anything the policy blocks)."""
+    from serving import webhooks
+    from tests.test_game import cancel_tracker, corpus
+    from tests.test_versions import play
+    from trackers import services
+
+    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    dataset.refresh_from_db()
+    tracker = cancel_tracker(workspace, owner, dataset)
+    from django.test import TestCase
+
+    play(tracker, owner, TestCase.captureOnCommitCallbacks)
+    log_in(page, live_server, owner, f"/t/{tracker.code}/")
+    readout = page.locator("#threshold-readout")
+    expect(readout).to_contain_text("→ precision")  # written by static/js/tracker.js
+    before = readout.inner_text()
+    page.focus("#threshold")
+    page.keyboard.press("Home")
+    expect(readout).not_to_have_text(before)
+
+    endpoint, _ = webhooks.create_endpoint(tracker=tracker, url="https://93.184.215.14/hook", user=owner)
+    page.goto(f"{live_server.url}/t/{tracker.code}/alerts/")
+    asked: list[str] = []
+
+    def answer(dialog) -> None:
+        asked.append(dialog.message)
+        dialog.dismiss() if len(asked) == 1 else dialog.accept()
+
+    page.on("dialog", answer)
+    page.click("form[data-confirm] button")  # dismissed: nothing happens
+    page.click("form[data-confirm] button")  # accepted: deleted
+    expect(page.locator("text=No endpoints yet")).to_be_visible()
+    assert asked == ["Delete this endpoint and its delivery log?"] * 2
+    assert not tracker.webhook_endpoints.filter(pk=endpoint.pk).exists()
+
+    page.goto(f"{live_server.url}/api/docs")
+    expect(page.locator(".swagger-ui .opblock").first).to_be_visible()

@@ -352,3 +352,24 @@ def test_an_over_limit_body_is_refused_before_it_is_read(owner_client, dataset, 
     assert response.status_code == 413 and "the limit for an upload is" in response.content.decode()
     assert response["Content-Type"].startswith("application/json" if path != "page" else "text/plain")
     assert called == [] and not Job.objects.exists()
+
+
+def test_numbers_json_cannot_hold_are_row_errors_naming_line_and_field(owner_client, dataset):
+    data = (
+        b'{"id": "m1", "text": "fine", "score": 0.5}\n'
+        b'{"id": "m2", "text": "not a number", "score": NaN}\n'
+        b'{"id": "m3", "text": "too big", "meta": {"size": 1e400}}\n'
+        b'{"id": "m4", "text": "minus infinity", "tags": [1, -Infinity]}\n'
+        b'{"id": "m5", "text": "also fine"}\n'
+    )
+    upload(owner_client, dataset, "numbers.jsonl", data, on_error="skip")
+    job = Job.objects.get(params__filename="numbers.jsonl")
+    assert job.state == JobState.SUCCEEDED and job.result["documents"] == 2
+    assert [(e["line"], e["field"]) for e in job.errors] == [(2, "score"), (3, "meta.size"), (4, "tags[1]")]
+    assert "NaN is not a number JSON can hold" in job.errors[0]["message"]
+    assert sorted(Document.objects.values_list("external_id", flat=True)) == ["m1", "m5"]
+    upload(owner_client, dataset, "numbers-strict.jsonl", data, on_error="reject")
+    strict = Job.objects.get(params__filename="numbers-strict.jsonl")
+    numbers = [(e["line"], e["field"]) for e in strict.errors if "JSON can hold" in e["message"]]
+    assert strict.state == JobState.FAILED and numbers == [(2, "score"), (3, "meta.size"), (4, "tags[1]")]
+    assert Document.objects.count() == 2  # nothing already stored is lost

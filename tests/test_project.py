@@ -7,10 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from django.conf import settings
 
 from tests.conftest import REPO
-from tests.workers import start_worker, stop_worker, wait_for
 from trackers.demo import CONCEPTS, demo_zip, generate_calls
 from trackers.importing import parse_file
 
@@ -121,40 +119,3 @@ def test_demo_corpus_is_deterministic_and_imports_cleanly():
         hits = sum(1 for d in result.documents if any(stem in s.text for s in d.segments for stem in stems))
         assert hits >= 8, (concept, hits)
     assert len(texts) >= 600
-
-
-@pytest.mark.real_worker
-def test_make_run_defaults_sqlite_filesystem_broker_and_demo(tmp_path):
-    """What `make run` does, on embedded defaults: migrate, demo set-up, a worker with no broker server."""
-    env = clean_env(
-        TRACKERS_DATA_DIR=str(tmp_path / "var"),
-        TRACKERS_ENCODER_DIR=str(settings.ENCODER_DIR),
-        TRACKERS_DEMO_PASSWORD="demo-pass-123",
-    )
-    run_manage("migrate", "--noinput", env=env)
-    out = run_manage("setup_demo", "--calls", "30", env=env).stdout
-    assert "log in as: admin  password: demo-pass-123" in out
-    assert (tmp_path / "var" / "db.sqlite3").exists() and list(
-        (tmp_path / "var" / "broker" / "queue").iterdir()
-    )
-    log = tmp_path / "worker.log"
-    worker = start_worker(env, log, beat=True)
-    try:
-
-        def indexed():
-            proc = run_manage(
-                "shell",
-                "-c",
-                "from trackers.models import Dataset;"
-                "d = Dataset.objects.get(); print(d.index_kind, d.index_size, d.documents.count())",
-                env=env,
-            )
-            kind, size, docs = proc.stdout.split()[-3:]
-            return (kind, int(size), int(docs)) if kind == "flat" else None
-
-        kind, size, docs = wait_for(indexed, 180, "the demo corpus to be indexed", log, interval=2)
-    finally:
-        stop_worker(worker)
-    assert docs == 30 and size > 100
-    again = run_manage("setup_demo", "--calls", "30", env=env).stdout
-    assert "queued import" not in again  # idempotent

@@ -124,3 +124,12 @@ def test_promote_and_roll_back_during_a_request_stream_fail_no_request(
     keys = f"{server}/api/v1/workspaces/{workspace.code}/keys"
     assert _post(f"{keys}/{second[0].pk}/revoke", raw)[0] == 200
     assert [_post(predict, second[1], {"texts": ["x"]})[0] for _ in range(12)] == [401] * 12
+    # A demoted maker's key is demoted with them at the next request, in every process that kept it.
+    from trackers.models import Membership
+
+    assert [_post(f"{versions}/1/promote", raw)[0] for _ in range(6)] == [200] * 6
+    membership = Membership.objects.get(workspace=workspace, user=owner)
+    membership.role = "viewer"
+    membership.save()
+    assert [_post(f"{versions}/2/promote", raw)[0] for _ in range(12)] == [403] * 12
+    assert [_post(predict, raw, {"texts": ["x"]})[0] for _ in range(6)] == [200] * 6  # a viewer predicts

@@ -362,18 +362,28 @@ def test_a_texts_score_is_the_same_alone_and_in_any_batch_and_its_vector_is_the_
     assert runtime.stack_of([version], encoder_id).matrix(stored)[:, 0].tolist() == alone
 
 
-def test_health_and_readiness_need_no_key_and_say_what_is_not_ready(client, trained):
+def test_health_and_readiness_need_no_key_and_say_what_is_not_ready(client, trained, monkeypatch):
+    from serving import api as serving_api
+
+    monkeypatch.setattr(serving_api, "_ready", None)
     assert client.get("/api/v1/health").json() == {"status": "ok"}
     ready = client.get("/api/v1/ready")
     assert ready.status_code == 200 and ready.json()["live_versions"] == 1
     version = ModelVersion.objects.get(tracker=trained)
     runtime._heads.clear()
     (Path(version.artifact_dir) / "head.onnx").write_bytes(b"broken")
-    broken = client.get("/api/v1/ready")
-    assert (
-        broken.status_code == 503
-        and "does not match the sha256 its manifest lists" in broken.json()["status"]
+    calls = []
+    monkeypatch.setattr(
+        serving_api, "_readiness", lambda real=serving_api._readiness: calls.append(1) or real()
     )
+    kept = client.get("/api/v1/ready")  # within the second: the kept answer, no new check
+    assert kept.status_code == 200 and calls == []
+    monkeypatch.setattr(serving_api, "READY_KEEP_S", 0.0)
+    broken = client.get("/api/v1/ready")
+    status = broken.json()["status"]
+    assert broken.status_code == 503 and calls == [1]
+    assert "head.onnx does not match the sha256 its manifest lists" in status
+    assert str(version.artifact_dir) not in status and "/" not in status.split("cannot serve:")[1]
 
 
 def test_a_body_over_the_limit_is_413_and_too_many_requests_429_with_retry_after(
@@ -559,8 +569,9 @@ def test_predicting_with_a_tampered_version_answers_503_saying_why(client, train
     (Path(version.artifact_dir) / "head.onnx").write_bytes(b"tampered")
     response = predict(client, trained, key, texts=["x"])
     assert response.status_code == 503
-    assert response.json()["detail"].startswith("this model version cannot serve:")
-    assert "does not match the sha256 its manifest lists" in response.json()["detail"]
+    assert response.json()["detail"] == (
+        "this model version cannot serve: its head.onnx does not match the sha256 its manifest lists"
+    )
 
 
 # --- many trackers at once ------------------------------------------------------------------

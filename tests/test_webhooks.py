@@ -16,9 +16,9 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from serving import outbound, scoring, services, tasks, webhooks
-from serving.models import DeliveryAttempt, Grouping, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from serving.models import ApiKey, DeliveryAttempt, Grouping, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from tests.receiver import Answer, receiving
-from trackers.models import Segment, WorkState
+from trackers.models import Role, Segment, WorkState
 
 pytestmark = pytest.mark.django_db
 
@@ -360,8 +360,8 @@ def test_speaker_and_metadata_filters_choose_what_an_endpoint_hears(two_live, pr
     assert webhooks.alert(version, [hit], source="bulk") == []  # alerted once for this version
 
 
-def test_prediction_api_matches_alert_the_endpoints_that_opted_in_or_when_the_request_asks(
-    two_live, private_ok, client, key, django_capture_on_commit_callbacks
+def test_prediction_api_matches_alert_only_the_endpoints_that_opted_in_and_only_owners_and_admins_ask(
+    two_live, private_ok, client, key, workspace, owner, django_capture_on_commit_callbacks
 ):
     wants = two_live[0]
     opted, _ = endpoint_for(wants, "http://127.0.0.1:9/a", from_api=True)
@@ -369,10 +369,10 @@ def test_prediction_api_matches_alert_the_endpoints_that_opted_in_or_when_the_re
     url = f"/api/v1/trackers/{wants.code}/predict"
     texts = ["I want to cancel my subscription", "the weather is nice today", "our team loves the dashboard"]
 
-    def predict(**extra):
+    def predict(status=200, headers=key, **extra):
         with django_capture_on_commit_callbacks() as queued:
-            r = client.post(url, {"texts": texts, **extra}, content_type="application/json", headers=key)
-        assert r.status_code == 200, r.content
+            r = client.post(url, {"texts": texts, **extra}, content_type="application/json", headers=headers)
+        assert r.status_code == status, r.content
         return r.json(), len(queued)
 
     body, queued = predict()
@@ -384,10 +384,20 @@ def test_prediction_api_matches_alert_the_endpoints_that_opted_in_or_when_the_re
     assert len(events) == WebhookDelivery.objects.count() == len(matched)
     assert sorted(e.payload["data"]["matches"][0]["text"] for e in events) == sorted(matched)
     assert all(e.payload["data"]["source"] == "api" for e in events)
-    predict(alert=True)
-    assert WebhookDelivery.objects.filter(endpoint=quiet).count() == len(matched)
+    predict(alert=True)  # an owner's key asks: the opted-in endpoint again, never the one that opted out
+    assert WebhookDelivery.objects.filter(endpoint=quiet).count() == 0
+    assert WebhookDelivery.objects.filter(endpoint=opted).count() == 2 * len(matched)
     predict(alert=False)
-    assert WebhookDelivery.objects.count() == 3 * len(matched)
+    assert WebhookDelivery.objects.count() == 2 * len(matched)
+    for role, predict_only in ((Role.VIEWER, False), (Role.LABELER, False), (Role.ADMIN, True)):
+        _, raw = ApiKey.issue(
+            workspace=workspace, name=role, created_by=owner, role=role, predict_only=predict_only
+        )
+        refused, _ = predict(403, {"Authorization": f"Bearer {raw}"}, alert=True)
+        assert refused["detail"].startswith("alert: only owners and admins (not prediction-only keys)")
+        predict(200, {"Authorization": f"Bearer {raw}"})  # without asking, the opted-in endpoint hears it
+    assert WebhookDelivery.objects.filter(endpoint=quiet).count() == 0
+    assert WebhookDelivery.objects.count() == 5 * len(matched)
     many = client.post(
         f"/api/v1/workspaces/{wants.workspace.code}/predict",
         {

@@ -24,7 +24,7 @@ class KeyPrincipal:
     """A caller authenticated by an API key."""
 
     workspace_id: int
-    role: str
+    role: str  # what it may do: the lesser of its own role and its creator's role of now
     user: Any  # the key's creator, whose name answers are recorded under (None if deleted)
     key_id: int
     tracker_ids: frozenset[int] | None = None  # the only trackers it may see; None: all of the workspace
@@ -34,10 +34,17 @@ class KeyPrincipal:
 class Scope:
     """The workspaces a caller can see and the role it has in each."""
 
-    def __init__(self, roles: dict[int, str], actor: Any, tracker_ids: frozenset[int] | None = None) -> None:
+    def __init__(
+        self,
+        roles: dict[int, str],
+        actor: Any,
+        tracker_ids: frozenset[int] | None = None,
+        key: KeyPrincipal | None = None,
+    ) -> None:
         self.roles = roles
         self.actor = actor
         self.tracker_ids = tracker_ids
+        self.key = key  # the API key the caller came with, if any
 
     @classmethod
     def of_user(cls, user) -> Scope:
@@ -50,7 +57,7 @@ class Scope:
         """The API caller's scope: an API key's, or the session user's."""
         auth = getattr(request, "auth", None)
         if isinstance(auth, KeyPrincipal):
-            return cls({auth.workspace_id: auth.role}, auth.user, auth.tracker_ids)
+            return cls({auth.workspace_id: auth.role}, auth.user, auth.tracker_ids, auth)
         return cls.of_user(request.user)
 
     @property

@@ -13,6 +13,7 @@ from pydantic import AfterValidator
 
 from trackers import search, services
 from trackers.access import Scope
+from trackers.http import PerKeyRate
 from trackers.models import CAN_IMPORT, Dataset, Job
 from trackers.text import storable
 
@@ -165,7 +166,13 @@ def get_job(request, code: UUID):
     return Scope.of_request(request).job(code)
 
 
-@router.get("/datasets/{code}/search", response={200: list[SegmentHit], 409: ErrorOut}, tags=["search"])
+# Search runs the encoder: a rate of its own besides the API's.
+@router.get(
+    "/datasets/{code}/search",
+    response={200: list[SegmentHit], 409: ErrorOut},
+    tags=["search"],
+    throttle=[PerKeyRate("api", "API_RATE"), PerKeyRate("api-search", "API_SEARCH_RATE")],
+)
 def search_dataset(request, code: UUID, q: str, k: int = 20):
     """Segments closest in meaning to `q`, with their neighbouring utterances."""
     ds = Scope.of_request(request).dataset(code)

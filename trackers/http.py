@@ -1,13 +1,20 @@
-"""HTTP helpers of the web layer: the request type page views get, and the request body limit."""
+"""HTTP helpers of the web layer: the request type page views get, the request body limit, and the
+APIs' per-caller request rate."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.cache import add_never_cache_headers
 from django_htmx.middleware import HtmxDetails
+from django_ratelimit.core import get_usage
+from ninja.throttling import BaseThrottle
+
+from trackers.access import KeyPrincipal
 
 
 class PageRequest(HttpRequest):
@@ -60,3 +67,84 @@ def form_id(value: str | None) -> int | None:
     """A row id posted by a form, or None when it is not a whole number."""
     text = (value or "").strip()
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
+class PerKeyRate(BaseThrottle):
+    """Requests per API key (or signed-in user, else address) in a fixed window, the rate of the
+    setting ``rate_setting`` ("600/m"): one atomic increment of a counter in the cache per request
+    (django-ratelimit), shared by every web process (the cache is Redis). Over it, 429 with
+    Retry-After, the seconds until the window ends. Each ``group`` counts apart."""
+
+    def __init__(self, group: str, rate_setting: str) -> None:
+        self.group = group
+        self.rate_setting = rate_setting
+        self._waits = threading.local()  # one instance serves every thread of the process
+
+    def allow_request(self, request) -> bool:
+        usage = get_usage(
+            request,
+            group=self.group,
+            key=self._caller,
+            rate=getattr(settings, self.rate_setting),
+            increment=True,
+        )
+        if usage is None:
+            return True
+        self._waits.value = usage["time_left"] + 1  # its window includes its last second
+        return not usage["should_limit"]
+
+    def wait(self) -> float | None:
+        return getattr(self._waits, "value", None)
+
+    def _caller(self, group: str, request) -> str:
+        auth = getattr(request, "auth", None)
+        if isinstance(auth, KeyPrincipal):
+            return f"key:{auth.key_id}"
+        if auth is not None and getattr(auth, "pk", None) is not None:
+            return f"user:{auth.pk}"
+        return f"address:{self.get_ident(request)}"
+
+
+class ApiAnswersJson:
+    """Every answer under /api/ is JSON in the API's error shape: a refusal made outside the API's own
+    views (an unsupported method's 405, a middleware's refusal) is rewritten from text to
+    ``{"detail": ...}``, keeping its status and headers."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code < 400
+            or not request.path.startswith("/api/")
+            or response.get("Content-Type", "").startswith("application/json")
+            or response.streaming
+        ):
+            return response
+        text = response.content.decode("utf-8", "replace").strip()
+        if response.get("Content-Type", "").startswith("text/html") or not text:
+            text = response.reason_phrase
+        answer = JsonResponse({"detail": text[:1000]}, status=response.status_code)
+        for header, value in response.items():
+            if header.lower() not in ("content-type", "content-length"):
+                answer[header] = value
+        return answer
+
+
+class NoStorePrivate:
+    """``Cache-Control: no-store`` (and private) on every API answer and every page a signed-in user
+    gets: what one person saw must not be kept by a shared cache or shown again from the browser's
+    history after they log out. Static files are served before this runs."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "no-store" in response.get("Cache-Control", ""):
+            return response
+        user = getattr(request, "user", None)
+        if request.path.startswith("/api/") or (user is not None and user.is_authenticated):
+            add_never_cache_headers(response)
+        return response

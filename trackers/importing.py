@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from trackers.text import problem
+from trackers.text import nonfinite_problem, problem
 
 FORMATS = ("auto", "csv", "jsonl", "transcript", "zip")
 # csv's own 128 KiB field limit would stop the reader with no line to report; the upload size caps
@@ -147,6 +147,8 @@ def _check_metadata(value: Any, field_name: str = "metadata") -> Any:
         item, where = stack.pop()
         if isinstance(item, str):
             _check_chars(item, where)
+        elif isinstance(item, float) and (why := nonfinite_problem(item)):
+            raise _RowProblem(why, where)
         elif isinstance(item, dict):
             for k, v in item.items():
                 _check_chars(str(k), where)

@@ -24,6 +24,16 @@ class Role(models.TextChoices):
 # What each role may do; higher roles include the lower ones.
 CAN_IMPORT = {Role.OWNER, Role.ADMIN}
 CAN_LABEL = {Role.OWNER, Role.ADMIN, Role.LABELER}
+ROLE_RANK = {Role.VIEWER: 0, Role.LABELER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+def lesser_role(*roles: str) -> str:
+    """The lowest of ``roles``: what a caller whose rights come from several places may do."""
+    return min(roles, key=lambda role: ROLE_RANK[Role(role)])
+
+
+def role_at_most(role: str, limit: str) -> bool:
+    return ROLE_RANK[Role(role)] <= ROLE_RANK[Role(limit)]
 
 
 class Workspace(models.Model):
@@ -167,9 +177,16 @@ class ClaimableWork(models.Model):
 
     # Declared for the type checker: every concrete subclass gets Django's default manager.
     objects: ClassVar[models.Manager[Self]]
+    # The setting that says how long a claim may go without a heartbeat before the work counts as
+    # abandoned (its worker died) and is taken over.
+    stale_setting: ClassVar[str] = "JOB_STALE_SECONDS"
 
     class Meta:
         abstract = True
+
+    @classmethod
+    def stale_seconds(cls) -> int:
+        return int(getattr(settings, cls.stale_setting))
 
     @property
     def is_done(self) -> bool:

@@ -45,12 +45,12 @@ class Handed:
 HANDED_TO_PARTS = Handed()
 
 
-def _stale_before() -> Any:
-    return timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+def _stale_before(model: type[ClaimableWork]) -> Any:
+    return timezone.now() - timedelta(seconds=model.stale_seconds())
 
 
-def _claimable() -> Q:
-    return Q(state=WorkState.QUEUED) | Q(state=WorkState.RUNNING, heartbeat_at__lt=_stale_before())
+def _claimable(model: type[ClaimableWork]) -> Q:
+    return Q(state=WorkState.QUEUED) | Q(state=WorkState.RUNNING, heartbeat_at__lt=_stale_before(model))
 
 
 def gave_up_reason(attempts: int) -> str:
@@ -69,11 +69,11 @@ def claim(model: type[W], pk: int, ready: Q | None = None) -> W | None:
     """
     now = timezone.now()
     cap = settings.WORK_MAX_ATTEMPTS
-    if model.objects.filter(_claimable(), ready or Q(), pk=pk, attempts__lt=cap).update(
+    if model.objects.filter(_claimable(model), ready or Q(), pk=pk, attempts__lt=cap).update(
         state=WorkState.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
     ):
         return model.objects.get(pk=pk)
-    give_up(model, model.objects.filter(_claimable(), pk=pk, attempts__gte=cap))
+    give_up(model, model.objects.filter(_claimable(model), pk=pk, attempts__gte=cap))
     return None
 
 
@@ -83,7 +83,7 @@ def give_up(model: type[W], queryset: QuerySet[W]) -> list[int]:
     for row in queryset.filter(attempts__gte=settings.WORK_MAX_ATTEMPTS):
         reason = gave_up_reason(row.attempts)
         # Only if still claimable: a worker may have finished it in the meantime.
-        if model.objects.filter(_claimable(), pk=row.pk).update(
+        if model.objects.filter(_claimable(model), pk=row.pk).update(
             state=WorkState.FAILED, finished_at=timezone.now(), **row.failure_fields(reason)
         ):
             log.warning("%s %s: %s", model.__name__, row.pk, reason)
@@ -120,8 +120,8 @@ def sweep(model: type[W], enqueue: Callable[[W], None], *, waiting: Q | None = N
     """Queue again rows whose worker died (running, stale heartbeat) or whose message was lost
     (queued too long); rows out of attempts fail instead. Rows matching ``waiting`` are left alone:
     they handed their work to parts, which have a sweep of their own."""
-    abandoned = Q(state=WorkState.RUNNING, heartbeat_at__lt=_stale_before()) | Q(
-        state=WorkState.QUEUED, created_at__lt=_stale_before()
+    abandoned = Q(state=WorkState.RUNNING, heartbeat_at__lt=_stale_before(model)) | Q(
+        state=WorkState.QUEUED, created_at__lt=_stale_before(model)
     )
     if waiting is not None:
         abandoned &= ~waiting
@@ -162,7 +162,7 @@ def run_claimed(
         if state == WorkState.RUNNING and not (task.request.is_eager or task.request.called_directly):
             # Either another worker is on it, or one died holding it (a redelivery after a kill
             # arrives before its heartbeat goes stale): look again once it could be stale.
-            raise task.retry(countdown=settings.JOB_STALE_SECONDS + 1, max_retries=None)
+            raise task.retry(countdown=model.stale_seconds() + 1, max_retries=None)
         log.info("%s %s is %s; nothing to do", model.__name__, pk, state or "gone")
         return
     try:

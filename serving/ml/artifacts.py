@@ -73,21 +73,22 @@ def write_version(root: Path, name: str, head: onnx.ModelProto, manifest: dict[s
 
 
 def open_version(directory: Path, manifest_sha256: str, encoder_id: str) -> dict[str, Any]:
-    """The manifest of a version directory, after checking it and every file it lists."""
+    """The manifest of a version directory, after checking it and every file it lists. A refusal
+    names the file within the version, never where the install keeps it."""
     path = Path(directory) / MANIFEST
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ArtifactMismatch(f"{path} cannot be read ({type(exc).__name__})") from exc
+        raise ArtifactMismatch(f"its {MANIFEST} cannot be read ({type(exc).__name__})") from exc
     if hashlib.sha256(data).hexdigest() != manifest_sha256:
-        raise ArtifactMismatch(f"{path} is not the manifest this version was written with")
+        raise ArtifactMismatch(f"its {MANIFEST} is not the manifest this version was written with")
     manifest: dict[str, Any] = json.loads(data)
     if manifest.get("format") != FORMAT:
-        raise ArtifactMismatch(f"{path}: unknown format {manifest.get('format')!r}")
+        raise ArtifactMismatch(f"its {MANIFEST} has an unknown format {str(manifest.get('format'))[:40]!r}")
     for name, sha in manifest["files"].items():
         f = Path(directory) / name
         if not f.is_file() or file_sha256(f) != sha:
-            raise ArtifactMismatch(f"{f} does not match the sha256 its manifest lists")
+            raise ArtifactMismatch(f"its {name} does not match the sha256 its manifest lists")
     if manifest["encoder"]["id"] != encoder_id:
         raise ArtifactMismatch(
             f"version {manifest['version']} was trained on vectors of {manifest['encoder']['id']}, "
