@@ -30,6 +30,7 @@ FAST = {
     "TRACKERS_WEBHOOK_DISPATCH_SECONDS": "1",
     "TRACKERS_WEBHOOK_RETRY_SCHEDULE": "0,1,1,1,1,1,1,1",
     "TRACKERS_JOB_STALE_SECONDS": "4",
+    "TRACKERS_WEBHOOK_STALE_SECONDS": "4",  # a killed worker's attempts are taken over in seconds
 }
 
 
