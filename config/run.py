@@ -42,9 +42,9 @@ GROUP = "app"
 STOP_WAIT_S = 7  # a worker's warm shutdown, then SIGKILL (its task is delivered again)
 WORKERS = {
     # Training and the next round, with the sweepers' beat.
-    "worker-interactive": ["-Q", "interactive", "-n", "interactive@%%h", "--beat"],
+    "worker-interactive": ["-Q", "interactive", "-n", "interactive@%%h", "--concurrency=1", "--beat"],
     # Imports, embedding, index builds and bulk scoring: a big import never holds up the game.
-    "worker-bulk": ["-Q", "bulk", "-n", "bulk@%%h"],
+    "worker-bulk": ["-Q", "bulk", "-n", "bulk@%%h", "--concurrency=1"],
     # Webhook deliveries: threads, as they wait on receivers, not on the CPU.
     "worker-webhooks": ["-Q", "webhooks", "-n", "webhooks@%%h", "--pool=threads", "--concurrency=8"],
 }
@@ -73,7 +73,7 @@ def _program(name: str, command: list[str], *, priority: int, autostart: bool, s
     return f"""
 [program:{name}]
 command={" ".join(_quote(c) for c in command)}
-directory={REPO}
+directory={_path(REPO)}
 priority={priority}
 autostart={str(autostart).lower()}
 autorestart=true
@@ -83,7 +83,7 @@ stopsignal=TERM
 stopwaitsecs={stop_wait}
 killasgroup=true
 redirect_stderr=true
-stdout_logfile={LOGS / f"{name}.log"}
+stdout_logfile={_path(LOGS / f"{name}.log")}
 stdout_logfile_maxbytes=20MB
 stdout_logfile_backups=3
 """
@@ -93,36 +93,41 @@ def _quote(arg: str) -> str:
     return f'"{arg}"' if not arg or any(c.isspace() for c in arg) else arg
 
 
+def _path(path: Path | str) -> str:
+    """A path as supervisor's configuration reads it: '%' starts an expansion there."""
+    return str(path).replace("%", "%%")
+
+
 def config_text(port: int, web_workers: int, dev: bool) -> str:
     """supervisord's configuration: Redis (embedded only) first, then the app's group."""
     python = sys.executable
     parts = [
         f"""[supervisord]
 nodaemon=true
-logfile={LOGS / "supervisord.log"}
-pidfile={DATA_DIR / "supervisord.pid"}
-childlogdir={LOGS}
+logfile={_path(LOGS / "supervisord.log")}
+pidfile={_path(DATA_DIR / "supervisord.pid")}
+childlogdir={_path(LOGS)}
 loglevel=info
 
 [unix_http_server]
-file={CONTROL}
+file={_path(CONTROL)}
 chmod=0700
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [supervisorctl]
-serverurl=unix://{CONTROL}
+serverurl=unix://{_path(CONTROL)}
 """
     ]
     if settings.EMBEDDED_REDIS:
-        redis = redis_argv(settings.EMBEDDED_REDIS_SOCKET, DATA_DIR / "redis")
+        redis = [_path(a) for a in redis_argv(settings.EMBEDDED_REDIS_SOCKET, DATA_DIR / "redis")]
         parts.append(_program("redis", redis, priority=1, autostart=True, stop_wait=5))
     if dev:
-        web = [python, "manage.py", "runserver", f"127.0.0.1:{port}"]
+        web = [_path(python), "manage.py", "runserver", f"127.0.0.1:{port}"]
     else:
         web = [
-            python,
+            _path(python),
             "-m",
             "config.serve",
             "--port",
@@ -132,11 +137,11 @@ serverurl=unix://{CONTROL}
             "--access-log",
         ]
     parts.append(_program("web", web, priority=10, autostart=False, stop_wait=STOP_WAIT_S))
-    celery = [python, "-m", "celery", "-A", "config", "worker", "--loglevel=INFO"]
+    celery = [_path(python), "-m", "celery", "-A", "config", "worker", "--loglevel=INFO"]
     for name, args in WORKERS.items():
-        command = [*celery, *(args if "--pool=threads" in args else [*args, "--concurrency=1"])]
+        command = [*celery, *args]
         if "--beat" in args:
-            command.append(f"--schedule={DATA_DIR / 'celerybeat-schedule'}")
+            command.append(f"--schedule={_path(DATA_DIR / 'celerybeat-schedule')}")
         parts.append(_program(name, command, priority=20, autostart=False, stop_wait=STOP_WAIT_S))
     parts.append(f"\n[group:{GROUP}]\nprograms=web,{','.join(WORKERS)}\npriority=10\n")
     return "".join(parts)

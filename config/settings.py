@@ -261,6 +261,7 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": os.environ.get("TRACKERS_BROKER_KEY_PREFIX", "") + "cache",
+        "OPTIONS": {"pool_class": "trackers.http.SharedPool"},
     }
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)

@@ -9,13 +9,13 @@ at most theirs. A key never acts above its creator's role of now (``ApiKey.right
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from serving.models import ApiKey
+from trackers import generation
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT, Membership, Role, Tracker, Workspace, role_at_most
 
@@ -49,10 +49,8 @@ def roles_to_give(scope: Scope, workspace: Workspace) -> list[tuple[str, str]]:
 def visible_keys(scope: Scope, workspace: Workspace) -> QuerySet[ApiKey]:
     """The keys the caller may see: every key of the workspace, or only itself for a limited key."""
     _caller_role(scope, workspace)
-    maker_role = Membership.objects.filter(workspace=workspace, user=OuterRef("created_by")).values("role")[
-        :1
-    ]
-    keys = ApiKey.objects.filter(workspace=workspace).annotate(maker_role=Subquery(maker_role))
+    makers = Membership.objects.filter(workspace=workspace, user=OuterRef("created_by"))
+    keys = ApiKey.objects.filter(workspace=workspace).annotate(maker_role=Subquery(makers.values("role")[:1]))
     if _limited(scope):
         assert scope.key is not None
         keys = keys.filter(pk=scope.key.key_id)
@@ -125,14 +123,6 @@ def revoke_key(scope: Scope, key: ApiKey) -> ApiKey:
 
 def revoke_keys(keys: QuerySet[ApiKey]) -> int:
     """Revoke many keys at once (the admin's action), seen by every process's next request."""
-    from trackers import generation
-
     count = keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
     generation.bump()
     return count
-
-
-def describe(key: ApiKey, scope: Scope) -> dict[str, Any]:
-    """What a page shows of a key besides its fields: the role it acts with, and whether the
-    caller may revoke it."""
-    return {"rights": key.rights, "revocable": key.revoked_at is None and may_revoke(scope, key)}

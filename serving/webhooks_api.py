@@ -46,7 +46,12 @@ class EndpointIn(Schema):
 
 
 # What a null in a change means, per field: min_score null is the threshold in use again.
-CLEARABLE: dict[str, Any] = {"min_score": None, "description": "", "speaker_filter": "", "metadata_filter": {}}
+CLEARABLE: dict[str, Any] = {
+    "min_score": None,
+    "description": "",
+    "speaker_filter": "",
+    "metadata_filter": {},
+}
 
 
 class EndpointPatch(Schema):

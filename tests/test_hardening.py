@@ -295,3 +295,20 @@ def test_a_change_with_nulls_resets_what_has_a_default_and_refuses_the_rest(clie
         )
     endpoint.refresh_from_db()
     assert endpoint.enabled and endpoint.url == "https://93.184.215.14/h"
+
+
+def test_every_cache_object_of_a_process_shares_one_redis_connection_pool():
+    """Django keeps a cache object per context, and a server may give each request a fresh context:
+    the rate counter must not open a new Redis connection for each request."""
+    import contextvars
+
+    from django.core.cache import caches
+
+    pools = set()
+
+    def pool_of_this_context() -> None:
+        pools.add(id(caches["default"]._cache.get_client(write=True).connection_pool))
+
+    for _ in range(3):
+        contextvars.Context().run(pool_of_this_context)
+    assert len(pools) == 1

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any, ClassVar
 
+import redis
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -148,3 +150,21 @@ class NoStorePrivate:
         if request.path.startswith("/api/") or (user is not None and user.is_authenticated):
             add_never_cache_headers(response)
         return response
+
+
+class SharedPool:
+    """A connection pool per Redis URL for the whole process (``CACHES``' ``pool_class``). Django keeps
+    a cache object per context, and a server may run each request in a fresh one: with a pool per
+    cache object, every request would open (and greet) a new connection for its rate counter."""
+
+    _pools: ClassVar[dict[tuple[str, str], redis.ConnectionPool]] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> redis.ConnectionPool:
+        key = (url, repr(sorted(kwargs.items())))
+        with cls._lock:
+            pool = cls._pools.get(key)
+            if pool is None:
+                pool = cls._pools[key] = redis.ConnectionPool.from_url(url, **kwargs)
+        return pool
