@@ -312,3 +312,22 @@ def test_every_cache_object_of_a_process_shares_one_redis_connection_pool():
     for _ in range(3):
         contextvars.Context().run(pool_of_this_context)
     assert len(pools) == 1
+
+
+def test_predictions_go_on_when_redis_does_not_answer_and_the_rate_is_not_counted(
+    client, two_live, key, settings, caplog, monkeypatch
+):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "unix:///nonexistent/redis.sock",
+            "OPTIONS": {"pool_class": "trackers.http.SharedPool"},
+        }
+    }
+    settings.API_V1_RATE = "1/m"
+    monkeypatch.setattr("trackers.http._redis_down_said", -60.0)
+    url = f"/api/v1/trackers/{two_live[0].code}/predict"
+    with caplog.at_level(logging.WARNING):
+        answers = [post_json(client, url, '{"texts": ["cancel it"]}', key).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]  # fails open, as django-ratelimit does for a count it cannot keep
+    assert "the API's rate is not counted: Redis does not answer" in caplog.text

@@ -3,7 +3,9 @@ APIs' per-caller request rate."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -71,6 +73,10 @@ def form_id(value: str | None) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
+log = logging.getLogger(__name__)
+_redis_down_said = -60.0
+
+
 class PerKeyRate(BaseThrottle):
     """Requests per API key (or signed-in user, else address) in a fixed window, the rate of the
     setting ``rate_setting`` ("600/m"): one atomic increment of a counter in the cache per request
@@ -83,13 +89,21 @@ class PerKeyRate(BaseThrottle):
         self._waits = threading.local()  # one instance serves every thread of the process
 
     def allow_request(self, request) -> bool:
-        usage = get_usage(
-            request,
-            group=self.group,
-            key=self._caller,
-            rate=getattr(settings, self.rate_setting),
-            increment=True,
-        )
+        try:
+            usage = get_usage(
+                request,
+                group=self.group,
+                key=self._caller,
+                rate=getattr(settings, self.rate_setting),
+                increment=True,
+            )
+        except redis.RedisError as exc:  # Redis is down: the count fails open, as one it could not keep
+            global _redis_down_said
+            now = time.monotonic()
+            if now - _redis_down_said >= 60:  # said once a minute per process, not once per request
+                _redis_down_said = now
+                log.warning("the API's rate is not counted: Redis does not answer (%s)", exc)
+            return True
         if usage is None:
             return True
         self._waits.value = usage["time_left"] + 1  # its window includes its last second
