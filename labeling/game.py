@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeAlias, cast
 
 import numpy as np
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Min, Model, Q, QuerySet
 from django.utils import timezone
@@ -249,6 +250,14 @@ def loop_inputs(tracker: Tracker) -> LoopInputs:
     )
 
 
+def selection_rng(seed: int | None, round_no: int) -> np.random.Generator:
+    """The random part of a round's choice: ``seed``, else ``TRACKERS_SELECTION_SEED`` with the round
+    number (every round of a tracker reproducible), else fresh entropy."""
+    if seed is None and settings.SELECTION_SEED is not None:
+        return np.random.default_rng([settings.SELECTION_SEED, round_no])
+    return np.random.default_rng(seed)
+
+
 def fill_round(
     tracker: Tracker,
     *,
@@ -266,6 +275,7 @@ def fill_round(
     inputs = inputs or loop_inputs(tracker)
     if not inputs.pool.keys:
         return []
+    round_no = current_round(tracker) + 1
     picks = loop.plan_round(
         inputs.arrays,
         inputs.answers,
@@ -275,12 +285,11 @@ def fill_round(
         threshold=threshold,
         example_vectors=inputs.example_vectors,
         keyword_hits=inputs.keyword_hits,
-        rng=np.random.default_rng(seed),
+        rng=selection_rng(seed, round_no),
     )
     scores = None
     if trained is not None and trained.scores is not None:
         scores = trained.scores.max(axis=1) if trained.scores.ndim == 2 else trained.scores
-    round_no = current_round(tracker) + 1
     cards = [
         Card(
             tracker=tracker,

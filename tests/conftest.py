@@ -83,6 +83,8 @@ def _isolated_files(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.JOB_STALE_SECONDS = 600
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # the same cards from the same answers on every run (tests that need fresh draws pass a seed)
+    settings.SELECTION_SEED = int(os.environ.get("TEST_SELECTION_SEED", "0"))
 
 
 @pytest.fixture(autouse=True)
@@ -215,6 +217,7 @@ def env(broker, settings, tmp_path):
         TRACKERS_MEDIA_ROOT=str(settings.MEDIA_ROOT),
         TRACKERS_ENCODER_DIR=str(settings.ENCODER_DIR),
         TRACKERS_DATA_DIR=str(tmp_path / "var"),
+        TRACKERS_SELECTION_SEED=str(settings.SELECTION_SEED),
     )
 
 

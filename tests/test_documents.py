@@ -12,9 +12,10 @@ from django.urls import reverse
 from labeling import game, progress
 from labeling import services as labeling_services
 from labeling.models import Annotation, TrainingState
+from tests.factories import DatasetFactory, MembershipFactory, WorkspaceFactory
 from tests.test_topics import play_round
 from trackers import services
-from trackers.models import Document, Granularity, Segment
+from trackers.models import Document, Granularity, Role, Segment
 
 pytestmark = pytest.mark.django_db
 
@@ -100,6 +101,26 @@ def test_first_round_finds_documents_by_their_closest_line(doc_tracker):
     assert len(cards) == 10 and len({c.segment.document_id for c in cards}) == 10
     near = [c for c in cards if c.strategy == "seed_neighbour"]
     assert near and all(is_cancel(c.segment.document) for c in near)
+
+
+def test_a_selection_seed_repeats_every_round_from_the_same_answers(owner, settings):
+    """TRACKERS_SELECTION_SEED fixes the random part of each round: the same answers, the same cards."""
+
+    def rounds(name: str, seed: int) -> list[list[str]]:
+        settings.SELECTION_SEED = seed
+        workspace = WorkspaceFactory(name=name)
+        MembershipFactory(workspace=workspace, user=owner, role=Role.OWNER)
+        tracker = calls_tracker(DatasetFactory(workspace=workspace, name="Calls"), owner, workspace)
+        titles = [sorted(c.segment.document.title for c in tracker.cards.select_related("segment__document"))]
+        for round_no in (1, 2):
+            play_round(tracker, owner, lambda card: "yes" if is_cancel(card.segment.document) else "no")
+            cards = tracker.cards.filter(round=round_no + 1).select_related("segment__document")
+            titles.append(sorted(c.segment.document.title for c in cards))
+        return titles
+
+    first, again, other = rounds("A", 7), rounds("B", 7), rounds("C", 8)
+    assert all(first) and first == again
+    assert first != other  # another seed draws other random cards
 
 
 def test_speaker_filter_builds_document_vectors_from_that_speaker_only(dataset, owner, workspace):
