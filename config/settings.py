@@ -335,7 +335,9 @@ INDEX_KIND = os.environ.get("TRACKERS_INDEX_KIND", "auto")  # auto | flat | hnsw
 INDEX_FLAT_MAX = env_int("TRACKERS_INDEX_FLAT_MAX", 200_000)
 # Fixes the random part of choosing cards (with the round number), so that a tracker's rounds repeat
 # exactly from the same answers; empty: fresh randomness for every round.
-SELECTION_SEED = int(os.environ["TRACKERS_SELECTION_SEED"]) if os.environ.get("TRACKERS_SELECTION_SEED") else None
+SELECTION_SEED = (
+    int(os.environ["TRACKERS_SELECTION_SEED"]) if os.environ.get("TRACKERS_SELECTION_SEED") else None
+)
 JOB_STALE_SECONDS = env_int("TRACKERS_JOB_STALE_SECONDS", 600)
 # Claims of one job or training run before it fails ("gave up after N attempts"): a job that kills
 # its worker every time must not be redelivered forever.
