@@ -17,6 +17,7 @@ from django.utils import timezone
 from labeling.ml import loop
 from labeling.models import Annotation, Card, TrainingRun
 from trackers import encoders
+from trackers.ml import documents
 from trackers.models import Dataset, Granularity, Segment, Tracker, TrackerKind
 from trackers.services import vector_store
 
@@ -66,8 +67,9 @@ class Pool:
 
 def eligible_segments(tracker: Tracker) -> QuerySet[Segment]:
     qs = Segment.objects.filter(dataset__in=tracker.datasets.all(), vector_row__isnull=False)
-    if tracker.speaker_filter:
-        qs = qs.filter(speaker__iexact=tracker.speaker_filter)
+    if tracker.speaker_filter:  # the spellings serving's filter keeps (``trackers.ml.documents``)
+        spoken = qs.order_by().values_list("speaker", flat=True).distinct()
+        qs = qs.filter(speaker__in=documents.speakers_of(spoken, tracker.speaker_filter))
     for key, value in (tracker.metadata_filter or {}).items():
         qs = qs.filter(**{f"document__metadata__{key}": value})
     return qs

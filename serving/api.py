@@ -23,6 +23,7 @@ from ninja.errors import HttpError
 from pydantic import AfterValidator, BaseModel
 
 from serving import hot, keys, runtime, services, webhooks
+from serving.ml import matching
 from serving.ml.artifacts import ArtifactMismatch
 from serving.models import ApiKey, EventSource, ModelVersion
 from trackers import encoders
@@ -143,9 +144,9 @@ def predict(request, code: UUID, body: PredictIn):
     version = route.version
     _check_alert(request, body.alert, route.tracker.workspace_id)
     vectors = route.encoder.encode(body.texts)
-    answers = runtime.answers(version, route.head, vectors, route.threshold)
+    answers, decided = runtime.answers(version, route.head, vectors, route.threshold)
     if body.alert is not False and (endpoints := _endpoints(snap, version.tracker_id)):
-        hits = webhooks.hits_of_answers(answers, body.texts)
+        hits = webhooks.hits_of_texts(decided, body.texts)
         if hits:
             webhooks.alert(version, hits, source=EventSource.API, endpoints=endpoints)
     return {
@@ -395,6 +396,7 @@ class Part:
     concept_thresholds: np.ndarray
     concepts: list[ModelVersion]
     topics: list[tuple[int, ModelVersion]]  # (index in ``versions``, version)
+    speakers: dict[int, str]  # a segment tracker's speaker filter, by version pk (absent: none)
 
     @classmethod
     def of(cls, versions: list[ModelVersion], thresholds: dict[int, float | None]) -> Part:
@@ -408,6 +410,11 @@ class Part:
             concept_thresholds=np.asarray([thresholds[v.pk] for _, v in concepts], dtype=np.float32),
             concepts=[v for _, v in concepts],
             topics=[(i, v) for i, v in enumerate(versions) if thresholds[v.pk] is None],
+            speakers={
+                v.pk: v.tracker.speaker_filter
+                for v in versions
+                if v.tracker.speaker_filter and v.tracker.granularity != "document"
+            },
         )
 
 
@@ -459,7 +466,7 @@ def _plan(scope: Scope, code: UUID, trackers: list[UUID] | None, *, loose_texts:
         by_filter: dict[str, list[ModelVersion]] = {}
         for version in group:
             if version.tracker.granularity == "document":
-                by_filter.setdefault(version.tracker.speaker_filter.lower(), []).append(version)
+                by_filter.setdefault(matching.speaker_key(version.tracker.speaker_filter), []).append(version)
         groups.append(
             (
                 encoder,
@@ -508,35 +515,49 @@ def predict_many(request, code: UUID, body: ManyIn):
             )
         return _match(plan, version, score, label)
 
+    speakers: list[str | None] = (
+        [None] * len(turns) if body.transcript is None else [t.speaker for t in turns]
+    )
+    kept: dict[str, list[bool]] = {}  # a speaker filter's verdict on each turn
+
+    def spoken_by(wanted: str) -> list[bool]:
+        if wanted not in kept:
+            kept[wanted] = [matching.same_speaker(s, wanted) for s in speakers]
+        return kept[wanted]
+
     def add_matches(
         part: Part, encoder_id: str, vectors: np.ndarray, into: Callable[[int], list], whole: bool = False
     ) -> None:
         stack = runtime.stack_of(part.versions, encoder_id)
         out = stack.matrix(vectors)
         if len(part.concepts):  # one comparison for every concept's column at its threshold
-            rows, which = np.nonzero(out[:, part.concept_cols] >= part.concept_thresholds)
+            rows, which = np.nonzero(
+                matching.concept_matches(out[:, part.concept_cols], part.concept_thresholds)
+            )
             for row, j in zip(rows.tolist(), which.tolist(), strict=True):
                 version = part.concepts[j]
+                if (wanted := part.speakers.get(version.pk)) and not spoken_by(wanted)[row]:
+                    continue
                 score = float(out[row, part.concept_cols[j]])
                 into(row).append(found(version, None if whole else row, score, "yes"))
         for i, version in part.topics:  # every text with a label, its most likely one
             labels = stack.heads[i].manifest["labels"]
-            for row, answer in enumerate(
-                runtime.answers_from(version, labels, out[:, stack.columns[i]], None)
-            ):
-                if answer.label != "none":
-                    into(row).append(found(version, None if whole else row, answer.score, answer.label))
+            decided = matching.decide(out[:, stack.columns[i]], labels, None, topic=True)
+            ok = spoken_by(wanted) if (wanted := part.speakers.get(version.pk)) else None
+            for row in np.flatnonzero(decided.matched).tolist():
+                if ok is None or ok[row]:
+                    score = float(decided.scores[row])
+                    into(row).append(found(version, None if whole else row, score, decided.labels[row]))
 
     for encoder, segment_part, document_parts in plan.groups:
         vectors, encoder_id = runtime.embed(texts, encoder)  # each text embedded once per encoder
         if segment_part is not None:
             add_matches(segment_part, encoder_id, vectors, per_segment.__getitem__)
         for speaker, part in document_parts:
-            lines = [i for i, t in enumerate(turns) if not speaker or t.speaker.lower() == speaker]
+            lines = [i for i, ok in enumerate(spoken_by(speaker)) if ok]
             if not lines:
                 continue
-            total = vectors[lines].sum(axis=0)
-            call = (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)[None, :]
+            call = matching.document_vector(vectors[lines])
             add_matches(part, encoder_id, call, lambda _: documents, whole=True)
     if hits:
         transcript = {"title": body.transcript.title} if body.transcript is not None else None

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from serving.ml import artifacts
+from serving.ml import artifacts, matching
 from serving.ml.export import SCORES, VECTORS, head_parts, stacked_model
 from serving.models import ModelVersion
 from trackers import encoders
@@ -160,25 +160,30 @@ class Answer:
 
 def answers(
     version: ModelVersion, head: LoadedHead, vectors: np.ndarray, threshold: float | None
-) -> list[Answer]:
+) -> tuple[list[Answer], matching.Decisions]:
+    """One version's answers for texts, and its decisions (which of them are matches)."""
     return answers_from(version, head.manifest["labels"], head.scores(vectors), threshold)
 
 
 def answers_from(
     version: ModelVersion, labels: list[str], out: np.ndarray, threshold: float | None
-) -> list[Answer]:
+) -> tuple[list[Answer], matching.Decisions]:
     """Answers from a head's output columns (one head's, or its slice of a stack's)."""
-    if version.kind == "topic":
-        best = out.argmax(axis=1)
+    topic = version.kind == "topic"
+    decided = matching.decide(out, labels, threshold, topic=topic)
+    if topic:
         return [
             Answer(
-                score=float(row[b]),
-                label=labels[b],
+                score=float(score),
+                label=label,
                 match=None,
                 scores={name: float(p) for name, p in zip(labels, row, strict=True)},
             )
-            for row, b in zip(out, best, strict=True)
-        ]
-    assert threshold is not None, "a concept version answers at a threshold"
-    at = float(np.float32(threshold))  # compared as float32, as the stacked paths compare their columns
-    return [Answer(p, "yes", True) if p >= at else Answer(p, "no", False) for p in out[:, 0].tolist()]
+            for row, score, label in zip(out, decided.scores.tolist(), decided.labels, strict=True)
+        ], decided
+    return [
+        Answer(score, label, match)
+        for score, label, match in zip(
+            decided.scores.tolist(), decided.labels, decided.matched.tolist(), strict=True
+        )
+    ], decided

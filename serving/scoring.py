@@ -28,6 +28,7 @@ from django.db.models import Q, QuerySet
 from labeling import game
 from labeling.models import Strategy
 from serving import runtime, services, webhooks
+from serving.ml import matching
 from serving.models import EventSource, Feedback, Grouping, ModelVersion, ScoredSegment, ScoringJob
 from trackers import work
 from trackers.models import (
@@ -183,7 +184,7 @@ class _Scorer:
     def eligible(self, speakers: list[str], metadata: list[dict]) -> np.ndarray:
         ok = np.ones(len(speakers), dtype=bool)
         if self.speaker:
-            ok &= np.array([s.lower() == self.speaker for s in speakers], dtype=bool)
+            ok &= np.array([matching.same_speaker(s, self.speaker) for s in speakers], dtype=bool)
         for key, value in self.metadata.items():
             ok &= np.array([(m or {}).get(key) == value for m in metadata], dtype=bool)
         return ok
@@ -217,7 +218,7 @@ def _scorers(job: ScoringJob) -> list[_Scorer]:
                 labels=list(version.labels),
                 threshold=threshold,
                 keep_from=float(keep_from),
-                speaker=tracker.speaker_filter.lower(),
+                speaker=matching.speaker_key(tracker.speaker_filter),
                 metadata=dict(tracker.metadata_filter or {}),
                 counts=dict(previous.get(str(version.pk), {})),
             )
@@ -229,25 +230,19 @@ def _results(
     scorer: _Scorer, out: np.ndarray, segment_ids: np.ndarray, job: ScoringJob
 ) -> tuple[list[ScoredSegment], np.ndarray, np.ndarray | None, np.ndarray]:
     """The rows to keep from one head's output columns, and what to count."""
+    decided = matching.decide(out, scorer.labels, scorer.threshold, topic=scorer.topic)
+    scores, matched = decided.scores, decided.matched
+    labels = np.asarray(decided.labels, dtype=object) if scorer.topic else None
+    keep = scores >= np.float32(scorer.keep_from)  # compared as a match is (a match is kept by default)
     if scorer.topic:
-        best = out.argmax(axis=1)
-        scores = out[np.arange(len(out)), best]
-        labels = np.asarray(scorer.labels, dtype=object)[best]
-        matched = np.array([lab != "none" for lab in labels], dtype=bool)
-        keep = matched & (scores >= scorer.keep_from)
-    else:
-        scores = out[:, 0]
-        labels = None
-        assert scorer.threshold is not None, "a concept version answers at a threshold"
-        matched = scores >= scorer.threshold
-        keep = scores >= scorer.keep_from
+        keep &= matched
     rows = [
         ScoredSegment(
             job=job,
             version=scorer.version,
             segment_id=int(segment_ids[i]),
             score=float(scores[i]),
-            label=str(labels[i]) if labels is not None else ("yes" if matched[i] else "no"),
+            label=decided.labels[i],
             match=bool(matched[i]),
         )
         for i in np.nonzero(keep)[0]
@@ -271,8 +266,7 @@ def run_scoring(job: ScoringJob) -> dict[str, Any]:
     store = vector_store(dataset)
     stack = runtime.stack_of([s.version for s in segment_level], encoder_id) if segment_level else None
     groups = _document_groups(document_level)
-    sums: dict[tuple, dict[int, np.ndarray]] = {g: {} for g in groups}
-    first_line: dict[tuple, dict[int, int]] = {g: {} for g in groups}
+    sums = {g: _Documents() for g in groups}
     metadata: dict[int, dict] = {}
     after = 0
     processed = job.processed
@@ -297,13 +291,9 @@ def run_scoring(job: ScoringJob) -> dict[str, Any]:
                 metadata.update(Document.objects.filter(pk__in=missing).values_list("pk", "metadata"))
             meta = [metadata.get(d, {}) for d in docs]
             for key, members in groups.items():
-                ok = members[0].eligible(speakers, meta)
-                for i in np.nonzero(ok)[0]:
-                    d = docs[i]
-                    if d in sums[key]:
-                        sums[key][d] += vectors[i]
-                    else:
-                        sums[key][d], first_line[key][d] = vectors[i].astype(np.float64), int(ids[i])
+                ok = np.flatnonzero(members[0].eligible(speakers, meta))
+                at = sums[key].rows([docs[i] for i in ok], ids[ok], vectors.shape[1])
+                matching.add_lines(sums[key].totals, at, vectors[ok])
             if not replay:
                 results: list[ScoredSegment] = []
                 outs = stack.scores(vectors) if stack is not None else []
@@ -317,12 +307,11 @@ def run_scoring(job: ScoringJob) -> dict[str, Any]:
         after = int(ids[-1])
     results = []
     for key, members in groups.items():
-        docs_in = sorted(sums[key])
-        if not docs_in:
+        if not sums[key].documents:
             continue
-        total = np.vstack([sums[key][d] for d in docs_in])
-        vectors = (total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-        first = np.array([first_line[key][d] for d in docs_in], dtype=np.int64)
+        order = sorted(range(len(sums[key].documents)), key=sums[key].documents.__getitem__)
+        vectors = matching.document_vectors(sums[key].totals[order])
+        first = np.asarray(sums[key].first_line, dtype=np.int64)[order]
         doc_stack = runtime.stack_of([s.version for s in members], encoder_id)
         for scorer, out in zip(members, doc_stack.scores(vectors), strict=True):
             kept, scores, labels, matched = _results(scorer, out, first, job)
@@ -338,6 +327,30 @@ def run_scoring(job: ScoringJob) -> dict[str, Any]:
     if skipped:
         message += f"; {skipped:,} segments without a vector were not scored"
     return {"message": message[:500], "processed": processed}
+
+
+class _Documents:
+    """Running line sums of the documents a job has read, with each one's first kept line."""
+
+    def __init__(self) -> None:
+        self.totals = np.zeros((0, 0), dtype=np.float64)
+        self.documents: list[int] = []
+        self.first_line: list[int] = []
+        self._row: dict[int, int] = {}
+
+    def rows(self, documents: list[int], segment_ids: np.ndarray, dim: int) -> np.ndarray:
+        """Each line's document row, adding rows for documents not seen before."""
+        for d, segment in zip(documents, segment_ids.tolist(), strict=True):
+            if d not in self._row:
+                self._row[d] = len(self.documents)
+                self.documents.append(d)
+                self.first_line.append(int(segment))
+        if len(self.documents) > len(self.totals):
+            grown = np.zeros((max(len(self.documents), 2 * len(self.totals)), dim))
+            if len(self.totals):
+                grown[: len(self.totals)] = self.totals
+            self.totals = grown
+        return np.array([self._row[d] for d in documents], dtype=np.int64)
 
 
 def _document_groups(scorers: list[_Scorer]) -> dict[tuple, list[_Scorer]]:

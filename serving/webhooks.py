@@ -27,6 +27,7 @@ from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from serving import outbound
+from serving.ml import matching
 from serving.models import (
     DeliveryAttempt,
     EventSource,
@@ -268,14 +269,12 @@ class Hit:
     document_id: int | None = None
 
 
-def _passes(
-    endpoint: WebhookEndpoint, hit: Hit, threshold: float | None, documents: dict[int, Document]
-) -> bool:
+def _passes(endpoint: WebhookEndpoint, hit: Hit, documents: dict[int, Document]) -> bool:
+    """Whether a match meets the endpoint's own conditions (the match itself was decided by
+    ``serving.ml.matching``)."""
     if endpoint.min_score is not None and hit.score < endpoint.min_score:
         return False
-    if threshold is not None and hit.score < threshold:
-        return False
-    if endpoint.speaker_filter and hit.speaker.lower() != endpoint.speaker_filter.lower():
+    if not matching.same_speaker(hit.speaker, endpoint.speaker_filter):
         return False
     if endpoint.metadata_filter:
         doc = documents.get(hit.document_id) if hit.document_id is not None else None
@@ -370,7 +369,7 @@ def alert(
     endpoints: list[WebhookEndpoint] | None = None,
     document: dict[str, Any] | None = None,
 ) -> list[WebhookDelivery]:
-    """Events for ``hits`` of ``version`` (matches at its threshold in use) to each endpoint whose
+    """Events for ``hits`` of ``version`` (matches, as ``serving.ml.matching`` decided) to each endpoint whose
     condition they meet, grouped as the endpoint asks; deliveries queued once the caller commits.
     A document or segment already alerted to an endpoint for this version is not alerted again.
     ``document``: the hits are lines of one call that is not stored (a transcript sent to the API)."""
@@ -378,7 +377,6 @@ def alert(
 
     if endpoints is None:
         endpoints = endpoints_for(version.tracker_id, source)
-    hits = [h for h in hits if h.label != "none"]  # a topic's "none" is not a match
     if not endpoints or not hits:
         return []
     threshold, threshold_source = threshold_of(version)
@@ -388,7 +386,7 @@ def alert(
     planned: dict[str, tuple[list[Hit], list[tuple[WebhookEndpoint, str]]]] = {}
     for endpoint in endpoints:
         groups: dict[Any, list[Hit]] = {}
-        for i, hit in enumerate(h for h in hits if _passes(endpoint, h, threshold, documents)):
+        for i, hit in enumerate(h for h in hits if _passes(endpoint, h, documents)):
             by_document = endpoint.grouping == Grouping.DOCUMENT and (
                 hit.document_id is not None or document is not None
             )
@@ -667,10 +665,12 @@ def deliveries_of(endpoint: WebhookEndpoint) -> QuerySet[WebhookDelivery]:
     )
 
 
-def hits_of_answers(answers: list[Any], texts: list[str]) -> list[Hit]:
-    """The matching answers of one version to texts sent to the API."""
+def hits_of_texts(decided: matching.Decisions, texts: list[str]) -> list[Hit]:
+    """The matches of one version among texts sent to the API."""
     return [
-        Hit(score=a.score, label=a.label, text=t)
-        for a, t in zip(answers, texts, strict=True)
-        if (a.match if a.match is not None else a.label != "none")
+        Hit(score=score, label=label, text=text)
+        for score, label, matched, text in zip(
+            decided.scores.tolist(), decided.labels, decided.matched.tolist(), texts, strict=True
+        )
+        if matched
     ]

@@ -61,7 +61,7 @@ def test_one_versions_matches_agree_with_the_stacked_comparison_at_the_threshold
     from types import SimpleNamespace
 
     out = np.array([[np.float32(0.7)], [np.nextafter(np.float32(0.7), np.float32(0))]], dtype=np.float32)
-    answers = runtime.answers_from(SimpleNamespace(kind="concept"), ["no", "yes"], out, 0.7)
+    answers, _ = runtime.answers_from(SimpleNamespace(kind="concept"), ["no", "yes"], out, 0.7)
     assert [a.match for a in answers] == (out[:, 0] >= np.float32(0.7)).tolist() == [True, False]
     assert [a.label for a in answers] == ["yes", "no"] and answers[0].score == float(np.float32(0.7))
 

@@ -310,7 +310,8 @@ def test_the_downloaded_model_runs_with_onnxruntime_and_tokenizers_alone_and_sco
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         scores.append(session.run(["scores"], feeds)[0][0, 0])
     vectors, encoder_id = runtime.embed(texts, services.encoder_id_of(tracker))
-    in_app = [a.score for a in runtime.answers(version, runtime.head_of(version, encoder_id), vectors, 0.5)]
+    answers, _ = runtime.answers(version, runtime.head_of(version, encoder_id), vectors, 0.5)
+    in_app = [a.score for a in answers]
     assert np.abs(np.asarray(scores) - np.asarray(in_app)).max() <= 1e-5
     # the README's snippet, as printed there, in a process without the app
     import re

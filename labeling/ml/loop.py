@@ -33,6 +33,7 @@ from labeling.ml.training import (
     train_binary,
     train_topic,
 )
+from trackers.ml.documents import document_vectors, line_sums
 
 NONE = "none"  # a topic tracker's answer "none of these labels"; trains an implicit class of its own
 EXAMPLE = "example"  # the strategy recorded for examples found in the data
@@ -72,10 +73,8 @@ def document_pool(member_vectors: np.ndarray, member_of: np.ndarray, n_documents
     """A pool of whole documents from their lines: a document's vector is the normalised mean of
     its lines' vectors; its nearness to a sentence is that of its closest line."""
     member_vectors = np.asarray(member_vectors, dtype=np.float32)
-    sums = np.zeros((n_documents, member_vectors.shape[1]), dtype=np.float32)
-    np.add.at(sums, member_of, member_vectors)
-    vectors = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    return Pool(vectors.astype(np.float32), np.asarray(member_of, dtype=np.int64), member_vectors)
+    vectors = document_vectors(line_sums(member_vectors, member_of, n_documents))  # as serving builds them
+    return Pool(vectors, np.asarray(member_of, dtype=np.int64), member_vectors)
 
 
 @dataclass
