@@ -104,6 +104,8 @@ class TrainingRun(ClaimableWork):
     after a failure makes a new attempt; ``attempt`` counts them.
     """
 
+    task = "labeling.tasks.train_tracker"
+
     state = models.CharField(max_length=16, choices=TrainingState.choices, default=TrainingState.QUEUED)
     tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="training_runs")
     watermark = models.CharField(max_length=64)  # fingerprint of the answers it was asked for

@@ -70,13 +70,6 @@ def _answer_examples_found(tracker: Tracker) -> None:
         )
 
 
-def _enqueue_training(run: TrainingRun) -> None:
-    from labeling.tasks import train_tracker
-
-    run_id = run.pk
-    transaction.on_commit(lambda: train_tracker.delay(training_run_id=run_id))
-
-
 def request_training(tracker: Tracker) -> tuple[TrainingRun, bool]:
     """A training run for the tracker's current answers; asking again for the same answers returns it.
 
@@ -99,13 +92,13 @@ def request_training(tracker: Tracker) -> tuple[TrainingRun, bool]:
             run = TrainingRun.objects.create(tracker=tracker, watermark=watermark, attempt=len(failed) + 1)
     except IntegrityError:  # a concurrent request for the same answers made it first
         return runs.exclude(state=TrainingState.FAILED).get(), False
-    _enqueue_training(run)
+    work.enqueue(run)
     return run, True
 
 
 def requeue_stale_runs() -> dict[str, list[int]]:
     """Send again training runs whose worker died or whose message was lost; claiming keeps it single."""
-    return work.sweep(TrainingRun, _enqueue_training)
+    return work.sweep(TrainingRun)
 
 
 def answer_card(tracker: Tracker, user: User, card: Card, answer: str) -> tuple[Annotation, bool]:

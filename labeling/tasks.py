@@ -10,9 +10,9 @@ from trackers import work
 
 
 @shared_task(bind=True, acks_late=True)
-def train_tracker(self, *, training_run_id: int) -> None:
+def train_tracker(self, *, work_id: int) -> None:
     """Train a tracker's head on the answers of one watermark, then queue its next round."""
-    work.run_claimed(self, TrainingRun, training_run_id, services.run_training)
+    work.run_claimed(self, TrainingRun, work_id, services.run_training)
 
 
 @shared_task

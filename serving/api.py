@@ -22,7 +22,7 @@ from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import AfterValidator, BaseModel
 
-from serving import hot, keys, runtime, services, webhooks
+from serving import hot, keys, matches, runtime, services
 from serving.ml import matching
 from serving.ml.artifacts import ArtifactMismatch
 from serving.models import ApiKey, EventSource, ModelVersion
@@ -145,10 +145,9 @@ def predict(request, code: UUID, body: PredictIn):
     _check_alert(request, body.alert, route.tracker.workspace_id)
     vectors = route.encoder.encode(body.texts)
     answers, decided = runtime.answers(version, route.head, vectors, route.threshold)
-    if body.alert is not False and (endpoints := _endpoints(snap, version.tracker_id)):
-        hits = webhooks.hits_of_texts(decided, body.texts)
-        if hits:
-            webhooks.alert(version, hits, source=EventSource.API, endpoints=endpoints)
+    if body.alert is not False and decided.matched.any():
+        hits = functools.partial(_text_hits, decided, body.texts)
+        matches.announce(version, hits, source=EventSource.API, cache=snap)
     return {
         "tracker": code,
         "version": version.number,
@@ -171,21 +170,15 @@ def _check_alert(request, alert: bool | None, workspace_id: int) -> None:
         )
 
 
-def _endpoints(snap: hot.Snapshot, tracker_id: int) -> list:
-    """The tracker's enabled endpoints that take prediction API matches, kept under the access
-    generation."""
-    return snap.get(
-        ("webhook-endpoints", tracker_id, EventSource.API),
-        functools.partial(webhooks.endpoints_for, tracker_id, EventSource.API),
-    )
-
-
-def _alert(snap: hot.Snapshot, hits: dict[ModelVersion, list], document: dict | None = None) -> None:
-    """Matches of a prediction request to the trackers' webhook endpoints (written with the request;
-    delivered by a worker, so a slow receiver never slows the API)."""
-    for version, found in hits.items():
-        if found and (endpoints := _endpoints(snap, version.tracker_id)):
-            webhooks.alert(version, found, source=EventSource.API, endpoints=endpoints, document=document)
+def _text_hits(decided: matching.Decisions, texts: list[str]) -> list[matches.Hit]:
+    """The matches among texts sent to the API."""
+    return [
+        matches.Hit(score=score, label=label, text=text)
+        for score, label, matched, text in zip(
+            decided.scores.tolist(), decided.labels, decided.matched.tolist(), texts, strict=True
+        )
+        if matched
+    ]
 
 
 @router.get("/trackers/{code}/versions", response=list[VersionOut], tags=["versions"])
@@ -499,13 +492,13 @@ def predict_many(request, code: UUID, body: ManyIn):
     texts = [t.text for t in turns]
     documents: list[dict] = []
     per_segment: list[list[dict]] = [[] for _ in turns]
-    hits: dict[ModelVersion, list[webhooks.Hit]] = {}
+    hits: dict[ModelVersion, list[matches.Hit]] = {}
 
     def found(version: ModelVersion, row: int | None, score: float, label: str) -> dict:
         if body.alert is not False:
             turn = turns[row] if row is not None else None
             hits.setdefault(version, []).append(
-                webhooks.Hit(
+                matches.Hit(
                     score=score,
                     label=label,
                     text=turn.text if turn else None,
@@ -559,9 +552,11 @@ def predict_many(request, code: UUID, body: ManyIn):
                 continue
             call = matching.document_vector(vectors[lines])
             add_matches(part, encoder_id, call, lambda _: documents, whole=True)
-    if hits:
+    if hits:  # to subscribers (alerts), written with the request; a worker delivers them
         transcript = {"title": body.transcript.title} if body.transcript is not None else None
-        _alert(hot.snapshot(request), hits, document=transcript)
+        snap = hot.snapshot(request)
+        for version, found_by in hits.items():
+            matches.announce(version, found_by.copy, source=EventSource.API, document=transcript, cache=snap)
     # Written here, not by the response model: its tracker list, checked once when the plan was made,
     # would otherwise be validated and serialized again on every request (a third of the time for a
     # hundred trackers). Every value below has the type ``ManyOut`` gives it.

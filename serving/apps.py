@@ -7,7 +7,8 @@ class ServingConfig(AppConfig):
 
     def ready(self) -> None:
         from labeling.models import TrainingRun
-        from serving.models import ApiKey, ModelVersion, WebhookEndpoint
+        from serving import matches, webhooks
+        from serving.models import ApiKey, ModelVersion, ScoringJob, WebhookEndpoint
         from serving.scoring import score_imported
         from serving.services import publish_after_training
         from trackers import generation
@@ -20,4 +21,9 @@ class ServingConfig(AppConfig):
 
         work_finished.connect(
             publish_after_training, sender=TrainingRun, dispatch_uid="serving-publish-version"
+        )
+        # Webhook alerts subscribe to the matches that prediction and bulk scoring announce.
+        matches.found.connect(webhooks.on_found, sender=ModelVersion, dispatch_uid="serving-alert-matches")
+        matches.job_scored.connect(
+            webhooks.on_job_scored, sender=ScoringJob, dispatch_uid="serving-alert-documents"
         )

@@ -220,6 +220,8 @@ class ScoringJob(ProgressWork):
     worker that takes over a killed one goes on from there.
     """
 
+    task = "serving.tasks.score_dataset"
+
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="scoring_jobs")
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="scoring_jobs")
     versions = models.ManyToManyField(ModelVersion, related_name="scoring_jobs")
@@ -340,6 +342,8 @@ class WebhookDelivery(ClaimableWork):
     HTTP attempts, each a ``DeliveryAttempt`` row. ``dedupe_key`` makes a document (or text) alerted
     once per endpoint and model version, however often its scoring is retried.
     """
+
+    task = "serving.tasks.deliver_webhook"
 
     # An attempt lasts a few seconds: a worker that died during one is found out within a minute.
     stale_setting = "WEBHOOK_STALE_SECONDS"

@@ -13,6 +13,7 @@ answer (strategy ``feedback``), so the next training run counts it: production f
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -27,9 +28,9 @@ from django.db.models import Q, QuerySet
 
 from labeling import game
 from labeling.models import Strategy
-from serving import runtime, services, webhooks
+from serving import matches, runtime, services
 from serving.ml import matching
-from serving.models import EventSource, Feedback, Grouping, ModelVersion, ScoredSegment, ScoringJob
+from serving.models import EventSource, Feedback, ModelVersion, ScoredSegment, ScoringJob
 from trackers import work
 from trackers.models import (
     Dataset,
@@ -104,7 +105,7 @@ def start_scoring(
             message=f"queued: {total:,} segments, {len(chosen)} tracker{'s' if len(chosen) != 1 else ''}",
         )
         job.versions.set(chosen)
-        enqueue(job)
+        work.enqueue(job)
     return job
 
 
@@ -142,7 +143,7 @@ def score_imported(sender: type[Job], row: Job, **kwargs: Any) -> ScoringJob | N
             message=f"queued: {total:,} imported segments, {len(chosen)} tracker{'s' if len(chosen) != 1 else ''}",
         )
         job.versions.set(chosen)
-        enqueue(job)
+        work.enqueue(job)
     return job
 
 
@@ -154,15 +155,8 @@ def _segments(dataset: Dataset, import_job: Job | None) -> QuerySet[Segment]:
     return segments
 
 
-def enqueue(job: ScoringJob) -> None:
-    from serving.tasks import score_dataset
-
-    job_id = job.pk
-    transaction.on_commit(lambda: score_dataset.delay(job_id=job_id))
-
-
 def requeue_stale() -> dict[str, list[int]]:
-    return work.sweep(ScoringJob, enqueue)
+    return work.sweep(ScoringJob)
 
 
 @dataclass
@@ -374,50 +368,30 @@ def _checkpoint(
     result = {"trackers": {str(s.version.pk): s.counts for s in scorers}}
     with transaction.atomic():
         ScoredSegment.objects.bulk_create(results, batch_size=2000)
-        _alert(job, results, scorers, final=final)
+        _announce(job, results, scorers, final=final)
         job.done_through = done_through
         work.heartbeat(job, processed=processed, done_through=done_through, result=result)
 
 
-def _alert(job: ScoringJob, results: list[ScoredSegment], scorers: list[_Scorer], *, final: bool) -> None:
-    """Matches to the trackers' webhook endpoints: per text as each chunk is stored; per document
-    (and document trackers' matches) once every segment has been read."""
+def _announce(job: ScoringJob, results: list[ScoredSegment], scorers: list[_Scorer], *, final: bool) -> None:
+    """The chunk's matches, for subscribers (alerts); once every segment is read, that too."""
     for scorer in scorers:
-        endpoints = webhooks.endpoints_for(scorer.version.tracker_id, job.source)
-        if not endpoints:
-            continue
-        whole = scorer.version.tracker.granularity == Granularity.DOCUMENT
-        per_text = [e for e in endpoints if whole or e.grouping == Grouping.TEXT]
         mine = [r for r in results if r.version_id == scorer.version.pk and r.match]
-        if per_text and mine:
-            webhooks.alert(scorer.version, _hits(mine, whole=whole), source=job.source, endpoints=per_text)
-        per_document = [e for e in endpoints if not whole and e.grouping == Grouping.DOCUMENT]
-        if final and per_document:
-            stored = list(ScoredSegment.objects.filter(job=job, version=scorer.version, match=True))
-            if stored:
-                webhooks.alert(scorer.version, _hits(stored), source=job.source, endpoints=per_document)
+        if mine:
+            whole = scorer.version.tracker.granularity == Granularity.DOCUMENT
+            matches.announce(
+                scorer.version, functools.partial(_hits, mine, whole), source=job.source, stored=True
+            )
+    if final:
+        matches.announce_job_scored(job, [s.version for s in scorers])
 
 
-def _hits(rows: list[ScoredSegment], whole: bool = False) -> list[webhooks.Hit]:
-    """Matches as alerts see them (``whole``: a document tracker's, each its document's)."""
+def _hits(rows: list[ScoredSegment], whole: bool) -> list[matches.Hit]:
+    """Stored matches as subscribers see them (``whole``: a document tracker's, its document's)."""
     segments = Segment.objects.in_bulk([r.segment_id for r in rows])
-    if whole:
-        return [
-            webhooks.Hit(score=r.score, label=r.label, document_id=segments[r.segment_id].document_id)
-            for r in rows
-        ]
-    return [
-        webhooks.Hit(
-            score=r.score,
-            label=r.label,
-            text=segments[r.segment_id].text,
-            segment_id=r.segment_id,
-            position=segments[r.segment_id].position,
-            speaker=segments[r.segment_id].speaker,
-            document_id=segments[r.segment_id].document_id,
-        )
-        for r in rows
-    ]
+    for r in rows:
+        r.segment = segments[r.segment_id]
+    return [matches.stored_hit(r, whole) for r in rows]
 
 
 # --- Reading the results -------------------------------------------------------------------

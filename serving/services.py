@@ -19,7 +19,7 @@ from labeling.models import TrainingRun, TrainingState
 from serving.ml import artifacts
 from serving.ml.export import SCORES, VECTORS, head_model, standalone_model
 from serving.models import ModelVersion, estimated_quality
-from trackers import encoders
+from trackers import encoders, work
 from trackers.ml.embedding import read_manifest
 from trackers.ml.storage import write_atomic
 from trackers.models import Tracker, TrackerKind
@@ -202,10 +202,7 @@ def publish_after_training(sender: type[TrainingRun], row: TrainingRun, **kwargs
     """A run that ended with a model gets its version, in a task of its own once the outcome commits."""
     if row.state != TrainingState.SUCCEEDED or not row.head_file:
         return
-    from serving.tasks import publish_version as task
-
-    run_id = row.pk
-    transaction.on_commit(lambda: task.delay(training_run_id=run_id))
+    work.send_on_commit("serving.tasks.publish_version", training_run_id=row.pk)
 
 
 def publish_missing(older_than_s: float = 60) -> list[int]:

@@ -26,9 +26,9 @@ def publish_missing_versions() -> list[int]:
 
 
 @shared_task(bind=True, acks_late=True)
-def score_dataset(self, *, job_id: int) -> None:
+def score_dataset(self, *, work_id: int) -> None:
     """Score a stored dataset with the job's versions (claimed once; a takeover goes on from the checkpoint)."""
-    work.run_claimed(self, ScoringJob, job_id, scoring.run_scoring)
+    work.run_claimed(self, ScoringJob, work_id, scoring.run_scoring)
 
 
 @shared_task
@@ -38,9 +38,9 @@ def sweep_stale_scoring() -> dict:
 
 
 @shared_task(bind=True, acks_late=True)
-def deliver_webhook(self, *, delivery_id: int) -> None:
+def deliver_webhook(self, *, work_id: int) -> None:
     """One attempt of a webhook delivery once it is due (claimed once; a retry is scheduled, not looped)."""
-    work.run_claimed(self, WebhookDelivery, delivery_id, webhooks.attempt, ready=webhooks.due())
+    work.run_claimed(self, WebhookDelivery, work_id, webhooks.attempt, ready=webhooks.due())
 
 
 @shared_task

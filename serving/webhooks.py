@@ -1,6 +1,7 @@
 """Webhook alerts on matches: endpoints, the events a match makes, and their delivery.
 
-Outbox: ``alert`` writes the events and one delivery row per endpoint in the caller's transaction
+Webhooks subscribe to matches (``serving.matches``): the paths that find them do not know about
+alerts. Outbox: ``alert`` writes the events and one delivery row per endpoint in the caller's transaction
 (the prediction request, a scoring chunk's checkpoint), and queues each delivery's task on commit.
 The task gets the delivery's id only and claims it through the claimable-work machinery; each HTTP
 attempt is a ``DeliveryAttempt`` row; failures are classified (2xx succeeds; 410 disables the
@@ -16,10 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.db import transaction
@@ -27,6 +27,7 @@ from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from serving import outbound
+from serving.matches import Hit, stored_hit
 from serving.ml import matching
 from serving.models import (
     DeliveryAttempt,
@@ -34,12 +35,14 @@ from serving.models import (
     EventType,
     Grouping,
     ModelVersion,
+    ScoredSegment,
+    ScoringJob,
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
 )
 from trackers import generation, work
-from trackers.models import Document, Tracker, WorkState
+from trackers.models import Document, Granularity, Tracker, WorkState
 from trackers.text import nonfinite_problem, problem
 
 if TYPE_CHECKING:
@@ -254,19 +257,6 @@ def daily_chart(endpoint: WebhookEndpoint, days: int = 7) -> dict[str, Any]:
 
 
 # --- events -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One match: a text (a segment, or a text sent to the API) or a whole document."""
-
-    score: float
-    label: str
-    text: str | None = None
-    segment_id: int | None = None
-    position: int | None = None
-    speaker: str = ""
-    document_id: int | None = None
 
 
 def _passes(endpoint: WebhookEndpoint, hit: Hit, documents: dict[int, Document]) -> bool:
@@ -503,15 +493,8 @@ def resend(delivery: WebhookDelivery) -> WebhookDelivery:
 
 
 def _enqueue_on_commit(ids: list[int], countdown: float = 0) -> None:
-    if not ids:
-        return
-    from serving.tasks import deliver_webhook
-
-    def send() -> None:
-        for pk in ids:
-            deliver_webhook.apply_async(kwargs={"delivery_id": pk}, countdown=countdown or None)
-
-    transaction.on_commit(send)
+    for pk in ids:
+        work.send_on_commit(WebhookDelivery.task, countdown=countdown, work_id=pk)
 
 
 def body_of(event: WebhookEvent) -> bytes:
@@ -649,11 +632,7 @@ def dispatch() -> dict[str, list[int]]:
             sent.append(pk)
     with transaction.atomic():
         _enqueue_on_commit(sent)
-    swept = work.sweep(
-        WebhookDelivery,
-        lambda d: _enqueue_on_commit([d.pk]),
-        waiting=Q(state=WorkState.QUEUED),
-    )
+    swept = work.sweep(WebhookDelivery, waiting=Q(state=WorkState.QUEUED))
     return {"sent": sent, **swept}
 
 
@@ -665,12 +644,52 @@ def deliveries_of(endpoint: WebhookEndpoint) -> QuerySet[WebhookDelivery]:
     )
 
 
-def hits_of_texts(decided: matching.Decisions, texts: list[str]) -> list[Hit]:
-    """The matches of one version among texts sent to the API."""
-    return [
-        Hit(score=score, label=label, text=text)
-        for score, label, matched, text in zip(
-            decided.scores.tolist(), decided.labels, decided.matched.tolist(), texts, strict=True
+# --- subscribing to matches -------------------------------------------------------------------
+
+
+def _endpoints(tracker_id: int, source: str, cache: Any) -> list[WebhookEndpoint]:
+    if cache is None:
+        return endpoints_for(tracker_id, source)
+    return cast(
+        "list[WebhookEndpoint]",
+        cache.get(("webhook-endpoints", tracker_id, source), lambda: endpoints_for(tracker_id, source)),
+    )
+
+
+def on_found(
+    sender: Any,
+    *,
+    version: ModelVersion,
+    hits: Callable[[], list[Hit]],
+    source: str,
+    stored: bool = False,
+    document: dict[str, Any] | None = None,
+    cache: Any = None,
+    **kwargs: Any,
+) -> None:
+    """Matches to the tracker's endpoints that take ``source``: written with the matches (the
+    outbox), delivered by a worker. Stored segments' matches go now to the endpoints that want each
+    text; those grouped by document wait until the job has read every segment (``on_job_scored``)."""
+    endpoints = _endpoints(version.tracker_id, source, cache)
+    whole = version.tracker.granularity == Granularity.DOCUMENT
+    if stored and not whole:
+        endpoints = [e for e in endpoints if e.grouping == Grouping.TEXT]
+    if endpoints and (found := hits()):
+        alert(version, found, source=source, endpoints=endpoints, document=document)
+
+
+def on_job_scored(sender: Any, *, job: ScoringJob, versions: list[ModelVersion], **kwargs: Any) -> None:
+    """A finished job's matches, a document at a time, to the endpoints that group by document."""
+    for version in versions:
+        if version.tracker.granularity == Granularity.DOCUMENT:
+            continue  # a document tracker's matches are whole documents already
+        per_document = [
+            e for e in endpoints_for(version.tracker_id, job.source) if e.grouping == Grouping.DOCUMENT
+        ]
+        if not per_document:
+            continue
+        stored = list(
+            ScoredSegment.objects.filter(job=job, version=version, match=True).select_related("segment")
         )
-        if matched
-    ]
+        if stored:
+            alert(version, [stored_hit(r) for r in stored], source=job.source, endpoints=per_document)

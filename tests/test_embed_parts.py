@@ -160,7 +160,7 @@ def test_the_sweeper_leaves_a_job_to_its_parts_and_sends_lost_parts_again(
     assert job.state == JobState.RUNNING and job.attempts == 1  # part 3 is still queued: the job waits
     assert EmbedPart.objects.get(pk=first.pk).attempts == 2
     with django_capture_on_commit_callbacks(execute=True):
-        services.enqueue_part(third)  # its message arrives
+        work.enqueue(third)  # its message arrives
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED
     assert_one_row_per_text(dataset, fake_encoder)
@@ -177,7 +177,7 @@ def test_a_planner_that_died_after_planning_keeps_its_parts(
     assert list(job.parts.values_list("pk", flat=True)) == parts
     with django_capture_on_commit_callbacks(execute=True):
         for part in job.parts.all():
-            services.enqueue_part(part)
+            work.enqueue(part)
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED
     assert_one_row_per_text(dataset, fake_encoder)

@@ -214,7 +214,7 @@ def test_training_is_keyed_by_the_labels(tracker, owner, django_capture_on_commi
     assert not created_again and again.pk == run.pk
     run.refresh_from_db()
     assert run.state == TrainingState.SUCCEEDED
-    train_tracker(training_run_id=run.pk)  # a redelivered message changes nothing
+    train_tracker(work_id=run.pk)  # a redelivered message changes nothing
     assert TrainingRun.objects.filter(tracker=tracker).count() == 1
     card3 = game.claim_cards(tracker, owner, n=1)[0]
     labeling_services.answer_card(tracker, owner, card3, "no")
@@ -230,11 +230,11 @@ def test_a_run_left_by_a_killed_worker_is_taken_over(
     run = TrainingRun.objects.create(
         tracker=tracker, watermark="w1", state=TrainingState.RUNNING, heartbeat_at=timezone.now()
     )
-    train_tracker(training_run_id=run.pk)
+    train_tracker(work_id=run.pk)
     run.refresh_from_db()
     assert run.state == TrainingState.RUNNING  # a live holder is left alone
     TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
-    train_tracker(training_run_id=run.pk)
+    train_tracker(work_id=run.pk)
     run.refresh_from_db()
     assert run.state == TrainingState.SUCCEEDED and run.head_file
 

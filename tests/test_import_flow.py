@@ -189,7 +189,7 @@ def test_import_job_rerun_after_success_does_nothing(owner_client, dataset):
 
     upload(owner_client, dataset, "msgs.csv", GOOD_CSV)
     job = Job.objects.get(kind=JobKind.IMPORT)
-    import_corpus(job_id=job.pk)
+    import_corpus(work_id=job.pk)
     assert Document.objects.count() == 2 and Job.objects.filter(kind=JobKind.EMBED).count() == 1
 
 

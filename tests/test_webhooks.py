@@ -15,7 +15,7 @@ import urllib3.util.connection
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from serving import outbound, scoring, services, tasks, webhooks
+from serving import matches, outbound, scoring, services, tasks, webhooks
 from serving.models import ApiKey, DeliveryAttempt, Grouping, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from tests.receiver import Answer, receiving
 from trackers.models import Role, Segment, WorkState
@@ -56,14 +56,14 @@ def endpoint_for(tracker, url, **kw):
 
 
 def deliver(delivery) -> WebhookDelivery:
-    tasks.deliver_webhook.apply(kwargs={"delivery_id": delivery.pk})
+    tasks.deliver_webhook.apply(kwargs={"work_id": delivery.pk})
     delivery.refresh_from_db()
     return delivery
 
 
 def one_alert(tracker, text="please cancel my plan", score=0.97):
     version = services.live_version(tracker)
-    return webhooks.alert(version, [webhooks.Hit(score=score, label="yes", text=text)], source="any")
+    return webhooks.alert(version, [matches.Hit(score=score, label="yes", text=text)], source="any")
 
 
 # --- secrets and signatures ---------------------------------------------------------------------
@@ -340,7 +340,7 @@ def test_speaker_and_metadata_filters_choose_what_an_endpoint_hears(two_live, pr
     seg.save()
     seg.document.metadata = {"region": "EU"}
     seg.document.save()
-    hit = webhooks.Hit(
+    hit = matches.Hit(
         score=0.99,
         label="yes",
         text=seg.text,
@@ -516,7 +516,7 @@ def test_non_public_targets_are_refused_again_at_send_time_and_nothing_is_sent(t
             tracker=two_live[0], url=r.url, secret=outbound.new_secret()
         )
         (delivery,) = webhooks.alert(
-            services.live_version(two_live[0]), [webhooks.Hit(0.99, "yes", "cancel")], source="bulk"
+            services.live_version(two_live[0]), [matches.Hit(0.99, "yes", "cancel")], source="bulk"
         )
         deliver(delivery)
     assert r.received == []

@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 
 from labeling import game
 from labeling import services as labeling_services
-from serving import services, webhooks
+from serving import matches, services, webhooks
 from serving.models import ModelVersion, ScoringJob, WebhookDelivery
 from tests.receiver import Answer, receiving
 from tests.test_game import cancel_tracker, corpus, oracle
@@ -66,7 +66,7 @@ def test_a_worker_delivers_signed_events_and_a_kill_9_midway_through_200_loses_n
     version = services.live_version(tracker)
     with receiving(Answer(200, delay=0.03)) as r:
         endpoint, secret = webhooks.create_endpoint(tracker=tracker, url=r.url, user=owner)
-        hits = [webhooks.Hit(score=0.99, label="yes", text=f"please cancel account {i}") for i in range(200)]
+        hits = [matches.Hit(score=0.99, label="yes", text=f"please cancel account {i}") for i in range(200)]
         with transaction.atomic():  # queued to Redis when this commits
             made = webhooks.alert(version, hits, source="api", endpoints=[endpoint])
         events = {d.event.webhook_id for d in made}

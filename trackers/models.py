@@ -180,9 +180,14 @@ class ClaimableWork(models.Model):
     # The setting that says how long a claim may go without a heartbeat before the work counts as
     # abandoned (its worker died) and is taken over.
     stale_setting: ClassVar[str] = "JOB_STALE_SECONDS"
+    # The Celery task that runs this work, by name; it receives the row's pk as ``work_id``.
+    task: ClassVar[str] = ""
 
     class Meta:
         abstract = True
+
+    def task_name(self) -> str:
+        return self.task
 
     @classmethod
     def stale_seconds(cls) -> int:
@@ -243,6 +248,13 @@ class Job(ProgressWork):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.code} ({self.state})"
 
+    def task_name(self) -> str:
+        return {
+            JobKind.IMPORT: "trackers.tasks.import_corpus",
+            JobKind.EMBED: "trackers.tasks.embed_dataset",
+            JobKind.INDEX: "trackers.tasks.build_index",
+        }[JobKind(self.kind)]
+
 
 class EmbedPart(ClaimableWork):
     """One slice of an embedding job (segments ``first_segment``..``last_segment`` of its dataset),
@@ -250,6 +262,8 @@ class EmbedPart(ClaimableWork):
 
     The job stays running while its parts are queued or running; the part that ends last ends it.
     """
+
+    task = "trackers.tasks.embed_part"
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="parts")
     number = models.PositiveIntegerField()  # 1, 2, ... in segment order

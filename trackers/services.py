@@ -33,7 +33,6 @@ from trackers.models import (
 )
 
 if TYPE_CHECKING:
-    from celery import Task
     from django.contrib.auth.models import User
 
     from trackers.models import Tracker
@@ -96,22 +95,9 @@ def vector_store(dataset: Dataset) -> VectorStore:
 # --- job lifecycle -----------------------------------------------------------------------
 
 
-def _task_for(kind: str) -> Task:
-    from trackers.tasks import build_index, embed_dataset, import_corpus
-
-    tasks: dict[str, Task] = {
-        JobKind.IMPORT: import_corpus,
-        JobKind.EMBED: embed_dataset,
-        JobKind.INDEX: build_index,
-    }
-    return tasks[kind]
-
-
 def enqueue_job(job: Job) -> None:
     """Send the job's task once the surrounding transaction commits."""
-    task = _task_for(job.kind)
-    job_id = job.pk
-    transaction.on_commit(lambda: task.delay(job_id=job_id))
+    work.enqueue(job)
 
 
 def create_job(
@@ -169,8 +155,8 @@ def requeue_stale_jobs() -> dict[str, list[int]]:
     waiting = Exists(
         EmbedPart.objects.filter(job=OuterRef("pk"), state__in=[JobState.QUEUED, JobState.RUNNING])
     )
-    jobs = work.sweep(Job, enqueue_job, waiting=Q(waiting))
-    parts = work.sweep(EmbedPart, enqueue_part)
+    jobs = work.sweep(Job, waiting=Q(waiting))
+    parts = work.sweep(EmbedPart)
     return {**jobs, "parts_requeued": parts["requeued"], "parts_failed": parts["failed"]}
 
 
@@ -396,16 +382,9 @@ def plan_embedding(job: Job) -> work.Handed:
             parts = f"{len(bounds)} part{'s' if len(bounds) != 1 else ''}"
             report_progress(job, 0, total=total, message=f"embedding {total:,} texts in {parts}")
             for part in job.parts.all():
-                enqueue_part(part)
+                work.enqueue(part)
     end_embedding_if_done(job.pk)
     return work.HANDED_TO_PARTS
-
-
-def enqueue_part(part: EmbedPart) -> None:
-    from trackers.tasks import embed_part
-
-    part_id = part.pk
-    transaction.on_commit(lambda: embed_part.delay(part_id=part_id))
 
 
 def embed_part(part: EmbedPart) -> dict[str, int]:

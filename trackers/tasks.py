@@ -9,31 +9,31 @@ from trackers.models import EmbedPart, Job
 
 
 @shared_task(bind=True, acks_late=True)
-def import_corpus(self, *, job_id: int) -> None:
+def import_corpus(self, *, work_id: int) -> None:
     """Parse an uploaded file into documents and segments; queue embedding on success."""
 
     def run(job: Job) -> None:
         services.run_import(job)  # records its own outcome on the job
 
-    work.run_claimed(self, Job, job_id, run)
+    work.run_claimed(self, Job, work_id, run)
 
 
 @shared_task(bind=True, acks_late=True)
-def embed_dataset(self, *, job_id: int) -> None:
+def embed_dataset(self, *, work_id: int) -> None:
     """Split embedding the dataset's new segments into parts; the last part to end queues the index."""
-    work.run_claimed(self, Job, job_id, services.plan_embedding)
+    work.run_claimed(self, Job, work_id, services.plan_embedding)
 
 
 @shared_task(bind=True, acks_late=True)
-def embed_part(self, *, part_id: int) -> None:
+def embed_part(self, *, work_id: int) -> None:
     """Embed one part of a dataset's new segments (any bulk worker; taken over if its worker dies)."""
-    work.run_claimed(self, EmbedPart, part_id, services.embed_part)
+    work.run_claimed(self, EmbedPart, work_id, services.embed_part)
 
 
 @shared_task(bind=True, acks_late=True)
-def build_index(self, *, job_id: int) -> None:
+def build_index(self, *, work_id: int) -> None:
     """Rebuild a dataset's FAISS index beside the live one and swap it in."""
-    work.run_claimed(self, Job, job_id, lambda job: {"message": search.rebuild_index(job)})
+    work.run_claimed(self, Job, work_id, lambda job: {"message": search.rebuild_index(job)})
 
 
 @shared_task

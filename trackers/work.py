@@ -10,11 +10,13 @@ being tried forever (a job that kills its worker every time would otherwise hold
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import F, Q
@@ -94,6 +96,24 @@ def give_up(model: type[W], queryset: QuerySet[W]) -> list[int]:
     return failed
 
 
+def send_on_commit(task: str, *, countdown: float | None = None, **kwargs: Any) -> None:
+    """Send the Celery task named ``task`` with ``kwargs`` once the surrounding transaction commits
+    (at once outside one): the one way work is queued, so a worker never looks for a row that is
+    not committed yet. By name, so that no service imports the tasks that call it."""
+
+    def send() -> None:
+        if task not in current_app.tasks:  # a web process registers an app's tasks on first use
+            importlib.import_module(task.rpartition(".")[0])
+        current_app.tasks[task].apply_async(kwargs=kwargs, countdown=countdown or None)
+
+    transaction.on_commit(send)
+
+
+def enqueue(row: ClaimableWork, *, countdown: float | None = None) -> None:
+    """Queue the row's task (``ClaimableWork.task_name``) with its pk, once the caller commits."""
+    send_on_commit(row.task_name(), countdown=countdown, work_id=row.pk)
+
+
 def heartbeat(row: ClaimableWork, **fields: Any) -> None:
     """Tell the sweeper the work is alive (and save any progress ``fields`` with it)."""
     fields["heartbeat_at"] = timezone.now()
@@ -116,7 +136,7 @@ def fail(row: ClaimableWork, reason: str) -> None:
     work_failed.send(sender=type(row), row=row)
 
 
-def sweep(model: type[W], enqueue: Callable[[W], None], *, waiting: Q | None = None) -> dict[str, list[int]]:
+def sweep(model: type[W], *, waiting: Q | None = None) -> dict[str, list[int]]:
     """Queue again rows whose worker died (running, stale heartbeat) or whose message was lost
     (queued too long); rows out of attempts fail instead. Rows matching ``waiting`` are left alone:
     they handed their work to parts, which have a sweep of their own."""

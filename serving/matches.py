@@ -1,0 +1,83 @@
+"""Matches, announced by the paths that find them, for whoever subscribes (webhook alerts do).
+
+The prediction API and bulk scoring decide matches (``serving.ml.matching``) and announce them
+here; they do not know who listens. Receivers run in the announcing transaction, so what they
+write (an alert's outbox rows) commits with the matches or not at all.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.dispatch import Signal
+
+if TYPE_CHECKING:
+    from serving.hot import Snapshot
+    from serving.models import ModelVersion, ScoredSegment, ScoringJob
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One match: a text (a segment, or a text sent to the API) or a whole document."""
+
+    score: float
+    label: str
+    text: str | None = None
+    segment_id: int | None = None
+    position: int | None = None
+    speaker: str = ""
+    document_id: int | None = None
+
+
+def stored_hit(result: ScoredSegment, whole: bool = False) -> Hit:
+    """A stored scoring result as a match (``whole``: a document tracker's, its document's)."""
+    segment = result.segment
+    if whole:
+        return Hit(score=result.score, label=result.label, document_id=segment.document_id)
+    return Hit(
+        score=result.score,
+        label=result.label,
+        text=segment.text,
+        segment_id=segment.pk,
+        position=segment.position,
+        speaker=segment.speaker,
+        document_id=segment.document_id,
+    )
+
+
+# version; hits (a function giving the matches, built only if a receiver asks); source (an
+# EventSource); stored (the hits are stored segments of a scoring job, whose documents are complete
+# only when ``job_scored`` is sent); document (the title of a call sent to the API, not stored);
+# cache (the request's snapshot, for lookups kept under the access generation, or None)
+found = Signal()
+# job, versions: every segment of a scoring job has been read and its matches stored
+job_scored = Signal()
+
+
+def announce(
+    version: ModelVersion,
+    hits: Callable[[], list[Hit]],
+    *,
+    source: str,
+    stored: bool = False,
+    document: dict[str, Any] | None = None,
+    cache: Snapshot | None = None,
+) -> None:
+    """Tell subscribers about the matches of ``version`` found through ``source``."""
+    found.send(
+        sender=type(version),
+        version=version,
+        hits=functools.cache(hits),
+        source=source,
+        stored=stored,
+        document=document,
+        cache=cache,
+    )
+
+
+def announce_job_scored(job: ScoringJob, versions: list[ModelVersion]) -> None:
+    """Tell subscribers that every segment of ``job`` has been read and its matches stored."""
+    job_scored.send(sender=type(job), job=job, versions=versions)
