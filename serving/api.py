@@ -29,7 +29,7 @@ from serving.models import ApiKey, EventSource, ModelVersion
 from trackers import encoders
 from trackers.access import KeyPrincipal, Scope
 from trackers.encoders import Encoder, EncoderMismatch
-from trackers.models import CAN_IMPORT, Tracker
+from trackers.models import CAN_IMPORT, Tracker, Workspace
 from trackers.text import storable
 
 router = Router(tags=["predict"])
@@ -110,6 +110,21 @@ def _caller_key(request) -> tuple:
     return ("user", _scope_key(Scope.of_request(request)))
 
 
+def _snapshot(request, named: tuple[str, UUID]) -> hot.Snapshot:
+    """The request's snapshot of the workspace it is about: a key's own, or that of the tracker or
+    workspace the path names (found once per process: it never changes)."""
+    auth = getattr(request, "auth", None)
+    if isinstance(auth, KeyPrincipal):
+        return hot.snapshot(request, auth.workspace_id)
+    kind, code = named
+    model = Tracker if kind == "tracker" else Workspace
+    field = "workspace_id" if kind == "tracker" else "pk"
+    workspace = hot.workspace_of(
+        named, lambda: model.objects.filter(code=code).values_list(field, flat=True).first()
+    )
+    return hot.snapshot(request, workspace)
+
+
 @dataclass(frozen=True)
 class Route:
     """All that scoring with one tracker needs, found once per process and access generation: the
@@ -137,7 +152,7 @@ def _route(request, code: UUID, number: int | None) -> Route:
 @router.post("/trackers/{code}/predict", response={200: PredictOut})
 def predict(request, code: UUID, body: PredictIn):
     """Score one text or a batch with the tracker's live model version (or the pinned one)."""
-    snap = hot.snapshot(request)
+    snap = _snapshot(request, ("tracker", code))
     route = snap.get(
         ("route", code, _caller_key(request), body.version), lambda: _route(request, code, body.version)
     )
@@ -482,7 +497,7 @@ def predict_many(request, code: UUID, body: ManyIn):
         _check_alert(request, body.alert, scope.workspace(code).pk)
     loose = body.transcript is None
     chosen = tuple(t.int for t in body.trackers) if body.trackers is not None else None  # UUIDs hash slowly
-    plan = hot.snapshot(request).get(
+    plan = _snapshot(request, ("workspace", code)).get(
         ("many", code, _scope_key(scope), chosen, loose),
         lambda: _plan(scope, code, body.trackers, loose_texts=loose),
     )
@@ -554,7 +569,7 @@ def predict_many(request, code: UUID, body: ManyIn):
             add_matches(part, encoder_id, call, lambda _: documents, whole=True)
     if hits:  # to subscribers (alerts), written with the request; a worker delivers them
         transcript = {"title": body.transcript.title} if body.transcript is not None else None
-        snap = hot.snapshot(request)
+        snap = _snapshot(request, ("workspace", code))
         for version, found_by in hits.items():
             matches.announce(version, found_by.copy, source=EventSource.API, document=transcript, cache=snap)
     # Written here, not by the response model: its tracker list, checked once when the plan was made,

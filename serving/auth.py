@@ -29,13 +29,18 @@ def _principal(raw: str) -> tuple[ApiKey, KeyPrincipal] | None:
 
 
 def principal_for(raw: str, request=None) -> KeyPrincipal | None:
-    """The caller a key stands for: looked up once per process while nothing it depends on changes
-    (``serving.hot``); a revocation, a new limit, a creator who leaves or whose role changes is seen
-    by the next request."""
+    """The caller a key stands for: looked up once per process while nothing it depends on in its
+    workspace changes (``serving.hot``); a revocation, a new limit, a creator who leaves or whose role
+    changes is seen by the next request."""
     if not raw:
         return None
-    snap = hot.snapshot(request)
-    found = snap.get(("key", hash_key(raw)), lambda: _principal(raw))
+    digest = hash_key(raw)
+    workspace = hot.workspace_of(
+        ("key", digest),
+        lambda: ApiKey.objects.filter(key_hash=digest).values_list("workspace_id", flat=True).first(),
+    )
+    snap = hot.snapshot(request, workspace)  # (an unknown key: under the snapshot of no workspace)
+    found = snap.get(("key", digest), lambda: _principal(raw))
     if found is None:
         return None
     key, principal = found

@@ -123,6 +123,9 @@ def revoke_key(scope: Scope, key: ApiKey) -> ApiKey:
 
 def revoke_keys(keys: QuerySet[ApiKey]) -> int:
     """Revoke many keys at once (the admin's action), seen by every process's next request."""
-    count = keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-    generation.bump()
+    live = keys.filter(revoked_at__isnull=True)
+    workspaces = set(live.values_list("workspace_id", flat=True))
+    count = live.update(revoked_at=timezone.now())
+    for workspace_id in workspaces:
+        generation.bump(workspace_id)
     return count

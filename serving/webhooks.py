@@ -610,7 +610,9 @@ def _note_failure(endpoint: WebhookEndpoint, at: datetime, reason: str, *, disab
         )
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(**fields)
     if not fields.get("enabled", True):
-        generation.bump()  # the prediction path keeps endpoints: it must stop alerting this one
+        generation.bump(
+            generation.workspace_of(endpoint)
+        )  # the prediction path keeps endpoints: it must stop alerting this one
         log.warning("webhook endpoint %s disabled: %s", endpoint.pk, fields["disabled_reason"])
 
 

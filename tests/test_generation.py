@@ -4,13 +4,18 @@ threshold or a member who leaves is seen by the very next request)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
+from django.test import Client
 
 from serving import hot, services
 from serving.models import ApiKey, ModelVersion
+from tests.factories import WorkspaceFactory
 from tests.test_game import cancel_tracker
 from tests.test_versions import play, predict
 from trackers import generation
+from trackers import services as corpus_services
 from trackers.models import Membership
 
 pytestmark = pytest.mark.django_db
@@ -23,38 +28,61 @@ def trained(embedded, workspace, owner, django_capture_on_commit_callbacks):
     return tracker
 
 
-def moves(change) -> bool:
-    before = generation.current()
+def moves(change, workspace) -> bool:
+    before = generation.current(workspace.pk)
     change()
-    return generation.current() > before
+    return generation.current(workspace.pk) != before
 
 
-def test_watched_changes_move_the_generation(trained, workspace, owner, embedded):
+def test_watched_changes_move_their_workspaces_generation(
+    trained, workspace, owner, embedded, django_capture_on_commit_callbacks
+):
+    moves_here = functools.partial(moves, workspace=workspace)
+    elsewhere = WorkspaceFactory(name="Elsewhere")
     key, _ = ApiKey.issue(workspace=workspace, name="k", created_by=owner)
-    assert moves(lambda: key.save())
-    assert moves(lambda: key.trackers.add(trained))
-    assert moves(lambda: setattr(trained, "threshold_override", 0.9) or trained.save())
-    assert moves(lambda: trained.datasets.remove(embedded))
-    assert moves(lambda: owner.save())
-    version = ModelVersion.objects.filter(tracker=trained).first()
-    assert moves(lambda: services.promote(version, owner))
-    assert moves(lambda: Membership.objects.filter(user=owner).delete())
-    assert not moves(lambda: key.touch())  # a key's last-used time changes nothing it answers
+    changes = [
+        lambda: key.save(),
+        lambda: key.trackers.add(trained),
+        lambda: setattr(trained, "threshold_override", 0.9) or trained.save(),
+        lambda: trained.datasets.remove(embedded),
+        lambda: services.promote(ModelVersion.objects.filter(tracker=trained).first(), owner),
+    ]
+    for change in changes:
+        assert not moves(
+            lambda change=change: moves_here(change), elsewhere
+        )  # another workspace keeps its own
+    assert moves_here(lambda: Membership.objects.filter(user=owner).delete())
+    assert moves(lambda: owner.save(), elsewhere)  # a user: every workspace
+    assert not moves_here(lambda: key.touch())  # a key's last-used time changes nothing it answers
+    # a sign-in saves the user's last_login, which no request is answered from
+    assert not moves_here(lambda: Client().force_login(owner))
+
+    def more_texts():  # embedded by the encoder the dataset already has: nothing serving reads changes
+        with django_capture_on_commit_callbacks(execute=True):
+            corpus_services.start_import(dataset=embedded, user=owner, filename="m.csv", data=b"text\nmore\n")
+
+    assert not moves_here(more_texts) and embedded.segments.filter(text="more", vector_row__isnull=False)
 
 
-def test_a_snapshot_keeps_lookups_until_the_generation_moves():
+def test_a_snapshot_keeps_lookups_until_its_workspaces_generation_moves():
     built = []
-    first = hot.snapshot().get("k", lambda: built.append(1) or "a")
-    again = hot.snapshot().get("k", lambda: built.append(2) or "b")
+    first = hot.snapshot(None, 1).get("k", lambda: built.append(1) or "a")
+    again = hot.snapshot(None, 1).get("k", lambda: built.append(2) or "b")
     assert (first, again, built) == ("a", "a", [1])
-    generation.bump()
-    assert hot.snapshot().get("k", lambda: built.append(3) or "c") == "c" and built == [1, 3]
+    other = hot.snapshot(None, 2).get("k", lambda: built.append(2) or "x")
+    generation.bump(2)  # another workspace's change
+    assert hot.snapshot(None, 1).get("k", lambda: built.append(3) or "c") == "a"
+    assert hot.snapshot(None, 2).get("k", lambda: built.append(4) or "y") == "y" != other
+    generation.bump(1)
+    assert hot.snapshot(None, 1).get("k", lambda: built.append(5) or "c") == "c"
+    generation.bump()  # the global counter: every workspace's lookups go
+    assert hot.snapshot(None, 2).get("k", lambda: built.append(6) or "z") == "z"
+    assert built == [1, 2, 4, 5, 6]
 
 
 def test_the_next_request_sees_a_revocation_a_new_threshold_and_a_member_leaving(
     client, trained, workspace, owner
 ):
-    from django.test import Client
     from django.urls import reverse
 
     key, raw = ApiKey.issue(workspace=workspace, name="k", created_by=owner)

@@ -23,7 +23,7 @@ from pathlib import Path
 from trackers.generation import Mirror
 mirror = Mirror(Path(sys.argv[1]))
 for _ in range(int(sys.argv[2])):
-    mirror.bump()
+    mirror.bump(7)
 """
 
 
@@ -33,43 +33,50 @@ def mirrored(settings, tmp_path):
     return Path(settings.GENERATION_FILE)
 
 
+WS = 7  # a workspace's pk (its counter need not exist before it first moves)
+
+
 def test_a_committed_bump_moves_the_mirror_and_a_rolled_back_one_does_not(
     mirrored, django_capture_on_commit_callbacks
 ):
-    before = generation.current()
+    before = generation.current(WS)
     with django_capture_on_commit_callbacks(execute=False):
-        generation.bump()  # the test's transaction is never committed: the mirror must not move
-    assert generation._mirror().read() == before[0]
+        generation.bump(WS)  # the test's transaction is never committed: the mirror must not move
+    assert generation._mirror().read((generation.GLOBAL, WS)) == before[:2]
     with django_capture_on_commit_callbacks(execute=True):
-        generation.bump()
-    after = generation.current()
-    assert after[0] == before[0] + 1 and after != before
+        generation.bump(WS)
+    after = generation.current(WS)
+    assert after[:2] == (before[0], before[1] + 1)  # the workspace's slot; the global one stays
+    assert AccessGeneration.objects.get(scope=WS).value == 2  # the row counts both (one transaction)
 
 
 def test_moves_by_other_processes_are_seen_at_once_and_none_is_lost(mirrored):
     mine = generation.Mirror(mirrored)
-    start = mine.read()
+    (start,) = mine.read((WS,))
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
     procs = [
         subprocess.Popen([sys.executable, "-c", BUMPS, str(mirrored), "300"], cwd=REPO, env=env)
         for _ in range(3)
     ]
     for _ in range(200):
-        mine.bump()
+        mine.bump(WS)
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
-    assert mine.read() == start + 3 * 300 + 200
+    assert mine.read((WS,)) == (start + 3 * 300 + 200,)
 
 
 def test_a_change_of_the_row_alone_is_seen_after_the_recheck(mirrored, monkeypatch):
-    before = generation.current()
-    AccessGeneration.objects.filter(pk=generation.ROW).update(value=before[1] + 5)  # not through bump
-    assert generation.current() == before  # within the recheck interval the mirror alone decides
+    generation.bump(WS)
+    before = generation.current(WS)
+    AccessGeneration.objects.filter(scope=WS).update(value=before[3] + 5)  # not through bump
+    assert generation.current(WS) == before  # within the recheck interval the mirror alone decides
     monkeypatch.setattr(generation, "MIRROR_RECHECK_S", 0.0)
-    assert generation.current() == (before[0], before[1] + 5)
+    assert generation.current(WS) == (*before[:3], before[3] + 5)
 
 
-def test_without_a_mirror_every_read_queries_the_row(settings):
+def test_without_a_mirror_every_read_queries_the_rows(settings):
     settings.GENERATION_FILE = ""
-    before = generation.current()
-    AccessGeneration.objects.filter(pk=generation.ROW).update(value=before[1] + 1)
-    assert generation.current() == (0, before[1] + 1)
+    generation.bump(WS)
+    before = generation.current(WS)
+    AccessGeneration.objects.filter(scope=WS).update(value=before[1] + 1)
+    assert generation.current(WS) == (before[0], before[1] + 1)
+    assert generation.current() == before[:1]  # the global counter alone

@@ -1,17 +1,21 @@
-"""The access generation: one counter that every change to what serving a request depends on moves.
+"""Access generations: counters that every change to what serving a request depends on moves, one
+per workspace and one for what every workspace depends on (users).
 
-The counter is a database row, so a web process can keep keys, trackers and live versions it has
-looked up and still see a revocation or a promotion on the very next request, in every process:
-when the counter has moved, everything kept is dropped. Saves and deletes of the watched models
-move it through signals (``watch``); code that changes them with ``QuerySet.update`` calls ``bump``
-itself.
+A counter is a database row, so a web process can keep the keys, trackers and live versions of a
+workspace it has looked up and still see a revocation or a promotion there on the very next
+request, in every process: when the workspace's counter (or the global one) has moved, what was kept
+for that workspace is dropped, and other workspaces keep theirs. Saves and deletes of the watched
+models move the counter of the workspace they belong to (``watch``); code that changes them with
+``QuerySet.update`` calls ``bump`` itself. A user's login (Django saves ``last_login``) moves nothing.
 
-Reading the row is one query per request. When every process runs on one host (always so with
+Reading the rows is one query per request. When every process runs on one host (always so with
 SQLite, whose file they all open; a single-host PostgreSQL install may opt in), a memory-mapped
-file mirrors the counter (``settings.GENERATION_FILE``): ``bump`` moves it once its transaction has
-committed, and a request reads eight bytes of shared memory instead of querying. The row is still
-read once a second (``MIRROR_RECHECK_S``), so a process that died between its commit and the
-mirror's move, or a change made outside the app, holds things back for a second at most.
+file mirrors the counters (``settings.GENERATION_FILE``), one slot per workspace (workspaces share a
+slot past the page's slots: a move there drops a neighbour's lookups too, which is only slower):
+``bump`` moves the slot once its transaction has committed, and a request reads shared memory
+instead of querying. The rows are still read once a second (``MIRROR_RECHECK_S``), so a process that
+died between its commit and the mirror's move, or a change made outside the app, holds things back
+for a second at most.
 """
 
 from __future__ import annotations
@@ -30,66 +34,97 @@ from django.db import connection, transaction
 from django.db.models import F, Model
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from trackers.models import AccessGeneration
+from trackers.models import AccessGeneration, Tracker, Workspace
 
-ROW = 1
-_SELECT = f"SELECT value FROM {AccessGeneration._meta.db_table} WHERE id = {ROW}"
+GLOBAL = 0  # the counter every workspace depends on (users); a workspace's is its pk
+_TABLE = AccessGeneration._meta.db_table
 MIRROR_RECHECK_S = 1.0
 _COUNTER = struct.Struct("<Q")
+SLOTS = mmap.PAGESIZE // _COUNTER.size  # slot 0: GLOBAL; a workspace's: 1 + pk % (SLOTS - 1)
 
-Token = tuple[int, int]  # (the mirror's counter, or 0 without one; the row's value)
+Token = tuple[int, ...]  # the mirror's counters (none without one), then the rows' values
 
 
-def current() -> Token:
-    """What the counter is now: equal tokens mean nothing watched has changed in between."""
+def _scopes(workspace_id: int | None) -> tuple[int, ...]:
+    return (GLOBAL,) if workspace_id is None else (GLOBAL, workspace_id)
+
+
+def current(workspace_id: int | None = None) -> Token:
+    """What the counters of ``workspace_id`` (and the global one) are now: equal tokens mean nothing
+    watched in that workspace, nor any user, has changed in between."""
+    scopes = _scopes(workspace_id)
     mirror = _mirror()
     if mirror is None:
-        return 0, _row()
-    return mirror.read(), mirror.row_value()
+        return _rows(scopes)
+    return mirror.read(scopes) + mirror.row_values(scopes)
 
 
-def bump(**kwargs: Any) -> None:
-    """Move the counter (a signal receiver as well); inside a transaction, with it."""
+def bump(workspace_id: int | None = None) -> None:
+    """Move the counter of ``workspace_id`` (None: the global one); inside a transaction, with it."""
+    scope = GLOBAL if workspace_id is None else workspace_id
     with transaction.atomic():
-        if not AccessGeneration.objects.filter(pk=ROW).update(value=F("value") + 1):
-            AccessGeneration.objects.get_or_create(pk=ROW, defaults={"value": 1})
+        if not AccessGeneration.objects.filter(scope=scope).update(value=F("value") + 1):
+            AccessGeneration.objects.get_or_create(scope=scope)  # a concurrent creator wins: then move it
+            AccessGeneration.objects.filter(scope=scope).update(value=F("value") + 1)
         mirror = _mirror()
         if mirror is not None:
-            transaction.on_commit(mirror.bump)  # readers that see it must find the change committed
+            transaction.on_commit(lambda: mirror.bump(scope))  # readers must find the change committed
+
+
+def workspace_of(instance: Model) -> int | None:
+    """The workspace a watched object belongs to (None: every workspace depends on it)."""
+    if isinstance(instance, Workspace):
+        return instance.pk
+    workspace_id = getattr(instance, "workspace_id", None)
+    if workspace_id is not None:
+        return int(workspace_id)
+    tracker_id = getattr(instance, "tracker_id", None)
+    if tracker_id is not None:
+        found = Tracker.objects.filter(pk=tracker_id).values_list("workspace_id", flat=True).first()
+        return int(found) if found is not None else None
+    return None
+
+
+def _moved(sender: type[Model], instance: Model, update_fields: Any = None, **kwargs: Any) -> None:
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # a sign-in changes nothing a request is answered from
+    bump(workspace_of(instance))
 
 
 def watch(*models: type[Model], m2m: tuple[type[Model], ...] = ()) -> None:
-    """Move the counter on every save and delete of ``models`` and every change of the ``m2m`` tables."""
+    """Move the counter of their workspace on every save and delete of ``models`` and every change of
+    the ``m2m`` tables (a model with no workspace moves the global counter)."""
     for model in models:
         uid = f"access-generation-{model._meta.label_lower}"
-        post_save.connect(bump, sender=model, dispatch_uid=f"{uid}-save", weak=False)
-        post_delete.connect(bump, sender=model, dispatch_uid=f"{uid}-delete", weak=False)
+        post_save.connect(_moved, sender=model, dispatch_uid=f"{uid}-save", weak=False)
+        post_delete.connect(_moved, sender=model, dispatch_uid=f"{uid}-delete", weak=False)
     for through in m2m:
         m2m_changed.connect(
-            bump, sender=through, dispatch_uid=f"access-generation-{through._meta.label_lower}", weak=False
+            _moved, sender=through, dispatch_uid=f"access-generation-{through._meta.label_lower}", weak=False
         )
 
 
-def _row() -> int:
+def _rows(scopes: tuple[int, ...]) -> tuple[int, ...]:
     # The driver's own cursor: Django's wrappers cost more than the query on the prediction path.
     if connection.connection is None:
         connection.ensure_connection()
+    placeholders = ", ".join(["%s"] * len(scopes))
+    sql = f"SELECT scope, value FROM {_TABLE} WHERE scope IN ({placeholders})"
+    if connection.vendor == "sqlite":
+        sql = sql.replace("%s", "?")
     with connection.wrap_database_errors:
         cursor = connection.connection.cursor()
         try:
-            cursor.execute(_SELECT)
-            row = cursor.fetchone()
+            cursor.execute(sql, scopes)
+            found = dict(cursor.fetchall())
         finally:
             cursor.close()
-    if row is None:
-        AccessGeneration.objects.get_or_create(pk=ROW)
-        return 0
-    return int(row[0])
+    return tuple(int(found.get(s, 0)) for s in scopes)
 
 
 class Mirror:
-    """The counter in a memory-mapped file that every process of this host maps: reading it is a
-    memory read; moving it takes the file's lock, so no two moves count as one."""
+    """The counters in a memory-mapped file that every process of this host maps: reading one is a
+    memory read; moving one takes the file's lock, so no two moves count as one."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,27 +134,35 @@ class Mirror:
             os.ftruncate(self._fd, mmap.PAGESIZE)
         self._map = mmap.mmap(self._fd, mmap.PAGESIZE)
         self._lock = threading.Lock()  # POSIX record locks exclude processes, not threads
-        self._row_value = 0
-        self._row_read_at = -MIRROR_RECHECK_S
+        self._row_value: dict[int, int] = {}
+        self._row_read_at: dict[int, float] = {}
 
-    def read(self) -> int:
-        value: int = _COUNTER.unpack_from(self._map, 0)[0]
-        return value
+    @staticmethod
+    def slot(scope: int) -> int:
+        return 0 if scope == GLOBAL else 1 + scope % (SLOTS - 1)
 
-    def bump(self) -> None:
+    def read(self, scopes: tuple[int, ...] = (GLOBAL,)) -> tuple[int, ...]:
+        return tuple(_COUNTER.unpack_from(self._map, self.slot(s) * _COUNTER.size)[0] for s in scopes)
+
+    def bump(self, scope: int = GLOBAL) -> None:
+        at = self.slot(scope) * _COUNTER.size
         with self._lock:
             fcntl.lockf(self._fd, fcntl.LOCK_EX)
             try:
-                _COUNTER.pack_into(self._map, 0, self.read() + 1)
+                _COUNTER.pack_into(self._map, at, _COUNTER.unpack_from(self._map, at)[0] + 1)
             finally:
                 fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
-    def row_value(self) -> int:
-        """The row's value as read at most ``MIRROR_RECHECK_S`` ago."""
+    def row_values(self, scopes: tuple[int, ...]) -> tuple[int, ...]:
+        """The rows' values as read at most ``MIRROR_RECHECK_S`` ago."""
         now = time.monotonic()
-        if now - self._row_read_at >= MIRROR_RECHECK_S:
-            self._row_value, self._row_read_at = _row(), now
-        return self._row_value
+        stale = tuple(
+            s for s in scopes if now - self._row_read_at.get(s, -MIRROR_RECHECK_S) >= MIRROR_RECHECK_S
+        )
+        if stale:
+            for s, value in zip(stale, _rows(stale), strict=True):
+                self._row_value[s], self._row_read_at[s] = value, now
+        return tuple(self._row_value[s] for s in scopes)
 
 
 _mirrors: dict[str | Path, Mirror] = {}

@@ -356,11 +356,12 @@ class SeedExample(models.Model):
 
 
 class AccessGeneration(models.Model):
-    """One row whose counter moves whenever something that answering a request depends on changes
-    (keys, memberships, users, workspaces, trackers, datasets, model versions): a process may keep
-    what it looked up for as long as the counter has not moved (see ``trackers.generation``)."""
+    """A counter that moves whenever something that answering a request depends on changes (keys,
+    memberships, workspaces, trackers, datasets, model versions: in its workspace; users: the global
+    one): a process may keep what it looked up for as long as it has not moved (``trackers.generation``)."""
 
+    scope = models.BigIntegerField(unique=True, default=0)  # 0: every workspace's; else a workspace's pk
     value = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
-        return f"access generation {self.value}"
+        return f"access generation {self.value} of {self.scope or 'every workspace'}"

@@ -423,7 +423,12 @@ def embed_part(part: EmbedPart) -> dict[str, int]:
         _report_part(part, processed)
     with transaction.atomic():
         # One writer of the store at a time (SQLite's immediate transactions serialize this too).
-        Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
+        was = (
+            Dataset.objects.select_for_update()
+            .filter(pk=dataset.pk)
+            .values_list("encoder_id", flat=True)
+            .first()
+        )
         known = _rows_of(dataset, hashes)
         new = [i for i, h in enumerate(hashes) if h not in known]
         # The vectors are durable before any segment points at them; a crash before the commit
@@ -431,7 +436,8 @@ def embed_part(part: EmbedPart) -> dict[str, int]:
         first = store.append(vectors[new], encoder.encoder_id) if new else 0
         _assign_rows(ids_by_hash, {**known, **{hashes[i]: first + k for k, i in enumerate(new)}})
         Dataset.objects.filter(pk=dataset.pk).update(encoder_id=encoder.encoder_id, vector_count=store.rows)
-        generation.bump()  # the encoder of the trackers reading this dataset may have changed
+        if was != encoder.encoder_id:  # the encoder of the trackers reading this dataset has changed
+            generation.bump(dataset.workspace_id)
     return {"stored": len(new), "processed": part.segments}
 
 
