@@ -23,6 +23,7 @@ from serving.scoring_api import router as scoring_router
 from serving.webhooks_api import router as webhooks_router
 from trackers.api import router as trackers_router
 from trackers.encoders import EncoderMismatch
+from trackers.errors import Refused
 from trackers.http import PerKeyRate
 from trackers.services import format_size
 from trackers.text import nonfinite_problem
@@ -100,6 +101,12 @@ api_v1 = NinjaAPI(
 )
 
 for one in (api, api_v1):
+
+    @one.exception_handler(Refused)
+    def refused(request, exc, one=one):
+        """Every refusal of a service, with the status its kind maps to (``trackers.errors``)."""
+        body = {"detail": str(exc), **({"field": exc.field} if exc.field else {})}
+        return one.create_response(request, body, status=exc.status)
 
     @one.exception_handler(PermissionDenied)
     def permission_denied(request, exc, one=one):

@@ -203,7 +203,7 @@ def list_trackers(request, code: UUID):
     return list(trackers)
 
 
-@router.post("/workspaces/{code}/trackers", response={201: TrackerOut, 400: ErrorOut}, tags=["trackers"])
+@router.post("/workspaces/{code}/trackers", response={201: TrackerOut, 422: ErrorOut}, tags=["trackers"])
 def create_tracker(request, code: UUID, payload: TrackerIn):
     """Create a tracker from at least 3 example sentences; its first round is chosen at once.
 
@@ -214,25 +214,22 @@ def create_tracker(request, code: UUID, payload: TrackerIn):
     datasets = list(ws.datasets.filter(code__in=payload.datasets))
     missing = set(payload.datasets) - {d.code for d in datasets}
     if missing:
-        return Status(400, {"detail": f"no dataset {sorted(map(str, missing))[0]} in this workspace"})
-    try:
-        tracker = services.create_tracker(
-            workspace=ws,
-            user=_actor(request),
-            name=payload.name,
-            description=payload.description,
-            kind=payload.kind,
-            labels=payload.labels,
-            granularity=payload.granularity,
-            datasets=datasets,
-            seeds=[(s.label, s.text) if isinstance(s, SeedIn) else s for s in payload.seeds],
-            keywords=payload.keywords,
-            target_precision=payload.target_precision,
-            round_size=payload.round_size,
-            speaker_filter=payload.speaker_filter,
-        )
-    except TrackerInvalid as exc:
-        return Status(400, {"detail": str(exc)})
+        raise TrackerInvalid(f"no dataset {sorted(map(str, missing))[0]} in this workspace", field="datasets")
+    tracker = services.create_tracker(
+        workspace=ws,
+        user=_actor(request),
+        name=payload.name,
+        description=payload.description,
+        kind=payload.kind,
+        labels=payload.labels,
+        granularity=payload.granularity,
+        datasets=datasets,
+        seeds=[(s.label, s.text) if isinstance(s, SeedIn) else s for s in payload.seeds],
+        keywords=payload.keywords,
+        target_precision=payload.target_precision,
+        round_size=payload.round_size,
+        speaker_filter=payload.speaker_filter,
+    )  # refused: 422
     return Status(201, tracker)
 
 
@@ -253,7 +250,7 @@ def next_cards(request, code: UUID, n: int = 2):
 
 @router.post(
     "/trackers/{code}/labels",
-    response={200: LabelOut, 201: LabelOut, 400: ErrorOut, 409: ErrorOut},
+    response={200: LabelOut, 201: LabelOut, 409: ErrorOut, 422: ErrorOut},
     tags=["labeling"],
 )
 def submit_label(request, code: UUID, payload: LabelIn):
@@ -261,12 +258,7 @@ def submit_label(request, code: UUID, payload: LabelIn):
     tracker = _tracker(request, code, CAN_LABEL)
     user = _actor(request)
     card = get_object_or_404(Card.objects.select_related("segment"), tracker=tracker, pk=payload.card)
-    if game.held_by_another(card, user):
-        return Status(409, {"detail": "this card is claimed by another labeler"})
-    try:
-        annotation, created = services.answer_card(tracker, user, card, payload.answer)
-    except game.LabelRejected as exc:
-        return Status(400, {"detail": str(exc)})
+    annotation, created = services.answer_card(tracker, user, card, payload.answer)  # refusals: 409, 422
     return Status(201 if created else 200, LabelOut(card=card.pk, answer=annotation.answer, created=created))
 
 
@@ -283,10 +275,7 @@ def train(request, code: UUID):
     """Train on every answer so far: 202 with a new run, 200 with the run that already covers these
     answers. After a failed run this makes a new attempt; 409 once these answers have failed too often."""
     tracker = _tracker(request, code, CAN_LABEL)
-    try:
-        run, created = services.request_training(tracker)
-    except services.TrainingRefused as exc:
-        return Status(409, {"detail": str(exc)})
+    run, created = services.request_training(tracker)  # refused: 409
     run.refresh_from_db()
     return Status(202 if created else 200, run)
 

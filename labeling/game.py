@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from labeling.ml import loop
 from labeling.models import Annotation, Card, TrainingRun
-from trackers import encoders
+from trackers import encoders, errors
 from trackers.ml import documents
 from trackers.models import Dataset, Granularity, Segment, Tracker, TrackerKind
 from trackers.services import vector_store
@@ -33,7 +33,11 @@ PoolKey: TypeAlias = "tuple[int, int] | int"
 PoolRow: TypeAlias = "tuple[int, int, int, str, int, str]"
 
 
-class LabelRejected(ValueError):
+class CardHeld(errors.Conflict):
+    """A card another labeler is answering now."""
+
+
+class LabelRejected(errors.Invalid):
     """An answer that the tracker does not accept."""
 
 

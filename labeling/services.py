@@ -22,7 +22,7 @@ from labeling.ml import loop
 from labeling.ml.estimates import ConceptEvidence, TopicEvidence, concept_estimates, topic_estimates
 from labeling.ml.training import Head, LinearScorer, TopicHead, load_scorer, save_scorer
 from labeling.models import Annotation, Card, TrainingRun, TrainingState
-from trackers import encoders, work
+from trackers import encoders, errors, work
 from trackers import services as corpus
 from trackers.ml.storage import write_atomic
 from trackers.models import Document, Granularity, Segment, Tracker, TrackerKind, TrackerState
@@ -35,7 +35,7 @@ READY_PER_CLASS = 5
 TOP_UNLABELED = 200  # best-scoring unanswered entries kept with each run ("what it matches now")
 
 
-class TrainingRefused(ValueError):
+class TrainingRefused(errors.Conflict):
     """Training cannot be asked for now (these answers failed to train too many times)."""
 
 
@@ -102,7 +102,10 @@ def requeue_stale_runs() -> dict[str, list[int]]:
 
 
 def answer_card(tracker: Tracker, user: User, card: Card, answer: str) -> tuple[Annotation, bool]:
-    """Record an answer to a card; when it completes the round, ask for training (which queues the next)."""
+    """Record an answer to a card; when it completes the round, ask for training (which queues the next).
+    A card another labeler holds is refused (``CardHeld``)."""
+    if game.held_by_another(card, user):
+        raise game.CardHeld("this card is being answered by another labeler")
     annotation, created = game.record_label(tracker, user, segment=card.segment, answer=answer, card=card)
     if created and not game.open_cards(tracker).exists():
         try:
@@ -143,11 +146,19 @@ def _artifact(tracker: Tracker, run: TrainingRun, name: str) -> Path:
     return Path(settings.ARTIFACT_ROOT) / "trackers" / str(tracker.code) / f"{name}-{run.code}.npz"
 
 
-def threshold_in_use(tracker: Tracker, run: TrainingRun | None) -> float | None:
-    """The owner's threshold if set, else training's; never stored anywhere else."""
+def threshold_rule(tracker: Tracker, trained: float | None) -> tuple[float | None, str]:
+    """The threshold a tracker answers with, and whose it is: none for a topic tracker (it answers
+    with its most likely label); the owner's if set; else training's (``trained``). The one rule,
+    for the game's pages and for serving; the threshold in use is never stored anywhere else."""
+    if tracker.kind == TrackerKind.TOPIC:
+        return None, "none"
     if tracker.threshold_override is not None:
-        return tracker.threshold_override
-    return run.threshold if run is not None else None
+        return tracker.threshold_override, "owner"
+    return trained, "training"
+
+
+def threshold_in_use(tracker: Tracker, run: TrainingRun | None) -> float | None:
+    return threshold_rule(tracker, run.threshold if run is not None else None)[0]
 
 
 def run_training(run: TrainingRun) -> None:

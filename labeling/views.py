@@ -18,7 +18,7 @@ from django_htmx.http import trigger_client_event
 from labeling import charts, game, progress, services
 from labeling.forms import TrackerForm
 from labeling.models import Annotation, Card
-from trackers import search
+from trackers import errors, search
 from trackers.access import (
     get_tracker_for_user,
     get_workspace_for_user,
@@ -270,12 +270,10 @@ def answer(request: PageRequest, code) -> HttpResponse:
     except _NotAnId as exc:
         return bad_request(f"'{exc}' must be the id of a card (a whole number)")
     card = get_object_or_404(Card.objects.select_related("segment"), tracker=tracker, pk=card_id)
-    if game.held_by_another(card, request.user):
-        return bad_request("This card is being answered by someone else.", status=409)
     try:
         _, created = services.answer_card(tracker, request.user, card, request.POST.get("answer", ""))
-    except game.LabelRejected as exc:
-        return bad_request(str(exc))
+    except errors.Refused as exc:
+        return bad_request(str(exc), status=409 if isinstance(exc, errors.Conflict) else 400)
     if not game.open_cards(tracker).filter(round=card.round).exists() and created:
         context: dict[str, Any] = {
             "tracker": tracker,

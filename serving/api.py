@@ -210,10 +210,7 @@ def promote(request, code: UUID, number: int):
     scope = Scope.of_request(request)
     tracker = scope.tracker(code, CAN_IMPORT)
     version = get_object_or_404(ModelVersion, tracker=tracker, number=number)
-    try:
-        return services.promote(version, scope.actor)
-    except services.VersionRefused as exc:
-        raise HttpError(409, str(exc)) from exc
+    return services.promote(version, scope.actor)  # refused: 409
 
 
 class HealthOut(Schema):

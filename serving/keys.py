@@ -15,18 +15,16 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from serving.models import ApiKey
-from trackers import generation
+from trackers import errors, generation
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT, Membership, Role, Tracker, Workspace, role_at_most
 
 
-class KeyRefused(PermissionDenied):
+class KeyRefused(errors.Forbidden, PermissionDenied):
     """A key the caller may not make, see or revoke, and why (403)."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.message = message
+        super().__init__(message, field=field)
 
 
 def _limited(scope: Scope) -> bool:
@@ -115,14 +113,14 @@ def revoke_key(scope: Scope, key: ApiKey) -> ApiKey:
         if _limited(scope):
             raise KeyRefused("", "a key limited to trackers or to prediction can revoke only itself")
         raise KeyRefused("", f"only an owner can revoke a key with the {key.role} role")
-    if key.revoked_at is None:
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])  # saved, not updated: the access generation moves
+    revoke_keys(ApiKey.objects.filter(pk=key.pk))
+    key.refresh_from_db(fields=["revoked_at"])
     return key
 
 
 def revoke_keys(keys: QuerySet[ApiKey]) -> int:
-    """Revoke many keys at once (the admin's action), seen by every process's next request."""
+    """Revoke keys (one, or many: the admin's action), seen by every process's next request; a key
+    revoked already keeps its time."""
     live = keys.filter(revoked_at__isnull=True)
     workspaces = set(live.values_list("workspace_id", flat=True))
     count = live.update(revoked_at=timezone.now())

@@ -31,7 +31,7 @@ from labeling.models import Strategy
 from serving import matches, runtime, services
 from serving.ml import matching
 from serving.models import EventSource, Feedback, ModelVersion, ScoredSegment, ScoringJob
-from trackers import work
+from trackers import errors, work
 from trackers.models import (
     Dataset,
     Document,
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 BINS = 20  # score histogram bins over [0, 1]
 
 
-class ScoringRefused(ValueError):
+class ScoringRefused(errors.Conflict):
     """A scoring job that cannot be made, and why."""
 
 
@@ -522,7 +522,7 @@ def jsonl_lines(results: QuerySet[ScoredSegment]) -> Iterator[str]:
 # --- Feedback -------------------------------------------------------------------------------
 
 
-class FeedbackRefused(ValueError):
+class FeedbackRefused(errors.Invalid):
     """Feedback that cannot be recorded, and why."""
 
 

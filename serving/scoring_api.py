@@ -127,13 +127,10 @@ def start(request, code: UUID, body: ScoreIn):
         trackers = list(dataset.workspace.trackers.filter(pk__in=scope.tracker_ids))
     if any(t.workspace_id != dataset.workspace_id for t in trackers or []):
         raise HttpError(404, "trackers: every tracker must be of the dataset's workspace")
-    try:
-        job = scoring.start_scoring(
-            dataset=dataset, user=scope.actor, trackers=trackers, min_score=body.min_score
-        )
-    except scoring.ScoringRefused as exc:
-        raise HttpError(409, str(exc)) from exc
-    return Status(202, job)
+    job = scoring.start_scoring(
+        dataset=dataset, user=scope.actor, trackers=trackers, min_score=body.min_score
+    )
+    return Status(202, job)  # refused: 409
 
 
 @router.get("/scoring/{code}", response=ScoringJobOut)
@@ -170,7 +167,4 @@ def feedback(request, code: UUID, result_id: int, body: FeedbackIn):
         ScoredSegment.objects.select_related("version__tracker", "segment__document"), job=job, pk=result_id
     )
     scope.tracker(result.version.tracker.code, CAN_LABEL)
-    try:
-        return scoring.give_feedback(result, scope.actor, body.verdict, body.label)
-    except scoring.FeedbackRefused as exc:
-        raise HttpError(422, str(exc)) from exc
+    return scoring.give_feedback(result, scope.actor, body.verdict, body.label)  # refused: 422

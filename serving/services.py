@@ -19,7 +19,7 @@ from labeling.models import TrainingRun, TrainingState
 from serving.ml import artifacts
 from serving.ml.export import SCORES, VECTORS, head_model, standalone_model
 from serving.models import ModelVersion, estimated_quality
-from trackers import encoders, work
+from trackers import encoders, errors, work
 from trackers.ml.embedding import read_manifest
 from trackers.ml.storage import write_atomic
 from trackers.models import Tracker, TrackerKind
@@ -156,7 +156,7 @@ def live_version(tracker: Tracker) -> ModelVersion | None:
     return serving_versions().filter(tracker=tracker, is_live=True).first()
 
 
-class VersionRefused(RuntimeError):
+class VersionRefused(errors.Conflict):
     """A version that cannot serve, and why (its files, or the encoder its tracker's vectors need)."""
 
 
@@ -189,13 +189,8 @@ def _make_live(version: ModelVersion, user: User | None) -> None:
 
 
 def threshold_of(version: ModelVersion) -> tuple[float | None, str]:
-    """The threshold a version answers with, and whose it is (the previous issue's rule)."""
-    tracker = version.tracker
-    if tracker.kind == TrackerKind.TOPIC:
-        return None, "none"
-    if tracker.threshold_override is not None:
-        return tracker.threshold_override, "owner"
-    return version.threshold, "training"
+    """The threshold a version answers with, and whose it is (``labeling.services.threshold_rule``)."""
+    return labeling.threshold_rule(version.tracker, version.threshold)
 
 
 def publish_after_training(sender: type[TrainingRun], row: TrainingRun, **kwargs: Any) -> None:

@@ -442,8 +442,10 @@ def alerts(request: PageRequest, code) -> HttpResponse:
     try:
         endpoint, secret = webhooks.create_endpoint(tracker=tracker, user=request.user, **form.cleaned_data)
     except webhooks.EndpointInvalid as exc:
-        field, _, message = str(exc).partition(": ")
-        form.add_error(field if field in form.fields else None, message or str(exc))
+        form.add_error(
+            exc.field if exc.field in form.fields else None,
+            exc.message if exc.field in form.fields else str(exc),
+        )
         return _alerts_page(request, tracker, form)
     return _alerts_page(request, tracker, EndpointForm(), (endpoint, secret))
 
@@ -501,6 +503,6 @@ def resend_delivery(request: PageRequest, pk: int) -> HttpResponse:
     require_role(request.user, delivery.endpoint.tracker.workspace, CAN_IMPORT)
     try:
         webhooks.resend(delivery)
-    except webhooks.EndpointInvalid as exc:
-        return bad_request(str(exc), status=409)
+    except webhooks.EndpointDisabled as exc:
+        return bad_request(str(exc), status=exc.status)
     return redirect("alert-endpoint", code=delivery.endpoint.code)

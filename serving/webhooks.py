@@ -41,7 +41,7 @@ from serving.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
-from trackers import generation, work
+from trackers import errors, generation, work
 from trackers.models import Document, Granularity, Tracker, WorkState
 from trackers.text import nonfinite_problem, problem
 
@@ -61,8 +61,12 @@ def now() -> datetime:
     return timezone.now()
 
 
-class EndpointInvalid(ValueError):
+class EndpointInvalid(errors.Invalid):
     """An endpoint that cannot be saved, and why."""
+
+
+class EndpointDisabled(errors.Conflict):
+    """An endpoint that is off, asked to deliver."""
 
 
 # --- endpoints ----------------------------------------------------------------------------------
@@ -73,29 +77,34 @@ def _check_fields(url: str, min_score: float | None, metadata_filter: Any, *, ch
         try:
             url = outbound.check_target(url, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_TARGETS).url
         except outbound.TargetRefused as exc:
-            raise EndpointInvalid(f"url: {exc}") from None
+            raise EndpointInvalid(field="url", message=f"{exc}") from None
     if min_score is not None and not 0.0 <= min_score <= 1.0:
-        raise EndpointInvalid(f"min_score: a score between 0 and 1 (got {min_score})")
+        raise EndpointInvalid(field="min_score", message=f"a score between 0 and 1 (got {min_score})")
     if not isinstance(metadata_filter, dict) or not all(isinstance(k, str) for k in metadata_filter):
-        raise EndpointInvalid('metadata_filter: an object of field names and values, like {"region": "EU"}')
+        raise EndpointInvalid(
+            field="metadata_filter", message='an object of field names and values, like {"region": "EU"}'
+        )
     if len(metadata_filter) > FILTER_MAX_FIELDS:
         raise EndpointInvalid(
-            f"metadata_filter: at most {FILTER_MAX_FIELDS} fields (got {len(metadata_filter):,})"
+            field="metadata_filter",
+            message=f"at most {FILTER_MAX_FIELDS} fields (got {len(metadata_filter):,})",
         )
     for name, value in metadata_filter.items():
         if value is not None and not isinstance(value, str | int | float | bool):
             raise EndpointInvalid(
-                f"metadata_filter: the value of '{name[:40]}' is a string, number or true/false"
+                field="metadata_filter",
+                message=f"the value of '{name[:40]}' is a string, number or true/false",
             )
         if isinstance(value, float) and (why := nonfinite_problem(value, name[:40])):
-            raise EndpointInvalid(f"metadata_filter: {why}")
+            raise EndpointInvalid(field="metadata_filter", message=f"{why}")
         if len(name) > FILTER_MAX_CHARS or (isinstance(value, str) and len(value) > FILTER_MAX_CHARS):
             raise EndpointInvalid(
-                f"metadata_filter: '{name[:40]}': names and values are at most {FILTER_MAX_CHARS} characters"
+                field="metadata_filter",
+                message=f"'{name[:40]}': names and values are at most {FILTER_MAX_CHARS} characters",
             )
         for text in (name, value):
             if isinstance(text, str) and (why := problem(text)):
-                raise EndpointInvalid(f"metadata_filter: '{name[:40]}': {why}")
+                raise EndpointInvalid(field="metadata_filter", message=f"'{name[:40]}': {why}")
     return url
 
 
@@ -117,7 +126,9 @@ def create_endpoint(
     metadata_filter = metadata_filter or {}
     clean_url = _check_fields(url, min_score, metadata_filter)
     if grouping not in Grouping.values:
-        raise EndpointInvalid(f"grouping: one of {', '.join(Grouping.values)} (got {grouping!r})")
+        raise EndpointInvalid(
+            field="grouping", message=f"one of {', '.join(Grouping.values)} (got {grouping!r})"
+        )
     secret = outbound.new_secret()
     endpoint = WebhookEndpoint.objects.create(
         tracker=tracker,
@@ -165,7 +176,7 @@ def update_endpoint(endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndpoin
         check_url="url" in changes or bool(changes.get("enabled")),
     )
     if merged["grouping"] not in Grouping.values:
-        raise EndpointInvalid(f"grouping: one of {', '.join(Grouping.values)}")
+        raise EndpointInvalid(field="grouping", message=f"one of {', '.join(Grouping.values)}")
     for name, value in {**merged, "url": url}.items():
         setattr(endpoint, name, value)
     if changes.get("enabled"):
@@ -465,7 +476,7 @@ def resend(delivery: WebhookDelivery) -> WebhookDelivery:
     """Deliver again (same event, same webhook-id), from a fresh schedule."""
     endpoint = delivery.endpoint
     if not endpoint.enabled:
-        raise EndpointInvalid(
+        raise EndpointDisabled(
             f"endpoint {endpoint} is disabled ({endpoint.disabled_reason or 'by its owner'}): enable it first"
         )
     at = now()

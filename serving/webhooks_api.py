@@ -8,7 +8,6 @@ from uuid import UUID
 
 from django.shortcuts import get_object_or_404
 from ninja import Field, Query, Router, Schema, Status
-from ninja.errors import HttpError
 from ninja.pagination import paginate
 from pydantic import AfterValidator
 
@@ -174,10 +173,6 @@ def _endpoint(request, code: UUID) -> WebhookEndpoint:
     return endpoint
 
 
-def _invalid(exc: webhooks.EndpointInvalid) -> HttpError:
-    return HttpError(422, str(exc))
-
-
 @router.get("/trackers/{code}/webhooks", response=list[EndpointOut])
 def endpoints(request, code: UUID):
     """The tracker's webhook endpoints, with their health over the last 7 days (never their secrets)."""
@@ -191,10 +186,9 @@ def create(request, code: UUID, body: EndpointIn):
     here once (Standard Webhooks)."""
     scope = Scope.of_request(request)
     tracker = scope.tracker(code, CAN_IMPORT)
-    try:
-        endpoint, secret = webhooks.create_endpoint(tracker=tracker, user=scope.actor, **body.dict())
-    except webhooks.EndpointInvalid as exc:
-        raise _invalid(exc) from None
+    endpoint, secret = webhooks.create_endpoint(
+        tracker=tracker, user=scope.actor, **body.dict()
+    )  # refused: 422
     assert endpoint.secret == secret  # the one response that shows it
     return Status(201, endpoint)
 
@@ -212,12 +206,11 @@ def change(request, code: UUID, body: EndpointPatch):
     for name, value in list(changes.items()):
         if value is None:  # null: back to the default where there is one; refused where there is none
             if name not in CLEARABLE:
-                raise HttpError(422, f"{name}: null is not a value it can take (leave it out to keep it)")
+                raise webhooks.EndpointInvalid(
+                    "null is not a value it can take (leave it out to keep it)", field=name
+                )
             changes[name] = CLEARABLE[name]
-    try:
-        return webhooks.update_endpoint(found, **changes)
-    except webhooks.EndpointInvalid as exc:
-        raise _invalid(exc) from None
+    return webhooks.update_endpoint(found, **changes)  # refused: 422
 
 
 @router.delete("/webhooks/{code}", response={204: None})
@@ -258,10 +251,7 @@ def resend(request, delivery_id: int):
         pk=delivery_id,
     )
     scope.tracker(delivery.endpoint.tracker.code, CAN_IMPORT)
-    try:
-        return Status(202, webhooks.resend(delivery))
-    except webhooks.EndpointInvalid as exc:
-        raise HttpError(409, str(exc)) from None
+    return Status(202, webhooks.resend(delivery))  # a disabled endpoint: 409
 
 
 @router.get("/trackers/{code}/events", response=list[EventOut])

@@ -58,14 +58,14 @@ def test_import_with_bad_rows_reports_them(client, dataset, key, django_capture_
     assert job["errors"][0]["message"].startswith("is not valid JSON")
 
 
-def test_bad_options_and_empty_files_are_400(client, dataset, key):
+def test_bad_options_and_empty_files_are_refused_with_422(client, dataset, key):
     url = f"/api/datasets/{dataset.code}/imports"
     bad = client.post(
         url, {"file": SimpleUploadedFile("a.csv", b"text\nx\n"), "on_error": "maybe"}, headers=key
     )
-    assert bad.status_code == 400 and "on_error must be 'reject' or 'skip'" in bad.json()["detail"]
+    assert bad.status_code == 422 and "on_error must be 'reject' or 'skip'" in bad.json()["detail"]
     empty = client.post(url, {"file": SimpleUploadedFile("a.csv", b"")}, headers=key)
-    assert empty.status_code == 400 and empty.json()["detail"] == "a.csv: the file is empty"
+    assert empty.status_code == 422 and empty.json()["detail"] == "a.csv: the file is empty"
 
 
 def test_search_before_any_index_is_409(client, dataset, key):

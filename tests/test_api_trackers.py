@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from labeling import game
 from serving.models import ApiKey
+from tests.factories import MembershipFactory, UserFactory
 from tests.test_game import cancel_tracker
 from trackers.models import Role
 
@@ -62,7 +64,7 @@ def test_a_whole_round_through_the_api(client, workspace, embedded, key, django_
     assert same.status_code == 200 and same.json()["code"] == runs[0]["code"]  # nothing new to learn
 
 
-def test_bad_tracker_definitions_are_400(client, workspace, embedded, key):
+def test_bad_tracker_definitions_are_refused_with_422(client, workspace, embedded, key):
     url = f"/api/workspaces/{workspace.code}/trackers"
     few = client.post(
         url,
@@ -70,14 +72,15 @@ def test_bad_tracker_definitions_are_400(client, workspace, embedded, key):
         content_type="application/json",
         headers=key,
     )
-    assert few.status_code == 400 and few.json()["detail"] == "give at least 3 example sentences (got 1)"
+    assert few.status_code == 422 and few.json()["detail"] == "give at least 3 example sentences (got 1)"
     foreign = client.post(
         url,
         {"name": "x", "datasets": ["00000000-0000-0000-0000-000000000000"], "seeds": ["a", "b", "c"]},
         content_type="application/json",
         headers=key,
     )
-    assert foreign.status_code == 400 and "no dataset 00000000" in foreign.json()["detail"]
+    assert foreign.status_code == 422 and "no dataset 00000000" in foreign.json()["detail"]
+    assert foreign.json()["field"] == "datasets"
 
 
 def test_undo_and_bad_answers(client, workspace, embedded, owner, key):
@@ -89,7 +92,19 @@ def test_undo_and_bad_answers(client, workspace, embedded, owner, key):
         content_type="application/json",
         headers=key,
     )
-    assert bad.status_code == 400 and "'perhaps' is not an answer" in bad.json()["detail"]
+    assert bad.status_code == 422 and "'perhaps' is not an answer" in bad.json()["detail"]
+    other = MembershipFactory(workspace=workspace, user=UserFactory(username="lena"), role=Role.LABELER).user
+    (held,) = game.claim_cards(tracker, other, n=1)  # a card another labeler is answering
+    taken = client.post(
+        f"/api/trackers/{tracker.code}/labels",
+        {"card": held.pk, "answer": "no"},
+        content_type="application/json",
+        headers=key,
+    )
+    assert (
+        taken.status_code == 409
+        and taken.json()["detail"] == "this card is being answered by another labeler"
+    )
     assert client.post(f"/api/trackers/{tracker.code}/undo", headers=key).status_code == 204
     client.post(
         f"/api/trackers/{tracker.code}/labels",

@@ -339,7 +339,7 @@ def test_topic_tracker_through_the_api(client, workspace, dataset, owner, django
     bad = client.post(
         url, {**body, "seeds": ["no label", *body["seeds"]]}, content_type="application/json", **headers
     )
-    assert bad.status_code == 400 and "topic examples need a label" in bad.json()["detail"]
+    assert bad.status_code == 422 and "topic examples need a label" in bad.json()["detail"]
     made = client.post(url, body, content_type="application/json", **headers)
     assert made.status_code == 201, made.content
     out = made.json()

@@ -98,6 +98,7 @@ class SegmentHit(Schema):
 
 class ErrorOut(Schema):
     detail: str
+    field: str | None = Field(None, description="the field that was refused, when it is one")
 
 
 @router.get("/workspaces", response=list[WorkspaceOut], tags=["workspaces"])
@@ -114,18 +115,15 @@ def list_datasets(request, code: UUID):
 
 
 @router.post(
-    "/workspaces/{code}/datasets", response={201: DatasetOut, 400: ErrorOut, 409: ErrorOut}, tags=["datasets"]
+    "/workspaces/{code}/datasets", response={201: DatasetOut, 409: ErrorOut, 422: ErrorOut}, tags=["datasets"]
 )
 def create_dataset(request, code: UUID, payload: DatasetIn):
     """Create an empty dataset."""
     ws = Scope.of_request(request).workspace(code, CAN_IMPORT)
     if ws.datasets.filter(name=payload.name).exists():
         return Status(409, {"detail": f"a dataset named '{payload.name}' already exists in this workspace"})
-    try:
-        dataset = services.create_dataset(workspace=ws, name=payload.name, description=payload.description)
-    except services.InputInvalid as exc:
-        return Status(400, {"detail": str(exc)})
-    return Status(201, dataset)
+    dataset = services.create_dataset(workspace=ws, name=payload.name, description=payload.description)
+    return Status(201, dataset)  # refused: 422
 
 
 @router.get("/datasets/{code}", response=DatasetOut, tags=["datasets"])
@@ -134,7 +132,7 @@ def get_dataset(request, code: UUID):
     return Scope.of_request(request).dataset(code)
 
 
-@router.post("/datasets/{code}/imports", response={202: JobOut, 400: ErrorOut}, tags=["import"])
+@router.post("/datasets/{code}/imports", response={202: JobOut, 422: ErrorOut}, tags=["import"])
 def import_file(
     request, code: UUID, file: File[UploadedFile], format: Form[str] = "auto", on_error: Form[str] = "reject"
 ):
@@ -144,19 +142,16 @@ def import_file(
     lists every skipped row in the job's `errors`.
     """
     ds = Scope.of_request(request).dataset(code, CAN_IMPORT)
-    try:
-        filename = file.name or "upload"
-        services.check_upload_size(filename, file.size or 0)  # start_import checks the size read too
-        job = services.start_import(
-            dataset=ds,
-            user=Scope.of_request(request).actor,
-            filename=filename,
-            data=file.read(),
-            fmt=format,
-            on_error=on_error,
-        )
-    except services.ImportRejected as exc:
-        return Status(400, {"detail": str(exc)})
+    filename = file.name or "upload"
+    services.check_upload_size(filename, file.size or 0)  # start_import checks the size read too
+    job = services.start_import(  # refused: 422
+        dataset=ds,
+        user=Scope.of_request(request).actor,
+        filename=filename,
+        data=file.read(),
+        fmt=format,
+        on_error=on_error,
+    )
     return Status(202, job)
 
 

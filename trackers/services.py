@@ -17,7 +17,7 @@ from django.db.models import Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from trackers import encoders, generation, importing, text, work
+from trackers import encoders, errors, generation, importing, text, work
 from trackers.ml.storage import VectorStore
 from trackers.models import (
     Dataset,
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 ON_ERROR_CHOICES = ("reject", "skip")
 
 
-class ImportRejected(ValueError):
+class ImportRejected(errors.Invalid):
     """An upload refused before any work was queued (size, emptiness, options)."""
 
 
@@ -65,11 +65,11 @@ MAX_KEYWORDS = 50
 KEYWORD_MAX_CHARS = 100
 
 
-class InputInvalid(ValueError):
+class InputInvalid(errors.Invalid):
     """A value a user typed cannot be stored as given; the message names the field."""
 
 
-def checked_text(value: str, field: str, max_chars: int, error: type[ValueError] = InputInvalid) -> str:
+def checked_text(value: str, field: str, max_chars: int, error: type[errors.Refused] = InputInvalid) -> str:
     """``value`` if it fits in ``max_chars`` and holds only storable characters; else ``error`` naming ``field``."""
     if len(value) > max_chars:
         raise error(f"{field} is {len(value):,} characters long; the limit is {max_chars:,}")
@@ -499,7 +499,7 @@ def _assign_rows(ids_by_hash: dict[str, list[int]], rows: Mapping[str, int | Non
 MIN_SEEDS = 3
 
 
-class TrackerInvalid(ValueError):
+class TrackerInvalid(errors.Invalid):
     """A tracker definition that cannot be used, with the reason."""
 
 
