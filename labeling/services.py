@@ -45,11 +45,26 @@ def create_tracker(**definition: Any) -> Tracker:
     Example sentences found in the data are answered from the start ('yes', or their label), so
     they are never shown as cards.
     """
+    if definition.get("kind") == TrackerKind.TOPIC:
+        _check_labels_are_not_answers(definition.get("labels") or [])
     with transaction.atomic():
         tracker = corpus.define_tracker(**definition)
         _answer_examples_found(tracker)
         game.fill_round(tracker)
     return tracker
+
+
+GAME_ANSWERS = (Annotation.SKIP, loop.NONE)  # what a labeler may answer besides a topic's labels
+
+
+def _check_labels_are_not_answers(labels: list[str]) -> None:
+    reserved = next((n for n in labels if " ".join(n.split()).lower() in GAME_ANSWERS), None)
+    if reserved:
+        raise corpus.TrackerInvalid(
+            f"'{reserved.strip()}' is reserved ('skip' skips a card, 'none' answers that no label fits); "
+            "choose another label name",
+            field="labels",
+        )
 
 
 def _answer_examples_found(tracker: Tracker) -> None:

@@ -32,6 +32,7 @@ from serving import matches, runtime, services
 from serving.ml import matching
 from serving.models import EventSource, Feedback, ModelVersion, ScoredSegment, ScoringJob
 from trackers import errors, work
+from trackers import services as corpus
 from trackers.models import (
     Dataset,
     Document,
@@ -114,8 +115,7 @@ def score_imported(sender: type[Job], row: Job, **kwargs: Any) -> ScoringJob | N
     workspace (trained on the same encoder's vectors), so that their matches are alerted."""
     if row.kind != JobKind.EMBED or row.state != WorkState.SUCCEEDED or row.dataset_id is None:
         return None
-    after = (row.params or {}).get("after")
-    imported = Job.objects.filter(code=after, kind=JobKind.IMPORT).first() if after else None
+    imported = corpus.import_before(row)
     if imported is None:  # embedding asked for on its own, not after an import
         return None
     dataset = row.dataset

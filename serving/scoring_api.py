@@ -98,10 +98,7 @@ class ResultsQuery(Schema):
 
 
 def job_in_scope(scope: Scope, code: UUID) -> ScoringJob:
-    return get_object_or_404(
-        ScoringJob.objects.select_related("dataset", "workspace").filter(workspace_id__in=list(scope.roles)),
-        code=code,
-    )
+    return scope.find(ScoringJob.objects.select_related("dataset"), workspace="workspace", code=code)
 
 
 def _results(request, code: UUID, query: ResultsQuery):

@@ -227,11 +227,8 @@ def dataset_scoring(request: PageRequest, code) -> HttpResponse:
 
 
 def _job_for(request: PageRequest, code) -> ScoringJob:
-    return get_object_or_404(
-        ScoringJob.objects.select_related("dataset", "workspace").filter(
-            workspace__memberships__user=request.user
-        ),
-        code=code,
+    return Scope.of_user(request.user).find(
+        ScoringJob.objects.select_related("dataset"), workspace="workspace", code=code
     )
 
 
@@ -398,14 +395,9 @@ def _alerts_tracker(request: PageRequest, code) -> Tracker:
 
 
 def _endpoint_for(request: PageRequest, code) -> WebhookEndpoint:
-    endpoint = get_object_or_404(
-        WebhookEndpoint.objects.select_related("tracker__workspace").filter(
-            tracker__workspace__memberships__user=request.user
-        ),
-        code=code,
+    return Scope.of_user(request.user).find(
+        WebhookEndpoint.objects.all(), workspace="tracker__workspace", allowed=CAN_IMPORT, code=code
     )
-    require_role(request.user, endpoint.tracker.workspace, CAN_IMPORT)
-    return endpoint
 
 
 def _alerts_page(
@@ -494,13 +486,9 @@ def alert_action(request: PageRequest, code, action: str) -> HttpResponse:
 @login_required
 @require_POST
 def resend_delivery(request: PageRequest, pk: int) -> HttpResponse:
-    delivery = get_object_or_404(
-        WebhookDelivery.objects.select_related("endpoint__tracker__workspace").filter(
-            endpoint__tracker__workspace__memberships__user=request.user
-        ),
-        pk=pk,
+    delivery = Scope.of_user(request.user).find(
+        WebhookDelivery.objects.all(), workspace="endpoint__tracker__workspace", allowed=CAN_IMPORT, pk=pk
     )
-    require_role(request.user, delivery.endpoint.tracker.workspace, CAN_IMPORT)
     try:
         webhooks.resend(delivery)
     except webhooks.EndpointDisabled as exc:

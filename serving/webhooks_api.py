@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from django.shortcuts import get_object_or_404
 from ninja import Field, Query, Router, Schema, Status
 from ninja.pagination import paginate
 from pydantic import AfterValidator
@@ -162,15 +161,13 @@ class EventsQuery(Schema):
 
 
 def _endpoint(request, code: UUID) -> WebhookEndpoint:
-    scope = Scope.of_request(request)
-    endpoint = get_object_or_404(
-        WebhookEndpoint.objects.select_related("tracker__workspace").filter(
-            tracker__workspace_id__in=list(scope.roles)
-        ),
+    return Scope.of_request(request).find(
+        WebhookEndpoint.objects.all(),
+        workspace="tracker__workspace",
+        tracker="tracker",
+        allowed=CAN_IMPORT,
         code=code,
     )
-    scope.tracker(endpoint.tracker.code, CAN_IMPORT)  # a key limited to other trackers sees 404
-    return endpoint
 
 
 @router.get("/trackers/{code}/webhooks", response=list[EndpointOut])
@@ -243,14 +240,13 @@ def deliveries(request, code: UUID):
 @router.post("/deliveries/{delivery_id}/resend", response={202: DeliveryOut})
 def resend(request, delivery_id: int):
     """Deliver again: the same event and webhook-id, from a fresh schedule."""
-    scope = Scope.of_request(request)
-    delivery = get_object_or_404(
-        WebhookDelivery.objects.select_related("endpoint__tracker", "event").filter(
-            endpoint__tracker__workspace_id__in=list(scope.roles)
-        ),
+    delivery = Scope.of_request(request).find(
+        WebhookDelivery.objects.select_related("event"),
+        workspace="endpoint__tracker__workspace",
+        tracker="endpoint__tracker",
+        allowed=CAN_IMPORT,
         pk=delivery_id,
     )
-    scope.tracker(delivery.endpoint.tracker.code, CAN_IMPORT)
     return Status(202, webhooks.resend(delivery))  # a disabled endpoint: 409
 
 

@@ -8,15 +8,18 @@ Strangers get 404 for objects of workspaces they are not in; members whose role 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.shortcuts import get_object_or_404
 
 from trackers.models import Dataset, Document, Job, Membership, Tracker, Workspace
+
+M = TypeVar("M", bound=Model)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,27 @@ class Scope:
         return get_object_or_404(
             Job.objects.select_related("dataset").filter(workspace_id__in=list(self.roles)), code=code
         )
+
+    def find(
+        self,
+        queryset: QuerySet[M],
+        *,
+        workspace: str,
+        tracker: str | None = None,
+        allowed: Collection[str] | None = None,
+        **lookup: Any,
+    ) -> M:
+        """An object of a higher layer (an endpoint, a delivery, a scoring job) by its workspace:
+        ``workspace`` is the path from it to its workspace ("endpoint__tracker__workspace"), and
+        ``tracker`` its path to a tracker, which a key limited to other trackers may not see. 404 for
+        strangers, 403 for a member whose role is not ``allowed``."""
+        found = queryset.filter(**{f"{workspace}_id__in": list(self.roles)})
+        if tracker is not None and self.tracker_ids is not None:
+            found = found.filter(**{f"{tracker}_id__in": self.tracker_ids})
+        obj = get_object_or_404(found.select_related(workspace), **lookup)
+        owner: Any = functools.reduce(getattr, workspace.split("__"), obj)
+        self.require(owner, allowed)
+        return obj
 
     def tracker(self, code, allowed: Collection[str] | None = None) -> Tracker:
         trackers = Tracker.objects.select_related("workspace").filter(workspace_id__in=list(self.roles))

@@ -100,6 +100,13 @@ def enqueue_job(job: Job) -> None:
     work.enqueue(job)
 
 
+def import_before(job: Job) -> Job | None:
+    """The import whose documents ``job`` (an embedding) was queued to embed; None when it was asked
+    for on its own."""
+    after = (job.params or {}).get("after")
+    return Job.objects.filter(code=after, kind=JobKind.IMPORT).first() if after else None
+
+
 def create_job(
     *,
     dataset: Dataset,
@@ -504,11 +511,10 @@ class TrackerInvalid(errors.Invalid):
 
 
 MAX_TOPIC_LABELS = 9  # one key each, 1 to 9
-RESERVED_ANSWERS = ("skip", "none")
 
 
 def clean_topic_labels(labels: list[str]) -> list[str]:
-    """Topic label names, checked: 2 to 9 distinct, short, none called "skip"."""
+    """Topic label names, checked: 2 to 9 distinct and short."""
     names = [" ".join(n.split()) for n in labels if n and n.strip()]
     if not 2 <= len(names) <= MAX_TOPIC_LABELS:
         raise TrackerInvalid(f"a topic tracker needs 2 to {MAX_TOPIC_LABELS} labels (got {len(names)})")
@@ -516,12 +522,6 @@ def clean_topic_labels(labels: list[str]) -> list[str]:
     repeated = next((n for i, n in enumerate(names) if lowered.index(n.lower()) != i), None)
     if repeated:
         raise TrackerInvalid(f"label '{repeated}' is given twice")
-    reserved = next((n for n in names if n.lower() in RESERVED_ANSWERS), None)
-    if reserved:
-        raise TrackerInvalid(
-            f"'{reserved}' is reserved ('skip' skips a card, 'none' answers that no label fits); "
-            "choose another label name"
-        )
     too_long = next((n for n in names if len(n) > 40), None)
     if too_long:
         raise TrackerInvalid(f"label '{too_long[:40]}…' is longer than 40 characters")
