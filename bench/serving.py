@@ -63,7 +63,7 @@ from collections import Counter
 from django.contrib.auth.models import User
 from labeling import game
 from labeling import services as labeling
-from serving import services as serving
+from serving.versions import services as serving
 from serving.ml.export import head_parts
 from serving.models import ApiKey
 from trackers import services
@@ -127,7 +127,9 @@ from config.celery import app
 app.conf.task_always_eager = True
 from types import SimpleNamespace
 from django.conf import settings
-from serving import api, scoring, services
+from serving.predict import api
+from serving.scoring import services as scoring
+from serving.versions import services
 from serving.auth import principal_for
 from trackers import encoders
 from trackers.models import Dataset, Tracker

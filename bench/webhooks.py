@@ -68,7 +68,7 @@ from collections import Counter
 from django.contrib.auth.models import User
 from labeling import game
 from labeling import services as labeling
-from serving import services as serving
+from serving.versions import services as serving
 from serving.models import ApiKey
 from trackers import services
 from trackers.demo import demo_zip

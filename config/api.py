@@ -16,11 +16,13 @@ from ninja.renderers import BaseRenderer
 from ninja.responses import NinjaJSONEncoder
 
 from labeling.api import router as labeling_router
-from serving.api import router as serving_router
 from serving.auth import BearerKey, BrowserSession, HeaderKey
+from serving.keys.api import router as keys_router
 from serving.ml.artifacts import ArtifactMismatch
-from serving.scoring_api import router as scoring_router
-from serving.webhooks_api import router as webhooks_router
+from serving.predict.api import router as predict_router
+from serving.scoring.api import router as scoring_router
+from serving.versions.api import router as versions_router
+from serving.webhooks.api import router as webhooks_router
 from trackers.api import router as trackers_router
 from trackers.encoders import EncoderMismatch
 from trackers.errors import Refused
@@ -145,6 +147,8 @@ def cannot_serve(request, exc):
 
 api.add_router("", trackers_router)
 api.add_router("", labeling_router)
-api_v1.add_router("", serving_router)
+api_v1.add_router("", predict_router)
+api_v1.add_router("", versions_router)
+api_v1.add_router("", keys_router)
 api_v1.add_router("", scoring_router)
 api_v1.add_router("", webhooks_router)

@@ -5,7 +5,10 @@ from django.urls import path, re_path
 from config.api import api, api_v1
 from config.errors import not_found
 from labeling import views as labeling_views
-from serving import views as serving_views
+from serving.keys import views as keys_views
+from serving.scoring import views as scoring_views
+from serving.versions import views as versions_views
+from serving.webhooks import views as webhooks_views
 from trackers import views
 
 # Django's own error answers: JSON under /api/, the usual pages elsewhere.
@@ -38,33 +41,33 @@ urlpatterns = [
     path("t/<uuid:code>/undo/", labeling_views.undo, name="undo"),
     path("t/<uuid:code>/summary/", labeling_views.summary, name="round-summary"),
     path("t/<uuid:code>/labels/", labeling_views.labels, name="labels"),
-    path("w/<uuid:code>/keys/", serving_views.keys_page, name="api-keys"),
-    path("w/<uuid:code>/keys/<int:key_id>/revoke/", serving_views.revoke_key, name="api-key-revoke"),
-    path("t/<uuid:code>/versions/", serving_views.versions, name="tracker-versions"),
-    path("t/<uuid:code>/versions/automatic/", serving_views.automatic, name="tracker-versions-automatic"),
+    path("w/<uuid:code>/keys/", keys_views.keys_page, name="api-keys"),
+    path("w/<uuid:code>/keys/<int:key_id>/revoke/", keys_views.revoke_key, name="api-key-revoke"),
+    path("t/<uuid:code>/versions/", versions_views.versions, name="tracker-versions"),
+    path("t/<uuid:code>/versions/automatic/", versions_views.automatic, name="tracker-versions-automatic"),
     path(
-        "t/<uuid:code>/versions/<int:number>/promote/", serving_views.promote, name="tracker-version-promote"
+        "t/<uuid:code>/versions/<int:number>/promote/", versions_views.promote, name="tracker-version-promote"
     ),
     path(
         "t/<uuid:code>/versions/<int:number>/download/",
-        serving_views.download,
+        versions_views.download,
         name="tracker-version-download",
     ),
-    path("t/<uuid:code>/alerts/", serving_views.alerts, name="tracker-alerts"),
-    path("alerts/<uuid:code>/", serving_views.alert_endpoint, name="alert-endpoint"),
-    path("alerts/<uuid:code>/<slug:action>/", serving_views.alert_action, name="alert-action"),
-    path("deliveries/<int:pk>/resend/", serving_views.resend_delivery, name="delivery-resend"),
-    path("d/<uuid:code>/scoring/", serving_views.dataset_scoring, name="dataset-scoring"),
-    path("scoring/<uuid:code>/", serving_views.scoring_job, name="scoring-job"),
-    path("scoring/<uuid:code>/progress/", serving_views.scoring_progress, name="scoring-progress"),
+    path("t/<uuid:code>/alerts/", webhooks_views.alerts, name="tracker-alerts"),
+    path("alerts/<uuid:code>/", webhooks_views.alert_endpoint, name="alert-endpoint"),
+    path("alerts/<uuid:code>/<slug:action>/", webhooks_views.alert_action, name="alert-action"),
+    path("deliveries/<int:pk>/resend/", webhooks_views.resend_delivery, name="delivery-resend"),
+    path("d/<uuid:code>/scoring/", scoring_views.dataset_scoring, name="dataset-scoring"),
+    path("scoring/<uuid:code>/", scoring_views.scoring_job, name="scoring-job"),
+    path("scoring/<uuid:code>/progress/", scoring_views.scoring_progress, name="scoring-progress"),
     path(
         "scoring/<uuid:code>/download.<str:fmt>",
-        serving_views.scoring_download,
+        scoring_views.scoring_download,
         name="scoring-download",
     ),
     path(
         "scoring/<uuid:code>/results/<int:result_id>/feedback/",
-        serving_views.scoring_feedback,
+        scoring_views.scoring_feedback,
         name="scoring-feedback",
     ),
     path("doc/<uuid:code>/", views.document_detail, name="document"),

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from serving import keys
+from serving.keys import services as keys
 from serving.models import (
     ApiKey,
     DeliveryAttempt,

@@ -7,10 +7,11 @@ class ServingConfig(AppConfig):
 
     def ready(self) -> None:
         from labeling.models import TrainingRun
-        from serving import matches, webhooks
+        from serving import matches
         from serving.models import ApiKey, ModelVersion, ScoringJob, WebhookEndpoint
-        from serving.scoring import score_imported
-        from serving.services import publish_after_training
+        from serving.scoring.services import score_imported
+        from serving.versions.services import publish_after_training
+        from serving.webhooks import services as webhooks
         from trackers import generation
         from trackers.models import Job
         from trackers.work import work_finished

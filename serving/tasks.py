@@ -6,8 +6,10 @@ from __future__ import annotations
 from celery import shared_task
 
 from labeling.models import TrainingRun
-from serving import scoring, services, webhooks
 from serving.models import ScoringJob, WebhookDelivery
+from serving.scoring import services as scoring
+from serving.versions import services
+from serving.webhooks import services as webhooks
 from trackers import work
 
 

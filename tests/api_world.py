@@ -13,8 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from serving import scoring, services, webhooks
 from serving.models import ApiKey, ScoredSegment, ScoringJob, WebhookDelivery, WebhookEndpoint
+from serving.scoring import services as scoring
+from serving.versions import services
+from serving.webhooks import services as webhooks
 from trackers.models import Dataset, Job, Membership, Role, Tracker, Workspace
 
 

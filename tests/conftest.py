@@ -165,7 +165,7 @@ def embedded(dataset, owner, django_capture_on_commit_callbacks):
 @pytest.fixture
 def two_live(embedded, workspace, owner, django_capture_on_commit_callbacks):
     """Two concept trackers with a live version each over the cancel corpus."""
-    from serving import services
+    from serving.versions import services
     from tests.test_game import cancel_tracker
     from tests.test_versions import inverse_tracker, play
 

@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from serving.models import ApiKey, ScoringJob, WebhookEndpoint
-from serving.outbound import new_secret
+from serving.webhooks.outbound import new_secret
 from tests.factories import DocumentFactory, MembershipFactory, SegmentFactory, UserFactory
 from trackers.models import Job, JobKind, Role, Tracker
 

@@ -258,7 +258,7 @@ def test_the_pages_scripts_run_under_the_content_security_policy(
 ):
     """The tracker page's slider, the alerts page's confirmation and the API docs, each working with
     no inline script allowed (the fixture fails on anything the policy blocks)."""
-    from serving import webhooks
+    from serving.webhooks import services as webhooks
     from tests.test_game import cancel_tracker, corpus
     from tests.test_versions import play
     from trackers import services

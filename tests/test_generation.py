@@ -9,8 +9,9 @@ import functools
 import pytest
 from django.test import Client
 
-from serving import hot, services
+from serving import hot
 from serving.models import ApiKey, ModelVersion
+from serving.versions import services
 from tests.factories import WorkspaceFactory
 from tests.test_game import cancel_tracker
 from tests.test_versions import play, predict

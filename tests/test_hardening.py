@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from serving import runtime, webhooks
 from serving.models import ApiKey, ModelVersion, ScoredSegment
+from serving.versions import runtime
+from serving.webhooks import services as webhooks
 from tests import api_world
 from trackers.models import Role
 
@@ -103,7 +104,7 @@ def test_a_filter_made_through_the_service_is_bounded_too(two_live):
 def test_a_version_whose_files_fail_their_checksum_is_neither_downloaded_nor_promoted(
     client, two_live, owner, key
 ):
-    from serving import services
+    from serving.versions import services
 
     wants = two_live[0]
     live = ModelVersion.objects.get(tracker=wants, is_live=True)
@@ -245,7 +246,7 @@ def test_a_refusal_is_logged_as_one_line_without_a_traceback(client, viewer, wor
 
 
 def test_the_readiness_answer_names_no_path_when_the_encoder_cannot_load(client, monkeypatch, caplog):
-    from serving import api as serving_api
+    from serving.predict import api as serving_api
 
     def broken(*args, **kwargs):
         raise FileNotFoundError("/opt/install/var/artifacts/encoders/model.onnx")

@@ -10,10 +10,11 @@ from django.test import TestCase
 
 from labeling import game
 from labeling import services as labeling_services
-from serving import scoring, services
 from serving.ml import matching
 from serving.models import EventSource, ScoredSegment, WebhookEvent
-from serving.webhooks import create_endpoint
+from serving.scoring import services as scoring
+from serving.versions import services
+from serving.webhooks.services import create_endpoint
 from tests.factories import DatasetFactory
 from tests.test_documents import CANCEL_LINES, calls_tracker, is_cancel
 from tests.test_topics import play_round

@@ -15,9 +15,10 @@ from django.utils.html import escape
 
 from labeling import services as labeling_services
 from labeling.models import Annotation, Strategy, TrainingRun, TrainingState
-from serving import runtime, scoring, services
 from serving.ml.export import head_model, stacked_model
 from serving.models import ScoredSegment, ScoringJob
+from serving.scoring import services as scoring
+from serving.versions import runtime, services
 from tests.factories import DatasetFactory, MembershipFactory, UserFactory, WorkspaceFactory
 from tests.test_game import cancel_tracker, oracle
 from trackers import services as corpus_services

@@ -15,9 +15,9 @@ from django.test import Client, TestCase
 from labeling import game
 from labeling import services as labeling_services
 from labeling.models import TrainingRun, TrainingState
-from serving import runtime, services
 from serving.ml import artifacts
 from serving.models import ModelVersion
+from serving.versions import runtime, services
 from tests.test_game import cancel_tracker, oracle
 
 pytestmark = pytest.mark.django_db
@@ -174,7 +174,7 @@ def test_a_tampered_or_foreign_version_is_refused(trained, fake_encoder):
 
 
 def predict(client, tracker, key, **body):
-    from serving.api import PredictOut
+    from serving.predict.api import PredictOut
 
     response = client.post(
         f"/api/v1/trackers/{tracker.code}/predict", body, content_type="application/json", headers=key
@@ -364,7 +364,7 @@ def test_a_texts_score_is_the_same_alone_and_in_any_batch_and_its_vector_is_the_
 
 
 def test_health_and_readiness_need_no_key_and_say_what_is_not_ready(client, trained, monkeypatch):
-    from serving import api as serving_api
+    from serving.predict import api as serving_api
 
     monkeypatch.setattr(serving_api, "_ready", None)
     assert client.get("/api/v1/health").json() == {"status": "ok"}
@@ -579,7 +579,7 @@ def test_predicting_with_a_tampered_version_answers_503_saying_why(client, train
 
 
 def many(client, workspace, key, **body):
-    from serving.api import ManyOut
+    from serving.predict.api import ManyOut
 
     response = client.post(
         f"/api/v1/workspaces/{workspace.code}/predict", body, content_type="application/json", headers=key

@@ -15,8 +15,12 @@ import urllib3.util.connection
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from serving import matches, outbound, scoring, services, tasks, webhooks
+from serving import matches, tasks
 from serving.models import ApiKey, DeliveryAttempt, Grouping, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from serving.scoring import services as scoring
+from serving.versions import services
+from serving.webhooks import outbound
+from serving.webhooks import services as webhooks
 from tests.receiver import Answer, receiving
 from trackers.models import Role, Segment, WorkState
 

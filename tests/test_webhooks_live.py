@@ -14,8 +14,10 @@ from standardwebhooks import Webhook
 
 from labeling import game
 from labeling import services as labeling_services
-from serving import matches, services, webhooks
+from serving import matches
 from serving.models import ModelVersion, ScoringJob, WebhookDelivery
+from serving.versions import services
+from serving.webhooks import services as webhooks
 from tests.receiver import Answer, receiving
 from tests.test_game import cancel_tracker, corpus, oracle
 from tests.test_worker import jobs_done

@@ -28,9 +28,10 @@ from django.db.models import Q, QuerySet
 
 from labeling import game
 from labeling.models import Strategy
-from serving import matches, runtime, services
+from serving import matches
 from serving.ml import matching
 from serving.models import EventSource, Feedback, ModelVersion, ScoredSegment, ScoringJob
+from serving.versions import runtime, services
 from trackers import errors, work
 from trackers import services as corpus
 from trackers.models import (

@@ -1,5 +1,5 @@
 """The prediction API (`/api/v1/`): score texts with a tracker's live (or a pinned) model version,
-list versions, promote and roll back, manage the workspace's API keys, health and readiness."""
+one tracker or many at once, on texts or a whole transcript; health and readiness."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -22,10 +21,11 @@ from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import AfterValidator, BaseModel
 
-from serving import hot, keys, matches, runtime, services
+from serving import hot, matches
 from serving.ml import matching
 from serving.ml.artifacts import ArtifactMismatch
-from serving.models import ApiKey, EventSource, ModelVersion
+from serving.models import EventSource, ModelVersion
+from serving.versions import runtime, services
 from trackers import encoders
 from trackers.access import KeyPrincipal, Scope
 from trackers.encoders import Encoder, EncoderMismatch
@@ -69,21 +69,6 @@ class PredictOut(BaseModel):
     threshold: float | None
     threshold_source: str = Field(description="training | owner | none (topics)")
     results: list[TextAnswer]
-
-
-class VersionOut(Schema):
-    number: int
-    code: UUID
-    kind: str
-    labels: list[str]
-    featurizer: str = Field(alias="training_run.featurizer")
-    threshold: float | None
-    quality: float | None
-    is_live: bool
-    went_live_at: datetime | None
-    created_at: datetime
-    label_counts: dict = Field(alias="training_run.label_counts")
-    metrics: dict = Field(alias="training_run.metrics")
 
 
 def _version(tracker, number: int | None) -> ModelVersion:
@@ -196,23 +181,6 @@ def _text_hits(decided: matching.Decisions, texts: list[str]) -> list[matches.Hi
     ]
 
 
-@router.get("/trackers/{code}/versions", response=list[VersionOut], tags=["versions"])
-def versions(request, code: UUID):
-    """Every model version of the tracker, newest first."""
-    tracker = Scope.of_request(request).tracker(code)
-    return list(ModelVersion.objects.filter(tracker=tracker).select_related("tracker", "training_run"))
-
-
-@router.post("/trackers/{code}/versions/{number}/promote", response=VersionOut, tags=["versions"])
-def promote(request, code: UUID, number: int):
-    """Make this version the live one (promote a newer one, or roll back to an older one); a version
-    whose files fail their checksums is refused (409), saying why."""
-    scope = Scope.of_request(request)
-    tracker = scope.tracker(code, CAN_IMPORT)
-    version = get_object_or_404(ModelVersion, tracker=tracker, number=number)
-    return services.promote(version, scope.actor)  # refused: 409
-
-
 class HealthOut(Schema):
     status: str
 
@@ -265,71 +233,6 @@ def ready(request):
             _ready = (now, *_readiness())
         _, status, body = _ready
     return Status(status, {"encoder": "", "live_versions": 0, **body})
-
-
-class KeyIn(Schema):
-    name: Annotated[str, Field(min_length=1, max_length=120), AfterValidator(storable)]
-    role: str = Field("labeler", pattern="^(owner|admin|labeler|viewer)$")
-    predict_only: bool = False
-    trackers: list[UUID] = Field(default_factory=list, max_length=100, description="none: every tracker")
-
-
-class KeyOut(Schema):
-    id: int
-    name: str
-    prefix: str
-    role: str
-    acts_as: str = Field(
-        alias="rights", description="the role it acts with: the lesser of its own and its maker's of now"
-    )
-    predict_only: bool
-    trackers: list[UUID]
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-    @staticmethod
-    def resolve_trackers(key: ApiKey) -> list[UUID]:
-        return [t.code for t in key.trackers.all()]
-
-
-class NewKeyOut(KeyOut):
-    key: str = Field(description="the secret, shown this once")
-
-
-@router.get("/workspaces/{code}/keys", response=list[KeyOut], tags=["keys"])
-def list_keys(request, code: UUID):
-    """The workspace's API keys (never their secrets); a key limited to trackers or to prediction
-    sees only itself."""
-    scope = Scope.of_request(request)
-    ws = scope.workspace(code, CAN_IMPORT)
-    return list(keys.visible_keys(scope, ws).prefetch_related("trackers"))
-
-
-@router.post("/workspaces/{code}/keys", response={201: NewKeyOut}, tags=["keys"])
-def create_key(request, code: UUID, body: KeyIn):
-    """A new key acting as the caller, optionally limited to some trackers and to prediction; never
-    with more rights than the caller (a role at most its own, trackers within its own limits)."""
-    scope = Scope.of_request(request)
-    ws = scope.workspace(code, CAN_IMPORT)
-    trackers = list(ws.trackers.filter(code__in=body.trackers))
-    if len(trackers) != len(set(body.trackers)):
-        raise HttpError(422, "trackers: every code must be a tracker of this workspace")
-    key, raw = keys.issue_key(
-        scope, ws, name=body.name, role=body.role, trackers=trackers, predict_only=body.predict_only
-    )
-    key.key = raw  # type: ignore[attr-defined]  # the response's only copy of the secret
-    return Status(201, key)
-
-
-@router.post("/workspaces/{code}/keys/{key_id}/revoke", response=KeyOut, tags=["keys"])
-def revoke_key(request, code: UUID, key_id: int):
-    """Revoke a key: it stops working at once. A key may revoke itself; a member, the keys whose role
-    is at most theirs."""
-    scope = Scope.of_request(request)
-    ws = scope.workspace(code, CAN_IMPORT)
-    key = get_object_or_404(keys.visible_keys(scope, ws), pk=key_id)
-    return keys.revoke_key(scope, key)
 
 
 MAX_TURNS = 2_000  # turns of one transcript

@@ -10,9 +10,9 @@ from ninja import Field, Query, Router, Schema, Status
 from ninja.pagination import paginate
 from pydantic import AfterValidator
 
-from serving import webhooks
 from serving.models import EventSource, EventType, Grouping, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from serving.pagination import Pages
+from serving.webhooks import services as webhooks
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT
 from trackers.text import storable

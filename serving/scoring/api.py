@@ -12,9 +12,9 @@ from ninja.errors import HttpError
 from ninja.pagination import paginate
 from pydantic import AfterValidator
 
-from serving import scoring
 from serving.models import Feedback, ScoredSegment, ScoringJob
 from serving.pagination import Pages
+from serving.scoring import services as scoring
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT, CAN_LABEL
 from trackers.text import storable

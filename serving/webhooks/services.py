@@ -26,7 +26,6 @@ from django.db import transaction
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
-from serving import outbound
 from serving.matches import Hit, stored_hit
 from serving.ml import matching
 from serving.models import (
@@ -41,6 +40,7 @@ from serving.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
+from serving.webhooks import outbound
 from trackers import errors, generation, work
 from trackers.models import Document, Granularity, Tracker, WorkState
 from trackers.text import nonfinite_problem, problem
@@ -374,7 +374,7 @@ def alert(
     condition they meet, grouped as the endpoint asks; deliveries queued once the caller commits.
     A document or segment already alerted to an endpoint for this version is not alerted again.
     ``document``: the hits are lines of one call that is not stored (a transcript sent to the API)."""
-    from serving.services import threshold_of
+    from serving.versions.services import threshold_of
 
     if endpoints is None:
         endpoints = endpoints_for(version.tracker_id, source)

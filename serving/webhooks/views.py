@@ -1,0 +1,178 @@
+"""A tracker's webhook alerts: endpoints with their health, the delivery log, test events, resends."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.views.decorators.http import require_POST
+
+from serving.models import (
+    Grouping,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from serving.webhooks import services as webhooks
+from trackers.access import (
+    Scope,
+    get_tracker_for_user,
+    require_role,
+)
+from trackers.forms import text_field
+from trackers.http import PageRequest, bad_request
+from trackers.models import CAN_IMPORT, Tracker
+from trackers.text import nonfinite_problem
+
+
+class EndpointForm(forms.Form):
+    url = forms.CharField(
+        max_length=2000, label="URL", help_text="https:// (checked: no private or loopback address)"
+    )
+    description = text_field(max_length=200, required=False)
+    min_score = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        label="Only from score",
+        help_text="empty: the threshold in use",
+    )
+    speaker_filter = text_field(max_length=120, required=False, label="Only lines of speaker")
+    metadata_filter = forms.CharField(
+        required=False,
+        max_length=webhooks.FILTER_MAX_FIELDS * (2 * webhooks.FILTER_MAX_CHARS + 8),
+        label="Only documents whose metadata has",
+        help_text='JSON, e.g. {"region": "EU"}',
+    )
+    grouping = forms.ChoiceField(choices=Grouping.choices, initial=Grouping.TEXT)
+    from_bulk = forms.BooleanField(required=False, initial=True, label="Bulk scoring jobs")
+    from_import = forms.BooleanField(required=False, initial=True, label="Newly imported documents")
+    from_api = forms.BooleanField(required=False, label="Prediction API calls")
+
+    def clean_metadata_filter(self) -> dict:
+        raw = (self.cleaned_data.get("metadata_filter") or "").strip()
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"not JSON: {exc}") from None
+        except RecursionError:
+            raise forms.ValidationError("nests too deeply: an object of names and plain values") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError('an object of field names and values, like {"region": "EU"}')
+        if why := nonfinite_problem(value):
+            raise forms.ValidationError(why)
+        return value
+
+
+def _alerts_tracker(request: PageRequest, code) -> Tracker:
+    tracker = get_tracker_for_user(request.user, code)
+    require_role(request.user, tracker.workspace, CAN_IMPORT)
+    return tracker
+
+
+def _endpoint_for(request: PageRequest, code) -> WebhookEndpoint:
+    return Scope.of_user(request.user).find(
+        WebhookEndpoint.objects.all(), workspace="tracker__workspace", allowed=CAN_IMPORT, code=code
+    )
+
+
+def _alerts_page(
+    request: PageRequest,
+    tracker: Tracker,
+    form: EndpointForm,
+    secret: tuple[WebhookEndpoint, str] | None = None,
+) -> TemplateResponse:
+    endpoints = list(WebhookEndpoint.objects.filter(tracker=tracker))
+    health = webhooks.health(endpoints)
+    return TemplateResponse(
+        request,
+        "serving/alerts.html",
+        {
+            "tracker": tracker,
+            "workspace": tracker.workspace,
+            "rows": [(e, health[e.pk], webhooks.daily_chart(e)) for e in endpoints],
+            "form": form,
+            "new_secret": secret,
+        },
+        status=400 if form.is_bound and form.errors else 200,
+    )
+
+
+@login_required
+def alerts(request: PageRequest, code) -> HttpResponse:
+    """A tracker's webhook endpoints with their health, and a new one (its secret shown once)."""
+    tracker = _alerts_tracker(request, code)
+    if request.method != "POST":
+        return _alerts_page(request, tracker, EndpointForm())
+    form = EndpointForm(request.POST)
+    if not form.is_valid():
+        return _alerts_page(request, tracker, form)
+    try:
+        endpoint, secret = webhooks.create_endpoint(tracker=tracker, user=request.user, **form.cleaned_data)
+    except webhooks.EndpointInvalid as exc:
+        form.add_error(
+            exc.field if exc.field in form.fields else None,
+            exc.message if exc.field in form.fields else str(exc),
+        )
+        return _alerts_page(request, tracker, form)
+    return _alerts_page(request, tracker, EndpointForm(), (endpoint, secret))
+
+
+@login_required
+def alert_endpoint(request: PageRequest, code) -> HttpResponse:
+    """One endpoint's delivery log: every delivery with every attempt, newest first."""
+    endpoint = _endpoint_for(request, code)
+    page = Paginator(webhooks.deliveries_of(endpoint), 30).get_page(request.GET.get("page"))
+    return TemplateResponse(
+        request,
+        "serving/alert_endpoint.html",
+        {
+            "endpoint": endpoint,
+            "tracker": endpoint.tracker,
+            "health": webhooks.health([endpoint])[endpoint.pk],
+            "chart": webhooks.daily_chart(endpoint),
+            "page": page,
+        },
+    )
+
+
+@login_required
+@require_POST
+def alert_action(request: PageRequest, code, action: str) -> HttpResponse:
+    """Send a test event, rotate the secret, enable or disable, or delete an endpoint."""
+    endpoint = _endpoint_for(request, code)
+    tracker = endpoint.tracker
+    if action == "test":
+        webhooks.send_test(endpoint)
+    elif action == "rotate":
+        secret = webhooks.rotate_secret(endpoint)
+        return _alerts_page(request, tracker, EndpointForm(), (endpoint, secret))
+    elif action == "enable":
+        try:
+            webhooks.update_endpoint(endpoint, enabled=request.POST.get("on") == "1")
+        except webhooks.EndpointInvalid as exc:  # enabling checks the target again
+            return bad_request(f"cannot enable {endpoint}: {exc}", status=422)
+    elif action == "delete":
+        endpoint.delete()
+    else:
+        raise Http404(f"no action {action!r}")
+    return redirect("tracker-alerts", code=tracker.code)
+
+
+@login_required
+@require_POST
+def resend_delivery(request: PageRequest, pk: int) -> HttpResponse:
+    delivery = Scope.of_user(request.user).find(
+        WebhookDelivery.objects.all(), workspace="endpoint__tracker__workspace", allowed=CAN_IMPORT, pk=pk
+    )
+    try:
+        webhooks.resend(delivery)
+    except webhooks.EndpointDisabled as exc:
+        return bad_request(str(exc), status=exc.status)
+    return redirect("alert-endpoint", code=delivery.endpoint.code)
