@@ -1,4 +1,8 @@
+from typing import Any
+
 from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from serving.keys import services as keys
 from serving.models import (
@@ -32,7 +36,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     ]
     actions = ["revoke"]
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
             return super().save_model(request, obj, form, change)
         key, raw = ApiKey.issue(
@@ -42,7 +46,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         messages.warning(request, f"New API key (shown once, copy it now): {raw}")
 
     @admin.action(description="Revoke selected keys")
-    def revoke(self, request, queryset):
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         keys.revoke_keys(queryset)
 
 
@@ -61,7 +65,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     search_fields = ["tracker__name", "code"]
     raw_id_fields = ["tracker", "training_run", "went_live_by"]
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -107,7 +111,7 @@ class AttemptInline(admin.TabularInline):
         "response_excerpt",
     ]
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -128,7 +132,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     list_filter = ["type", "source"]
     raw_id_fields = ["tracker"]
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -138,5 +142,5 @@ class DeliveryAttemptAdmin(admin.ModelAdmin):
     list_filter = ["outcome"]
     raw_id_fields = ["delivery"]
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.http import HttpRequest
 from ninja.errors import HttpError
 from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
 
@@ -28,7 +31,7 @@ def _principal(raw: str) -> tuple[ApiKey, KeyPrincipal] | None:
     )
 
 
-def principal_for(raw: str, request=None) -> KeyPrincipal | None:
+def principal_for(raw: str, request: HttpRequest | None = None) -> KeyPrincipal | None:
     """The caller a key stands for: looked up once per process while nothing it depends on in its
     workspace changes (``serving.hot``); a revocation, a new limit, a creator who leaves or whose role
     changes is seen by the next request."""
@@ -60,14 +63,14 @@ def principal_for(raw: str, request=None) -> KeyPrincipal | None:
 
 
 class BearerKey(HttpBearer):
-    def authenticate(self, request, token):
+    def authenticate(self, request: HttpRequest, token: str) -> KeyPrincipal | None:
         return principal_for(token, request)
 
 
 class HeaderKey(APIKeyHeader):
     param_name = "X-API-Key"
 
-    def authenticate(self, request, key):
+    def authenticate(self, request: HttpRequest, key: str | None) -> KeyPrincipal | None:
         return principal_for(key or "", request)
 
 
@@ -76,12 +79,12 @@ class BrowserSession(SessionAuth):
     protect: a call with no session and no valid key is not a browser's, and gets 401 (a missing,
     wrong or revoked key), not a CSRF 403."""
 
-    def _get_key(self, request):
+    def _get_key(self, request: HttpRequest) -> Any:
         if self.param_name not in request.COOKIES:
             return None
         return super()._get_key(request)
 
-    def authenticate(self, request, key):
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         if key is None:  # no session cookie: no browser (and no session middleware on the API's lean path)
             return None
         return super().authenticate(request, key)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from trackers import generation
 
@@ -36,7 +36,7 @@ class Snapshot:
 
     def get(self, key: Any, build: Callable[[], T]) -> T:
         try:
-            return self._kept[key]
+            return cast(T, self._kept[key])
         except KeyError:
             pass
         value = build()

@@ -7,6 +7,7 @@ import hashlib
 import secrets
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -62,7 +63,7 @@ class ApiKey(models.Model):
         *,
         workspace: Workspace,
         name: str,
-        created_by,
+        created_by: Any,
         role: str = Role.ADMIN,
         trackers: list[Tracker] | None = None,
         predict_only: bool = False,
@@ -103,13 +104,14 @@ class ApiKey(models.Model):
         maker_role = Membership.objects.filter(
             workspace=models.OuterRef("workspace"), user=models.OuterRef("created_by")
         ).values("role")[:1]
-        return (
+        found: ApiKey | None = (
             cls.objects.select_related("workspace", "created_by")
             .annotate(maker_role=models.Subquery(maker_role))
             .filter(key_hash=hash_key(raw), revoked_at__isnull=True, created_by__is_active=True)
             .filter(models.Q(created_by__is_superuser=True) | models.Q(maker_role__isnull=False))
             .first()
         )
+        return found
 
     @property
     def rights(self) -> str:

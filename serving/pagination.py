@@ -3,6 +3,8 @@ an absurd page gets a 422 naming the field and its limit, not a database error."
 
 from __future__ import annotations
 
+from typing import Any
+
 from ninja import Field
 from ninja.pagination import LimitOffsetPagination
 
@@ -15,5 +17,5 @@ class Pages(LimitOffsetPagination):
         limit: int = Field(100, ge=1, le=MAX_LIMIT, description=f"items of the page, at most {MAX_LIMIT:,}")
         offset: int = Field(0, ge=0, le=MAX_OFFSET, description="items to skip")
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_limit=MAX_LIMIT, **kwargs)

@@ -3,7 +3,9 @@ webhook deliveries are attempted (on a queue of their own) and dispatched when d
 
 from __future__ import annotations
 
-from celery import shared_task
+from typing import Any
+
+from celery import Task, shared_task
 
 from labeling.models import TrainingRun
 from serving.models import ScoringJob, WebhookDelivery
@@ -28,24 +30,24 @@ def publish_missing_versions() -> list[int]:
 
 
 @shared_task(bind=True, acks_late=True)
-def score_dataset(self, *, work_id: int) -> None:
+def score_dataset(self: Task, *, work_id: int) -> None:
     """Score a stored dataset with the job's versions (claimed once; a takeover goes on from the checkpoint)."""
     work.run_claimed(self, ScoringJob, work_id, scoring.run_scoring)
 
 
 @shared_task
-def sweep_stale_scoring() -> dict:
+def sweep_stale_scoring() -> dict[str, Any]:
     """Periodic: scoring jobs whose worker died or whose message was lost are queued again."""
     return scoring.requeue_stale()
 
 
 @shared_task(bind=True, acks_late=True)
-def deliver_webhook(self, *, work_id: int) -> None:
+def deliver_webhook(self: Task, *, work_id: int) -> None:
     """One attempt of a webhook delivery once it is due (claimed once; a retry is scheduled, not looped)."""
     work.run_claimed(self, WebhookDelivery, work_id, webhooks.attempt, ready=webhooks.due())
 
 
 @shared_task
-def dispatch_webhooks() -> dict:
+def dispatch_webhooks() -> dict[str, Any]:
     """Periodic: deliveries that came due or whose task was lost are sent; dead workers' taken over."""
     return webhooks.dispatch()

@@ -4,9 +4,10 @@ says who may)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
+from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
@@ -52,7 +53,7 @@ class NewKeyOut(KeyOut):
 
 
 @router.get("/workspaces/{code}/keys", response=list[KeyOut], tags=["keys"])
-def list_keys(request, code: UUID):
+def list_keys(request: HttpRequest, code: UUID) -> list[ApiKey]:
     """The workspace's API keys (never their secrets); a key limited to trackers or to prediction
     sees only itself."""
     scope = Scope.of_request(request)
@@ -61,7 +62,7 @@ def list_keys(request, code: UUID):
 
 
 @router.post("/workspaces/{code}/keys", response={201: NewKeyOut}, tags=["keys"])
-def create_key(request, code: UUID, body: KeyIn):
+def create_key(request: HttpRequest, code: UUID, body: KeyIn) -> Status[Any]:
     """A new key acting as the caller, optionally limited to some trackers and to prediction; never
     with more rights than the caller (a role at most its own, trackers within its own limits)."""
     scope = Scope.of_request(request)
@@ -77,7 +78,7 @@ def create_key(request, code: UUID, body: KeyIn):
 
 
 @router.post("/workspaces/{code}/keys/{key_id}/revoke", response=KeyOut, tags=["keys"])
-def revoke_key(request, code: UUID, key_id: int):
+def revoke_key(request: HttpRequest, code: UUID, key_id: int) -> ApiKey:
     """Revoke a key: it stops working at once. A key may revoke itself; a member, the keys whose role
     is at most theirs."""
     scope = Scope.of_request(request)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+from uuid import UUID
+
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
@@ -31,7 +34,7 @@ class KeyForm(forms.Form):
         queryset=Tracker.objects.none(), required=False, help_text="none chosen: every tracker"
     )
 
-    def __init__(self, *args, workspace: Workspace, roles: list[tuple[str, str]], **kwargs) -> None:
+    def __init__(self, *args: Any, workspace: Workspace, roles: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["role"].choices = roles  # type: ignore[attr-defined]
         self.fields["trackers"].queryset = workspace.trackers.order_by("name")  # type: ignore[attr-defined]
@@ -55,7 +58,7 @@ def _keys_page(
 
 
 @login_required
-def keys_page(request: PageRequest, code) -> HttpResponse:
+def keys_page(request: PageRequest, code: UUID) -> HttpResponse:
     """The workspace's API keys: made here (the secret is shown once), limited, revoked; never with
     more rights than the member who makes them."""
     ws = get_workspace_for_user(request.user, code)
@@ -79,7 +82,7 @@ def keys_page(request: PageRequest, code) -> HttpResponse:
 
 @login_required
 @require_POST
-def revoke_key(request: PageRequest, code, key_id: int) -> HttpResponse:
+def revoke_key(request: PageRequest, code: UUID, key_id: int) -> HttpResponse:
     ws = get_workspace_for_user(request.user, code)
     require_role(request.user, ws, CAN_IMPORT)
     keys.revoke_key(Scope.of_user(request.user), get_object_or_404(ApiKey, workspace=ws, pk=key_id))

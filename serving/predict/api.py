@@ -9,13 +9,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import numpy as np
 import orjson
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
@@ -71,7 +71,7 @@ class PredictOut(BaseModel):
     results: list[TextAnswer]
 
 
-def _version(tracker, number: int | None) -> ModelVersion:
+def _version(tracker: Tracker, number: int | None) -> ModelVersion:
     if number is None:
         live = services.live_version(tracker)
         if live is None:
@@ -82,11 +82,11 @@ def _version(tracker, number: int | None) -> ModelVersion:
     return get_object_or_404(services.serving_versions(), tracker=tracker, number=number)
 
 
-def _scope_key(scope: Scope) -> tuple:
+def _scope_key(scope: Scope) -> tuple[Any, ...]:
     return (tuple(sorted(scope.roles.items())), scope.tracker_ids)
 
 
-def _caller_key(request) -> tuple:
+def _caller_key(request: HttpRequest) -> tuple[Any, ...]:
     """What the tracker a caller may see depends on: a key's workspace, role and trackers (kept with
     the key, so no membership query), or the signed-in user's memberships."""
     auth = getattr(request, "auth", None)
@@ -95,7 +95,7 @@ def _caller_key(request) -> tuple:
     return ("user", _scope_key(Scope.of_request(request)))
 
 
-def _snapshot(request, named: tuple[str, UUID]) -> hot.Snapshot:
+def _snapshot(request: HttpRequest, named: tuple[str, UUID]) -> hot.Snapshot:
     """The request's snapshot of the workspace it is about: a key's own, or that of the tracker or
     workspace the path names (found once per process: it never changes)."""
     auth = getattr(request, "auth", None)
@@ -125,7 +125,7 @@ class Route:
     threshold_source: str
 
 
-def _route(request, code: UUID, number: int | None) -> Route:
+def _route(request: HttpRequest, code: UUID, number: int | None) -> Route:
     tracker = Scope.of_request(request).tracker(code)
     version = _version(tracker, number)
     version.tracker = tracker
@@ -135,7 +135,7 @@ def _route(request, code: UUID, number: int | None) -> Route:
 
 
 @router.post("/trackers/{code}/predict", response={200: PredictOut})
-def predict(request, code: UUID, body: PredictIn):
+def predict(request: HttpRequest, code: UUID, body: PredictIn) -> dict[str, Any]:
     """Score one text or a batch with the tracker's live model version (or the pinned one)."""
     snap = _snapshot(request, ("tracker", code))
     route = snap.get(
@@ -158,7 +158,7 @@ def predict(request, code: UUID, body: PredictIn):
     }
 
 
-def _check_alert(request, alert: bool | None, workspace_id: int) -> None:
+def _check_alert(request: HttpRequest, alert: bool | None, workspace_id: int) -> None:
     """``alert: true`` is asked only by a caller that may manage alerts."""
     if alert is not True:
         return
@@ -192,17 +192,17 @@ class ReadyOut(Schema):
 
 
 @router.get("/health", response=HealthOut, auth=None, throttle=[], tags=["health"])
-def health(request):
+def health(request: HttpRequest) -> dict[str, str]:
     """The process answers (for a load balancer's liveness check)."""
     return {"status": "ok"}
 
 
 READY_KEEP_S = 1.0  # how long one process keeps its readiness answer: the check runs the encoder
 _ready_lock = threading.Lock()
-_ready: tuple[float, int, dict] | None = None
+_ready: tuple[float, int, dict[str, Any]] | None = None
 
 
-def _readiness() -> tuple[int, dict]:
+def _readiness() -> tuple[int, dict[str, Any]]:
     """Load the encoder and every live version's head; what is not ready, said without the install's
     paths (the full error goes to the log)."""
     try:
@@ -223,7 +223,7 @@ def _readiness() -> tuple[int, dict]:
 
 
 @router.get("/ready", response={200: ReadyOut, 503: ReadyOut}, auth=None, throttle=[], tags=["health"])
-def ready(request):
+def ready(request: HttpRequest) -> Status[Any]:
     """Ready to predict: the encoder is loaded and every live version's head is checked and loaded
     (the answer is kept for a second, so a flood of checks does not run the encoder each time)."""
     global _ready
@@ -387,7 +387,7 @@ def _plan(scope: Scope, code: UUID, trackers: list[UUID] | None, *, loose_texts:
 
 
 @router.post("/workspaces/{code}/predict", response=ManyOut)
-def predict_many(request, code: UUID, body: ManyIn):
+def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse:
     """Every live tracker of the workspace (or the chosen ones) on texts or on a whole transcript: the
     matches per segment, with position and speaker, and per call for document trackers."""
     if (body.texts is None) == (body.transcript is None):
@@ -405,11 +405,11 @@ def predict_many(request, code: UUID, body: ManyIn):
         [Turn(text=t) for t in body.texts] if body.texts is not None else body.transcript.turns  # type: ignore[union-attr]
     )
     texts = [t.text for t in turns]
-    documents: list[dict] = []
-    per_segment: list[list[dict]] = [[] for _ in turns]
+    documents: list[dict[str, Any]] = []
+    per_segment: list[list[dict[str, Any]]] = [[] for _ in turns]
     hits: dict[ModelVersion, list[matches.Hit]] = {}
 
-    def found(version: ModelVersion, row: int | None, score: float, label: str) -> dict:
+    def found(version: ModelVersion, row: int | None, score: float, label: str) -> dict[str, Any]:
         if body.alert is not False:
             turn = turns[row] if row is not None else None
             hits.setdefault(version, []).append(
@@ -434,7 +434,11 @@ def predict_many(request, code: UUID, body: ManyIn):
         return kept[wanted]
 
     def add_matches(
-        part: Part, encoder_id: str, vectors: np.ndarray, into: Callable[[int], list], whole: bool = False
+        part: Part,
+        encoder_id: str,
+        vectors: np.ndarray,
+        into: Callable[[int], list[Any]],
+        whole: bool = False,
     ) -> None:
         stack = runtime.stack_of(part.versions, encoder_id)
         out = stack.matrix(vectors)
@@ -488,5 +492,5 @@ def predict_many(request, code: UUID, body: ManyIn):
     return HttpResponse(body_json, content_type="application/json")
 
 
-def _match(plan: ManyPlan, version: ModelVersion, score: float, label: str) -> dict:
+def _match(plan: ManyPlan, version: ModelVersion, score: float, label: str) -> dict[str, Any]:
     return {"tracker": plan.codes[version.pk], "version": version.number, "score": score, "label": label}

@@ -2,10 +2,11 @@
 its results, and mark a result right or wrong (the answer joins the tracker's answers)."""
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from django.http import StreamingHttpResponse
+from django.db.models import QuerySet
+from django.http import HttpRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
@@ -59,7 +60,7 @@ class ScoringJobOut(Schema):
     trackers: list[TrackerCounts]
 
     @staticmethod
-    def resolve_trackers(job: ScoringJob, context) -> list[dict]:
+    def resolve_trackers(job: ScoringJob, context: Any) -> list[dict[str, Any]]:
         """Each tracker's counts: for a key limited to trackers, only those it may see."""
         limit = Scope.of_request(context["request"]).tracker_ids
         return [
@@ -101,7 +102,7 @@ def job_in_scope(scope: Scope, code: UUID) -> ScoringJob:
     return scope.find(ScoringJob.objects.select_related("dataset"), workspace="workspace", code=code)
 
 
-def _results(request, code: UUID, query: ResultsQuery):
+def _results(request: HttpRequest, code: UUID, query: ResultsQuery) -> QuerySet[ScoredSegment]:
     scope = Scope.of_request(request)
     job = job_in_scope(scope, code)
     tracker = scope.tracker(query.tracker) if query.tracker is not None else None
@@ -112,7 +113,7 @@ def _results(request, code: UUID, query: ResultsQuery):
 
 
 @router.post("/datasets/{code}/score", response={202: ScoringJobOut})
-def start(request, code: UUID, body: ScoreIn):
+def start(request: HttpRequest, code: UUID, body: ScoreIn) -> Status[Any]:
     """Score a stored dataset with every live tracker (or the chosen ones) as a background job, from
     the vectors its segments already have."""
     scope = Scope.of_request(request)
@@ -131,20 +132,22 @@ def start(request, code: UUID, body: ScoreIn):
 
 
 @router.get("/scoring/{code}", response=ScoringJobOut)
-def status(request, code: UUID):
+def status(request: HttpRequest, code: UUID) -> ScoringJob:
     """A scoring job's state, progress, and each tracker's counts and score histogram."""
     return job_in_scope(Scope.of_request(request), code)
 
 
 @router.get("/scoring/{code}/results", response=list[ResultOut])
 @paginate(Pages)
-def results(request, code: UUID, query: Query[ResultsQuery]):
+def results(request: HttpRequest, code: UUID, query: Query[ResultsQuery]) -> QuerySet[ScoredSegment]:
     """The job's results, highest score first, filtered by tracker and score."""
     return _results(request, code, query)
 
 
 @router.get("/scoring/{code}/download", response={200: None})
-def download(request, code: UUID, query: Query[ResultsQuery], format: Literal["csv", "jsonl"] = "csv"):
+def download(
+    request: HttpRequest, code: UUID, query: Query[ResultsQuery], format: Literal["csv", "jsonl"] = "csv"
+) -> StreamingHttpResponse:
     """Every result as CSV (cells that a spreadsheet would read as formulas are quoted) or JSONL."""
     qs = _results(request, code, query)
     lines = scoring.csv_lines(qs) if format == "csv" else scoring.jsonl_lines(qs)
@@ -156,7 +159,7 @@ def download(request, code: UUID, query: Query[ResultsQuery], format: Literal["c
 
 
 @router.post("/scoring/{code}/results/{result_id}/feedback", response=ResultOut)
-def feedback(request, code: UUID, result_id: int, body: FeedbackIn):
+def feedback(request: HttpRequest, code: UUID, result_id: int, body: FeedbackIn) -> ScoredSegment:
     """Mark a result right or wrong: the answer joins the tracker's answers for its next training run."""
     scope = Scope.of_request(request)
     job = job_in_scope(scope, code)

@@ -176,7 +176,7 @@ class _Scorer:
     def topic(self) -> bool:
         return self.version.tracker.kind == TrackerKind.TOPIC
 
-    def eligible(self, speakers: list[str], metadata: list[dict]) -> np.ndarray:
+    def eligible(self, speakers: list[str], metadata: list[dict[str, Any]]) -> np.ndarray:
         ok = np.ones(len(speakers), dtype=bool)
         if self.speaker:
             ok &= np.array([matching.same_speaker(s, self.speaker) for s in speakers], dtype=bool)
@@ -262,7 +262,7 @@ def run_scoring(job: ScoringJob) -> dict[str, Any]:
     stack = runtime.stack_of([s.version for s in segment_level], encoder_id) if segment_level else None
     groups = _document_groups(document_level)
     sums = {g: _Documents() for g in groups}
-    metadata: dict[int, dict] = {}
+    metadata: dict[int, dict[str, Any]] = {}
     after = 0
     processed = job.processed
     work.heartbeat(job, message="scoring…")
@@ -348,9 +348,9 @@ class _Documents:
         return np.array([self._row[d] for d in documents], dtype=np.int64)
 
 
-def _document_groups(scorers: list[_Scorer]) -> dict[tuple, list[_Scorer]]:
+def _document_groups(scorers: list[_Scorer]) -> dict[tuple[Any, ...], list[_Scorer]]:
     """Document trackers with the same filters read the same lines: one mean vector per document."""
-    groups: dict[tuple, list[_Scorer]] = {}
+    groups: dict[tuple[Any, ...], list[_Scorer]] = {}
     for s in scorers:
         groups.setdefault((s.speaker, json.dumps(s.metadata, sort_keys=True)), []).append(s)
     return groups

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+from uuid import UUID
+
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -46,7 +49,7 @@ class ScoreForm(forms.Form):
         help_text="empty: each tracker's threshold in use",
     )
 
-    def __init__(self, *args, workspace: Workspace, **kwargs) -> None:
+    def __init__(self, *args: Any, workspace: Workspace, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["trackers"].queryset = workspace.trackers.filter(  # type: ignore[attr-defined]
             versions__is_live=True
@@ -54,7 +57,7 @@ class ScoreForm(forms.Form):
 
 
 @login_required
-def dataset_scoring(request: PageRequest, code) -> HttpResponse:
+def dataset_scoring(request: PageRequest, code: UUID) -> HttpResponse:
     """Score a dataset with live trackers, and the dataset's scoring jobs."""
     dataset = get_dataset_for_user(request.user, code)
     ws = dataset.workspace
@@ -88,13 +91,13 @@ def dataset_scoring(request: PageRequest, code) -> HttpResponse:
     )
 
 
-def _job_for(request: PageRequest, code) -> ScoringJob:
+def _job_for(request: PageRequest, code: UUID) -> ScoringJob:
     return Scope.of_user(request.user).find(
         ScoringJob.objects.select_related("dataset"), workspace="workspace", code=code
     )
 
 
-def _summary(job: ScoringJob) -> list[dict]:
+def _summary(job: ScoringJob) -> list[dict[str, Any]]:
     return [
         {
             **c,
@@ -113,7 +116,7 @@ class ResultsFilter(forms.Form):
     min_score = forms.FloatField(required=False, min_value=0, max_value=1, label="score from")
     matches_only = forms.BooleanField(required=False, label="matches only")
 
-    def __init__(self, *args, job: ScoringJob, **kwargs) -> None:
+    def __init__(self, *args: Any, job: ScoringJob, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         trackers = Tracker.objects.filter(versions__scoring_jobs=job).distinct().order_by("name")
         self.fields["tracker"].queryset = trackers  # type: ignore[attr-defined]
@@ -132,7 +135,7 @@ def _filtered(request: PageRequest, job: ScoringJob) -> tuple[ResultsFilter, Que
 
 
 @login_required
-def scoring_job(request: PageRequest, code) -> HttpResponse:
+def scoring_job(request: PageRequest, code: UUID) -> HttpResponse:
     """A scoring job: progress, each tracker's counts and score histogram, and the results in context,
     filtered by tracker and score, each one marked right or wrong with one key."""
     job = _job_for(request, code)
@@ -156,7 +159,7 @@ def scoring_job(request: PageRequest, code) -> HttpResponse:
 
 
 @login_required
-def scoring_progress(request: PageRequest, code) -> HttpResponse:
+def scoring_progress(request: PageRequest, code: UUID) -> HttpResponse:
     job = _job_for(request, code)
     response = TemplateResponse(
         request, "serving/scoring_job.html#progress", {"job": job, "summary": _summary(job)}
@@ -167,7 +170,7 @@ def scoring_progress(request: PageRequest, code) -> HttpResponse:
 
 
 @login_required
-def scoring_download(request: PageRequest, code, fmt: str) -> StreamingHttpResponse:
+def scoring_download(request: PageRequest, code: UUID, fmt: str) -> StreamingHttpResponse:
     if fmt not in ("csv", "jsonl"):
         raise Http404("downloads are .csv or .jsonl")
     job = _job_for(request, code)
@@ -182,7 +185,7 @@ def scoring_download(request: PageRequest, code, fmt: str) -> StreamingHttpRespo
 
 @login_required
 @require_POST
-def scoring_feedback(request: PageRequest, code, result_id: int) -> HttpResponse:
+def scoring_feedback(request: PageRequest, code: UUID, result_id: int) -> HttpResponse:
     """Right or wrong on one result: the answer joins the tracker's answers."""
     job = _job_for(request, code)
     result = get_object_or_404(

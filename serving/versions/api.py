@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
+from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema
 
@@ -27,19 +29,19 @@ class VersionOut(Schema):
     is_live: bool
     went_live_at: datetime | None
     created_at: datetime
-    label_counts: dict = Field(alias="training_run.label_counts")
-    metrics: dict = Field(alias="training_run.metrics")
+    label_counts: dict[str, Any] = Field(alias="training_run.label_counts")
+    metrics: dict[str, Any] = Field(alias="training_run.metrics")
 
 
 @router.get("/trackers/{code}/versions", response=list[VersionOut], tags=["versions"])
-def versions(request, code: UUID):
+def versions(request: HttpRequest, code: UUID) -> list[ModelVersion]:
     """Every model version of the tracker, newest first."""
     tracker = Scope.of_request(request).tracker(code)
     return list(ModelVersion.objects.filter(tracker=tracker).select_related("tracker", "training_run"))
 
 
 @router.post("/trackers/{code}/versions/{number}/promote", response=VersionOut, tags=["versions"])
-def promote(request, code: UUID, number: int):
+def promote(request: HttpRequest, code: UUID, number: int) -> ModelVersion:
     """Make this version the live one (promote a newer one, or roll back to an older one); a version
     whose files fail their checksums is refused (409), saying why."""
     scope = Scope.of_request(request)

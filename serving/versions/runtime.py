@@ -71,7 +71,7 @@ _stacks: OrderedDict[tuple[str, ...], Stack] = OrderedDict()
 _lock = threading.Lock()
 
 
-def _cached(cache: OrderedDict, key: Any) -> Any:
+def _cached(cache: OrderedDict[Any, Any], key: Any) -> Any:
     with _lock:
         value = cache.get(key)
         if value is not None:
@@ -79,7 +79,7 @@ def _cached(cache: OrderedDict, key: Any) -> Any:
         return value
 
 
-def _keep(cache: OrderedDict, key: Any, value: Any, limit: int) -> None:
+def _keep(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int) -> None:
     with _lock:
         cache[key] = value
         while len(cache) > limit:

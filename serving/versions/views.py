@@ -3,6 +3,8 @@ promote and roll back, automatic promotion on or off, the standalone download.""
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -41,13 +43,13 @@ def _panel(request: PageRequest, tracker: Tracker, refused: str = "") -> Templat
 
 
 @login_required
-def versions(request: PageRequest, code) -> HttpResponse:
+def versions(request: PageRequest, code: UUID) -> HttpResponse:
     return _panel(request, get_tracker_for_user(request.user, code))
 
 
 @login_required
 @require_POST
-def promote(request: PageRequest, code, number: int) -> HttpResponse:
+def promote(request: PageRequest, code: UUID, number: int) -> HttpResponse:
     """Make a version live: a newer one, or an older one (a rollback)."""
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_IMPORT)
@@ -60,7 +62,7 @@ def promote(request: PageRequest, code, number: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def automatic(request: PageRequest, code) -> HttpResponse:
+def automatic(request: PageRequest, code: UUID) -> HttpResponse:
     """Turn automatic promotion on or off."""
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_IMPORT)
@@ -70,7 +72,7 @@ def automatic(request: PageRequest, code) -> HttpResponse:
 
 
 @login_required
-def download(request: PageRequest, code, number: int) -> HttpResponse | FileResponse:
+def download(request: PageRequest, code: UUID, number: int) -> HttpResponse | FileResponse:
     """The standalone model of a version: one zip with the ONNX file, the tokenizer and the manifest."""
     tracker = get_tracker_for_user(request.user, code)
     version = get_object_or_404(ModelVersion, tracker=tracker, number=number)

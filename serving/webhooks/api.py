@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from ninja.pagination import paginate
 from pydantic import AfterValidator
@@ -82,7 +84,7 @@ class EndpointOut(Schema):
     disabled_reason: str
     min_score: float | None
     speaker_filter: str
-    metadata_filter: dict
+    metadata_filter: dict[str, Any]
     grouping: str
     from_api: bool
     from_bulk: bool
@@ -93,7 +95,7 @@ class EndpointOut(Schema):
     health: Health
 
     @staticmethod
-    def resolve_health(endpoint: WebhookEndpoint) -> dict:
+    def resolve_health(endpoint: WebhookEndpoint) -> dict[str, Any]:
         return webhooks.health([endpoint])[endpoint.pk]
 
 
@@ -131,7 +133,7 @@ class DeliveryOut(Schema):
     attempts: list[AttemptOut]
 
     @staticmethod
-    def resolve_attempts(delivery: WebhookDelivery) -> list:
+    def resolve_attempts(delivery: WebhookDelivery) -> list[Any]:
         return list(delivery.attempt_rows.all())
 
 
@@ -147,11 +149,11 @@ class EventOut(Schema):
     type: str
     source: str
     created_at: datetime
-    payload: dict
+    payload: dict[str, Any]
     deliveries: list[EventDelivery]
 
     @staticmethod
-    def resolve_deliveries(event: WebhookEvent) -> list:
+    def resolve_deliveries(event: WebhookEvent) -> list[Any]:
         return list(event.deliveries.all())
 
 
@@ -160,7 +162,7 @@ class EventsQuery(Schema):
     source: EventSource | None = None
 
 
-def _endpoint(request, code: UUID) -> WebhookEndpoint:
+def _endpoint(request: HttpRequest, code: UUID) -> WebhookEndpoint:
     return Scope.of_request(request).find(
         WebhookEndpoint.objects.all(),
         workspace="tracker__workspace",
@@ -171,14 +173,14 @@ def _endpoint(request, code: UUID) -> WebhookEndpoint:
 
 
 @router.get("/trackers/{code}/webhooks", response=list[EndpointOut])
-def endpoints(request, code: UUID):
+def endpoints(request: HttpRequest, code: UUID) -> list[WebhookEndpoint]:
     """The tracker's webhook endpoints, with their health over the last 7 days (never their secrets)."""
     tracker = Scope.of_request(request).tracker(code, CAN_IMPORT)
     return list(WebhookEndpoint.objects.filter(tracker=tracker).select_related("tracker"))
 
 
 @router.post("/trackers/{code}/webhooks", response={201: EndpointCreated})
-def create(request, code: UUID, body: EndpointIn):
+def create(request: HttpRequest, code: UUID, body: EndpointIn) -> Status[Any]:
     """A new endpoint: matches of the tracker are delivered there, signed with the secret returned
     here once (Standard Webhooks)."""
     scope = Scope.of_request(request)
@@ -191,12 +193,12 @@ def create(request, code: UUID, body: EndpointIn):
 
 
 @router.get("/webhooks/{code}", response=EndpointOut)
-def endpoint(request, code: UUID):
+def endpoint(request: HttpRequest, code: UUID) -> WebhookEndpoint:
     return _endpoint(request, code)
 
 
 @router.patch("/webhooks/{code}", response=EndpointOut)
-def change(request, code: UUID, body: EndpointPatch):
+def change(request: HttpRequest, code: UUID, body: EndpointPatch) -> WebhookEndpoint:
     """Change an endpoint (the URL is checked again); ``enabled: true`` turns a disabled one back on."""
     found = _endpoint(request, code)
     changes = body.dict(exclude_unset=True)
@@ -211,13 +213,13 @@ def change(request, code: UUID, body: EndpointPatch):
 
 
 @router.delete("/webhooks/{code}", response={204: None})
-def delete(request, code: UUID):
+def delete(request: HttpRequest, code: UUID) -> Status[Any]:
     _endpoint(request, code).delete()
     return Status(204, None)
 
 
 @router.post("/webhooks/{code}/rotate", response=SecretOut)
-def rotate(request, code: UUID):
+def rotate(request: HttpRequest, code: UUID) -> dict[str, Any]:
     """A new secret; the old one keeps signing beside it for the grace period."""
     found = _endpoint(request, code)
     secret = webhooks.rotate_secret(found)
@@ -225,20 +227,20 @@ def rotate(request, code: UUID):
 
 
 @router.post("/webhooks/{code}/test", response={202: DeliveryOut})
-def test_event(request, code: UUID):
+def test_event(request: HttpRequest, code: UUID) -> Status[Any]:
     """Send a ``webhook.test`` event to the endpoint, delivered like any other."""
     return Status(202, webhooks.send_test(_endpoint(request, code)))
 
 
 @router.get("/webhooks/{code}/deliveries", response=list[DeliveryOut])
 @paginate(Pages)
-def deliveries(request, code: UUID):
+def deliveries(request: HttpRequest, code: UUID) -> QuerySet[WebhookDelivery]:
     """The endpoint's delivery log, newest first, each delivery with every attempt."""
     return webhooks.deliveries_of(_endpoint(request, code)).select_related("endpoint")
 
 
 @router.post("/deliveries/{delivery_id}/resend", response={202: DeliveryOut})
-def resend(request, delivery_id: int):
+def resend(request: HttpRequest, delivery_id: int) -> Status[Any]:
     """Deliver again: the same event and webhook-id, from a fresh schedule."""
     delivery = Scope.of_request(request).find(
         WebhookDelivery.objects.select_related("event"),
@@ -252,7 +254,7 @@ def resend(request, delivery_id: int):
 
 @router.get("/trackers/{code}/events", response=list[EventOut])
 @paginate(Pages)
-def events(request, code: UUID, query: Query[EventsQuery]):
+def events(request: HttpRequest, code: UUID, query: Query[EventsQuery]) -> QuerySet[WebhookEvent]:
     """The tracker's events, newest first, with where each went and how that went."""
     tracker = Scope.of_request(request).tracker(code, CAN_IMPORT)
     qs = WebhookEvent.objects.filter(tracker=tracker).prefetch_related("deliveries__endpoint")

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -183,7 +183,7 @@ def check_target(url: str, *, allow_private: bool, resolve: bool = True) -> Targ
     return Target(url=clean, host=host, port=port, addresses=addresses)
 
 
-class _Pinned(IPFilterAdapter):
+class _Pinned(IPFilterAdapter):  # type: ignore[misc]  # requests-hardened has no types
     """requests-hardened's adapter (resolve once, check, connect to that address), with this
     module's stricter check of the address it pinned."""
 
@@ -214,7 +214,7 @@ def _session(allow_private: bool, timeout: float) -> requests.Session:
     if not allow_private:
         session.mount("http://", _Pinned(is_https_proto=False))
         session.mount("https://", _Pinned(is_https_proto=True))
-    return session
+    return cast("requests.Session", session)
 
 
 @dataclass(frozen=True)

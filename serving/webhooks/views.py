@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+from uuid import UUID
 
 from django import forms
 from django.contrib.auth.decorators import login_required
@@ -53,7 +55,7 @@ class EndpointForm(forms.Form):
     from_import = forms.BooleanField(required=False, initial=True, label="Newly imported documents")
     from_api = forms.BooleanField(required=False, label="Prediction API calls")
 
-    def clean_metadata_filter(self) -> dict:
+    def clean_metadata_filter(self) -> dict[str, Any]:
         raw = (self.cleaned_data.get("metadata_filter") or "").strip()
         if not raw:
             return {}
@@ -70,13 +72,13 @@ class EndpointForm(forms.Form):
         return value
 
 
-def _alerts_tracker(request: PageRequest, code) -> Tracker:
+def _alerts_tracker(request: PageRequest, code: UUID) -> Tracker:
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_IMPORT)
     return tracker
 
 
-def _endpoint_for(request: PageRequest, code) -> WebhookEndpoint:
+def _endpoint_for(request: PageRequest, code: UUID) -> WebhookEndpoint:
     return Scope.of_user(request.user).find(
         WebhookEndpoint.objects.all(), workspace="tracker__workspace", allowed=CAN_IMPORT, code=code
     )
@@ -105,7 +107,7 @@ def _alerts_page(
 
 
 @login_required
-def alerts(request: PageRequest, code) -> HttpResponse:
+def alerts(request: PageRequest, code: UUID) -> HttpResponse:
     """A tracker's webhook endpoints with their health, and a new one (its secret shown once)."""
     tracker = _alerts_tracker(request, code)
     if request.method != "POST":
@@ -125,7 +127,7 @@ def alerts(request: PageRequest, code) -> HttpResponse:
 
 
 @login_required
-def alert_endpoint(request: PageRequest, code) -> HttpResponse:
+def alert_endpoint(request: PageRequest, code: UUID) -> HttpResponse:
     """One endpoint's delivery log: every delivery with every attempt, newest first."""
     endpoint = _endpoint_for(request, code)
     page = Paginator(webhooks.deliveries_of(endpoint), 30).get_page(request.GET.get("page"))
@@ -144,7 +146,7 @@ def alert_endpoint(request: PageRequest, code) -> HttpResponse:
 
 @login_required
 @require_POST
-def alert_action(request: PageRequest, code, action: str) -> HttpResponse:
+def alert_action(request: PageRequest, code: UUID, action: str) -> HttpResponse:
     """Send a test event, rotate the secret, enable or disable, or delete an endpoint."""
     endpoint = _endpoint_for(request, code)
     tracker = endpoint.tracker
