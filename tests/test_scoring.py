@@ -15,7 +15,8 @@ from django.utils.html import escape
 
 from labeling import services as labeling_services
 from labeling.models import Annotation, Strategy, TrainingRun, TrainingState
-from serving.ml.export import head_model, stacked_model
+from serving.ml.export import head_model
+from serving.ml.heads import Heads, check_graph
 from serving.models import ScoredSegment, ScoringJob
 from serving.scoring import services as scoring
 from serving.versions import runtime, services
@@ -28,11 +29,13 @@ from trackers.models import Role, Segment, WorkState
 pytestmark = pytest.mark.django_db
 
 
-def test_stacked_heads_score_as_each_head_alone():
+def test_stacked_heads_score_as_each_heads_onnx_file_and_as_each_head_alone():
+    """One engine (serving.ml.heads) for one head or many: each head's columns of a stack are what
+    onnxruntime answers from that head's file, and exactly what the head alone answers."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(3)
-    heads = [
+    parts = [
         (rng.normal(size=(16, 1)), rng.normal(size=1), False),
         (rng.normal(size=(16, 1)), rng.normal(size=1), False),
         (rng.normal(size=(16, 3)), rng.normal(size=3), True),
@@ -40,22 +43,29 @@ def test_stacked_heads_score_as_each_head_alone():
         (rng.normal(size=(16, 1)), rng.normal(size=1), False),
     ]
     vectors = rng.normal(size=(7, 16)).astype(np.float32)
-    model = stacked_model(heads)
-    ops = [node.op_type for node in model.graph.node]
-    assert ops.count("Sigmoid") == 2 and ops.count("Softmax") == 2  # neighbouring concepts share one
-    stack = ort.InferenceSession(model.SerializeToString())
-    together = stack.run(["scores"], {"embedding": vectors})[0]
-    at = 0
-    for w, b, topic in heads:
-        alone = ort.InferenceSession(
-            head_model(w, b, topic=topic, featurizer="embedding").SerializeToString()
-        )
-        expected = alone.run(["scores"], {"embedding": vectors})[0]
-        np.testing.assert_allclose(together[:, at : at + w.shape[1]], expected, atol=1e-6)
-        at += w.shape[1]
-    assert at == together.shape[1] == 8
+    stack = Heads.of(parts)
+    assert [softmax for _, softmax in stack.runs] == [False, True, True, False]  # neighbours share
+    together = stack.apply(vectors)
+    for (w, b, topic), columns in zip(parts, stack.columns, strict=True):
+        model = head_model(w, b, topic=topic, featurizer="embedding")
+        check_graph(model)  # what publishing checks once
+        expected = ort.InferenceSession(model.SerializeToString()).run(["scores"], {"embedding": vectors})[0]
+        np.testing.assert_allclose(together[:, columns], expected, atol=1e-6)
+        alone = Heads.of([(w, b, topic)]).apply(vectors)
+        assert np.array_equal(together[:, columns], alone)  # the same float32 scores, stacked or not
+        assert np.array_equal(Heads.of([(w, b, topic)]).apply(vectors[:1]), alone[:1])  # any batch
+    assert together.shape == (7, 8)
     np.testing.assert_allclose(together[:, 2:5].sum(axis=1), 1.0, atol=1e-6)  # the topics' softmaxes
     np.testing.assert_allclose(together[:, 5:7].sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_a_graph_that_does_not_answer_as_its_weights_is_refused_at_publishing():
+    rng = np.random.default_rng(4)
+    model = head_model(rng.normal(size=(16, 1)), rng.normal(size=1), topic=False, featurizer="embedding")
+    sigmoid = next(n for n in model.graph.node if n.op_type == "Sigmoid")
+    sigmoid.op_type = "Relu"  # still a valid graph, no longer the rule the weights are applied by
+    with pytest.raises(ValueError, match="does not answer as its weights do"):
+        check_graph(model)
 
 
 def test_one_versions_matches_agree_with_the_stacked_comparison_at_the_threshold():

@@ -11,8 +11,6 @@ token ids to scores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -113,63 +111,6 @@ def head_parts(head: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray, bool]:
     weights = numpy_helper.to_array(next(i for i in head.graph.initializer if i.name == "head_W"))
     bias = numpy_helper.to_array(next(i for i in head.graph.initializer if i.name == "head_b"))
     return weights, bias, any(n.op_type == "Softmax" for n in head.graph.node)
-
-
-def stacked_model(heads: Sequence[tuple[np.ndarray, np.ndarray, bool]]) -> onnx.ModelProto:
-    """Many heads as one graph: one product with their weights side by side, then each head's own
-    sigmoid or softmax over its columns. ``scores`` holds the heads' columns in the given order.
-
-    The graph computes in float64 and rounds its scores to float32, as ``serving.runtime.LoadedHead``
-    does, so a text's score is the same whatever it is batched or stacked with."""
-    if not heads:
-        raise ValueError("no heads to stack")
-    dims = {w.shape[0] for w, _, _ in heads}
-    if len(dims) != 1:
-        raise ValueError(f"heads of different input sizes cannot be stacked: {sorted(dims)}")
-    weights = np.hstack([np.asarray(w, dtype=np.float64) for w, _, _ in heads])
-    bias = np.concatenate([np.asarray(b, dtype=np.float64).reshape(-1) for _, b, _ in heads])
-    # Neighbouring concept heads share one sigmoid over their columns; each topic head has its own
-    # softmax (a node per head would cost more than the product for a hundred heads).
-    runs: list[tuple[int, bool]] = []  # (columns, softmax)
-    for w, _, topic in heads:
-        if runs and not topic and not runs[-1][1]:
-            runs[-1] = (runs[-1][0] + w.shape[1], False)
-        else:
-            runs.append((w.shape[1], topic))
-    initializers = [numpy_helper.from_array(weights, "stack_W"), numpy_helper.from_array(bias, "stack_b")]
-    nodes = [
-        helper.make_node("Cast", [VECTORS], ["stack_x"], to=TensorProto.DOUBLE),
-        helper.make_node("MatMul", ["stack_x", "stack_W"], ["stack_z"]),
-        helper.make_node("Add", ["stack_z", "stack_b"], ["stack_logits"]),
-    ]
-    if len(runs) == 1:
-        parts = ["stack_logits"]
-    else:
-        parts = [f"stack_part{i}" for i in range(len(runs))]
-        widths = np.asarray([width for width, _ in runs], dtype=np.int64)
-        initializers.append(numpy_helper.from_array(widths, "stack_widths"))
-        nodes.append(helper.make_node("Split", ["stack_logits", "stack_widths"], parts, axis=1))
-    activated = []
-    for i, (part, (_, topic)) in enumerate(zip(parts, runs, strict=True)):
-        name = f"stack_scores{i}"
-        nodes.append(
-            helper.make_node("Softmax", [part], [name], axis=1)
-            if topic
-            else helper.make_node("Sigmoid", [part], [name])
-        )
-        activated.append(name)
-    if len(activated) > 1:
-        nodes.append(helper.make_node("Concat", activated, ["stack_scores"], axis=1))
-        activated = ["stack_scores"]
-    nodes.append(helper.make_node("Cast", activated, [SCORES], to=TensorProto.FLOAT))
-    graph = helper.make_graph(
-        nodes,
-        "tracker_heads",
-        [helper.make_tensor_value_info(VECTORS, TensorProto.FLOAT, ["n", weights.shape[0]])],
-        [helper.make_tensor_value_info(SCORES, TensorProto.FLOAT, ["n", weights.shape[1]])],
-        initializer=initializers,
-    )
-    return _model(graph)
 
 
 def _model(graph: onnx.GraphProto) -> onnx.ModelProto:

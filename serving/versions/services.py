@@ -17,7 +17,8 @@ from django.utils import timezone
 from labeling import services as labeling
 from labeling.models import TrainingRun, TrainingState
 from serving.ml import artifacts
-from serving.ml.export import SCORES, VECTORS, head_model, standalone_model
+from serving.ml.export import SCORES, VECTORS, NotExportable, head_model, standalone_model
+from serving.ml.heads import check_graph
 from serving.models import ModelVersion, estimated_quality
 from trackers import encoders, errors, work
 from trackers.ml.embedding import read_manifest
@@ -76,6 +77,10 @@ def publish_version(run: TrainingRun) -> ModelVersion | None:
     scorer = labeling.scorer_for(run)
     topic = tracker.kind == TrackerKind.TOPIC
     head = head_model(scorer.coef, scorer.intercept, topic=topic, featurizer=scorer.featurizer)
+    try:  # serving applies the weights with numpy: the file must answer as they do, checked once here
+        check_graph(head)
+    except ValueError as exc:
+        raise NotExportable(str(exc)) from exc
     encoder = _encoder_entry(tracker)
     labels = list(scorer.labels) if topic else ["yes"]
     quality = estimated_quality(run)
