@@ -11,7 +11,7 @@ class ServingConfig(AppConfig):
         from serving.models import ApiKey, ModelVersion, ScoringJob, WebhookEndpoint
         from serving.scoring.services import score_imported
         from serving.versions.services import publish_after_training
-        from serving.webhooks import services as webhooks
+        from serving.webhooks import fanout
         from trackers import generation
         from trackers.models import Job
         from trackers.work import work_finished
@@ -24,7 +24,7 @@ class ServingConfig(AppConfig):
             publish_after_training, sender=TrainingRun, dispatch_uid="serving-publish-version"
         )
         # Webhook alerts subscribe to the matches that prediction and bulk scoring announce.
-        matches.found.connect(webhooks.on_found, sender=ModelVersion, dispatch_uid="serving-alert-matches")
+        matches.found.connect(fanout.on_found, sender=ModelVersion, dispatch_uid="serving-alert-matches")
         matches.job_scored.connect(
-            webhooks.on_job_scored, sender=ScoringJob, dispatch_uid="serving-alert-documents"
+            fanout.on_job_scored, sender=ScoringJob, dispatch_uid="serving-alert-documents"
         )

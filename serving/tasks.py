@@ -11,7 +11,7 @@ from labeling.models import TrainingRun
 from serving.models import ScoringJob, WebhookDelivery
 from serving.scoring import services as scoring
 from serving.versions import services
-from serving.webhooks import services as webhooks
+from serving.webhooks import sending
 from trackers import work
 
 
@@ -44,10 +44,10 @@ def sweep_stale_scoring() -> dict[str, Any]:
 @shared_task(bind=True, acks_late=True)
 def deliver_webhook(self: Task, *, work_id: int) -> None:
     """One attempt of a webhook delivery once it is due (claimed once; a retry is scheduled, not looped)."""
-    work.run_claimed(self, WebhookDelivery, work_id, webhooks.attempt, ready=webhooks.due())
+    work.run_claimed(self, WebhookDelivery, work_id, sending.attempt, ready=sending.due())
 
 
 @shared_task
 def dispatch_webhooks() -> dict[str, Any]:
     """Periodic: deliveries that came due or whose task was lost are sent; dead workers' taken over."""
-    return webhooks.dispatch()
+    return sending.dispatch()

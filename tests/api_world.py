@@ -16,6 +16,7 @@ from typing import Any
 from serving.models import ApiKey, ScoredSegment, ScoringJob, WebhookDelivery, WebhookEndpoint
 from serving.scoring import services as scoring
 from serving.versions import services
+from serving.webhooks import fanout
 from serving.webhooks import services as webhooks
 from trackers.models import Dataset, Job, Membership, Role, Tracker, Workspace
 
@@ -44,7 +45,7 @@ def build(workspace: Workspace, owner, dataset: Dataset, wants: Tracker, other: 
     result = ScoredSegment.objects.filter(job=job, version__tracker=wants).order_by("-score").first()
     assert result is not None, "the scoring job scored nothing"
     endpoint, _ = webhooks.create_endpoint(tracker=wants, url="https://93.184.215.14/hook", user=owner)
-    delivery = webhooks.send_test(endpoint)
+    delivery = fanout.send_test(endpoint)
     key, _ = ApiKey.issue(workspace=workspace, name="to revoke", created_by=owner, role=Role.LABELER)
     card = wants.cards.filter(answered_at__isnull=True, claimed_by__isnull=True).order_by("pk").first()
     assert card is not None, "the tracker has no unanswered card that no one holds"

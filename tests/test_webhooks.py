@@ -19,7 +19,7 @@ from serving import matches, tasks
 from serving.models import ApiKey, DeliveryAttempt, Grouping, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from serving.scoring import services as scoring
 from serving.versions import services
-from serving.webhooks import outbound
+from serving.webhooks import fanout, outbound, sending
 from serving.webhooks import services as webhooks
 from tests.receiver import Answer, receiving
 from trackers.models import Role, Segment, WorkState
@@ -67,7 +67,7 @@ def deliver(delivery) -> WebhookDelivery:
 
 def one_alert(tracker, text="please cancel my plan", score=0.97):
     version = services.live_version(tracker)
-    return webhooks.alert(version, [matches.Hit(score=score, label="yes", text=text)], source="any")
+    return fanout.alert(version, [matches.Hit(score=score, label="yes", text=text)], source="any")
 
 
 # --- secrets and signatures ---------------------------------------------------------------------
@@ -135,7 +135,7 @@ def test_a_match_is_written_with_its_cause_and_delivered_signed_with_the_same_id
         assert delivery.state == WorkState.SUCCEEDED and delivery.delivered_at is not None
     first, second = r.received
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == event.webhook_id
-    assert first.body == second.body == webhooks.body_of(event)
+    assert first.body == second.body == sending.body_of(event)
     assert int(second.headers["webhook-timestamp"]) >= int(first.headers["webhook-timestamp"])
     payload = Webhook(secret).verify(second.body, second.headers)
     data = payload["data"]
@@ -187,7 +187,7 @@ def test_the_retry_schedule_waits_as_set_honours_retry_after_and_gives_up_at_its
     with receiving(Answer(500)) as r:
         delivery.endpoint.url = r.url
         delivery.endpoint.save()
-        webhooks.resend(delivery)  # a resend starts the schedule again
+        sending.resend(delivery)  # a resend starts the schedule again
         deliver(delivery)
     assert delivery.state == WorkState.QUEUED and delivery.tries == 6
     assert (delivery.next_attempt_at - clock()).total_seconds() == 5
@@ -196,9 +196,9 @@ def test_the_retry_schedule_waits_as_set_honours_retry_after_and_gives_up_at_its
 def test_jitter_adds_up_to_its_share_of_each_delay(settings):
     settings.WEBHOOK_RETRY_SCHEDULE = [0, 100, 1000]
     settings.WEBHOOK_JITTER = 0.1
-    delays = [webhooks.delay_before(1, None) for _ in range(200)]
+    delays = [sending.delay_before(1, None) for _ in range(200)]
     assert all(100 <= d <= 110 for d in delays) and len(set(delays)) > 150
-    assert webhooks.delay_before(3, None) is None
+    assert sending.delay_before(3, None) is None
 
 
 @pytest.mark.parametrize(
@@ -293,7 +293,7 @@ def test_a_resend_delivers_the_same_event_again(two_live, private_ok, clock):
         endpoint_for(two_live[0], r.url)
         (delivery,) = one_alert(two_live[0])
         deliver(delivery)
-        webhooks.resend(delivery)
+        sending.resend(delivery)
         assert delivery.state == WorkState.QUEUED
         deliver(delivery)
     assert delivery.state == WorkState.SUCCEEDED and delivery.tries == 2
@@ -358,10 +358,10 @@ def test_speaker_and_metadata_filters_choose_what_an_endpoint_hears(two_live, pr
     eu, _ = endpoint_for(two_live[0], "http://127.0.0.1:9/c", metadata_filter={"region": "EU"})
     us, _ = endpoint_for(two_live[0], "http://127.0.0.1:9/d", metadata_filter={"region": "US"})
     strict, _ = endpoint_for(two_live[0], "http://127.0.0.1:9/e", min_score=0.995)
-    made = webhooks.alert(version, [hit], source="bulk")
+    made = fanout.alert(version, [hit], source="bulk")
     assert {d.endpoint_id for d in made} == {customer.pk, eu.pk}
     assert len({d.event_id for d in made}) == 1  # the same body for both: one event
-    assert webhooks.alert(version, [hit], source="bulk") == []  # alerted once for this version
+    assert fanout.alert(version, [hit], source="bulk") == []  # alerted once for this version
 
 
 def test_prediction_api_matches_alert_only_the_endpoints_that_opted_in_and_only_owners_and_admins_ask(
@@ -519,7 +519,7 @@ def test_non_public_targets_are_refused_again_at_send_time_and_nothing_is_sent(t
         endpoint = WebhookEndpoint.objects.create(
             tracker=two_live[0], url=r.url, secret=outbound.new_secret()
         )
-        (delivery,) = webhooks.alert(
+        (delivery,) = fanout.alert(
             services.live_version(two_live[0]), [matches.Hit(0.99, "yes", "cancel")], source="bulk"
         )
         deliver(delivery)
@@ -584,8 +584,8 @@ def test_event_bodies_are_json_with_stable_bytes(two_live, private_ok):
     endpoint_for(two_live[0], "http://127.0.0.1:9/a")
     (delivery,) = one_alert(two_live[0])
     event = WebhookEvent.objects.get(pk=delivery.event_id)
-    assert webhooks.body_of(event) == webhooks.body_of(delivery.event)
-    assert json.loads(webhooks.body_of(event))["id"] == event.webhook_id
+    assert sending.body_of(event) == sending.body_of(delivery.event)
+    assert json.loads(sending.body_of(event))["id"] == event.webhook_id
 
 
 # --- pages ----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from labeling import services as labeling_services
 from serving import matches
 from serving.models import ModelVersion, ScoringJob, WebhookDelivery
 from serving.versions import services
+from serving.webhooks import fanout
 from serving.webhooks import services as webhooks
 from tests.receiver import Answer, receiving
 from tests.test_game import cancel_tracker, corpus, oracle
@@ -70,7 +71,7 @@ def test_a_worker_delivers_signed_events_and_a_kill_9_midway_through_200_loses_n
         endpoint, secret = webhooks.create_endpoint(tracker=tracker, url=r.url, user=owner)
         hits = [matches.Hit(score=0.99, label="yes", text=f"please cancel account {i}") for i in range(200)]
         with transaction.atomic():  # queued to Redis when this commits
-            made = webhooks.alert(version, hits, source="api", endpoints=[endpoint])
+            made = fanout.alert(version, hits, source="api", endpoints=[endpoint])
         events = {d.event.webhook_id for d in made}
         assert len(made) == len(events) == 200
         worker = start_worker(env, log, queues="webhooks", beat=True)

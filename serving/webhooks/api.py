@@ -14,6 +14,7 @@ from pydantic import AfterValidator
 
 from serving.models import EventSource, EventType, Grouping, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from serving.pagination import Pages
+from serving.webhooks import fanout, sending
 from serving.webhooks import services as webhooks
 from trackers.access import Scope
 from trackers.models import CAN_IMPORT
@@ -229,14 +230,14 @@ def rotate(request: HttpRequest, code: UUID) -> dict[str, Any]:
 @router.post("/webhooks/{code}/test", response={202: DeliveryOut})
 def test_event(request: HttpRequest, code: UUID) -> Status[Any]:
     """Send a ``webhook.test`` event to the endpoint, delivered like any other."""
-    return Status(202, webhooks.send_test(_endpoint(request, code)))
+    return Status(202, fanout.send_test(_endpoint(request, code)))
 
 
 @router.get("/webhooks/{code}/deliveries", response=list[DeliveryOut])
 @paginate(Pages)
 def deliveries(request: HttpRequest, code: UUID) -> QuerySet[WebhookDelivery]:
     """The endpoint's delivery log, newest first, each delivery with every attempt."""
-    return webhooks.deliveries_of(_endpoint(request, code)).select_related("endpoint")
+    return sending.deliveries_of(_endpoint(request, code)).select_related("endpoint")
 
 
 @router.post("/deliveries/{delivery_id}/resend", response={202: DeliveryOut})
@@ -249,7 +250,7 @@ def resend(request: HttpRequest, delivery_id: int) -> Status[Any]:
         allowed=CAN_IMPORT,
         pk=delivery_id,
     )
-    return Status(202, webhooks.resend(delivery))  # a disabled endpoint: 409
+    return Status(202, sending.resend(delivery))  # a disabled endpoint: 409
 
 
 @router.get("/trackers/{code}/events", response=list[EventOut])

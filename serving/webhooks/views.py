@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -12,13 +13,16 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from serving.models import (
+    DeliveryAttempt,
     Grouping,
     WebhookDelivery,
     WebhookEndpoint,
 )
+from serving.webhooks import fanout, sending
 from serving.webhooks import services as webhooks
 from trackers.access import (
     Scope,
@@ -98,7 +102,7 @@ def _alerts_page(
         {
             "tracker": tracker,
             "workspace": tracker.workspace,
-            "rows": [(e, health[e.pk], webhooks.daily_chart(e)) for e in endpoints],
+            "rows": [(e, health[e.pk], daily_chart(e)) for e in endpoints],
             "form": form,
             "new_secret": secret,
         },
@@ -130,7 +134,7 @@ def alerts(request: PageRequest, code: UUID) -> HttpResponse:
 def alert_endpoint(request: PageRequest, code: UUID) -> HttpResponse:
     """One endpoint's delivery log: every delivery with every attempt, newest first."""
     endpoint = _endpoint_for(request, code)
-    page = Paginator(webhooks.deliveries_of(endpoint), 30).get_page(request.GET.get("page"))
+    page = Paginator(sending.deliveries_of(endpoint), 30).get_page(request.GET.get("page"))
     return TemplateResponse(
         request,
         "serving/alert_endpoint.html",
@@ -138,7 +142,7 @@ def alert_endpoint(request: PageRequest, code: UUID) -> HttpResponse:
             "endpoint": endpoint,
             "tracker": endpoint.tracker,
             "health": webhooks.health([endpoint])[endpoint.pk],
-            "chart": webhooks.daily_chart(endpoint),
+            "chart": daily_chart(endpoint),
             "page": page,
         },
     )
@@ -151,7 +155,7 @@ def alert_action(request: PageRequest, code: UUID, action: str) -> HttpResponse:
     endpoint = _endpoint_for(request, code)
     tracker = endpoint.tracker
     if action == "test":
-        webhooks.send_test(endpoint)
+        fanout.send_test(endpoint)
     elif action == "rotate":
         secret = webhooks.rotate_secret(endpoint)
         return _alerts_page(request, tracker, EndpointForm(), (endpoint, secret))
@@ -174,7 +178,40 @@ def resend_delivery(request: PageRequest, pk: int) -> HttpResponse:
         WebhookDelivery.objects.all(), workspace="endpoint__tracker__workspace", allowed=CAN_IMPORT, pk=pk
     )
     try:
-        webhooks.resend(delivery)
+        sending.resend(delivery)
     except webhooks.EndpointDisabled as exc:
         return bad_request(str(exc), status=exc.status)
     return redirect("alert-endpoint", code=delivery.endpoint.code)
+
+
+def daily_chart(endpoint: WebhookEndpoint, days: int = 7) -> dict[str, Any]:
+    """Attempts per day over ``days`` days, succeeded and failed, as stacked SVG bars."""
+    today = webhooks.now().date()
+    first = today - timedelta(days=days - 1)
+    counts = {first + timedelta(days=i): [0, 0] for i in range(days)}
+    for started, outcome in DeliveryAttempt.objects.filter(
+        delivery__endpoint=endpoint, started_at__date__gte=first
+    ).values_list("started_at", "outcome"):
+        day = timezone.localtime(started).date()
+        if day in counts:
+            counts[day][0 if outcome == "succeeded" else 1] += 1
+    top = max([ok + bad for ok, bad in counts.values()] + [1])
+    width, height, gap = 280, 80, 6
+    bar = (width - gap * (days - 1)) / days
+    bars = []
+    for i, (day, (ok, bad)) in enumerate(counts.items()):
+        h_ok, h_bad = height * ok / top, height * bad / top
+        bars.append(
+            {
+                "x": round(i * (bar + gap), 1),
+                "w": round(bar, 1),
+                "ok_y": round(height - h_ok, 1),
+                "ok_h": round(h_ok, 1),
+                "bad_y": round(height - h_ok - h_bad, 1),
+                "bad_h": round(h_bad, 1),
+                "ok": ok,
+                "bad": bad,
+                "day": day.strftime("%a %d"),
+            }
+        )
+    return {"w": width, "h": height, "bars": bars, "total": sum(ok + bad for ok, bad in counts.values())}
