@@ -64,6 +64,14 @@ def test_watched_changes_move_their_workspaces_generation(
 
     assert not moves_here(more_texts) and embedded.segments.filter(text="more", vector_row__isnull=False)
 
+    fresh = corpus_services.create_dataset(workspace=workspace, name="Fresh")
+
+    def first_texts():  # a dataset's first vectors: its encoder is set, which serving reads
+        with django_capture_on_commit_callbacks(execute=True):
+            corpus_services.start_import(dataset=fresh, user=owner, filename="f.csv", data=b"text\nfirst\n")
+
+    assert moves_here(first_texts)
+
 
 def test_a_snapshot_keeps_lookups_until_its_workspaces_generation_moves():
     built = []

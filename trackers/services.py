@@ -17,7 +17,7 @@ from django.db.models import Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from trackers import encoders, errors, generation, importing, text, work
+from trackers import encoders, errors, importing, text, work
 from trackers.ml.storage import VectorStore
 from trackers.models import (
     Dataset,
@@ -442,9 +442,11 @@ def embed_part(part: EmbedPart) -> dict[str, int]:
         # leaves unreferenced rows at worst, and the rerun embeds these segments again.
         first = store.append(vectors[new], encoder.encoder_id) if new else 0
         _assign_rows(ids_by_hash, {**known, **{hashes[i]: first + k for k, i in enumerate(new)}})
-        Dataset.objects.filter(pk=dataset.pk).update(encoder_id=encoder.encoder_id, vector_count=store.rows)
-        if was != encoder.encoder_id:  # the encoder of the trackers reading this dataset has changed
-            generation.bump(dataset.workspace_id)
+        if was != encoder.encoder_id:  # saved (watched): what reads this dataset's vectors must know
+            dataset.encoder_id, dataset.vector_count = encoder.encoder_id, store.rows
+            dataset.save(update_fields=["encoder_id", "vector_count"])
+        else:
+            Dataset.objects.filter(pk=dataset.pk).update(vector_count=store.rows)
     return {"stored": len(new), "processed": part.segments}
 
 
