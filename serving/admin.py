@@ -9,6 +9,7 @@ from serving.models import (
     ApiKey,
     DeliveryAttempt,
     ModelVersion,
+    PromotionPolicy,
     ScoredSegment,
     ScoringJob,
     WebhookDelivery,
@@ -48,6 +49,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         keys.revoke_keys(queryset)
+
+
+@admin.register(PromotionPolicy)
+class PromotionPolicyAdmin(admin.ModelAdmin):
+    """Whether a tracker's new versions go live by themselves (a tracker without a row: they do)."""
+
+    list_display = ["tracker", "automatic"]
+    list_filter = ["automatic"]
+    raw_id_fields = ["tracker"]
 
 
 @admin.register(ModelVersion)

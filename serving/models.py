@@ -141,6 +141,19 @@ class ApiKey(models.Model):
             self.last_used_at = now
 
 
+class PromotionPolicy(models.Model):
+    """How a tracker's new versions go live: by themselves when at least as good as the live one
+    (the default, when a tracker has no row), or when someone promotes them."""
+
+    tracker = models.OneToOneField(
+        Tracker, on_delete=models.CASCADE, primary_key=True, related_name="promotion"
+    )
+    automatic = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"{self.tracker}: {'automatic' if self.automatic else 'by hand'}"
+
+
 class ModelVersion(models.Model):
     """What one successful training run yields: its head as ONNX with a manifest, in a directory of
     its own that is never modified. Exactly one version of a tracker is live (the database holds

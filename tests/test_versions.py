@@ -131,8 +131,7 @@ def test_without_automatic_promotion_versions_wait_for_the_owner(
     embedded, workspace, owner, django_capture_on_commit_callbacks
 ):
     tracker = cancel_tracker(workspace, owner, embedded)
-    tracker.promote_automatically = False
-    tracker.save()
+    services.set_automatic_promotion(tracker, False)
     play(tracker, owner, django_capture_on_commit_callbacks)
     version = ModelVersion.objects.get(tracker=tracker)
     assert not version.is_live and services.live_version(tracker) is None
@@ -265,8 +264,7 @@ def test_the_tracker_page_loads_the_versions_panel_and_owners_promote_and_roll_b
     assert services.live_version(trained) == first
     off = client.post(reverse("tracker-versions-automatic", args=[trained.code]), {"on": "0"})
     assert "Promote automatically" in off.content.decode()
-    trained.refresh_from_db()
-    assert not trained.promote_automatically
+    assert not services.promotes_automatically(trained)
     client.force_login(viewer)
     assert client.post(reverse("tracker-version-promote", args=[trained.code, 2])).status_code == 403
     assert "Roll back" not in client.get(reverse("tracker-versions", args=[trained.code])).content.decode()

@@ -318,7 +318,6 @@ class Tracker(models.Model):
     threshold_override = models.FloatField(null=True, blank=True)
     # A new model version goes live by itself when its estimates are at least as good as the live
     # one's; otherwise it waits for the owner.
-    promote_automatically = models.BooleanField(default=True)
     round_size = models.PositiveSmallIntegerField(default=25)
     state = models.CharField(max_length=16, choices=TrackerState.choices, default=TrackerState.DRAFT)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

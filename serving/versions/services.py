@@ -19,7 +19,7 @@ from labeling.models import TrainingRun, TrainingState
 from serving.ml import artifacts
 from serving.ml.export import SCORES, VECTORS, NotExportable, head_model, standalone_model
 from serving.ml.heads import check_graph
-from serving.models import ModelVersion, estimated_quality
+from serving.models import ModelVersion, PromotionPolicy, estimated_quality
 from trackers import encoders, errors, work
 from trackers.ml.embedding import read_manifest
 from trackers.ml.storage import write_atomic
@@ -141,9 +141,19 @@ def publish_version(run: TrainingRun) -> ModelVersion | None:
             manifest_sha256=sha,
         )
         live = live_version(tracker)
-        if tracker.promote_automatically and (live is None or _at_least_as_good(version, live)):
+        if promotes_automatically(tracker) and (live is None or _at_least_as_good(version, live)):
             _make_live(version, None)
     return version
+
+
+def promotes_automatically(tracker: Tracker) -> bool:
+    """Whether the tracker's new versions go live by themselves (when at least as good)."""
+    found = PromotionPolicy.objects.filter(tracker=tracker).values_list("automatic", flat=True).first()
+    return True if found is None else found
+
+
+def set_automatic_promotion(tracker: Tracker, automatic: bool) -> None:
+    PromotionPolicy.objects.update_or_create(tracker=tracker, defaults={"automatic": automatic})
 
 
 def _at_least_as_good(new: ModelVersion, live: ModelVersion) -> bool:

@@ -35,6 +35,7 @@ def _panel(request: PageRequest, tracker: Tracker, refused: str = "") -> Templat
             "tracker": tracker,
             "versions": versions,
             "live": next((v for v in versions if v.is_live), None),
+            "automatic": services.promotes_automatically(tracker),
             "can_manage": role_in(request.user, tracker.workspace) in CAN_IMPORT,
             "refused": refused,
         },
@@ -66,8 +67,7 @@ def automatic(request: PageRequest, code: UUID) -> HttpResponse:
     """Turn automatic promotion on or off."""
     tracker = get_tracker_for_user(request.user, code)
     require_role(request.user, tracker.workspace, CAN_IMPORT)
-    tracker.promote_automatically = request.POST.get("on") == "1"
-    tracker.save(update_fields=["promote_automatically"])
+    services.set_automatic_promotion(tracker, request.POST.get("on") == "1")
     return _panel(request, tracker)
 
 
