@@ -137,13 +137,13 @@ def pipeline_rate(tmp: Path) -> dict:
     try:
         time.sleep(3)  # worker up, encoder not yet loaded: its load time counts below
         script = (
-            "import time, json; from django.contrib.auth import get_user_model; from trackers import services;"
+            "import time, json; from django.contrib.auth import get_user_model; from trackers import imports, services;"
             "from trackers.models import Dataset, Job;"
             "u = get_user_model().objects.create_user('bench');"
             "ws = services.create_workspace(name='bench', owner=u);"
             "ds = services.create_dataset(workspace=ws, name='sms');"
             f"data = open({str(SMS)!r}, 'rb').read(); t0 = time.time();"
-            "services.start_import(dataset=ds, user=u, filename='sms.csv', data=data);\n"
+            "imports.start_import(dataset=ds, user=u, filename='sms.csv', data=data);\n"
             "while not Job.objects.filter(dataset=ds, kind='index', state='succeeded').exists():\n"
             "    assert not Job.objects.filter(dataset=ds, state='failed').exists(); time.sleep(0.2)\n"
             "ds.refresh_from_db(); print(json.dumps({'seconds': time.time() - t0, 'documents': ds.documents.count(),"

@@ -112,6 +112,7 @@ from django.contrib.auth.models import User
 from labeling import services as labeling
 from serving.models import ApiKey
 from trackers import services
+from trackers import imports
 from trackers.demo import demo_zip
 from trackers.models import Dataset, Membership, Role, Workspace
 
@@ -119,7 +120,7 @@ owner = User.objects.create_user("owner", password="x")
 ws = Workspace.objects.create(name="Load")
 Membership.objects.create(workspace=ws, user=owner, role=Role.OWNER)
 ds = services.create_dataset(workspace=ws, name="Demo calls")
-services.start_import(dataset=ds, user=owner, filename="demo.zip", data=demo_zip(150))
+imports.start_import(dataset=ds, user=owner, filename="demo.zip", data=demo_zip(150))
 ds.refresh_from_db()
 keys = []
 for i in range(int(sys.argv[1])):
@@ -149,7 +150,7 @@ days = ["monday", "tuesday", "wednesday", "thursday", "friday"]
 topics = ["pricing", "renewal", "invoice", "onboarding", "support", "contract", "discount", "migration"]
 rows = [f"customer {i} asked about {topics[i % 8]} on {days[i % 5]} and call {i * 7 % 1000}" for i in range(6000)]
 ds = Dataset.objects.get(code=sys.argv[1])
-job = services.start_import(dataset=ds, user=User.objects.get(username="owner"), filename="bulk.csv",
+job = imports.start_import(dataset=ds, user=User.objects.get(username="owner"), filename="bulk.csv",
                             data=("text\n" + "\n".join(rows) + "\n").encode())
 print(json.dumps({"job": str(job.code)}))
 """

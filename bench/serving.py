@@ -66,7 +66,7 @@ from labeling import services as labeling
 from serving.versions import services as serving
 from serving.ml.export import head_parts
 from serving.models import ApiKey
-from trackers import services
+from trackers import imports, services
 from trackers.demo import demo_zip
 from trackers.models import Membership, Role, Segment, Tracker, Workspace
 import onnx
@@ -75,7 +75,7 @@ owner = User.objects.create_user("owner", password="x")
 ws = Workspace.objects.create(name="Serving bench")
 Membership.objects.create(workspace=ws, user=owner, role=Role.OWNER)
 ds = services.create_dataset(workspace=ws, name="Demo calls")
-services.start_import(dataset=ds, user=owner, filename="demo.zip", data=demo_zip(150))
+imports.start_import(dataset=ds, user=owner, filename="demo.zip", data=demo_zip(150))
 ds.refresh_from_db()
 print(f"  demo corpus: {ds.vector_count} vectors", file=sys.stderr, flush=True)
 segments = list(Segment.objects.filter(dataset=ds).order_by("pk"))
@@ -108,7 +108,7 @@ distinct = [f"customer {j} asked about the {keywords[j % len(keywords)]} on call
 rows = [distinct[i % len(distinct)] for i in range(int(sys.argv[2]))]  # embedded once per distinct text
 bulk = services.create_dataset(workspace=ws, name="Bulk")
 started = time.perf_counter()
-services.start_import(dataset=bulk, user=owner, filename="bulk.csv", data=("text\n" + "\n".join(rows) + "\n").encode())
+imports.start_import(dataset=bulk, user=owner, filename="bulk.csv", data=("text\n" + "\n".join(rows) + "\n").encode())
 bulk.refresh_from_db()
 key = ApiKey.issue(workspace=ws, name="bench", created_by=owner, role=Role.OWNER)[1]
 print(json.dumps({"key": key, "trackers": trackers, "workspace": str(ws.code), "bulk": str(bulk.code),

@@ -71,6 +71,7 @@ from labeling import services as labeling
 from serving.versions import services as serving
 from serving.models import ApiKey
 from trackers import services
+from trackers import imports
 from trackers.demo import demo_zip
 from trackers.models import Membership, Role, Segment, Workspace
 
@@ -78,7 +79,7 @@ owner = User.objects.create_user("owner", password="x")
 ws = Workspace.objects.create(name="Webhooks bench")
 Membership.objects.create(workspace=ws, user=owner, role=Role.OWNER)
 ds = services.create_dataset(workspace=ws, name="Demo calls")
-services.start_import(dataset=ds, user=owner, filename="demo.zip", data=demo_zip(int(sys.argv[1])))
+imports.start_import(dataset=ds, user=owner, filename="demo.zip", data=demo_zip(int(sys.argv[1])))
 ds.refresh_from_db()
 segments = list(Segment.objects.filter(dataset=ds).order_by("pk"))
 words = Counter(w for s in segments for w in set(s.text.lower().split()) if len(w) > 4 and w.isalpha())

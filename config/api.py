@@ -27,7 +27,7 @@ from trackers.api import router as trackers_router
 from trackers.encoders import EncoderMismatch
 from trackers.errors import Refused
 from trackers.http import PerKeyRate
-from trackers.services import format_size
+from trackers.imports import format_size
 from trackers.text import nonfinite_problem
 
 

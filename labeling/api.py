@@ -17,8 +17,8 @@ from labeling.models import Card
 from trackers import search
 from trackers.access import Scope
 from trackers.api import Description, ErrorOut, Keyword, Name, Sentence, ShortText
+from trackers.definitions import MAX_KEYWORDS, MAX_SEEDS, MAX_TOPIC_LABELS, TrackerInvalid
 from trackers.models import CAN_IMPORT, CAN_LABEL, Segment, Tracker
-from trackers.services import MAX_KEYWORDS, MAX_SEEDS, MAX_TOPIC_LABELS, TrackerInvalid
 
 router = Router()
 

@@ -22,7 +22,7 @@ from labeling.ml import loop
 from labeling.ml.estimates import ConceptEvidence, TopicEvidence, concept_estimates, topic_estimates
 from labeling.ml.training import Head, LinearScorer, TopicHead, load_scorer, save_scorer
 from labeling.models import Annotation, Card, TrainingRun, TrainingState
-from trackers import encoders, errors, work
+from trackers import definitions, encoders, errors, work
 from trackers import services as corpus
 from trackers.ml.storage import write_atomic
 from trackers.models import Document, Granularity, Segment, Tracker, TrackerKind, TrackerState
@@ -40,7 +40,7 @@ class TrainingRefused(errors.Conflict):
 
 
 def create_tracker(**definition: Any) -> Tracker:
-    """A tracker from its definition (checked by ``trackers.services.define_tracker``) with its first round.
+    """A tracker from its definition (checked by ``trackers.definitions.define_tracker``) with its first round.
 
     Example sentences found in the data are answered from the start ('yes', or their label), so
     they are never shown as cards.
@@ -48,7 +48,7 @@ def create_tracker(**definition: Any) -> Tracker:
     if definition.get("kind") == TrackerKind.TOPIC:
         _check_labels_are_not_answers(definition.get("labels") or [])
     with transaction.atomic():
-        tracker = corpus.define_tracker(**definition)
+        tracker = definitions.define_tracker(**definition)
         _answer_examples_found(tracker)
         game.fill_round(tracker)
     return tracker
@@ -60,7 +60,7 @@ GAME_ANSWERS = (Annotation.SKIP, loop.NONE)  # what a labeler may answer besides
 def _check_labels_are_not_answers(labels: list[str]) -> None:
     reserved = next((n for n in labels if " ".join(n.split()).lower() in GAME_ANSWERS), None)
     if reserved:
-        raise corpus.TrackerInvalid(
+        raise definitions.TrackerInvalid(
             f"'{reserved.strip()}' is reserved ('skip' skips a card, 'none' answers that no label fits); "
             "choose another label name",
             field="labels",

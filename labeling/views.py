@@ -25,9 +25,9 @@ from trackers.access import (
     require_role,
     role_in,
 )
+from trackers.definitions import TrackerInvalid
 from trackers.http import PageRequest, bad_request, form_id
 from trackers.models import CAN_IMPORT, CAN_LABEL, Granularity, Segment, TrackerKind
-from trackers.services import TrackerInvalid
 
 
 @login_required

@@ -153,10 +153,10 @@ def key(workspace, owner):
 def embedded(dataset, owner, django_capture_on_commit_callbacks):
     """``dataset`` with the cancel corpus of tests.test_game imported, embedded and indexed."""
     from tests.test_game import corpus
-    from trackers import services
+    from trackers import imports
 
     with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
-        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+        imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     assert dataset.vector_count == 116
     return dataset

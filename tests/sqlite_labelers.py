@@ -28,7 +28,7 @@ def main(data_dir: str, labelers: int) -> dict:
     from config.celery import app
     from tests.factories import DatasetFactory, MembershipFactory, UserFactory, WorkspaceFactory
     from tests.fakes import FakeEncoder
-    from trackers import encoders
+    from trackers import encoders, imports
 
     assert connection.vendor == "sqlite", connection.vendor
     call_command("migrate", verbosity=0)
@@ -39,7 +39,6 @@ def main(data_dir: str, labelers: int) -> dict:
     from labeling import game
     from labeling import services as labeling_services
     from labeling.models import Annotation, Card
-    from trackers import services
     from trackers.models import Role
 
     workspace = WorkspaceFactory(name="Load")
@@ -51,7 +50,7 @@ def main(data_dir: str, labelers: int) -> dict:
     rows = [f"please cancel my plan number {i}" for i in range(60)] + [
         f"the weather {i} is fine" for i in range(140)
     ]
-    services.start_import(
+    imports.start_import(
         dataset=dataset, user=users[0], filename="c.csv", data=("text\n" + "\n".join(rows) + "\n").encode()
     )
     dataset.refresh_from_db()

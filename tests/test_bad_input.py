@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 from labeling import services as labeling_services
-from trackers import services
+from trackers import definitions, services
 from trackers.models import Dataset, Tracker
 
 pytestmark = pytest.mark.django_db
@@ -76,7 +76,7 @@ def test_the_service_refuses_what_the_forms_and_schemas_would_not_let_through(wo
         ({"keywords": [f"k{i}" for i in range(2000)]}, "give at most 50 keywords (got 2,000)"),
     ]:
         args = {"name": "Cancel", "seeds": ["cancel my plan", "I want to cancel", "stop it"], **kwargs}
-        with pytest.raises(services.TrackerInvalid, match=re.escape(message)):
+        with pytest.raises(definitions.TrackerInvalid, match=re.escape(message)):
             labeling_services.create_tracker(workspace=workspace, user=owner, datasets=[embedded], **args)
     with pytest.raises(services.InputInvalid, match="name is 121 characters long; the limit is 120"):
         services.create_dataset(workspace=workspace, name="n" * 121)

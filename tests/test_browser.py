@@ -8,6 +8,7 @@ import pytest
 from django.db import connections
 
 from labeling import services as labeling_services
+from trackers import imports
 from trackers.models import Job, JobState
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is installed by `make test`").expect
@@ -110,9 +111,9 @@ def test_bad_file_shows_the_error_in_place(page, live_server, owner, dataset, tm
 def test_a_full_round_with_the_keyboard_alone(page, live_server, owner, dataset, workspace, tmp_path):
     from labeling.models import Annotation, TrainingRun
     from tests.test_game import cancel_tracker, corpus
-    from trackers import services
+    from trackers import imports
 
-    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     tracker = cancel_tracker(workspace, owner, dataset, round_size=10, name="Wants to cancel")
     log_in(page, live_server, owner, f"/t/{tracker.code}/play/")
@@ -143,9 +144,8 @@ def test_a_full_round_with_the_keyboard_alone(page, live_server, owner, dataset,
 
 def test_the_game_fits_a_phone(page, live_server, owner, dataset, workspace):
     from tests.test_game import cancel_tracker, corpus
-    from trackers import services
 
-    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     tracker = cancel_tracker(workspace, owner, dataset, round_size=10)
     page.set_viewport_size({"width": 390, "height": 800})
@@ -188,9 +188,8 @@ def test_a_topic_round_with_number_keys(page, live_server, owner, dataset, works
 def test_swipe_right_says_yes_and_left_says_no(page, live_server, owner, dataset, workspace):
     from labeling.models import Annotation
     from tests.test_game import cancel_tracker, corpus
-    from trackers import services
 
-    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     tracker = cancel_tracker(workspace, owner, dataset, round_size=10)
     page.set_viewport_size({"width": 390, "height": 800})
@@ -219,9 +218,8 @@ def test_a_document_card_shows_key_lines_and_opens_the_whole_call(
 ):
     from labeling.models import Annotation
     from tests.test_documents import calls
-    from trackers import services
 
-    services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
+    imports.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
     dataset.refresh_from_db()
     tracker = labeling_services.create_tracker(
         workspace=workspace,
@@ -261,9 +259,8 @@ def test_the_pages_scripts_run_under_the_content_security_policy(
     from serving.webhooks import services as webhooks
     from tests.test_game import cancel_tracker, corpus
     from tests.test_versions import play
-    from trackers import services
 
-    services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     tracker = cancel_tracker(workspace, owner, dataset)
     from django.test import TestCase

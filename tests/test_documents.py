@@ -14,7 +14,7 @@ from labeling import services as labeling_services
 from labeling.models import Annotation, TrainingState
 from tests.factories import DatasetFactory, MembershipFactory, WorkspaceFactory
 from tests.test_topics import play_round
-from trackers import services
+from trackers import imports
 from trackers.models import Document, Granularity, Role, Segment
 
 pytestmark = pytest.mark.django_db
@@ -61,7 +61,7 @@ def is_cancel(document: Document) -> bool:
 def calls_tracker(dataset, owner, workspace, *, speaker_filter: str = ""):
     """A document tracker of cancellation calls over ``calls()``, imported into ``dataset`` here."""
     with TestCase.captureOnCommitCallbacks(execute=True):  # import, embed and index run on commit
-        services.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
+        imports.start_import(dataset=dataset, user=owner, filename="calls.jsonl", data=calls())
     dataset.refresh_from_db()
     return labeling_services.create_tracker(
         workspace=workspace,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from trackers import services, work
+from trackers import embedding, imports, services, work
 from trackers.models import Dataset, EmbedPart, Job, JobKind, JobState, Segment
 
 pytestmark = pytest.mark.django_db
@@ -35,18 +35,18 @@ def csv(rows):
 def import_rows(dataset, owner, rows, callbacks):
     """The rows imported, embedded and indexed; the embedding job."""
     with callbacks(execute=True):
-        services.start_import(dataset=dataset, user=owner, filename="r.csv", data=csv(rows))
+        imports.start_import(dataset=dataset, user=owner, filename="r.csv", data=csv(rows))
     return Job.objects.get(dataset=dataset, kind=JobKind.EMBED)
 
 
 def planned(dataset, owner, rows, callbacks):
     """The rows imported and their embedding job claimed and planned; no part has run."""
     with callbacks(execute=False):
-        imported = services.start_import(dataset=dataset, user=owner, filename="r.csv", data=csv(rows))
-        services.run_import(work.claim(Job, imported.pk))
+        imported = imports.start_import(dataset=dataset, user=owner, filename="r.csv", data=csv(rows))
+        imports.run_import(work.claim(Job, imported.pk))
         job = Job.objects.get(dataset=dataset, kind=JobKind.EMBED)
         assert work.claim(Job, job.pk) is not None
-        assert services.plan_embedding(job) is work.HANDED_TO_PARTS
+        assert embedding.plan_embedding(job) is work.HANDED_TO_PARTS
     return job
 
 
@@ -96,13 +96,13 @@ def test_parts_storing_at_once_reuse_each_others_rows(
         if not interleaved:
             interleaved.append(True)
             other = work.claim(EmbedPart, second.pk)
-            work.finish(other, JobState.SUCCEEDED, **services.embed_part(other))
+            work.finish(other, JobState.SUCCEEDED, **embedding.embed_part(other))
         return encode(texts, batch_size)
 
     monkeypatch.setattr(fake_encoder, "encode", encode_while_the_other_part_runs)
     mine = work.claim(EmbedPart, first.pk)
     with django_capture_on_commit_callbacks(execute=True):
-        work.finish(mine, JobState.SUCCEEDED, **services.embed_part(mine))
+        work.finish(mine, JobState.SUCCEEDED, **embedding.embed_part(mine))
     second.refresh_from_db()
     # part 2 (price, refund please, hello, bye, cancel) stored all five while part 1 was embedding
     assert interleaved and second.stored == 5
@@ -173,7 +173,7 @@ def test_a_planner_that_died_after_planning_keeps_its_parts(
     job = planned(dataset, owner, ROWS, django_capture_on_commit_callbacks)
     parts = list(job.parts.values_list("pk", flat=True))
     with django_capture_on_commit_callbacks(execute=True):  # the rerun plans nothing new
-        assert services.plan_embedding(job) is work.HANDED_TO_PARTS
+        assert embedding.plan_embedding(job) is work.HANDED_TO_PARTS
     assert list(job.parts.values_list("pk", flat=True)) == parts
     with django_capture_on_commit_callbacks(execute=True):
         for part in job.parts.all():

@@ -18,7 +18,7 @@ from labeling.ml import loop
 from labeling.models import Annotation, Card, TrainingRun, TrainingState
 from labeling.tasks import train_tracker
 from tests.factories import MembershipFactory, UserFactory
-from trackers import services
+from trackers import definitions
 from trackers.models import Role, TrackerState
 
 pytestmark = pytest.mark.django_db
@@ -95,12 +95,12 @@ def test_first_round_is_seed_neighbours_and_random(tracker):
 
 
 def test_tracker_needs_three_seeds_and_embedded_data(workspace, owner, dataset, embedded):
-    with pytest.raises(services.TrackerInvalid, match="at least 3 example sentences"):
+    with pytest.raises(definitions.TrackerInvalid, match="at least 3 example sentences"):
         labeling_services.create_tracker(
             workspace=workspace, user=owner, name="x", datasets=[embedded], seeds=["a", " "]
         )
     empty = dataset.__class__.objects.create(workspace=workspace, name="empty")
-    with pytest.raises(services.TrackerInvalid, match="'empty' has no embedded segments yet"):
+    with pytest.raises(definitions.TrackerInvalid, match="'empty' has no embedded segments yet"):
         labeling_services.create_tracker(
             workspace=workspace, user=owner, name="x", datasets=[empty], seeds=["a", "b", "c"]
         )

@@ -11,7 +11,7 @@ from labeling import game
 from labeling import services as labeling_services
 from labeling.models import Annotation, Card, TrainingRun, TrainingState
 from tests.test_game import cancel_tracker, corpus, oracle
-from trackers import services
+from trackers import imports
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def tracker(dataset, owner, workspace, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
-        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+        imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     return cancel_tracker(workspace, owner, dataset, round_size=10, name="Wants to cancel")
 
@@ -28,7 +28,7 @@ def test_create_tracker_through_the_form(
     owner_client, workspace, dataset, owner, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+        imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     url = reverse("tracker-create", args=[workspace.code])
     bad = owner_client.post(
         url,

@@ -15,7 +15,7 @@ from serving.versions import services
 from tests.factories import WorkspaceFactory
 from tests.test_game import cancel_tracker
 from tests.test_versions import play, predict
-from trackers import generation
+from trackers import generation, imports
 from trackers import services as corpus_services
 from trackers.models import Membership
 
@@ -60,7 +60,7 @@ def test_watched_changes_move_their_workspaces_generation(
 
     def more_texts():  # embedded by the encoder the dataset already has: nothing serving reads changes
         with django_capture_on_commit_callbacks(execute=True):
-            corpus_services.start_import(dataset=embedded, user=owner, filename="m.csv", data=b"text\nmore\n")
+            imports.start_import(dataset=embedded, user=owner, filename="m.csv", data=b"text\nmore\n")
 
     assert not moves_here(more_texts) and embedded.segments.filter(text="more", vector_row__isnull=False)
 
@@ -68,7 +68,7 @@ def test_watched_changes_move_their_workspaces_generation(
 
     def first_texts():  # a dataset's first vectors: its encoder is set, which serving reads
         with django_capture_on_commit_callbacks(execute=True):
-            corpus_services.start_import(dataset=fresh, user=owner, filename="f.csv", data=b"text\nfirst\n")
+            imports.start_import(dataset=fresh, user=owner, filename="f.csv", data=b"text\nfirst\n")
 
     assert moves_here(first_texts)
 

@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import TestCase
 from django.urls import reverse
 
-from trackers import services, work
+from trackers import imports, services, work
 from trackers.models import Document, Job, JobKind, JobState, Segment
 
 pytestmark = pytest.mark.django_db
@@ -92,8 +92,8 @@ def test_file_over_the_size_limit_is_refused_in_the_request(owner_client, datase
 
 def test_size_limit_message_names_file_and_sizes(dataset, owner, settings):
     settings.UPLOAD_MAX_BYTES = 2_000_000
-    with pytest.raises(services.ImportRejected, match=r"^big.csv: the file is 3.0 MB; the limit is 2.0 MB$"):
-        services.start_import(dataset=dataset, user=owner, filename="big.csv", data=b"t" * 3_000_000)
+    with pytest.raises(imports.ImportRejected, match=r"^big.csv: the file is 3.0 MB; the limit is 2.0 MB$"):
+        imports.start_import(dataset=dataset, user=owner, filename="big.csv", data=b"t" * 3_000_000)
 
 
 def test_empty_upload_is_refused(owner_client, dataset):
@@ -202,7 +202,7 @@ def test_a_killed_worker_job_is_queued_again_and_finishes(
     from django.utils import timezone
 
     with django_capture_on_commit_callbacks(execute=False):
-        job = services.start_import(dataset=dataset, user=owner, filename="m.csv", data=GOOD_CSV)
+        job = imports.start_import(dataset=dataset, user=owner, filename="m.csv", data=GOOD_CSV)
     # a worker claimed it and died: running, with an old heartbeat
     Job.objects.filter(pk=job.pk).update(
         state=JobState.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=1)
@@ -224,7 +224,7 @@ def test_a_running_job_with_a_fresh_heartbeat_is_not_claimed_twice(
     dataset, owner, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False):
-        job = services.start_import(dataset=dataset, user=owner, filename="m.csv", data=GOOD_CSV)
+        job = imports.start_import(dataset=dataset, user=owner, filename="m.csv", data=GOOD_CSV)
     assert work.claim(Job, job.pk) is not None
     assert work.claim(Job, job.pk) is None
     assert services.requeue_stale_jobs() == {
@@ -245,7 +245,7 @@ def test_a_job_that_keeps_killing_its_worker_fails_at_the_attempt_cap(
 
     settings.WORK_MAX_ATTEMPTS = 3
     with django_capture_on_commit_callbacks(execute=False):
-        job = services.start_import(dataset=dataset, user=owner, filename="m.csv", data=GOOD_CSV)
+        job = imports.start_import(dataset=dataset, user=owner, filename="m.csv", data=GOOD_CSV)
     long_ago = timezone.now() - timedelta(hours=1)
     for attempt in (1, 2, 3):  # each claim's worker dies: running, heartbeat gone stale
         assert work.claim(Job, job.pk) is not None
@@ -307,9 +307,9 @@ def test_a_database_failure_is_told_in_the_projects_words(dataset, owner, monkey
     def refuse(job):
         raise DataError('invalid byte sequence for encoding "UTF8": 0x00\nCONTEXT: INSERT INTO "segment" ...')
 
-    monkeypatch.setattr(services, "run_import", refuse)
+    monkeypatch.setattr(imports, "run_import", refuse)
     with TestCase.captureOnCommitCallbacks(execute=True):
-        job = services.start_import(dataset=dataset, user=owner, filename="a.csv", data=GOOD_CSV)
+        job = imports.start_import(dataset=dataset, user=owner, filename="a.csv", data=GOOD_CSV)
     job.refresh_from_db()
     assert job.state == JobState.FAILED
     assert "INSERT" not in job.error and "0x00" not in job.error and "database refused" in job.error
@@ -334,7 +334,7 @@ def test_an_uploads_file_is_deleted_once_its_job_has_ended(
 def test_an_upload_stays_while_its_job_may_still_run(dataset, owner):
     from pathlib import Path
 
-    job = services.start_import(dataset=dataset, user=owner, filename="a.csv", data=GOOD_CSV)  # not run yet
+    job = imports.start_import(dataset=dataset, user=owner, filename="a.csv", data=GOOD_CSV)  # not run yet
     assert Path(job.params["path"]).exists()
 
 

@@ -9,7 +9,7 @@ from labeling import game
 from labeling.models import Annotation
 from tests.factories import MembershipFactory, UserFactory
 from tests.test_game import cancel_tracker, corpus
-from trackers import services
+from trackers import imports
 from trackers.models import Role
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def setup(dataset, owner, workspace, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):  # import, embed and index run on commit
-        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+        imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     tracker = cancel_tracker(workspace, owner, dataset, round_size=6)
     lara = MembershipFactory(workspace=workspace, user=UserFactory(username="lara"), role=Role.LABELER).user

@@ -19,7 +19,7 @@ from tests.factories import DatasetFactory
 from tests.test_documents import CANCEL_LINES, calls_tracker, is_cancel
 from tests.test_topics import play_round
 from tests.test_versions import many, predict
-from trackers import services as corpus_services
+from trackers import imports
 from trackers.models import WorkState
 
 # --- the rule, on arrays --------------------------------------------------------------------
@@ -114,7 +114,7 @@ def test_one_transcript_gets_the_same_matches_and_scores_on_every_path(
     stored = DatasetFactory(workspace=workspace, name="Stored calls")
     row = json.dumps({"id": "call-x", "title": "a call", "turns": TURNS}) + "\n"
     with TestCase.captureOnCommitCallbacks(execute=True):
-        corpus_services.start_import(dataset=stored, user=owner, filename="x.jsonl", data=row.encode())
+        imports.start_import(dataset=stored, user=owner, filename="x.jsonl", data=row.encode())
     stored.refresh_from_db()
     with TestCase.captureOnCommitCallbacks(execute=True):  # the job runs on commit (eager in tests)
         job = scoring.start_scoring(dataset=stored, user=owner, trackers=[calls, lines], min_score=0.0)

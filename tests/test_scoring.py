@@ -22,8 +22,8 @@ from serving.scoring import services as scoring
 from serving.versions import runtime, services
 from tests.factories import DatasetFactory, MembershipFactory, UserFactory, WorkspaceFactory
 from tests.test_game import cancel_tracker, oracle
+from trackers import imports, work
 from trackers import services as corpus_services
-from trackers import work
 from trackers.models import Role, Segment, WorkState
 
 pytestmark = pytest.mark.django_db
@@ -168,7 +168,7 @@ def test_scoring_refuses_what_it_cannot_do(embedded, workspace, owner, two_live)
     foreign = DatasetFactory(workspace=workspace, name="Other encoder", encoder_id="another-encoder")
     with pytest.raises(scoring.ScoringRefused, match="trained on vectors of another encoder"):
         scoring.start_scoring(dataset=foreign, user=owner, trackers=[two_live[0]])
-    corpus_services.start_import(dataset=embedded, user=owner, filename="more.csv", data=b"text\nmore\n")
+    imports.start_import(dataset=embedded, user=owner, filename="more.csv", data=b"text\nmore\n")
     with pytest.raises(scoring.ScoringRefused, match="still being imported or embedded"):
         scoring.start_scoring(dataset=embedded, user=owner)
 
@@ -277,7 +277,7 @@ def test_feedback_on_a_dataset_the_tracker_did_not_learn_from_brings_it_into_the
 
     production = DatasetFactory(workspace=workspace, name="Production calls")
     with django_capture_on_commit_callbacks(execute=True):
-        corpus_services.start_import(dataset=production, user=owner, filename="prod.csv", data=corpus())
+        imports.start_import(dataset=production, user=owner, filename="prod.csv", data=corpus())
     production.refresh_from_db()
     tracker = two_live[0]
     with django_capture_on_commit_callbacks(execute=True):
@@ -429,7 +429,7 @@ def test_bulk_scoring_runs_in_a_real_worker_with_progress_download_and_feedback_
     log = tmp_path / "worker.log"
     proc = start_worker({**env, "TRACKERS_SCORING_CHUNK_SEGMENTS": "20"}, log)
     try:
-        corpus_services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+        imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
         wait_for(lambda: jobs_done(dataset), 180, "import, embed and index jobs", log)
         dataset.refresh_from_db()
         tracker = cancel_tracker(workspace, owner, dataset, round_size=10)

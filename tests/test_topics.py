@@ -18,7 +18,7 @@ from labeling.ml.training import (
     train_topic,
 )
 from labeling.models import Annotation, TrainingState
-from trackers import services
+from trackers import definitions, imports
 from trackers.models import Segment, TrackerKind
 
 LABELS = ["billing", "cancellation", "technical"]
@@ -142,7 +142,7 @@ pytestmark_db = pytest.mark.django_db
 def ticket_topic_tracker(dataset, owner, workspace, *, round_size: int = 12):
     """The three-label ticket tracker over the ticket corpus (imported into ``dataset`` here)."""
     with TestCase.captureOnCommitCallbacks(execute=True):  # import, embed and index run on commit
-        services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+        imports.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
     dataset.refresh_from_db()
     return labeling_services.create_tracker(
         workspace=workspace,
@@ -189,9 +189,9 @@ def test_topic_trackers_check_labels_and_examples(
     workspace, owner, dataset, labels, seeds, error, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+        imports.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
     dataset.refresh_from_db()
-    with pytest.raises(services.TrackerInvalid, match=error):
+    with pytest.raises(definitions.TrackerInvalid, match=error):
         labeling_services.create_tracker(
             workspace=workspace,
             user=owner,
@@ -294,7 +294,7 @@ def test_topic_tracker_through_the_form(
     owner_client, workspace, dataset, owner, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+        imports.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
     url = reverse("tracker-create", args=[workspace.code])
     form = {
         "name": "Ticket topic",
@@ -324,7 +324,7 @@ def test_topic_tracker_through_the_api(client, workspace, dataset, owner, django
     from serving.models import ApiKey
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
+        imports.start_import(dataset=dataset, user=owner, filename="tickets.csv", data=topic_corpus())
     _, raw = ApiKey.issue(workspace=workspace, name="ci", created_by=owner)
     headers = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
     url = f"/api/workspaces/{workspace.code}/trackers"
@@ -380,7 +380,7 @@ def test_topic_tracker_learns_banking_intents_with_the_real_encoder(
         f'"{r["text"].replace(chr(34), chr(34) * 2)}",{r["label"]}\n' for r in rows
     )
     with django_capture_on_commit_callbacks(execute=True):
-        services.start_import(dataset=dataset, user=owner, filename="b77.csv", data=data.encode())
+        imports.start_import(dataset=dataset, user=owner, filename="b77.csv", data=data.encode())
     dataset.refresh_from_db()
     tracker = labeling_services.create_tracker(
         workspace=workspace,

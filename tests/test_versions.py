@@ -44,11 +44,11 @@ def real_trained_tracker(dataset, workspace, owner, *, rounds: int):
     from django.core.management import call_command
 
     from tests.test_game import corpus
-    from trackers import services as corpus_services
+    from trackers import imports
 
     call_command("prepare_encoder")  # a no-op once exported
     with TestCase.captureOnCommitCallbacks(execute=True):
-        corpus_services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+        imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     dataset.refresh_from_db()
     tracker = cancel_tracker(workspace, owner, dataset)
     for _ in range(rounds):

@@ -23,7 +23,7 @@ from tests.receiver import Answer, receiving
 from tests.test_game import cancel_tracker, corpus, oracle
 from tests.test_worker import jobs_done
 from tests.workers import start_worker, stop_worker, wait_for
-from trackers import services as corpus_services
+from trackers import imports
 from trackers.models import WorkState
 
 pytestmark = [pytest.mark.real_worker, pytest.mark.django_db(transaction=True)]
@@ -39,7 +39,7 @@ FAST = {
 
 def live_tracker(dataset, workspace, owner, log):
     """The cancel tracker trained by the worker until its first version is live."""
-    corpus_services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
     wait_for(lambda: jobs_done(dataset), 180, "import, embed and index jobs", log)
     dataset.refresh_from_db()
     tracker = cancel_tracker(workspace, owner, dataset, round_size=10)
@@ -127,7 +127,7 @@ def test_an_imported_call_is_scored_by_the_live_tracker_and_alerted_with_no_othe
                     {"speaker": "agent", "text": "I am sorry to hear that"},
                 ],
             }
-            corpus_services.start_import(
+            imports.start_import(
                 dataset=dataset, user=owner, filename="calls.jsonl", data=(json.dumps(call) + "\n").encode()
             )
             wait_for(lambda: r.received, 120, "the alert for the imported call", log)

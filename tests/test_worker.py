@@ -11,7 +11,7 @@ import redis
 
 from tests.conftest import BROKER_KEY_PREFIX, shared_file
 from tests.workers import start_worker, stop_worker, wait_for
-from trackers import services
+from trackers import imports
 from trackers.models import Dataset, Job, JobKind, JobState, Segment
 
 pytestmark = [pytest.mark.real_worker, pytest.mark.django_db(transaction=True)]
@@ -31,7 +31,7 @@ def test_worker_imports_embeds_and_indexes_a_file(env, dataset, owner, tmp_path)
     proc = start_worker(env, log)
     try:
         data = b"text,label\nI lost my card on the train,lost\nWhat's the euro exchange rate?,fx\nI lost my card on the train,lost\n"
-        services.start_import(dataset=dataset, user=owner, filename="small.csv", data=data)
+        imports.start_import(dataset=dataset, user=owner, filename="small.csv", data=data)
         wait_for(lambda: jobs_done(dataset), 120, "import, embed and index jobs", log)
     finally:
         stop_worker(proc)
@@ -59,7 +59,7 @@ def test_a_worker_killed_mid_embedding_loses_nothing(env, dataset, owner, tmp_pa
     first = start_worker(env, log)
     try:
         data = b"".join(path.read_bytes().splitlines(keepends=True)[:1501])  # header + 1,500 messages
-        services.start_import(dataset=dataset, user=owner, filename="sms.csv", data=data)
+        imports.start_import(dataset=dataset, user=owner, filename="sms.csv", data=data)
         embed = wait_for(
             lambda: Job.objects.filter(
                 dataset=dataset, kind=JobKind.EMBED, state=JobState.RUNNING, processed__gte=520
@@ -109,7 +109,7 @@ def test_two_bulk_workers_share_one_datasets_embedding(env, dataset, owner, tmp_
         # a bulk-only worker yields the CPU to training: a lower priority, inherited by its pool
         assert [os.getpriority(os.PRIO_PROCESS, w.pid) for w in workers] == [10, 10]
         data = b"".join(path.read_bytes().splitlines(keepends=True)[:1201])  # header + 1,200 messages
-        services.start_import(dataset=dataset, user=owner, filename="sms.csv", data=data)
+        imports.start_import(dataset=dataset, user=owner, filename="sms.csv", data=data)
         wait_for(lambda: jobs_done(dataset), 300, "import, embed and index jobs", logs[0])
     finally:
         for w in workers:
@@ -161,14 +161,14 @@ def test_training_runs_on_the_interactive_queue_while_bulk_work_waits(
     log = tmp_path / "worker.log"
     proc = start_worker(env, log)  # both queues: the corpus is imported, embedded and indexed
     try:
-        services.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+        imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
         wait_for(lambda: jobs_done(dataset), 180, "import, embed and index jobs", log)
     finally:
         stop_worker(proc)
     dataset.refresh_from_db()
     proc = start_worker(env, log, queues="interactive")  # nobody takes bulk work now
     try:
-        waiting = services.start_import(
+        waiting = imports.start_import(
             dataset=dataset, user=owner, filename="more.csv", data=b"text\nmore words\n"
         )
         tracker = labeling_services.create_tracker(

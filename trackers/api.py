@@ -11,7 +11,7 @@ from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from pydantic import AfterValidator
 
-from trackers import search, services
+from trackers import definitions, imports, search, services
 from trackers.access import Scope
 from trackers.http import PerKeyRate
 from trackers.models import CAN_IMPORT, Dataset, Job
@@ -23,7 +23,7 @@ router = Router()
 Name = Annotated[str, Field(min_length=1, max_length=services.NAME_MAX_CHARS), AfterValidator(storable)]
 Description = Annotated[str, Field(max_length=services.DESCRIPTION_MAX_CHARS), AfterValidator(storable)]
 ShortText = Annotated[str, Field(max_length=services.NAME_MAX_CHARS), AfterValidator(storable)]
-Keyword = Annotated[str, Field(max_length=services.KEYWORD_MAX_CHARS), AfterValidator(storable)]
+Keyword = Annotated[str, Field(max_length=definitions.KEYWORD_MAX_CHARS), AfterValidator(storable)]
 Sentence = Annotated[str, Field(max_length=10_000), AfterValidator(storable)]
 
 
@@ -143,8 +143,8 @@ def import_file(
     """
     ds = Scope.of_request(request).dataset(code, CAN_IMPORT)
     filename = file.name or "upload"
-    services.check_upload_size(filename, file.size or 0)  # start_import checks the size read too
-    job = services.start_import(  # refused: 422
+    imports.check_upload_size(filename, file.size or 0)  # start_import checks the size read too
+    job = imports.start_import(  # refused: 422
         dataset=ds,
         user=Scope.of_request(request).actor,
         filename=filename,

@@ -8,7 +8,7 @@ class TrackersConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
 
-        from trackers import generation, services
+        from trackers import embedding, generation, imports
         from trackers.models import Dataset, EmbedPart, Job, Membership, Tracker, Workspace
         from trackers.work import work_finished
 
@@ -16,5 +16,5 @@ class TrackersConfig(AppConfig):
             get_user_model(), Workspace, Membership, Dataset, Tracker, m2m=(Tracker.datasets.through,)
         )
 
-        work_finished.connect(services.discard_upload, sender=Job, dispatch_uid="trackers-discard-upload")
-        work_finished.connect(services.part_ended, sender=EmbedPart, dispatch_uid="trackers-part-ended")
+        work_finished.connect(imports.discard_upload, sender=Job, dispatch_uid="trackers-discard-upload")
+        work_finished.connect(embedding.part_ended, sender=EmbedPart, dispatch_uid="trackers-part-ended")

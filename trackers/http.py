@@ -51,7 +51,7 @@ class RequestBodyLimit:
         else:
             what, limit, slack = "an upload", settings.UPLOAD_MAX_BYTES, self.OVERHEAD
         if length > limit + slack:
-            from trackers.services import format_size
+            from trackers.imports import format_size
 
             message = (
                 f"the request body is {format_size(length)}; the limit for {what} is {format_size(limit)}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from trackers import search, services, work
+from trackers import embedding, imports, search, services, work
 from trackers.models import EmbedPart, Job
 
 
@@ -13,7 +13,7 @@ def import_corpus(self, *, work_id: int) -> None:
     """Parse an uploaded file into documents and segments; queue embedding on success."""
 
     def run(job: Job) -> None:
-        services.run_import(job)  # records its own outcome on the job
+        imports.run_import(job)  # records its own outcome on the job
 
     work.run_claimed(self, Job, work_id, run)
 
@@ -21,13 +21,13 @@ def import_corpus(self, *, work_id: int) -> None:
 @shared_task(bind=True, acks_late=True)
 def embed_dataset(self, *, work_id: int) -> None:
     """Split embedding the dataset's new segments into parts; the last part to end queues the index."""
-    work.run_claimed(self, Job, work_id, services.plan_embedding)
+    work.run_claimed(self, Job, work_id, embedding.plan_embedding)
 
 
 @shared_task(bind=True, acks_late=True)
 def embed_part(self, *, work_id: int) -> None:
     """Embed one part of a dataset's new segments (any bulk worker; taken over if its worker dies)."""
-    work.run_claimed(self, EmbedPart, work_id, services.embed_part)
+    work.run_claimed(self, EmbedPart, work_id, embedding.embed_part)
 
 
 @shared_task(bind=True, acks_late=True)

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import reswap, retarget
 
-from trackers import search, services
+from trackers import imports, search, services
 from trackers.access import (
     get_dataset_for_user,
     get_document_for_user,
@@ -119,8 +119,8 @@ def dataset_upload(request: PageRequest, code) -> HttpResponse:
     if form.is_valid():
         upload = form.cleaned_data["file"]
         try:
-            services.check_upload_size(upload.name, upload.size)
-            job = services.start_import(
+            imports.check_upload_size(upload.name, upload.size)
+            job = imports.start_import(
                 dataset=ds,
                 user=request.user,
                 filename=upload.name,
@@ -128,7 +128,7 @@ def dataset_upload(request: PageRequest, code) -> HttpResponse:
                 fmt=form.cleaned_data["format"],
                 on_error=form.cleaned_data["on_error"],
             )
-        except services.ImportRejected as exc:
+        except imports.ImportRejected as exc:
             form.add_error("file", str(exc))
         else:
             if request.htmx:

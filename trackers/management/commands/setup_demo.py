@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from trackers import services
+from trackers import imports, services
 from trackers.demo import demo_zip
 from trackers.models import Dataset, Membership, Role, Workspace
 
@@ -50,7 +50,7 @@ class Command(BaseCommand):
                 },
             )
             if created or not ds.documents.exists() and not ds.jobs.exists():
-                job = services.start_import(
+                job = imports.start_import(
                     dataset=ds,
                     user=user,
                     filename="demo-calls.zip",
