@@ -13,8 +13,9 @@ it, on loopback. Measured:
   latency run (``http.encoder_b1_p50_ms``, what the p50 is compared with) and paired with the
   in-process app calls (``encoder_b1_p50_ms``);
 - the same text through ``POST /api/v1/workspaces/{code}/predict`` with 1, 10 and 100 live trackers;
-- in-process cost per text of the prediction endpoint's own function (key, tracker, live version,
-  encoder, head, answers) at batch 1 and 32, against the raw encoder alone;
+- in-process cost per text of a prediction through the whole request path (the WSGI application a
+  server calls: routing, middleware, parsing, key, rate limit, tracker, live version, encoder, head,
+  answers, rendering) at batch 1 and 32, against the raw encoder alone;
 - bulk scoring of the 100,000-segment dataset by 10 trackers (the app's job, run in-process), next
   to the encoder's own rate;
 - cold start of a web worker to its first prediction, and a web worker's resident memory.
@@ -119,18 +120,15 @@ print(json.dumps({"key": key, "trackers": trackers, "workspace": str(ws.code), "
 """
 
 IN_PROCESS = r"""
-import json, sys, time
+import io, json, sys, time
 import django
 django.setup()
 import numpy as np
 from config.celery import app
 app.conf.task_always_eager = True
-from types import SimpleNamespace
 from django.conf import settings
-from serving.predict import api
 from serving.scoring import services as scoring
 from serving.versions import services
-from serving.auth import principal_for
 from trackers import encoders
 from trackers.models import Dataset, Tracker
 
@@ -140,11 +138,26 @@ tracker = Tracker.objects.get(code=args["trackers"][0])
 encoder = encoders.get_encoder(services.encoder_id_of(tracker))
 texts32 = [f"{args['text']} ({i})" for i in range(32)]
 
+from config.wsgi import application
+
+PATH = f"/api/v1/trackers/{tracker.code}/predict"
+
 def app_path(texts):
-    # The prediction endpoint's own function, as a request reaches it after routing and parsing.
-    request = SimpleNamespace(path="/api/v1/predict", method="POST")
-    request.auth = principal_for(args["key"], request)
-    return api.predict(request, tracker.code, api.PredictIn(texts=texts))
+    # The whole request path a server hands the app: the WSGI application (routing, middleware,
+    # parsing, the key, the rate limit, the endpoint, rendering), as granian calls it.
+    body = json.dumps({"texts": texts}).encode()
+    environ = {
+        "REQUEST_METHOD": "POST", "PATH_INFO": PATH, "SCRIPT_NAME": "", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8000", "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+        "HTTP_AUTHORIZATION": f"Bearer {args['key']}", "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0), "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
+    }
+    status = []
+    out = b"".join(application(environ, lambda s, h, exc_info=None: status.append(s)))
+    assert status[0].startswith("200"), (status, out[:200])
+    return out
 
 def paired_ms(texts, pairs):
     # Per-text milliseconds of the raw encoder and of the app, timed in alternating calls, so that
