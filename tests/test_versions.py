@@ -260,7 +260,10 @@ def test_the_tracker_page_loads_the_versions_panel_and_owners_promote_and_roll_b
     assert 'id="version-2" class="live"' in panel and "Roll back to v1" in panel
     assert reverse("tracker-version-download", args=[trained.code, 1]) in panel
     counts = second.training_run.label_counts  # the answers each version learned from
-    assert f"yes {counts['yes']}, no {counts['no']}" in panel or f"no {counts['no']}, yes {counts['yes']}" in panel
+    assert (
+        f"yes {counts['yes']}, no {counts['no']}" in panel
+        or f"no {counts['no']}, yes {counts['yes']}" in panel
+    )
     rolled = client.post(reverse("tracker-version-promote", args=[trained.code, 1]))
     assert rolled.status_code == 200 and 'id="version-1" class="live"' in rolled.content.decode()
     assert services.live_version(trained) == first

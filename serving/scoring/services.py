@@ -97,16 +97,23 @@ def start_scoring(
                 f"({dataset.encoder_id or 'not embedded'})"
             )
     total = _segments(dataset, None).count()
+    return _queue(dataset, chosen, total, "segments", created_by=user, min_score=min_score)
+
+
+def _queue(
+    dataset: Dataset, versions: list[ModelVersion], total: int, what: str, **fields: Any
+) -> ScoringJob:
+    """A job scoring ``total`` segments of ``dataset`` with ``versions``, queued once the caller commits."""
+    trackers = f"{len(versions)} tracker{'s' if len(versions) != 1 else ''}"
     with transaction.atomic():
         job = ScoringJob.objects.create(
             workspace_id=dataset.workspace_id,
             dataset=dataset,
-            created_by=user,
-            min_score=min_score,
             total=total,
-            message=f"queued: {total:,} segments, {len(chosen)} tracker{'s' if len(chosen) != 1 else ''}",
+            message=f"queued: {total:,} {what}, {trackers}",
+            **fields,
         )
-        job.versions.set(chosen)
+        job.versions.set(versions)
         work.enqueue(job)
     return job
 
@@ -133,19 +140,15 @@ def score_imported(sender: type[Job], row: Job, **kwargs: Any) -> ScoringJob | N
     total = _segments(dataset, imported).count()
     if not total:
         return None
-    with transaction.atomic():
-        job = ScoringJob.objects.create(
-            workspace_id=dataset.workspace_id,
-            dataset=dataset,
-            created_by=imported.created_by,
-            source=EventSource.IMPORT,
-            import_job=imported,
-            total=total,
-            message=f"queued: {total:,} imported segments, {len(chosen)} tracker{'s' if len(chosen) != 1 else ''}",
-        )
-        job.versions.set(chosen)
-        work.enqueue(job)
-    return job
+    return _queue(
+        dataset,
+        chosen,
+        total,
+        "imported segments",
+        created_by=imported.created_by,
+        source=EventSource.IMPORT,
+        import_job=imported,
+    )
 
 
 def _segments(dataset: Dataset, import_job: Job | None) -> QuerySet[Segment]:
