@@ -11,6 +11,8 @@ import dj_database_url
 from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
+from trackers.rates import Rate
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -112,7 +114,6 @@ MIDDLEWARE = [
 API_LEAN_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "trackers.http.NoStorePrivate",
-    "trackers.http.ApiAnswersJson",
     "trackers.http.ApiAnswersJson",
     "csp.middleware.CSPMiddleware",
     "trackers.http.RequestBodyLimit",
@@ -309,7 +310,11 @@ API_V1_RATE = os.environ.get("TRACKERS_API_V1_RATE", "1200/m")
 # window; search runs the encoder and has a lower rate of its own besides.
 API_RATE = os.environ.get("TRACKERS_API_RATE", "600/m")
 API_SEARCH_RATE = os.environ.get("TRACKERS_API_SEARCH_RATE", "120/m")
-RATELIMIT_FAIL_OPEN = True  # a count the cache could not keep lets the request through (django-ratelimit)
+for _name in ("TRACKERS_API_V1_RATE", "TRACKERS_API_RATE", "TRACKERS_API_SEARCH_RATE"):
+    try:
+        Rate.parse(os.environ.get(_name) or "1/m")
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{_name}: {exc}") from None
 SEGMENT_MAX_CHARS = env_int("TRACKERS_SEGMENT_MAX_CHARS", 10_000)
 SEGMENT_SPLIT_CHARS = env_int("TRACKERS_SEGMENT_SPLIT_CHARS", 300)
 # A zip of transcripts is checked before any member is read: files, uncompressed sizes, ratio.

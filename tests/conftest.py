@@ -71,10 +71,13 @@ def shared_file(*parts: str) -> Path:
 def _fresh_serving_cache():
     """Each test's rolled-back transaction moves the access generation back: forget what was kept."""
     from serving import hot
+    from trackers.http import PerKeyRate
 
     hot.forget()
+    PerKeyRate.counters.clear()
     yield
     hot.forget()
+    PerKeyRate.counters.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -330,5 +330,5 @@ def test_predictions_go_on_when_redis_does_not_answer_and_the_rate_is_not_counte
     url = f"/api/v1/trackers/{two_live[0].code}/predict"
     with caplog.at_level(logging.WARNING):
         answers = [post_json(client, url, '{"texts": ["cancel it"]}', key).status_code for _ in range(3)]
-    assert answers == [200, 200, 200]  # fails open, as django-ratelimit does for a count it cannot keep
+    assert answers == [200, 200, 200]  # fails open: a count Redis cannot keep stops no request
     assert "the API's rate is not counted: Redis does not answer" in caplog.text

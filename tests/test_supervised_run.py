@@ -178,11 +178,12 @@ def test_the_api_rate_is_one_counter_in_redis_across_web_processes(run, api):
     for t in threads:
         t.join()
     # Two web processes, four connections, one window: exactly the rate passes, whichever process
-    # answered each call; the count is one number in Redis.
+    # answered each call; the count is one number in Redis, which each process asks once more before
+    # it refuses the rest of the window by itself.
     assert codes == {200: API_RATE, 429: 12}, codes
     store = redis.Redis(unix_socket_path=str(unix_socket(run.data, "redis.sock")))
-    counters = [int(store.get(k) or 0) for k in store.scan_iter(match="*rl:*")]
-    assert API_RATE + 12 in counters, counters
+    counters = [int(store.get(k) or 0) for k in store.scan_iter(match="*rate:api:key:*")]
+    assert any(API_RATE < n <= API_RATE + 2 for n in counters), counters
 
 
 def test_a_killed_worker_is_back_within_10s_and_200_deliveries_arrive_once_each(run, api):

@@ -395,16 +395,15 @@ def test_a_body_over_the_limit_is_413_and_too_many_requests_429_with_retry_after
 ):
     from types import SimpleNamespace
 
-    from django_ratelimit import core
-
     from serving.models import ApiKey
+    from trackers import rates
 
     settings.API_V1_MAX_BODY_BYTES = 2_000
     big = predict(client, trained, key, texts=["x" * 3_000])
     assert big.status_code == 413 and "the limit for a prediction request is 2.0 kB" in big.json()["detail"]
     settings.API_V1_RATE = "3/m"
     clock = SimpleNamespace(now=1_800_000_000.0)
-    monkeypatch.setattr(core, "time", SimpleNamespace(time=lambda: clock.now))  # the limiter's clock
+    monkeypatch.setattr(rates, "clock", lambda: clock.now)
     _, raw = ApiKey.issue(workspace=workspace, name="burst", created_by=owner)
     burst = {"Authorization": f"Bearer {raw}"}
     codes = [predict(client, trained, burst, texts=["x"]).status_code for _ in range(4)]

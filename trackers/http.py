@@ -3,6 +3,7 @@ APIs' per-caller request rate."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -12,12 +13,13 @@ from typing import Any, ClassVar
 import redis
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import add_never_cache_headers
 from django_htmx.middleware import HtmxDetails
-from django_ratelimit.core import get_usage
 from ninja.throttling import BaseThrottle
 
+from trackers import rates
 from trackers.access import KeyPrincipal
 
 
@@ -78,10 +80,13 @@ _redis_down_said = -60.0
 
 
 class PerKeyRate(BaseThrottle):
-    """Requests per API key (or signed-in user, else address) in a fixed window, the rate of the
-    setting ``rate_setting`` ("600/m"): one atomic increment of a counter in the cache per request
-    (django-ratelimit), shared by every web process (the cache is Redis). Over it, 429 with
-    Retry-After, the seconds until the window ends. Each ``group`` counts apart."""
+    """Requests per API key (or signed-in user, else address) at the rate of the setting
+    ``rate_setting`` ("600/m"), counted in Redis for every web process at once (``trackers.rates``:
+    a process takes requests in leases, so most calls make no round trip). Over it, 429 with
+    Retry-After, the seconds until the caller's window ends. Each ``group`` counts apart. If Redis does
+    not answer, the request passes (the count fails open) and the process says so once a minute."""
+
+    counters = rates.Counters()  # one per process: every instance's leases
 
     def __init__(self, group: str, rate_setting: str) -> None:
         self.group = group
@@ -89,36 +94,43 @@ class PerKeyRate(BaseThrottle):
         self._waits = threading.local()  # one instance serves every thread of the process
 
     def allow_request(self, request) -> bool:
+        text = getattr(settings, self.rate_setting)
+        if not text:
+            return True
+        rate = _rate(text)
+        name = f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:rate:{self.group}:{self._caller(request)}"
         try:
-            usage = get_usage(
-                request,
-                group=self.group,
-                key=self._caller,
-                rate=getattr(settings, self.rate_setting),
-                increment=True,
-            )
-        except redis.RedisError as exc:  # Redis is down: the count fails open, as one it could not keep
+            verdict = self.counters.take(_redis, name, rate)
+        except redis.RedisError as exc:
             global _redis_down_said
             now = time.monotonic()
             if now - _redis_down_said >= 60:  # said once a minute per process, not once per request
                 _redis_down_said = now
                 log.warning("the API's rate is not counted: Redis does not answer (%s)", exc)
             return True
-        if usage is None:
-            return True
-        self._waits.value = usage["time_left"] + 1  # its window includes its last second
-        return not usage["should_limit"]
+        self._waits.value = verdict.wait_s
+        return verdict.allowed
 
     def wait(self) -> float | None:
         return getattr(self._waits, "value", None)
 
-    def _caller(self, group: str, request) -> str:
+    def _caller(self, request) -> str:
         auth = getattr(request, "auth", None)
         if isinstance(auth, KeyPrincipal):
             return f"key:{auth.key_id}"
         if auth is not None and getattr(auth, "pk", None) is not None:
             return f"user:{auth.pk}"
         return f"address:{self.get_ident(request)}"
+
+
+def _redis():
+    """The cache's Redis client (its shared pool): asked only when a process needs a new lease."""
+    return caches["default"]._cache.get_client(write=True)  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=64)
+def _rate(text: str) -> rates.Rate:
+    return rates.Rate.parse(text)
 
 
 class ApiAnswersJson:
