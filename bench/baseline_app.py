@@ -2,7 +2,7 @@
 that works — sentence-transformers (torch) and a scikit-learn logistic regression with the
 tracker's weights, in a bare WSGI app behind the same server settings as the app.
 
-    BASELINE_HEAD=head.json python -m config.serve bench.baseline_app:app
+    BASELINE_HEAD=head.json [BASELINE_TORCH_THREADS=1] python -m config.serve bench.baseline_app:app
 
 ``head.json`` holds the tracker's weights (``coef``, ``intercept``) and ``threshold``; the request
 is the app's: ``POST /predict`` with ``{"texts": [...]}``.
@@ -14,11 +14,15 @@ import json
 import os
 
 import numpy as np
+import torch
 from sentence_transformers import SentenceTransformer
 from sklearn.linear_model import LogisticRegression
 
 from trackers.ml.export_encoder import packaged_model_dir
 
+# Threads per process, as the app's encoder has in a web process (TRACKERS_WEB_ENCODER_THREADS): with a
+# process per core, more would oversubscribe the cores.
+torch.set_num_threads(int(os.environ.get("BASELINE_TORCH_THREADS", "1")))
 _head = json.loads(open(os.environ["BASELINE_HEAD"]).read())  # noqa: SIM115 (read once at start)
 model = SentenceTransformer(str(packaged_model_dir()), device="cpu")
 head = LogisticRegression()

@@ -1,17 +1,20 @@
 """Concurrent labelers against the real web stack: answers/s, latency, errors, lost or doubled answers.
 
-For each backend — the embedded default (SQLite and the embedded Redis) and PostgreSQL + Redis — this
-makes a fresh install in a temporary folder (migrate, the demo corpus imported and embedded with
-the real encoder, labelers with API keys, trackers with 200-card rounds), starts granian as
-`make run` does, and has 4 and then 16 labelers claim and answer cards over HTTP for a fixed time,
-each answer posted twice (a double press). Afterwards the database is counted: every answer the
-server acknowledged with 201 must be one stored row, and no card may hold two. Then, with an
-interactive and a bulk worker as `make run` starts them, it times small trackers' training (last
-answer to finished run) idle and while the bulk worker embeds a 6,000-row import. Last, a fresh bulk
-worker is given a zip bomb (10 MB expanding to 10 GB) uploaded through the API, and its pool
-process's peak memory is compared with its memory before.
+For each setup (``bench/setups.py``: the embedded default, SQLite and the embedded Redis; and
+PostgreSQL with Redis) this makes a fresh install in a temporary folder (migrate, the demo corpus
+imported and embedded with the real encoder, labelers with API keys, trackers with 20-card rounds),
+starts granian, an interactive worker and a bulk worker as `make run` does, and has 4 and then 16
+labelers claim and answer cards over HTTP for a fixed time. Four labelers share each tracker, so they
+race for its cards; each answer is posted twice at the same moment from two connections (a double
+press); and rounds end, so the time labelers wait while a round trains and the next one is chosen is
+counted in answers/s, with the rounds and training runs it took. Afterwards the database is
+counted: every answer the server acknowledged with 201 must be one stored row, no card may hold two
+and no double press may store two. Then it times small trackers' training (last answer to finished
+run) idle and while the bulk worker embeds a 6,000-row import. Last, a fresh bulk worker is given a
+zip bomb (10 MB expanding to 10 GB) uploaded through the API, and its pool process's peak memory is
+compared with its memory before.
 
-    python bench/load.py [--seconds 30] [--backends sqlite,postgres]
+    python bench/load.py [--seconds 30] [--setups embedded,production]
 
 Writes bench/results/load.json and prints a table. Labelers are threads of this process: on two
 cores they and the server share the CPU, as they would on a small install.
@@ -20,10 +23,8 @@ cores they and the server share the CPU, as they would on a small install.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,72 +33,16 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from setups import free_port, install  # bench/setups.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "load.json"
 LABELERS = (4, 16)
-TRACKERS = 24  # 200 cards each: more than the labelers can answer in the time
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def embedded_redis(env: dict[str, str]) -> Iterator[None]:
-    """The embedded Redis of an install with no REDIS_URL, started as `make run` starts it (the same
-    command, config.run.redis_argv, on the same socket under its data folder); nothing otherwise."""
-    if env.get("REDIS_URL"):
-        yield
-        return
-    sys.path.insert(0, str(REPO))
-    import redis
-
-    from config.run import redis_argv
-    from config.settings import unix_socket
-
-    data = Path(env["TRACKERS_DATA_DIR"])
-    sock = unix_socket(data, "redis.sock")
-    server = subprocess.Popen(redis_argv(sock, data / "redis"), stdout=subprocess.DEVNULL)
-    try:
-        client = redis.Redis(unix_socket_path=str(sock))
-        for _ in range(100):
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        yield
-    finally:
-        server.terminate()
-        server.wait(30)
-
-
-def _env(backend: str, data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "TRACKERS_", "PYTEST"))}
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        TRACKERS_DATA_DIR=str(data_dir),
-        TRACKERS_LOCAL_HTTP="1",
-        TRACKERS_ENCODER_DIR=str(REPO / "var" / "artifacts" / "encoders" / "all-MiniLM-L6-v2"),
-        HF_HUB_OFFLINE="1",
-    )
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
-    if backend == "postgres":
-        name = f"trackers_load_{os.getpid()}"
-        env.update(
-            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{name}",
-            REDIS_URL="redis://127.0.0.1:6379/14",
-            TRACKERS_BROKER_KEY_PREFIX=f"load-{os.getpid()}:",
-        )
-    return env
+SHARING = 4  # labelers on each tracker
+ROUND = 20  # cards of a round: several rounds end in a run
 
 
 SETUP = r"""
@@ -130,7 +75,7 @@ for i in range(int(sys.argv[1])):
 seeds = ["the price is too high", "we are looking at another vendor", "can you send the invoice"]
 trackers = [
     str(labeling.create_tracker(workspace=ws, user=owner, name=f"Tracker {t}", datasets=[ds], seeds=seeds,
-                                round_size=200).code)
+                                round_size=int(sys.argv[3])).code)
     for t in range(int(sys.argv[2]))
 ]
 owner_key = ApiKey.issue(workspace=ws, name="owner", created_by=owner, role=Role.OWNER)[1]
@@ -143,7 +88,7 @@ import json, sys
 import django
 django.setup()
 from django.contrib.auth.models import User
-from trackers import services
+from trackers import imports
 from trackers.models import Dataset
 
 days = ["monday", "tuesday", "wednesday", "thursday", "friday"]
@@ -168,12 +113,15 @@ COUNT = r"""
 import json, sys
 import django
 django.setup()
-from django.db.models import Count
-from labeling.models import Annotation, Card
+from django.db.models import Count, Max
+from labeling.models import Annotation, Card, TrainingRun
 doubled = Annotation.objects.values("tracker", "segment", "annotator").annotate(n=Count("id")).filter(n__gt=1).count()
 per_card = Annotation.objects.values("card").annotate(n=Count("id")).filter(n__gt=1).count()
+rounds = Card.objects.values("tracker").annotate(last=Max("round"))
 print(json.dumps({"rows": Annotation.objects.count(), "cards_with_two_answers": per_card,
-                  "doubled_rows": doubled, "answered_cards": Card.objects.filter(answered_at__isnull=False).count()}))
+                  "doubled_rows": doubled, "answered_cards": Card.objects.filter(answered_at__isnull=False).count(),
+                  "rounds": sum(r["last"] for r in rounds),
+                  "runs_succeeded": TrainingRun.objects.filter(state="succeeded").count()}))
 """
 
 
@@ -367,35 +315,58 @@ def bomb_memory(base: str, setup: dict, env: dict[str, str], tmp: Path, bomb: Pa
 
 
 def play(base: str, keys: list[str], trackers: list[str], seconds: float) -> dict:
-    """``len(keys)`` labelers for ``seconds``: claim two cards, answer each twice, move on when a round is done."""
+    """``len(keys)`` labelers for ``seconds``, ``SHARING`` on each tracker: claim two cards, answer
+    each with two posts sent at the same moment (a double press), and wait for the next round when a
+    round is done (its training and the choice of its cards happen meanwhile)."""
     lock = threading.Lock()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    created = 0
+    created = pairs_both_created = 0
+    waited = 0.0
     deadline = time.monotonic() + seconds
 
+    def press_twice(url: str, key: str, body: dict) -> list[tuple[int, float]]:
+        """Two posts of one answer, released together from two connections."""
+        gate = threading.Barrier(2)
+        out: list[tuple[int, float]] = []
+
+        def one() -> None:
+            gate.wait()
+            status, _, taken = _post(url, key, body)
+            out.append((status, taken))
+
+        second = threading.Thread(target=one)
+        second.start()
+        one()
+        second.join()
+        return out
+
     def labeler(i: int, key: str) -> None:
-        nonlocal created
-        t = i % len(trackers)
-        mine, mine_created, codes = [], 0, {}
+        nonlocal created, pairs_both_created, waited
+        code = trackers[(i // SHARING) % len(trackers)]
+        mine, mine_created, both, idle, codes = [], 0, 0, 0.0, {}
         while time.monotonic() < deadline:
-            code = trackers[t]
             status, cards, _ = _post(f"{base}/api/trackers/{code}/cards?n=2", key)
             if status != 200 or not cards:
-                t = (t + 1) % len(trackers)  # this tracker's round is answered: the next one
+                started = time.monotonic()
+                time.sleep(0.1)  # the round is answered: its training and the next round are on the way
+                idle += time.monotonic() - started
                 continue
             for card in cards:
                 answer = "yes" if "price" in card["text"].lower() else "no"
-                for _ in range(2):  # a double press: the second must be a harmless 200
-                    status, _, seconds_taken = _post(
-                        f"{base}/api/trackers/{code}/labels", key, {"card": card["id"], "answer": answer}
-                    )
-                    mine.append(seconds_taken)
+                body = {"card": card["id"], "answer": answer}
+                presses = press_twice(f"{base}/api/trackers/{code}/labels", key, body)
+                for status, taken in presses:
+                    mine.append(taken)
                     codes[status] = codes.get(status, 0) + 1
-                    mine_created += status == 201
+                made = sum(status == 201 for status, _ in presses)
+                mine_created += made
+                both += made > 1
         with lock:
             latencies.extend(mine)
             created += mine_created
+            pairs_both_created += both
+            waited += idle
             for s, n in codes.items():
                 statuses[s] = statuses.get(s, 0) + n
 
@@ -410,6 +381,7 @@ def play(base: str, keys: list[str], trackers: list[str], seconds: float) -> dic
     errors = sum(n for s, n in statuses.items() if s not in (200, 201))
     return {
         "labelers": len(keys),
+        "trackers": min(len(trackers), -(-len(keys) // SHARING)),
         "seconds": round(elapsed, 1),
         "answers": created,
         "answers_per_s": round(created / elapsed, 1),
@@ -417,114 +389,94 @@ def play(base: str, keys: list[str], trackers: list[str], seconds: float) -> dic
         "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
         "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
         "errors": errors,
+        "double_presses_stored_twice": pairs_both_created,
+        "waiting_share": round(waited / (elapsed * len(keys)), 3),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
     }
 
 
-def bench_backend(backend: str, seconds: float, bomb: Path) -> tuple[list[dict], dict, dict]:
-    with tempfile.TemporaryDirectory(prefix=f"trackers-load-{backend}-") as tmp:
-        env = _env(backend, Path(tmp))
-        if backend == "postgres":
-            name = env["DATABASE_URL"].rsplit("/", 1)[1]
-            subprocess.run(
-                ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True
-            )
-        services = contextlib.ExitStack()
+def bench_setup(setup: str, seconds: float, bomb: Path) -> tuple[list[dict], dict, dict]:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"trackers-load-{setup}-") as tmp,
+        install(setup, Path(tmp) / "var", "load") as env,
+    ):
+        made = _run(SETUP, env, str(max(LABELERS)), str(-(-max(LABELERS) // SHARING)), str(ROUND))
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "config.serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(os.cpu_count() or 2),
+            ],
+            cwd=REPO,
+            env=env,
+        )
+        workers = _workers(env, Path(tmp))
         try:
-            services.enter_context(embedded_redis(env))
-            setup = _run(SETUP, env, str(max(LABELERS)), str(TRACKERS))
-            port = _free_port()
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "config.serve",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    str(os.cpu_count() or 2),
-                ],
-                cwd=REPO,
-                env=env,
-            )
-            try:
-                base = f"http://127.0.0.1:{port}"
-                for _ in range(100):
-                    try:
-                        urllib.request.urlopen(f"{base}/accounts/login/", timeout=2)
-                        break
-                    except OSError:
-                        time.sleep(0.2)
-                rows = []
-                before = 0
-                for n in LABELERS:
-                    row = play(base, setup["keys"][:n], setup["trackers"], seconds)
-                    counted = _run(COUNT, env)
-                    row.update(
-                        backend=backend,
-                        stored=counted["rows"] - before,
-                        lost=max(0, row["answers"] - (counted["rows"] - before)),
-                        duplicated=counted["cards_with_two_answers"] + counted["doubled_rows"],
-                    )
-                    before = counted["rows"]
-                    rows.append(row)
-                workers = _workers(env, Path(tmp))
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(100):
                 try:
-                    time.sleep(5)  # the workers load the encoder
-                    idle = training_latency(base, setup, f"{backend} idle")
-                    job = _run(IMPORT, env, setup["dataset"])["job"]
-                    time.sleep(3)  # the bulk worker is embedding 6,000 texts now
-                    busy = training_latency(base, setup, f"{backend} busy")
-                    embedding = _run(EMBED_STATE, env, job)["state"]
-                finally:
-                    for w in workers:
-                        w.terminate()
-                    for w in workers:
-                        w.wait(60)
-                training = {
-                    "backend": backend,
-                    "idle_s": [round(x, 2) for x in idle],
-                    "during_import_s": [round(x, 2) for x in busy],
-                    "idle_median_s": round(float(np.median(idle)), 2) if idle else None,
-                    "during_import_median_s": round(float(np.median(busy)), 2) if busy else None,
-                    "embedding_after": embedding,  # "running": the trainings overlapped the embedding
-                }
-                refused = {"backend": backend, **bomb_memory(base, setup, env, Path(tmp), bomb)}
-                return rows, training, refused
-            finally:
-                server.terminate()
-                server.wait(30)
-        finally:
-            services.close()
-            if backend == "postgres":
-                subprocess.run(
-                    [
-                        "psql",
-                        "-h",
-                        "127.0.0.1",
-                        "-U",
-                        "postgres",
-                        "-qc",
-                        f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
-                    ]
+                    urllib.request.urlopen(f"{base}/accounts/login/", timeout=2)
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            time.sleep(5)  # the workers load the encoder
+            rows = []
+            before = _run(COUNT, env)
+            for n in LABELERS:
+                row = play(base, made["keys"][:n], made["trackers"], seconds)
+                counted = _run(COUNT, env)
+                stored = counted["rows"] - before["rows"]
+                row.update(
+                    setup=setup,
+                    stored=stored,
+                    lost=max(0, row["answers"] - stored),
+                    duplicated=counted["cards_with_two_answers"] + counted["doubled_rows"],
+                    rounds_ended=counted["rounds"] - before["rounds"],
+                    trainings=counted["runs_succeeded"] - before["runs_succeeded"],
                 )
-                import redis
-
-                broker = redis.Redis.from_url(env["REDIS_URL"])
-                for key in broker.scan_iter(match=f"{env['TRACKERS_BROKER_KEY_PREFIX']}*", count=500):
-                    broker.delete(key)  # the training messages no worker took
+                before = counted
+                rows.append(row)
+            idle = training_latency(base, made, f"{setup} idle")
+            job = _run(IMPORT, env, made["dataset"])["job"]
+            time.sleep(3)  # the bulk worker is embedding 6,000 texts now
+            busy = training_latency(base, made, f"{setup} busy")
+            embedding = _run(EMBED_STATE, env, job)["state"]
+        finally:
+            for w in workers:
+                w.terminate()
+            for w in workers:
+                w.wait(60)
+        try:
+            training = {
+                "setup": setup,
+                "idle_s": [round(x, 2) for x in idle],
+                "during_import_s": [round(x, 2) for x in busy],
+                "idle_median_s": round(float(np.median(idle)), 2) if idle else None,
+                "during_import_median_s": round(float(np.median(busy)), 2) if busy else None,
+                "embedding_after": embedding,  # "running": the trainings overlapped the embedding
+            }
+            refused = {"setup": setup, **bomb_memory(base, made, env, Path(tmp), bomb)}
+            return rows, training, refused
+        finally:
+            server.terminate()
+            server.wait(30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--setups", default="embedded,production")
     opts = parser.parse_args()
     rows, trainings, bombs = [], [], []
     with tempfile.TemporaryDirectory(prefix="trackers-bomb-") as tmp:
         bomb = zip_bomb(Path(tmp) / "bomb.zip")
-        for backend in opts.backends.split(","):
-            labeling_rows, training, refused = bench_backend(backend, opts.seconds, bomb)
+        for setup in opts.setups.split(","):
+            labeling_rows, training, refused = bench_setup(setup, opts.seconds, bomb)
             rows += labeling_rows
             trainings.append(training)
             bombs.append(refused)
@@ -538,26 +490,28 @@ def main() -> None:
     }
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     print(
-        f"{'backend':<9} {'labelers':>8} {'answers/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
-        f"{'answers':>7} {'stored':>6} {'lost':>4} {'doubled':>7}"
+        f"{'setup':<10} {'labelers':>8} {'trackers':>8} {'answers/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
+        f"{'answers':>7} {'stored':>6} {'lost':>4} {'doubled':>7} {'rounds':>6} {'trained':>7} {'waiting':>7}"
     )
     for r in rows:
         print(
-            f"{r['backend']:<9} {r['labelers']:>8} {r['answers_per_s']:>9} {r['p50_ms']:>7} {r['p99_ms']:>7} "
-            f"{r['errors']:>6} {r['answers']:>7} {r['stored']:>6} {r['lost']:>4} {r['duplicated']:>7}"
+            f"{r['setup']:<10} {r['labelers']:>8} {r['trackers']:>8} {r['answers_per_s']:>9} {r['p50_ms']:>7} "
+            f"{r['p99_ms']:>7} {r['errors']:>6} {r['answers']:>7} {r['stored']:>6} {r['lost']:>4} "
+            f"{r['duplicated'] + r['double_presses_stored_twice']:>7} {r['rounds_ended']:>6} {r['trainings']:>7} "
+            f"{r['waiting_share']:>7.0%}"
         )
     print(
-        f"\n{'backend':<9} {'training idle s':>15} {'during a 6,000-row import s':>28} {'ratio':>6}  import job"
+        f"\n{'setup':<10} {'training idle s':>15} {'during a 6,000-row import s':>28} {'ratio':>6}  import job"
     )
     for t in trainings:
         idle, busy = t["idle_median_s"], t["during_import_median_s"]
         ratio = round(busy / idle, 2) if idle and busy else None
-        print(f"{t['backend']:<9} {idle!s:>15} {busy!s:>28} {ratio!s:>6}  {t['embedding_after']}")
-    print(f"\n{'backend':<9} {'zip bomb':>18} {'worker idle MB':>14} {'peak MB':>8} {'growth MB':>9}  job")
+        print(f"{t['setup']:<10} {idle!s:>15} {busy!s:>28} {ratio!s:>6}  {t['embedding_after']}")
+    print(f"\n{'setup':<10} {'zip bomb':>18} {'worker idle MB':>14} {'peak MB':>8} {'growth MB':>9}  job")
     for b in bombs:
         size = f"{b['bomb_bytes'] / 1e6:.1f} MB -> {b['expands_to_bytes'] / 1e9:.1f} GB"
         print(
-            f"{b['backend']:<9} {size:>18} {b['worker_idle_mb']:>14} {b['worker_peak_mb']:>8} "
+            f"{b['setup']:<10} {size:>18} {b['worker_idle_mb']:>14} {b['worker_peak_mb']:>8} "
             f"{b['growth_mb']:>9}  {b['job_state']}: {b['message']}"
         )
     print(f"wrote {RESULTS}")

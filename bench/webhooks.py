@@ -1,10 +1,11 @@
 """Webhook benchmark: time from a match to its receipt, per source, and what a dead receiver costs
 the prediction API, in one run.
 
-A fresh install in a temporary folder (the embedded default: SQLite and the embedded Redis; the
-demo corpus imported and embedded with the real encoder; one concept tracker trained through the
-app's own services with a live version) is served as `make run` serves it: granian, an
-interactive worker with the beat, a bulk worker and a webhooks worker (threads). A receiver on
+For each setup (``bench/setups.py``: the embedded default, SQLite and the embedded Redis; and
+PostgreSQL with Redis), a fresh install in a temporary folder (the demo corpus imported and embedded
+with the real encoder; one concept tracker trained through the app's own services with a live
+version) is served as `make run` serves it: granian, an interactive worker with the beat, a bulk
+worker and a webhooks worker (threads). A receiver on
 loopback records when each webhook-id first arrives. Measured:
 
 - the prediction API (``alert: true``): from the request to the receipt, and from the event's own
@@ -15,7 +16,7 @@ loopback records when each webhook-id first arrives. Measured:
 - prediction p50 with no endpoint, with a healthy receiver, and with a dead one (it accepts the
   connection and never answers: each delivery waits out the timeout).
 
-    python bench/webhooks.py [--requests 200]
+    python bench/webhooks.py [--requests 200] [--setups embedded,production]
 
 Writes bench/results/webhooks.json and prints a table.
 """
@@ -23,7 +24,6 @@ Writes bench/results/webhooks.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import importlib.util
 import json
@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-from load import _free_port, embedded_redis  # bench/load.py, beside this script
+from setups import SETUPS, free_port, install  # bench/setups.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 # bench/serving.py's install and server helpers (loaded by path: "serving" is also the app's package)
@@ -47,8 +47,7 @@ _spec = importlib.util.spec_from_file_location("bench_serving", Path(__file__).w
 assert _spec is not None and _spec.loader is not None
 bench_serving = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_serving)
-_env, _server, _run, _stop, _wait_ready = (
-    bench_serving._env,
+_server, _run, _stop, _wait_ready = (
     bench_serving._server,
     bench_serving._run,
     bench_serving._stop,
@@ -97,6 +96,19 @@ texts = [s.text for s in segments if word in s.text.lower().split()]
 print(json.dumps({"key": key, "tracker": str(tracker.code), "dataset": str(ds.code), "word": word, "texts": texts}))
 """
 
+STEPS = r"""
+import json, sys
+import django
+django.setup()
+from serving.models import DeliveryAttempt
+out = {}
+for a in DeliveryAttempt.objects.filter(number=1, delivery__event__source=sys.argv[1]).select_related("delivery__event"):
+    d = a.delivery
+    out[d.event.webhook_id] = {"claimed": d.started_at.timestamp() if d.started_at else None,
+                               "attempt": a.started_at.timestamp()}
+print(json.dumps(out))
+"""
+
 
 class Receiver:
     """Records the first arrival of each webhook-id, with the event's own timestamp."""
@@ -137,6 +149,25 @@ class Receiver:
     def of(self, source: str) -> list[tuple[float, float]]:
         with self.lock:
             return [(got, at) for got, at, s in self.first.values() if s == source]
+
+    def steps(self, source: str, env: dict[str, str]) -> dict[str, dict[str, float]]:
+        """Where the time from match to receipt goes: to the worker's claim, to the attempt's start,
+        and from it to the receipt."""
+        stored = _run(STEPS, env, source)
+        parts: dict[str, list[float]] = {
+            "match_to_claim": [],
+            "claim_to_attempt": [],
+            "attempt_to_receipt": [],
+        }
+        with self.lock:
+            for webhook_id, (got, at, s) in self.first.items():
+                row = stored.get(webhook_id)
+                if s != source or row is None or row["claimed"] is None:
+                    continue
+                parts["match_to_claim"].append(row["claimed"] - at)
+                parts["claim_to_attempt"].append(row["attempt"] - row["claimed"])
+                parts["attempt_to_receipt"].append(got - row["attempt"])
+        return {name: _ms(values) for name, values in parts.items() if values}
 
 
 def _call(
@@ -237,125 +268,133 @@ def _predict_p50(
     return float(np.percentile(np.asarray(times) * 1000, 50)), sent
 
 
+def measure(setup_name: str, tmp: Path, args: argparse.Namespace) -> dict:
+    """One setup's numbers."""
+    procs: list[subprocess.Popen] = []
+    with install(setup_name, tmp / setup_name, "webhooks") as env:
+        env.update(TRACKERS_WEBHOOK_ALLOW_PRIVATE_TARGETS="1", TRACKERS_WEBHOOK_TIMEOUT_SECONDS="15")
+        try:
+            return _measure(setup_name, env, tmp / setup_name, args, procs)
+        finally:
+            for proc in procs:
+                _stop(proc)
+
+
+def _measure(setup_name: str, env: dict[str, str], tmp: Path, args: argparse.Namespace, procs: list) -> dict:
+    """The setup made, the server and workers started (into ``procs``), then each measurement."""
+    print(f"{setup_name}: setting up the demo corpus and a trained tracker…", flush=True)
+    setup = _run(SETUP, env, str(args.calls))
+    key, tracker = setup["key"], setup["tracker"]
+    port = free_port()
+    procs.append(_server("config.wsgi:application", port, env, os.cpu_count() or 2, tmp / "server.log"))
+    procs.extend(_workers(env, tmp))
+    probe = {"texts": [setup["texts"][0]]}
+    _wait_ready(port, f"/api/v1/trackers/{tracker}/predict", probe, {"Authorization": f"Bearer {key}"})
+    results: dict = {"setup": SETUPS[setup_name], "keyword": setup["word"]}
+
+    print("prediction p50 with no endpoint…", flush=True)
+    p50_none, _ = _predict_p50(port, key, tracker, setup["texts"], args.requests)
+
+    receiver = Receiver()
+    endpoint = _endpoint(port, key, tracker, receiver.url)
+    print("the prediction API as a source…", flush=True)
+    p50_healthy, sent = _predict_p50(port, key, tracker, setup["texts"], args.requests)
+    _wait(lambda: len(receiver.of("api")) >= len(sent), 120, "every API match to arrive")
+    api = receiver.of("api")
+    results["api"] = {
+        "match_to_receipt": _ms([got - at for got, at in api]),
+        "steps": receiver.steps("api", env),
+        "matches": len(sent),
+    }
+
+    print("bulk scoring as a source…", flush=True)
+    status, job = _call(
+        port, "POST", f"/api/v1/datasets/{setup['dataset']}/score", key, {"trackers": [tracker]}
+    )
+    if status != 202:
+        raise SystemExit(f"scoring answered {status}: {job}")
+    _wait(
+        lambda: _call(port, "GET", f"/api/v1/scoring/{job['code']}", key)[1]["state"] == "succeeded",
+        300,
+        "the scoring job",
+    )
+    matches = sum(
+        t["matches"] for t in _call(port, "GET", f"/api/v1/scoring/{job['code']}", key)[1]["trackers"]
+    )
+    _wait(lambda: len(receiver.of("bulk")) >= matches, 300, "every bulk match to arrive")
+    results["bulk"] = {
+        "match_to_receipt": _ms([got - at for got, at in receiver.of("bulk")]),
+        "matches": matches,
+    }
+
+    print("an import as a source…", flush=True)
+    calls = []
+    for i, text in enumerate(setup["texts"][:20]):
+        turns = [
+            {"speaker": "agent", "text": f"hello, thanks for calling ({i})"},
+            {"speaker": "customer", "text": f"{text} (new call {i})"},
+        ]
+        calls.append(json.dumps({"id": f"bench-{i}", "title": f"Bench call {i}", "turns": turns}))
+    boundary = "trackersbench"
+    form = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="calls.jsonl"\r\n'
+        f"Content-Type: application/x-ndjson\r\n\r\n" + "\n".join(calls) + f"\n\r\n--{boundary}--\r\n"
+    ).encode()
+    uploaded = time.time()
+    status, imported = _call(
+        port,
+        "POST",
+        f"/api/datasets/{setup['dataset']}/imports",
+        key,
+        raw=form,
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+    if status != 202:
+        raise SystemExit(f"import answered {status}: {imported}")
+    _wait(lambda: receiver.of("import"), 300, "the first alert of the import")
+    time.sleep(3)  # the rest of the import's matches
+    got = receiver.of("import")
+    results["import"] = {
+        "match_to_receipt": _ms([g - at for g, at in got]),
+        "upload_to_first_receipt_ms": (min(g for g, _ in got) - uploaded) * 1000,
+        "matches": len(got),
+    }
+    receiver.close()
+
+    print("prediction p50 with a dead receiver…", flush=True)
+    dead = Receiver(dead=True)
+    _call(port, "DELETE", f"/api/v1/webhooks/{endpoint}", key)
+    _endpoint(port, key, tracker, dead.url)
+    p50_dead, _ = _predict_p50(port, key, tracker, setup["texts"], args.requests)
+    results["prediction_p50_ms"] = {
+        "no_endpoint": p50_none,
+        "healthy_receiver": p50_healthy,
+        "dead_receiver": p50_dead,
+    }
+    dead.server.server_close()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=200, help="prediction requests per measurement")
     parser.add_argument("--calls", type=int, default=60, help="demo calls in the dataset")
+    parser.add_argument("--setups", default="embedded,production")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="trackers-webhooks-"))
-    procs: list[subprocess.Popen] = []
-    services = contextlib.ExitStack()
+    results: dict = {"machine": {"cpus": os.cpu_count()}}
     try:
-        env = {
-            **_env(tmp / "var"),
-            "TRACKERS_WEBHOOK_ALLOW_PRIVATE_TARGETS": "1",
-            "TRACKERS_WEBHOOK_TIMEOUT_SECONDS": "15",
-        }
-        services.enter_context(embedded_redis(env))
-        print("setting up: demo corpus and a trained tracker…", flush=True)
-        setup = _run(SETUP, env, str(args.calls))
-        key, tracker = setup["key"], setup["tracker"]
-        port = _free_port()
-        procs.append(_server("config.wsgi:application", port, env, os.cpu_count() or 2, tmp / "server.log"))
-        procs.extend(_workers(env, tmp))
-        probe = {"texts": [setup["texts"][0]]}
-        _wait_ready(port, f"/api/v1/trackers/{tracker}/predict", probe, {"Authorization": f"Bearer {key}"})
-        results: dict = {
-            "machine": {"cpus": os.cpu_count()},
-            "broker": "embedded Redis (unix socket)",
-            "database": "SQLite (embedded default)",
-            "keyword": setup["word"],
-        }
-
-        print("prediction p50 with no endpoint…", flush=True)
-        p50_none, _ = _predict_p50(port, key, tracker, setup["texts"], args.requests)
-
-        receiver = Receiver()
-        endpoint = _endpoint(port, key, tracker, receiver.url)
-        print("the prediction API as a source…", flush=True)
-        p50_healthy, sent = _predict_p50(port, key, tracker, setup["texts"], args.requests)
-        _wait(lambda: len(receiver.of("api")) >= len(sent), 120, "every API match to arrive")
-        api = receiver.of("api")
-        results["api"] = {
-            "match_to_receipt": _ms([got - at for got, at in api]),
-            "matches": len(sent),
-        }
-
-        print("bulk scoring as a source…", flush=True)
-        status, job = _call(
-            port, "POST", f"/api/v1/datasets/{setup['dataset']}/score", key, {"trackers": [tracker]}
-        )
-        if status != 202:
-            raise SystemExit(f"scoring answered {status}: {job}")
-        _wait(
-            lambda: _call(port, "GET", f"/api/v1/scoring/{job['code']}", key)[1]["state"] == "succeeded",
-            300,
-            "the scoring job",
-        )
-        matches = sum(
-            t["matches"] for t in _call(port, "GET", f"/api/v1/scoring/{job['code']}", key)[1]["trackers"]
-        )
-        _wait(lambda: len(receiver.of("bulk")) >= matches, 300, "every bulk match to arrive")
-        results["bulk"] = {
-            "match_to_receipt": _ms([got - at for got, at in receiver.of("bulk")]),
-            "matches": matches,
-        }
-
-        print("an import as a source…", flush=True)
-        calls = []
-        for i, text in enumerate(setup["texts"][:20]):
-            turns = [
-                {"speaker": "agent", "text": f"hello, thanks for calling ({i})"},
-                {"speaker": "customer", "text": f"{text} (new call {i})"},
-            ]
-            calls.append(json.dumps({"id": f"bench-{i}", "title": f"Bench call {i}", "turns": turns}))
-        boundary = "trackersbench"
-        form = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="calls.jsonl"\r\n'
-            f"Content-Type: application/x-ndjson\r\n\r\n" + "\n".join(calls) + f"\n\r\n--{boundary}--\r\n"
-        ).encode()
-        uploaded = time.time()
-        status, imported = _call(
-            port,
-            "POST",
-            f"/api/datasets/{setup['dataset']}/imports",
-            key,
-            raw=form,
-            content_type=f"multipart/form-data; boundary={boundary}",
-        )
-        if status != 202:
-            raise SystemExit(f"import answered {status}: {imported}")
-        _wait(lambda: receiver.of("import"), 300, "the first alert of the import")
-        time.sleep(3)  # the rest of the import's matches
-        got = receiver.of("import")
-        results["import"] = {
-            "match_to_receipt": _ms([g - at for g, at in got]),
-            "upload_to_first_receipt_ms": (min(g for g, _ in got) - uploaded) * 1000,
-            "matches": len(got),
-        }
-        receiver.close()
-
-        print("prediction p50 with a dead receiver…", flush=True)
-        dead = Receiver(dead=True)
-        _call(port, "DELETE", f"/api/v1/webhooks/{endpoint}", key)
-        _endpoint(port, key, tracker, dead.url)
-        p50_dead, _ = _predict_p50(port, key, tracker, setup["texts"], args.requests)
-        results["prediction_p50_ms"] = {
-            "no_endpoint": p50_none,
-            "healthy_receiver": p50_healthy,
-            "dead_receiver": p50_dead,
-        }
-        dead.server.server_close()
+        for setup_name in args.setups.split(","):
+            results[setup_name] = measure(setup_name, tmp, args)
     finally:
-        for proc in procs:
-            _stop(proc)
-        services.close()
         shutil.rmtree(tmp, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    table(results)
+    for setup_name in args.setups.split(","):
+        print(f"\n{setup_name}: {SETUPS[setup_name]}")
+        table(results[setup_name])
     print(f"\nwritten to {RESULTS.relative_to(REPO)}")
 
 
@@ -364,6 +403,8 @@ def table(r: dict) -> None:
     for source in ("api", "bulk", "import"):
         m = r[source]["match_to_receipt"]
         print(f"{source:34} {m['p50_ms']:10.1f} {m['p99_ms']:10.1f} {m['n']:8d}")
+        for step, t in r[source].get("steps", {}).items():
+            print(f"  {step.replace('_', ' '):32} {t['p50_ms']:10.1f} {t['p99_ms']:10.1f}")
     print(f"{'import: upload to first receipt':34} {r['import']['upload_to_first_receipt_ms']:10.0f}")
     p = r["prediction_p50_ms"]
     print(

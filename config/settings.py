@@ -179,15 +179,17 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# A memory-mapped mirror of the access generation (see trackers.generation): the prediction path
-# reads it instead of querying the database per request. Only where every web process and worker
-# runs on one host: on by default with SQLite, off with PostgreSQL unless a path is set; "off" turns
-# it off.
+# A mirror of the access generation (see trackers.generation): the prediction path reads it instead
+# of querying the database per request. A memory-mapped file where every web process and worker runs
+# on one host: on by default with SQLite, off with PostgreSQL unless a path is set ("off" turns it
+# off). Otherwise Redis, which every host reaches (TRACKERS_GENERATION_REDIS=0: the rows, a query
+# per request).
 GENERATION_FILE = os.environ.get("TRACKERS_GENERATION_FILE") or (
     str(DATA_DIR / "access-generation") if DATABASES["default"]["ENGINE"].endswith("sqlite3") else ""
 )
 if GENERATION_FILE == "off":
     GENERATION_FILE = ""
+GENERATION_REDIS = env_bool("TRACKERS_GENERATION_REDIS", True)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -68,6 +68,13 @@ def shared_file(*parts: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _generation_rows(settings):
+    """A test's changes are never committed, so a Redis mirror of the access generation would not
+    move: requests read the rows (tests/test_generation_mirror.py tests the mirrors)."""
+    settings.GENERATION_REDIS = False
+
+
+@pytest.fixture(autouse=True)
 def _fresh_serving_cache():
     """Each test's rolled-back transaction moves the access generation back: forget what was kept."""
     from serving import hot

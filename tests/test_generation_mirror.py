@@ -80,3 +80,73 @@ def test_without_a_mirror_every_read_queries_the_rows(settings):
     AccessGeneration.objects.filter(scope=WS).update(value=before[1] + 1)
     assert generation.current(WS) == (before[0], before[1] + 1)
     assert generation.current() == before[:1]  # the global counter alone
+
+
+# --- Redis: the mirror of installs whose processes run on several hosts ---------------------------------
+
+REDIS_BUMPS = """
+import sys, django
+django.setup()
+from trackers.generation import RedisMirror
+mirror = RedisMirror(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    mirror.bump(7)
+"""
+
+
+@pytest.fixture
+def in_redis(settings):
+    settings.GENERATION_FILE = ""
+    settings.GENERATION_REDIS = True
+    generation._mirrors.clear()
+    yield generation._mirror()
+    generation._mirrors.clear()
+
+
+def test_without_a_file_the_mirror_is_redis_and_only_a_committed_bump_moves_it(
+    in_redis, django_capture_on_commit_callbacks
+):
+    assert isinstance(in_redis, generation.RedisMirror)
+    before = generation.current(WS)
+    with django_capture_on_commit_callbacks(execute=False):
+        generation.bump(WS)
+    assert in_redis.read((generation.GLOBAL, WS)) == before[:2]
+    with django_capture_on_commit_callbacks(execute=True):
+        generation.bump(WS)
+    assert generation.current(WS)[:2] == (before[0], before[1] + 1)
+
+
+def test_redis_moves_by_other_processes_are_seen_at_once_and_none_is_lost(in_redis, settings):
+    (start,) = in_redis.read((WS,))
+    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", REDIS_BUMPS, prefix, "200"], cwd=REPO, env=env)
+        for _ in range(3)
+    ]
+    for _ in range(100):
+        in_redis.bump(WS)
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    assert in_redis.read((WS,)) == (start + 3 * 200 + 100,)
+
+
+def test_when_redis_does_not_answer_the_rows_decide_and_a_commit_still_succeeds(
+    in_redis, settings, caplog, django_capture_on_commit_callbacks
+):
+    import logging
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "unix:///nonexistent/redis.sock",
+            "KEY_PREFIX": settings.CACHES["default"].get("KEY_PREFIX", ""),
+        }
+    }
+    generation._said_at = -60.0
+    with caplog.at_level(logging.WARNING):
+        before = generation.current(WS)
+        with django_capture_on_commit_callbacks(execute=True):
+            generation.bump(WS)  # its mirror move fails, its row moves
+        after = generation.current(WS)
+    assert len(before) == 2 and after == (before[0], before[1] + 1)  # the rows alone
+    assert "access generations are read from the database: Redis does not answer" in caplog.text

@@ -8,19 +8,23 @@ for that workspace is dropped, and other workspaces keep theirs. Saves and delet
 models move the counter of the workspace they belong to (``watch``); code that changes them with
 ``QuerySet.update`` calls ``bump`` itself. A user's login (Django saves ``last_login``) moves nothing.
 
-Reading the rows is one query per request. When every process runs on one host (always so with
-SQLite, whose file they all open; a single-host PostgreSQL install may opt in), a memory-mapped
-file mirrors the counters (``settings.GENERATION_FILE``), one slot per workspace (workspaces share a
-slot past the page's slots: a move there drops a neighbour's lookups too, which is only slower):
-``bump`` moves the slot once its transaction has committed, and a request reads shared memory
-instead of querying. The rows are still read once a second (``MIRROR_RECHECK_S``), so a process that
-died between its commit and the mirror's move, or a change made outside the app, holds things back
-for a second at most.
+Reading the rows is one query per request, so a mirror of the counters is read instead, with the
+rows still read once a second (``MIRROR_RECHECK_S``): a process that died between its commit and the
+mirror's move, or a change made outside the app, holds things back for a second at most. ``bump``
+moves the mirror once its transaction has committed.
+
+- When every process runs on one host (always so with SQLite, whose file they all open; a
+  single-host PostgreSQL install may opt in), a memory-mapped file (``settings.GENERATION_FILE``),
+  one slot per workspace (workspaces share a slot past the page's slots: a move there drops a
+  neighbour's lookups too, which is only slower): a read is a memory read.
+- Otherwise Redis (``settings.GENERATION_REDIS``, on by default), which every host reaches: a read
+  is one ``MGET``. If Redis does not answer, the rows are read instead (said once a minute).
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import mmap
 import os
 import struct
@@ -29,13 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
 from django.conf import settings
+from django.core.cache import caches
 from django.db import connection, transaction
 from django.db.models import F, Model
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from trackers.models import AccessGeneration, Tracker, Workspace
 
+log = logging.getLogger(__name__)
 GLOBAL = 0  # the counter every workspace depends on (users); a workspace's is its pk
 _TABLE = AccessGeneration._meta.db_table
 MIRROR_RECHECK_S = 1.0
@@ -56,7 +63,11 @@ def current(workspace_id: int | None = None) -> Token:
     mirror = _mirror()
     if mirror is None:
         return _rows(scopes)
-    return mirror.read(scopes) + mirror.row_values(scopes)
+    try:
+        return mirror.read(scopes) + mirror.row_values(scopes)
+    except redis.RedisError as exc:
+        _unreachable(exc)
+        return _rows(scopes)  # a token of another length: what was kept is not trusted
 
 
 def bump(workspace_id: int | None = None) -> None:
@@ -68,7 +79,25 @@ def bump(workspace_id: int | None = None) -> None:
             AccessGeneration.objects.filter(scope=scope).update(value=F("value") + 1)
         mirror = _mirror()
         if mirror is not None:
-            transaction.on_commit(lambda: mirror.bump(scope))  # readers must find the change committed
+            transaction.on_commit(lambda: _bump_mirror(mirror, scope))  # readers find the change committed
+
+
+def _bump_mirror(mirror: Mirror | RedisMirror, scope: int) -> None:
+    try:
+        mirror.bump(scope)
+    except redis.RedisError as exc:  # the rows have it: readers see it within MIRROR_RECHECK_S
+        _unreachable(exc)
+
+
+_said_at = -60.0
+
+
+def _unreachable(exc: Exception) -> None:
+    global _said_at
+    now = time.monotonic()
+    if now - _said_at >= 60:  # once a minute per process, not once per request
+        _said_at = now
+        log.warning("access generations are read from the database: Redis does not answer (%s)", exc)
 
 
 def workspace_of(instance: Model) -> int | None:
@@ -122,11 +151,31 @@ def _rows(scopes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(found.get(s, 0)) for s in scopes)
 
 
-class Mirror:
+class _Rechecked:
+    """A mirror's memory of the rows: read at most once every ``MIRROR_RECHECK_S`` per scope."""
+
+    def __init__(self) -> None:
+        self._row_value: dict[int, int] = {}
+        self._row_read_at: dict[int, float] = {}
+
+    def row_values(self, scopes: tuple[int, ...]) -> tuple[int, ...]:
+        """The rows' values as read at most ``MIRROR_RECHECK_S`` ago."""
+        now = time.monotonic()
+        stale = tuple(
+            s for s in scopes if now - self._row_read_at.get(s, -MIRROR_RECHECK_S) >= MIRROR_RECHECK_S
+        )
+        if stale:
+            for s, value in zip(stale, _rows(stale), strict=True):
+                self._row_value[s], self._row_read_at[s] = value, now
+        return tuple(self._row_value[s] for s in scopes)
+
+
+class Mirror(_Rechecked):
     """The counters in a memory-mapped file that every process of this host maps: reading one is a
     memory read; moving one takes the file's lock, so no two moves count as one."""
 
     def __init__(self, path: Path):
+        super().__init__()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         if os.fstat(self._fd).st_size < mmap.PAGESIZE:
@@ -134,8 +183,6 @@ class Mirror:
             os.ftruncate(self._fd, mmap.PAGESIZE)
         self._map = mmap.mmap(self._fd, mmap.PAGESIZE)
         self._lock = threading.Lock()  # POSIX record locks exclude processes, not threads
-        self._row_value: dict[int, int] = {}
-        self._row_read_at: dict[int, float] = {}
 
     @staticmethod
     def slot(scope: int) -> int:
@@ -153,32 +200,50 @@ class Mirror:
             finally:
                 fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
-    def row_values(self, scopes: tuple[int, ...]) -> tuple[int, ...]:
-        """The rows' values as read at most ``MIRROR_RECHECK_S`` ago."""
-        now = time.monotonic()
-        stale = tuple(
-            s for s in scopes if now - self._row_read_at.get(s, -MIRROR_RECHECK_S) >= MIRROR_RECHECK_S
-        )
-        if stale:
-            for s, value in zip(stale, _rows(stale), strict=True):
-                self._row_value[s], self._row_read_at[s] = value, now
-        return tuple(self._row_value[s] for s in scopes)
+
+class RedisMirror(_Rechecked):
+    """The counters in Redis (the cache's server and key prefix), for processes on several hosts:
+    reading them is one ``MGET``; ``INCR`` moves one atomically."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._prefix = prefix
+
+    def _keys(self, scopes: tuple[int, ...]) -> list[str]:
+        return [f"{self._prefix}:generation:{s}" for s in scopes]
+
+    @staticmethod
+    def _client() -> Any:
+        return caches["default"]._cache.get_client(write=True)  # type: ignore[attr-defined]
+
+    def read(self, scopes: tuple[int, ...] = (GLOBAL,)) -> tuple[int, ...]:
+        return tuple(int(v or 0) for v in self._client().mget(self._keys(scopes)))
+
+    def bump(self, scope: int = GLOBAL) -> None:
+        self._client().incr(self._keys((scope,))[0])
 
 
-_mirrors: dict[str | Path, Mirror] = {}
+_mirrors: dict[str | Path, Mirror | RedisMirror] = {}
 _mirrors_lock = threading.Lock()
 
 
-def _mirror() -> Mirror | None:
+def _mirror() -> Mirror | RedisMirror | None:
     path = settings.GENERATION_FILE
-    if not path:
+    if path:
+        found = _mirrors.get(path)
+        if found is None:
+            with _mirrors_lock:
+                found = _mirrors.get(path)
+                if found is None:
+                    found = _mirrors[path] = Mirror(Path(path))
+        return found
+    if not settings.GENERATION_REDIS:
         return None
-    found = _mirrors.get(path)
+    prefix = str(settings.CACHES["default"].get("KEY_PREFIX", ""))
+    found = _mirrors.get(f"redis:{prefix}")
     if found is None:
         with _mirrors_lock:
-            found = _mirrors.get(path)
-            if found is None:
-                found = _mirrors[path] = Mirror(Path(path))
+            found = _mirrors.setdefault(f"redis:{prefix}", RedisMirror(prefix))
     return found
 
 
