@@ -17,7 +17,8 @@ compared with its memory before.
     python bench/load.py [--seconds 30] [--setups embedded,production]
 
 Writes bench/results/load.json and prints a table. Labelers are threads of this process: on two
-cores they and the server share the CPU, as they would on a small install.
+cores they and the server share the CPU, as they would on a small install. The per-key rate of /api/ is
+raised for the run (TRACKERS_API_RATE): labelers waiting for a round poll for cards.
 """
 
 from __future__ import annotations
@@ -66,7 +67,15 @@ ws = Workspace.objects.create(name="Load")
 Membership.objects.create(workspace=ws, user=owner, role=Role.OWNER)
 ds = services.create_dataset(workspace=ws, name="Demo calls")
 imports.start_import(dataset=ds, user=owner, filename="demo.zip", data=demo_zip(150))
+# More distinct texts than the labelers can answer in a run (the demo calls hold about 700).
+products = ["plan", "invoice", "seat", "licence", "renewal", "discount", "contract", "migration", "export", "report"]
+moods = ["the price is too high", "we love it", "it keeps failing", "can you call me back", "we may switch vendor",
+         "thanks for the help", "send me the details", "we need it by friday"]
+rows = [f"about the {products[i % 10]} of account {i}: {moods[i // 10 % 8]} ({i * 37 % 1009})" for i in range(4000)]
+more = services.create_dataset(workspace=ws, name="Support notes")
+imports.start_import(dataset=more, user=owner, filename="notes.csv", data=("text\n" + "\n".join(rows) + "\n").encode())
 ds.refresh_from_db()
+more.refresh_from_db()
 keys = []
 for i in range(int(sys.argv[1])):
     user = User.objects.create_user(f"labeler{i}", password="x")
@@ -74,12 +83,12 @@ for i in range(int(sys.argv[1])):
     keys.append(ApiKey.issue(workspace=ws, name=f"labeler {i}", created_by=user, role=Role.LABELER)[1])
 seeds = ["the price is too high", "we are looking at another vendor", "can you send the invoice"]
 trackers = [
-    str(labeling.create_tracker(workspace=ws, user=owner, name=f"Tracker {t}", datasets=[ds], seeds=seeds,
+    str(labeling.create_tracker(workspace=ws, user=owner, name=f"Tracker {t}", datasets=[ds, more], seeds=seeds,
                                 round_size=int(sys.argv[3])).code)
     for t in range(int(sys.argv[2]))
 ]
 owner_key = ApiKey.issue(workspace=ws, name="owner", created_by=owner, role=Role.OWNER)[1]
-print(json.dumps({"keys": keys, "trackers": trackers, "segments": ds.vector_count, "owner_key": owner_key,
+print(json.dumps({"keys": keys, "trackers": trackers, "segments": ds.vector_count + more.vector_count, "owner_key": owner_key,
                   "workspace": str(ws.code), "dataset": str(ds.code)}))
 """
 
@@ -349,7 +358,7 @@ def play(base: str, keys: list[str], trackers: list[str], seconds: float) -> dic
             status, cards, _ = _post(f"{base}/api/trackers/{code}/cards?n=2", key)
             if status != 200 or not cards:
                 started = time.monotonic()
-                time.sleep(0.1)  # the round is answered: its training and the next round are on the way
+                time.sleep(0.2)  # the round is answered: its training and the next round are on the way
                 idle += time.monotonic() - started
                 continue
             for card in cards:
@@ -400,7 +409,13 @@ def bench_setup(setup: str, seconds: float, bomb: Path) -> tuple[list[dict], dic
         tempfile.TemporaryDirectory(prefix=f"trackers-load-{setup}-") as tmp,
         install(setup, Path(tmp) / "var", "load") as env,
     ):
-        made = _run(SETUP, env, str(max(LABELERS)), str(-(-max(LABELERS) // SHARING)), str(ROUND))
+        env["TRACKERS_API_RATE"] = (
+            "1000000/m"  # labelers poll while a round is prepared: not what is measured
+        )
+        runs = [
+            -(-n // SHARING) for n in LABELERS
+        ]  # each run has trackers of its own, shared by SHARING labelers
+        made = _run(SETUP, env, str(max(LABELERS)), str(sum(runs)), str(ROUND))
         port = free_port()
         server = subprocess.Popen(
             [
@@ -427,8 +442,9 @@ def bench_setup(setup: str, seconds: float, bomb: Path) -> tuple[list[dict], dic
             time.sleep(5)  # the workers load the encoder
             rows = []
             before = _run(COUNT, env)
-            for n in LABELERS:
-                row = play(base, made["keys"][:n], made["trackers"], seconds)
+            for n, first in zip(LABELERS, np.cumsum([0, *runs[:-1]]).tolist(), strict=True):
+                mine = made["trackers"][first : first + -(-n // SHARING)]
+                row = play(base, made["keys"][:n], mine, seconds)
                 counted = _run(COUNT, env)
                 stored = counted["rows"] - before["rows"]
                 row.update(
