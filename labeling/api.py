@@ -66,10 +66,15 @@ class QualityOut(Schema):
     cv_recall: float | None
     cv_f1: float | None
     cv_accuracy: float | None = None
-    threshold: float | None = Field(description="the threshold in use: the owner's if set, else training's")
+    threshold: float | None = Field(
+        description="the threshold in use: the live version's (the owner's if set, else training's); "
+        "while no version is live, the one training chose"
+    )
     training_threshold: float | None
     threshold_set_by: Literal["owner", "training"]
     featurizer: str
+    live: bool = Field(description="these are the live version's numbers (false: no version is live yet)")
+    version: int | None = Field(description="the live version's number")
 
 
 class TrackerOut(Schema):
@@ -98,8 +103,7 @@ class TrackerOut(Schema):
 
     @staticmethod
     def resolve_quality(tracker: Tracker) -> dict | None:
-        runs = progress.runs(tracker)
-        return progress.quality(runs[-1]) if runs else None
+        return progress.tracker_quality(tracker)
 
     @staticmethod
     def resolve_no_model(tracker: Tracker) -> str | None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.db.models import Count
+from django.dispatch import Signal
 
 from labeling import game, services
 from labeling.ml.loop import NONE as NONE_ANSWER
@@ -84,6 +88,33 @@ def no_model_reason(tracker: Tracker) -> str | None:
     )
 
 
+@dataclass(frozen=True)
+class Live:
+    """The model that answers for a tracker now: its live version, as serving tells it."""
+
+    run: TrainingRun
+    version: int
+    threshold: float | None  # the threshold in use (none for a topic tracker)
+    threshold_source: str  # "owner", "training" or "none"
+    threshold_set_by: str = ""  # who moved it, when it is the owner's
+    threshold_set_at: datetime | None = None
+    newer: int | None = None  # the number of a newer version that is not live
+    newer_waits_because: str = ""
+
+
+# Sent by what shows a tracker's numbers (``tracker``); serving answers with a ``Live`` for the
+# tracker's live version, or None while no version is live.
+asked_live = Signal()
+
+
+def live(tracker: Tracker) -> Live | None:
+    """The tracker's live model, or None while it has none."""
+    for _, answer in asked_live.send(sender=Tracker, tracker=tracker):
+        if isinstance(answer, Live):
+            return answer
+    return None
+
+
 def _estimate(est: dict, name: str) -> tuple[float | None, list[float] | None]:
     value = est.get(name)
     if isinstance(value, dict):
@@ -91,8 +122,9 @@ def _estimate(est: dict, name: str) -> tuple[float | None, list[float] | None]:
     return None, None
 
 
-def quality(run: TrainingRun | None) -> dict | None:
-    """The numbers a person reads, for the threshold in use.
+def quality(run: TrainingRun | None, now: Live | None = None) -> dict | None:
+    """The numbers a person reads about ``run``: at the threshold in use when it is the live run
+    (``now``), else at the threshold training chose for it.
 
     Cross-validated numbers come from the answers (which active learning chose where the model
     hesitates: biased); the estimates cover every text of the tracker, by strata, with 95%
@@ -102,7 +134,8 @@ def quality(run: TrainingRun | None) -> dict | None:
     if run is None:
         return None
     tracker = run.tracker
-    in_use = services.threshold_in_use(tracker, run) if tracker.kind == TrackerKind.CONCEPT else None
+    is_live = now is not None and now.run.pk == run.pk
+    in_use = now.threshold if now is not None and is_live else services.threshold_in_use(tracker, run)
     est = services.estimates_for(run, in_use) or {}
     cv = run.metrics.get("cv", {})
     out = {
@@ -115,13 +148,27 @@ def quality(run: TrainingRun | None) -> dict | None:
         "strata": est.get("strata", {}),
         "threshold": in_use,
         "training_threshold": run.threshold,
-        "threshold_set_by": "owner" if tracker.threshold_override is not None else "training",
+        "threshold_set_by": "owner"
+        if now is not None and is_live and now.threshold_source == "owner"
+        else "training",
         "featurizer": run.featurizer,
+        "live": is_live,
+        "version": now.version if now is not None and is_live else None,
         "run": run,
     }
     for name in ("precision", "recall", "f1", "accuracy"):
         out[name], out[f"{name}_ci"] = _estimate(est, name)
     return out
+
+
+def tracker_quality(tracker: Tracker) -> dict | None:
+    """The tracker's numbers: its live version's, at the threshold in use; while no version is live,
+    the latest run's (marked as not live)."""
+    now = live(tracker)
+    if now is not None:
+        return quality(now.run, now)
+    done = runs(tracker)
+    return quality(done[-1]) if done else None
 
 
 def round_summary(tracker: Tracker, round_no: int | None = None) -> dict:

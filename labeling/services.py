@@ -161,19 +161,14 @@ def _artifact(tracker: Tracker, run: TrainingRun, name: str) -> Path:
     return Path(settings.ARTIFACT_ROOT) / "trackers" / str(tracker.code) / f"{name}-{run.code}.npz"
 
 
-def threshold_rule(tracker: Tracker, trained: float | None) -> tuple[float | None, str]:
-    """The threshold a tracker answers with, and whose it is: none for a topic tracker (it answers
-    with its most likely label); the owner's if set; else training's (``trained``). The one rule,
-    for the game's pages and for serving; the threshold in use is never stored anywhere else."""
-    if tracker.kind == TrackerKind.TOPIC:
-        return None, "none"
-    if tracker.threshold_override is not None:
-        return tracker.threshold_override, "owner"
-    return trained, "training"
-
-
 def threshold_in_use(tracker: Tracker, run: TrainingRun | None) -> float | None:
-    return threshold_rule(tracker, run.threshold if run is not None else None)[0]
+    """The threshold a run's numbers are read at in the game: none for a topic tracker (it answers
+    with its most likely label), else the one training chose for the tracker's target precision.
+    The threshold a version answers with (an owner may move it) is serving's
+    (``serving.versions.services.threshold_of``); pages get it with the live run (``progress.live``)."""
+    if tracker.kind == TrackerKind.TOPIC or run is None:
+        return None
+    return run.threshold
 
 
 def run_training(run: TrainingRun) -> None:

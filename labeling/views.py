@@ -36,13 +36,8 @@ def tracker_list(request: PageRequest, code) -> HttpResponse:
     ws = get_workspace_for_user(request.user, code)
     rows = []
     for t in ws.trackers.prefetch_related("datasets"):
-        runs = progress.runs(t)
         rows.append(
-            {
-                "tracker": t,
-                "counts": progress.label_counts(t),
-                "quality": progress.quality(runs[-1] if runs else None),
-            }
+            {"tracker": t, "counts": progress.label_counts(t), "quality": progress.tracker_quality(t)}
         )
     return TemplateResponse(
         request,
@@ -88,28 +83,34 @@ def tracker_create(request: PageRequest, code) -> HttpResponse:
 
 @login_required
 def tracker_detail(request: PageRequest, code) -> HttpResponse:
-    """State, quality charts, the threshold trade-off and what the model matches now."""
+    """The live version's state and quality, its threshold trade-off and what it matches now; a newer
+    version that waits, beside it."""
     tracker = get_tracker_for_user(request.user, code)
     runs = progress.runs(tracker)
     latest = runs[-1] if runs else None
+    now = progress.live(tracker)
+    shown = now.run if now is not None else latest  # while no version is live: the latest run, said so
+    waiting = latest if now is not None and latest is not None and latest.pk != now.run.pk else None
     context = {
         "tracker": tracker,
         "workspace": tracker.workspace,
         "counts": progress.label_counts(tracker),
-        "quality": progress.quality(latest),
+        "live": now,
+        "quality": progress.quality(shown, now),
+        "waiting": progress.quality(waiting) if waiting is not None else None,
         "pending": progress.pending_run(tracker),
         "round": game.round_progress(tracker),
         "can_label": role_in(request.user, tracker.workspace) in CAN_LABEL,
         "can_manage": role_in(request.user, tracker.workspace) in CAN_IMPORT,
     }
     context["no_model"] = progress.no_model_reason(tracker)
-    if latest is not None:
-        context["learning_curve"] = _learning_curve(tracker, runs)
+    if shown is not None:
+        context["learning_curve"] = _learning_curve(tracker, runs, now)
         if tracker.kind == TrackerKind.TOPIC:
-            context.update(_topic_charts(tracker, latest))
+            context.update(_topic_charts(tracker, shown))
             return TemplateResponse(request, "labeling/tracker.html", context)
-        in_use = services.threshold_in_use(tracker, latest)
-        pr = latest.metrics.get("pr_curve", [])
+        in_use = now.threshold if now is not None else services.threshold_in_use(tracker, shown)
+        pr = shown.metrics.get("pr_curve", [])
         context["pr_points"] = pr
         # The slider opens at the curve's point nearest the threshold in use.
         context["slider_at"] = (
@@ -125,16 +126,14 @@ def tracker_detail(request: PageRequest, code) -> HttpResponse:
             x_label="threshold",
         )
         context["threshold_in_use"] = in_use
-        context["histogram"] = charts.histogram(latest.metrics.get("score_histogram", []), in_use)
-        context["matches"], context["match_count"] = services.matches_now(latest, in_use)
+        context["histogram"] = charts.histogram(shown.metrics.get("score_histogram", []), in_use)
+        context["matches"], context["match_count"] = services.matches_now(shown, in_use)
     return TemplateResponse(request, "labeling/tracker.html", context)
 
 
-def _learning_curve(tracker, runs) -> dict:
-    """Cross-validated F1 and the estimates over all texts (with their 95% intervals), per run.
-
-    Earlier runs show their estimates as recorded; the latest, at the threshold in use now.
-    """
+def _learning_curve(tracker, runs, now: progress.Live | None) -> dict:
+    """Cross-validated F1 and the estimates over all texts (with their 95% intervals), per run: each
+    at the threshold training chose for it, the live one at the threshold in use."""
     estimated, name = (
         ("accuracy", "accuracy, all texts (estimated, 95% interval)")
         if tracker.kind == TrackerKind.TOPIC
@@ -143,9 +142,9 @@ def _learning_curve(tracker, runs) -> dict:
     points, whiskers, cv = [], [], []
     for r in runs:
         labels = sum(n for a, n in r.label_counts.items() if a != Annotation.SKIP)
-        latest = r is runs[-1]
+        is_live = now is not None and now.run.pk == r.pk
         est = (
-            services.estimates_for(r, services.threshold_in_use(tracker, r)) if latest else None
+            services.estimates_for(r, now.threshold) if is_live and now is not None else None
         ) or r.metrics.get("estimates", {})
         value = est.get(estimated)
         if isinstance(value, dict) and value.get("value") is not None:
@@ -389,25 +388,3 @@ def labels(request: PageRequest, code) -> HttpResponse:
             "can_label": role in CAN_LABEL,
         },
     )
-
-
-@login_required
-@require_POST
-def tracker_threshold(request: PageRequest, code) -> HttpResponse:
-    """Owners move the threshold along the precision/recall curve, or give it back to training ("auto")."""
-    tracker = get_tracker_for_user(request.user, code)
-    require_role(request.user, tracker.workspace, CAN_IMPORT)
-    raw = request.POST.get("threshold", "")
-    if raw == "auto":
-        tracker.threshold_override = None
-    else:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if not 0.0 < value < 1.0:
-            shown = raw if len(raw) <= 40 else raw[:40] + "…"
-            return bad_request(f"threshold must be a number between 0 and 1, or 'auto' (got '{shown}')")
-        tracker.threshold_override = value
-    tracker.save(update_fields=["threshold_override"])
-    return redirect("tracker", code=tracker.code)

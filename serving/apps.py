@@ -6,11 +6,12 @@ class ServingConfig(AppConfig):
     verbose_name = "Serving and API access"
 
     def ready(self) -> None:
+        from labeling import progress
         from labeling.models import TrainingRun
         from serving import matches
         from serving.models import ApiKey, ModelVersion, ScoringJob, WebhookEndpoint
         from serving.scoring.services import score_imported
-        from serving.versions.services import publish_after_training
+        from serving.versions.services import live_for_pages, publish_after_training
         from serving.webhooks import fanout
         from trackers import generation
         from trackers.models import Job
@@ -23,6 +24,8 @@ class ServingConfig(AppConfig):
         work_finished.connect(
             publish_after_training, sender=TrainingRun, dispatch_uid="serving-publish-version"
         )
+        # The tracker's pages and answers show its live version's numbers, at its threshold in use.
+        progress.asked_live.connect(live_for_pages, dispatch_uid="serving-live-for-pages")
         # Webhook alerts subscribe to the matches that prediction and bulk scoring announce.
         matches.found.connect(fanout.on_found, sender=ModelVersion, dispatch_uid="serving-alert-matches")
         matches.job_scored.connect(

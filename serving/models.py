@@ -174,6 +174,13 @@ class ModelVersion(models.Model):
     went_live_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )  # None: promoted by itself
+    # The owner's threshold for this version, set on the tracker page while it was live (None: the
+    # one training chose for the tracker's target precision). A rollback brings a version's own back.
+    threshold_override = models.FloatField(null=True, blank=True)
+    threshold_set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    threshold_set_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -194,7 +201,7 @@ class ModelVersion(models.Model):
 
     @property
     def threshold(self) -> float | None:
-        """Training's own threshold (concepts)."""
+        """Training's own threshold (concepts); the one in use is ``versions.services.threshold_of``."""
         return self.training_run.threshold
 
     @property

@@ -227,50 +227,73 @@ def test_the_game_stops_polling_only_when_every_text_was_shown(owner_client, tra
     assert response.status_code == 286 and "No cards left" in response.content.decode()
 
 
-def test_the_owner_sets_and_clears_the_threshold(
+def test_a_threshold_belongs_to_its_version_and_the_page_is_about_the_live_one(
     owner_client, client, viewer, tracker, owner, django_capture_on_commit_callbacks
 ):
     from labeling import game
     from labeling.models import TrainingRun
+    from serving.models import ModelVersion
+    from serving.versions import services as versions
 
-    while cards := [c for c in game.claim_cards(tracker, owner, n=2) if c.round == 1]:
-        for c in cards:
-            with django_capture_on_commit_callbacks(execute=True):
-                labeling_services.answer_card(tracker, owner, c, oracle(c))
+    def play_round() -> None:
+        now = game.current_round(tracker)
+        while cards := [c for c in game.claim_cards(tracker, owner, n=2) if c.round == now]:
+            for c in cards:
+                with django_capture_on_commit_callbacks(execute=True):
+                    labeling_services.answer_card(tracker, owner, c, oracle(c))
+
+    play_round()
+    v1 = ModelVersion.objects.get(tracker=tracker)
+    assert v1.is_live
     url = reverse("tracker-threshold", args=[tracker.code])
-    assert owner_client.post(url, {"threshold": "1.5"}).status_code == 400
+    assert owner_client.post(url, {"threshold": "1.5"}).status_code == 422
+    assert owner_client.post(url, {"threshold": "lots"}).status_code == 400
     owner_client.post(url, {"threshold": "0.35"})
-    tracker.refresh_from_db()
-    assert tracker.threshold_override == 0.35
+    v1.refresh_from_db()
+    assert (v1.threshold_override, v1.threshold_set_by) == (0.35, owner) and v1.threshold_set_at is not None
     html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
-    assert "In use: <strong>0.350</strong>" in html and "set by the owner" in html
+    assert "In use: <strong>0.350</strong>" in html and f"set for version 1 by {owner.username}" in html
+    assert "These are the numbers of <strong>version 1</strong>" in html
     # the slider opens at the threshold in use, not at its lowest point
     slider = html[html.index('id="threshold"') - 80 : html.index('id="threshold"') + 120]
     assert 'value="0"' not in slider
-    # the next training records training's own choice; the owner's stays the one in use
-    labeling_services.answer_card(tracker, owner, game.claim_cards(tracker, owner, n=1)[0], "no")
-    from labeling import services as training
-
-    with django_capture_on_commit_callbacks(execute=True):
-        run, _ = training.request_training(tracker)
-    run.refresh_from_db()
-    assert run.threshold_rule in ("meets target precision", "target precision not reached")
-    assert training.threshold_in_use(tracker, run) == 0.35 != run.threshold
-    # its round's predicted-match cards were drawn at the owner's threshold
-    assert all(c.score >= 0.35 for c in tracker.cards.filter(training_run=run, strategy="positive"))
-    html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
-    assert "In use: <strong>0.350</strong>" in html and "set by the owner" in html
     # "what it matches now": only texts at or above the threshold in use, and how many there are
     listed = html[html.index('id="matches"') : html.index("</ol>", html.index('id="matches"'))]
     scores = [float(x) for x in re.findall(r'<span class="badge">([0-9.]+)</span>', listed)]
     count = int(re.search(r'id="match-count">(\d+) unanswered', html).group(1))
     assert scores and min(scores) >= 0.35 and count >= len(scores)
+    # a new run that does not go live: the page stays about version 1, the new one waits beside it
+    versions.set_automatic_promotion(tracker, False)
+    play_round()
+    v2 = ModelVersion.objects.get(tracker=tracker, number=2)
+    assert not v2.is_live and v2.threshold_override is None
+    html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
+    assert (
+        "In use: <strong>0.350</strong>" in html
+        and "version 1</strong>, the one the API answers with" in html
+    )
+    waiting = html[html.index('id="waiting-version"') :]
+    assert (
+        "version 2" in waiting and "automatic promotion is off" in waiting and "Promote version 2" in waiting
+    )
+    # promoted, version 2 starts from training's own threshold; rolled back, version 1 has its own again
+    assert owner_client.post(reverse("tracker-version-promote", args=[tracker.code, 2])).status_code == 302
+    run2 = TrainingRun.objects.get(model_version=v2)
+    html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
+    assert f"In use: <strong>{run2.threshold:.3f}</strong>" in html and 'id="waiting-version"' not in html
+    assert versions.threshold_of(ModelVersion.objects.get(pk=v2.pk)) == (run2.threshold, "training")
+    versions.promote(ModelVersion.objects.get(pk=v1.pk), owner)
+    html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
+    assert (
+        "In use: <strong>0.350</strong>" in html
+        and "version 1</strong>, the one the API answers with" in html
+    )
     owner_client.post(url, {"threshold": "0.999"})
     html = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
     assert "No unanswered text scores at or above the threshold in use (0.999)" in html
     owner_client.post(url, {"threshold": "auto"})
-    tracker.refresh_from_db()
-    assert tracker.threshold_override is None
+    v1.refresh_from_db()
+    assert v1.threshold_override is None and versions.threshold_of(v1)[1] == "training"
     client.force_login(viewer)
     assert client.post(url, {"threshold": "0.5"}).status_code == 403
     assert TrainingRun.objects.filter(tracker=tracker).count() == 2

@@ -14,7 +14,7 @@ from serving.models import ApiKey, ModelVersion
 from serving.versions import services
 from tests.factories import WorkspaceFactory
 from tests.test_game import cancel_tracker
-from tests.test_versions import play, predict
+from tests.test_versions import live_threshold, play, predict
 from trackers import generation, imports
 from trackers import services as corpus_services
 from trackers.models import Membership
@@ -44,7 +44,7 @@ def test_watched_changes_move_their_workspaces_generation(
     changes = [
         lambda: key.save(),
         lambda: key.trackers.add(trained),
-        lambda: setattr(trained, "threshold_override", 0.9) or trained.save(),
+        lambda: services.set_threshold(ModelVersion.objects.get(tracker=trained, is_live=True), owner, 0.9),
         lambda: trained.datasets.remove(embedded),
         lambda: services.promote(ModelVersion.objects.filter(tracker=trained).first(), owner),
     ]
@@ -98,8 +98,7 @@ def test_the_next_request_sees_a_revocation_a_new_threshold_and_a_member_leaving
     headers = {"Authorization": f"Bearer {raw}"}
     first = predict(client, trained, headers, texts=["cancel my plan"]).json()
     assert first["threshold_source"] == "training"
-    trained.threshold_override = 0.999
-    trained.save(update_fields=["threshold_override"])
+    live_threshold(trained, owner, 0.999)
     second = predict(client, trained, headers, texts=["cancel my plan"]).json()
     assert (second["threshold"], second["threshold_source"]) == (0.999, "owner")
     page = Client()  # the owner's browser; ``client`` keeps calling with keys only

@@ -172,6 +172,11 @@ def test_a_tampered_or_foreign_version_is_refused(trained, fake_encoder):
         runtime.head_of(version, fake_encoder.encoder_id)
 
 
+def live_threshold(tracker, user, value):
+    """The owner moves the live version's threshold, as the tracker page's slider does."""
+    services.set_threshold(ModelVersion.objects.get(tracker=tracker, is_live=True), user, value)
+
+
 def predict(client, tracker, key, **body):
     from serving.predict.api import PredictOut
 
@@ -199,13 +204,39 @@ def test_predict_scores_texts_with_the_live_version_or_a_pinned_one(
     assert [r["match"] for r in body["results"]] == [bool(s >= run.threshold) for s in expected]
     assert [r["label"] for r in body["results"]] == ["yes" if s >= run.threshold else "no" for s in expected]
     # the owner's threshold answers once set, and says so
-    trained.threshold_override = 0.999
-    trained.save()
+    live_threshold(trained, owner, 0.999)
     body = predict(client, trained, key, texts=texts).json()
     assert body["threshold"] == 0.999 and body["threshold_source"] == "owner"
     play(trained, owner, django_capture_on_commit_callbacks)
     assert predict(client, trained, key, texts=texts, version=1).json()["version"] == 1
     assert predict(client, trained, key, texts=texts, version=9).status_code == 404
+
+
+def test_each_version_answers_with_its_own_threshold_live_pinned_or_rolled_back(
+    client, trained, owner, key, django_capture_on_commit_callbacks
+):
+    play(trained, owner, django_capture_on_commit_callbacks)
+    v1, v2 = ModelVersion.objects.filter(tracker=trained).order_by("number")
+    texts = ["please cancel my plan (9)", "the weather is nice today", "cancel it now"]
+
+    def answer(**pin):
+        body = predict(client, trained, key, texts=texts, **pin).json()
+        decided = [r["score"] >= np.float32(body["threshold"]) for r in body["results"]]
+        assert [r["match"] for r in body["results"]] == decided  # at the threshold it reports
+        return body["version"], body["threshold"], body["threshold_source"]
+
+    services.promote(v2, owner)
+    live_threshold(trained, owner, 0.9)  # version 2's
+    assert answer() == (2, 0.9, "owner")
+    assert answer(version=1) == (1, pytest.approx(v1.threshold), "training")  # pinned: its own
+    services.promote(v1, owner)  # a rollback: version 1's own threshold, not the one set for 2
+    assert answer() == (1, pytest.approx(v1.threshold), "training")
+    live_threshold(trained, owner, 0.2)
+    services.promote(v2, owner)
+    assert answer() == (2, 0.9, "owner")
+    assert answer(version=1) == (1, 0.2, "owner")
+    with pytest.raises(services.ThresholdRefused, match="version 1 is not live"):
+        services.set_threshold(ModelVersion.objects.get(pk=v1.pk), owner, 0.5)
 
 
 def test_promote_and_roll_back_through_the_api(
@@ -264,9 +295,13 @@ def test_the_tracker_page_loads_the_versions_panel_and_owners_promote_and_roll_b
         f"yes {counts['yes']}, no {counts['no']}" in panel
         or f"no {counts['no']}, yes {counts['yes']}" in panel
     )
-    rolled = client.post(reverse("tracker-version-promote", args=[trained.code, 1]))
+    rolled = client.post(reverse("tracker-version-promote", args=[trained.code, 1]), HTTP_HX_REQUEST="true")
     assert rolled.status_code == 200 and 'id="version-1" class="live"' in rolled.content.decode()
     assert services.live_version(trained) == first
+    # without htmx (the tracker page's own button), back to the page
+    again = client.post(reverse("tracker-version-promote", args=[trained.code, 2]))
+    assert again.status_code == 302 and again["Location"] == reverse("tracker", args=[trained.code])
+    services.promote(first, owner)
     off = client.post(reverse("tracker-versions-automatic", args=[trained.code]), {"on": "0"})
     assert "Promote automatically" in off.content.decode()
     assert not services.promotes_automatically(trained)
@@ -337,6 +372,26 @@ def test_the_downloaded_model_runs_with_onnxruntime_and_tokenizers_alone_and_sco
     assert done.returncode == 0, done.stderr
     printed = [float(m) for m in re.findall(r"\[([-0-9.e]+)\]", done.stdout)]
     assert np.abs(np.asarray(printed) - np.asarray(in_app)).max() <= 1e-5
+    # after the owner moves the threshold, a new download decides as the API does
+    low, mid = sorted(in_app)[:2]
+    middle = round((low + mid) / 2, 6)  # between two scores, far from both: one text is not a match
+    assert (
+        client.post(reverse("tracker-threshold", args=[tracker.code]), {"threshold": str(middle)}).status_code
+        == 302
+    )
+    path.write_bytes(
+        b"".join(client.get(reverse("tracker-version-download", args=[tracker.code, 1])).streaming_content)
+    )
+    moved = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
+    assert moved.returncode == 0, moved.stderr
+    decided = re.findall(r"-> (match|no match) \[", moved.stdout)
+    api = client.post(
+        f"/api/v1/trackers/{tracker.code}/predict", {"texts": texts}, content_type="application/json"
+    ).json()
+    assert api["threshold"] == middle and api["threshold_source"] == "owner"
+    assert decided == ["match" if r["match"] else "no match" for r in api["results"]]
+    assert "match" in decided and "no match" in decided
+    assert json.loads(zipfile.ZipFile(path).read("manifest.json"))["threshold"] == middle
 
 
 @pytest.mark.real_encoder

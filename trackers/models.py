@@ -314,8 +314,6 @@ class Tracker(models.Model):
     metadata_filter = models.JSONField(default=dict, blank=True)
     keywords = models.JSONField(default=list, blank=True)
     target_precision = models.FloatField(default=0.8)
-    # Set by the owner on the precision/recall chart; None means the threshold training chooses.
-    threshold_override = models.FloatField(null=True, blank=True)
     # A new model version goes live by itself when its estimates are at least as good as the live
     # one's; otherwise it waits for the owner.
     round_size = models.PositiveSmallIntegerField(default=25)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 import zipfile
@@ -14,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from labeling import progress
 from labeling import services as labeling
 from labeling.models import TrainingRun, TrainingState
 from serving.ml import artifacts
@@ -204,8 +206,77 @@ def _make_live(version: ModelVersion, user: User | None) -> None:
 
 
 def threshold_of(version: ModelVersion) -> tuple[float | None, str]:
-    """The threshold a version answers with, and whose it is (``labeling.services.threshold_rule``)."""
-    return labeling.threshold_rule(version.tracker, version.threshold)
+    """The threshold a version answers with, and whose it is: none for a topic tracker (it answers
+    with its most likely label); the owner's, set while it was live; else the one training chose
+    for the tracker's target precision. The one rule, for every path that decides a match, for
+    pinned calls and for the download."""
+    if version.tracker.kind == TrackerKind.TOPIC:
+        return None, "none"
+    if version.threshold_override is not None:
+        return version.threshold_override, "owner"
+    return version.threshold, "training"
+
+
+class ThresholdRefused(errors.Invalid):
+    """A threshold the owner cannot set, and why."""
+
+
+def set_threshold(version: ModelVersion, user: User | None, value: float | None) -> None:
+    """The owner moves the live version's threshold (``value``), or gives it back to training
+    (None); kept with the version, with who and when. The next request in every process answers
+    with it (a version's save moves its workspace's access generation)."""
+    if version.tracker.kind == TrackerKind.TOPIC:
+        raise ThresholdRefused(
+            "a topic tracker answers with its most likely label: it has no threshold", field="threshold"
+        )
+    if not version.is_live:
+        raise ThresholdRefused(
+            f"version {version.number} is not live: the threshold is set for the version the API answers with",
+            field="threshold",
+        )
+    if value is not None and not 0.0 < value < 1.0:
+        raise ThresholdRefused(f"threshold must be between 0 and 1 (got {value:g})", field="threshold")
+    version.threshold_override = value
+    version.threshold_set_by = user
+    version.threshold_set_at = timezone.now()
+    version.save(update_fields=["threshold_override", "threshold_set_by", "threshold_set_at"])
+
+
+def live_for_pages(sender: Any, *, tracker: Tracker, **kwargs: Any) -> progress.Live | None:
+    """The tracker's live model, for the pages and answers that show its numbers (``progress.live``)."""
+    version = (
+        ModelVersion.objects.select_related("tracker", "training_run", "threshold_set_by")
+        .filter(tracker=tracker, is_live=True)
+        .first()
+    )
+    if version is None:
+        return None
+    threshold, source = threshold_of(version)
+    by = version.threshold_set_by
+    newest = ModelVersion.objects.filter(tracker=tracker).select_related("training_run", "tracker").first()
+    newer, why = None, ""
+    if newest is not None and newest.number > version.number:
+        newer = newest.number
+        measure = "accuracy" if tracker.kind == TrackerKind.TOPIC else "F1"
+        if not promotes_automatically(tracker):
+            why = "automatic promotion is off: new versions wait for an owner to promote them"
+        elif newest.quality is None or version.quality is None:
+            why = f"its estimated {measure} could not be compared with the live version's"
+        else:
+            why = (
+                f"its estimated {measure} ({newest.quality:.2f}) was below the live version's "
+                f"({version.quality:.2f}) when it was published"
+            )
+    return progress.Live(
+        newer=newer,
+        newer_waits_because=why,
+        run=version.training_run,
+        version=version.number,
+        threshold=threshold,
+        threshold_source=source,
+        threshold_set_by=by.get_username() if by is not None and source == "owner" else "",
+        threshold_set_at=version.threshold_set_at if source == "owner" else None,
+    )
 
 
 def publish_after_training(sender: type[TrainingRun], row: TrainingRun, **kwargs: Any) -> None:
@@ -239,14 +310,23 @@ class NoStandalone(RuntimeError):
 
 
 def zip_path(version: ModelVersion) -> Path:
-    """Where a version's standalone zip is kept once built."""
-    name = f"{version.tracker.name[:40]}-v{version.number}-{version.code}.zip"
-    return Path(settings.ARTIFACT_ROOT) / "downloads" / _safe_name(name)
+    """Where a version's standalone zip is kept once built: one per threshold in use, which its
+    manifest carries."""
+    threshold, _ = threshold_of(version)
+    at = "" if threshold is None else hashlib.sha256(repr(float(threshold)).encode()).hexdigest()[:12]
+    return Path(settings.ARTIFACT_ROOT) / "downloads" / str(version.code) / at / download_name(version)
+
+
+def download_name(version: ModelVersion) -> str:
+    """The file name a person gets."""
+    return _safe_name(f"{version.tracker.name[:40]}-v{version.number}.zip")
 
 
 def standalone_zip(version: ModelVersion) -> Path:
     """The version's standalone model (encoder and head in one ONNX file, the tokenizer, the manifest),
-    built on first request and kept: token ids in, sentence vector and scores out."""
+    built on first request and kept: token ids in, sentence vector and scores out. Its manifest's
+    ``threshold`` is the one the version answers with now (``threshold_of``), so the download
+    classifies as the API does; ``training_threshold`` is training's."""
     path = zip_path(version)
     try:
         manifest = artifacts.open_version(
@@ -269,8 +349,12 @@ def standalone_zip(version: ModelVersion) -> Path:
         onnx.load(str(encoder_dir / entry["file"])), head, hidden=encoder_manifest["output"]
     )
     tokenizer = encoder_manifest["tokenizer"]
+    threshold, source = threshold_of(version)
     standalone = {
         **manifest,
+        "threshold": threshold,
+        "threshold_source": source,
+        "training_threshold": manifest.get("threshold"),
         "standalone": {
             "file": "model.onnx",
             "inputs": [

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_POST
 
@@ -57,7 +57,11 @@ def promote(request: PageRequest, code: UUID, number: int) -> HttpResponse:
     try:
         services.promote(get_object_or_404(ModelVersion, tracker=tracker, number=number), request.user)
     except services.VersionRefused as exc:
+        if not request.htmx:
+            return bad_request(str(exc), status=exc.status)
         return _panel(request, tracker, refused=str(exc))
+    if not request.htmx:  # the tracker page's own button (a page that works without JS)
+        return redirect("tracker", code=tracker.code)
     return _panel(request, tracker)
 
 
@@ -80,4 +84,31 @@ def download(request: PageRequest, code: UUID, number: int) -> HttpResponse | Fi
         path = services.standalone_zip(version)
     except services.NoStandalone as exc:
         return bad_request(str(exc), status=409)
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)  # noqa: SIM115
+    return FileResponse(  # noqa: SIM115 (the response closes it)
+        open(path, "rb"), as_attachment=True, filename=services.download_name(version)
+    )
+
+
+@login_required
+@require_POST
+def threshold(request: PageRequest, code: UUID) -> HttpResponse:
+    """Owners move the live version's threshold along the precision/recall curve, or give it back to
+    training ("auto"); it stays with that version."""
+    tracker = get_tracker_for_user(request.user, code)
+    require_role(request.user, tracker.workspace, CAN_IMPORT)
+    raw = request.POST.get("threshold", "")
+    value: float | None = None
+    if raw != "auto":
+        try:
+            value = float(raw)
+        except ValueError:
+            shown = raw if len(raw) <= 40 else raw[:40] + "…"
+            return bad_request(f"threshold must be a number between 0 and 1, or 'auto' (got '{shown}')")
+    live = services.live_version(tracker)
+    if live is None:
+        return bad_request("no version is live yet: there is no threshold in use to move", status=409)
+    try:
+        services.set_threshold(live, request.user, value)
+    except services.ThresholdRefused as exc:
+        return bad_request(str(exc), status=exc.status)
+    return redirect("tracker", code=tracker.code)
