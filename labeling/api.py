@@ -115,6 +115,9 @@ class CardOut(Schema):
     round: int
     strategy: str
     score: float | None
+    label: str = Field(
+        description="a topic tracker's predicted label for the text (empty: none yet, or a concept)"
+    )
     text: str
     speaker: str
     document: UUID

@@ -176,6 +176,7 @@ class LoopInputs:
     answers: loop.Answers
     shown: np.ndarray
     example_vectors: np.ndarray  # every example sentence (cold-start queries)
+    example_classes: np.ndarray  # each example's class in ``spec.classes`` (-1: none of them)
     typed_vectors: np.ndarray  # the examples not found in the data (concepts: 'yes' rows)
     keyword_hits: np.ndarray | None
 
@@ -251,6 +252,9 @@ def loop_inputs(tracker: Tracker) -> LoopInputs:
         answers=answers_of(tracker, pool, spec),
         shown=shown,
         example_vectors=vectors,
+        example_classes=np.asarray(
+            [c if (c := spec.class_of(s.label)) is not None else -1 for s in seeds], dtype=np.int64
+        ),
         typed_vectors=vectors[typed] if typed_rows else vectors[:0],
         keyword_hits=hits,
     )
@@ -290,12 +294,18 @@ def fill_round(
         trained=trained,
         threshold=threshold,
         example_vectors=inputs.example_vectors,
+        example_classes=inputs.example_classes,
         keyword_hits=inputs.keyword_hits,
         rng=selection_rng(seed, round_no),
     )
-    scores = None
+    scores, predicted = None, None
     if trained is not None and trained.scores is not None:
-        scores = trained.scores.max(axis=1) if trained.scores.ndim == 2 else trained.scores
+        if trained.scores.ndim == 2:  # a topic head: the most likely label, with its probability
+            names = list(getattr(trained.head, "labels", []))
+            scores = trained.scores.max(axis=1)
+            predicted = [names[i] if i < len(names) else "" for i in trained.scores.argmax(axis=1).tolist()]
+        else:
+            scores = trained.scores
     cards = [
         Card(
             tracker=tracker,
@@ -303,6 +313,7 @@ def fill_round(
             round=round_no,
             strategy=p.strategy,
             score=float(scores[p.index]) if scores is not None else None,
+            label=predicted[p.index] if predicted is not None else "",
             training_run=training_run,
         )
         for p in picks

@@ -158,7 +158,28 @@ def quality(run: TrainingRun | None, now: Live | None = None) -> dict | None:
     }
     for name in ("precision", "recall", "f1", "accuracy"):
         out[name], out[f"{name}_ci"] = _estimate(est, name)
+    if tracker.kind == TrackerKind.TOPIC:
+        out.update(_majority(run, cv.get("accuracy")))
     return out
+
+
+MAJORITY_MARGIN = 0.02  # accuracy this close to always answering the largest label says little
+
+
+def _majority(run: TrainingRun, accuracy: float | None) -> dict:
+    """The largest label among a topic run's answers, its share, and whether the cross-validated
+    accuracy is within ``MAJORITY_MARGIN`` of always answering it (then macro-F1 is what to read)."""
+    counts = {a: n for a, n in run.label_counts.items() if a != Annotation.SKIP and n}
+    total = sum(counts.values())
+    if not total:
+        return {"majority_label": None, "majority_share": None, "accuracy_near_majority": False}
+    label, n = max(counts.items(), key=lambda kv: kv[1])
+    share = n / total
+    return {
+        "majority_label": label,
+        "majority_share": share,
+        "accuracy_near_majority": accuracy is not None and accuracy - share <= MAJORITY_MARGIN,
+    }
 
 
 def tracker_quality(tracker: Tracker) -> dict | None:

@@ -98,3 +98,33 @@ def test_tiny_rounds(size):
     v, _ = clusters(rng)
     assert len(cold_start(v, v[[0]], size=size, rng=rng)) == size
     assert len(next_round(v, rng.random(len(v)), 0.5, size=size, rng=rng)) == size
+
+
+def test_a_topic_trackers_first_round_asks_around_every_label_with_examples():
+    """Each label with examples gets cards from its own neighbourhood, however few examples it has
+    (a new user's first round was 44 of 50 "none of these"), and the rest are random."""
+    from labeling.ml import loop
+
+    rng = np.random.default_rng(3)
+    dim, labels = 32, ("billing", "outage", "cancel")
+    centres = np.linalg.qr(rng.normal(size=(dim, 4)))[0].T  # three labels and a large "none" mass
+    cluster = np.repeat(np.arange(4), [30, 30, 30, 600])
+    vectors = centres[cluster] + 0.15 * rng.normal(size=(len(cluster), dim))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    examples = np.vstack([centres[0], centres[0], centres[1], centres[2]]).astype(np.float32)
+    spec = loop.Spec(kind="topic", labels=labels, round_size=20)
+    picks = loop.plan_round(
+        loop.Pool(vectors),
+        loop.Answers.empty(),
+        spec,
+        shown=np.zeros(0, dtype=np.int64),
+        trained=None,
+        threshold=None,
+        example_vectors=examples,
+        example_classes=np.array([0, 0, 1, 2]),
+        keyword_hits=None,
+        rng=rng,
+    )
+    near = Counter(int(cluster[p.index]) for p in picks if p.strategy == "seed_neighbour")
+    assert all(near[c] >= 3 for c in range(3)), near
+    assert len(picks) == 20 and sum(p.strategy == "random" for p in picks) >= 20 - 3 * 3 - 1

@@ -12,6 +12,7 @@ from labeling import services as labeling_services
 from labeling.ml.estimates import TopicEvidence, topic_estimates
 from labeling.ml.selection import topic_round
 from labeling.ml.training import (
+    REGULARISATION_C,
     load_scorer,
     save_scorer,
     topic_scorer_of,
@@ -68,6 +69,7 @@ def clusters(rng, n_per: int = 40, dim: int = 16, k: int = 3):
 def test_topic_head_learns_separable_topics_and_reports_per_label():
     x, y = clusters(np.random.default_rng(0))
     head = train_topic(x, y, LABELS)
+    assert head.model.C == REGULARISATION_C  # the concept heads' regularisation (C=1 over-shrinks)
     assert head.cv["accuracy"] > 0.95 and head.cv["f1"] > 0.95
     assert [p["label"] for p in head.cv["per_label"]] == LABELS
     confusion = np.array(head.cv["confusion"])
@@ -284,7 +286,13 @@ def test_topic_game_and_pages(owner_client, topic_tracker, owner):
     cv = progress.runs(topic_tracker)[-1].metrics["cv"]
     shown = ["F1 per label", "Confusion"] if cv else ["Cross-validation needs at least two answers"]
     assert all(s in page for s in shown) and "accuracy, all texts" in page
+    assert page.index('id="cv-macro-f1"') < page.index('id="est-accuracy"')  # macro-F1 comes first
     assert "Precision / recall trade-off" not in page
+    # the next round's cards say which label the model predicts
+    nxt = [c for c in topic_tracker.cards.filter(answered_at__isnull=True) if c.training_run_id]
+    assert nxt and all(c.label in [*LABELS, "none"] for c in nxt)
+    html = owner_client.get(reverse("play", args=[topic_tracker.code])).content.decode()
+    assert "the model says “" in html
     listing = owner_client.get(reverse("trackers", args=[topic_tracker.workspace.code])).content.decode()
     assert "topic · segment" in listing
 
@@ -418,3 +426,18 @@ def test_topic_simulation_reports_macro_f1_per_round():
     rand = simulate(x, y, spec, "random", topic_labels=LABELS)
     assert [p["labels"] for p in ours["curve"]] == [15, 25, 35]  # 5 seeds spread over the labels, then rounds
     assert ours["f1_mean"] > 0.9 and rand["f1_mean"] > 0.9  # separable topics: both learn them
+
+
+def test_accuracy_close_to_always_answering_the_largest_label_is_flagged():
+    from types import SimpleNamespace
+
+    from labeling.progress import _majority
+
+    mostly_none = SimpleNamespace(label_counts={"billing": 3, "outage": 2, "none": 45, "skip": 4})
+    assert _majority(mostly_none, 0.91) == {
+        "majority_label": "none",
+        "majority_share": 0.9,
+        "accuracy_near_majority": True,
+    }
+    assert not _majority(mostly_none, 0.95)["accuracy_near_majority"]
+    assert _majority(SimpleNamespace(label_counts={}), None)["majority_label"] is None

@@ -186,10 +186,12 @@ def plan_round(
     example_vectors: np.ndarray,
     keyword_hits: np.ndarray | None,
     rng: np.random.Generator,
+    example_classes: np.ndarray | None = None,
 ) -> list[Pick]:
     """The next round's cards: from the head at the threshold in use, or the fallback without one.
 
     ``shown``: entries already on a card (answered or not); answered entries are never shown again.
+    ``example_classes``: each example's class (a topic tracker's first round asks around each label).
     """
     exclude = np.union1d(np.asarray(shown, dtype=np.int64), answers.rows)
     if trained is not None and trained.scores is not None:
@@ -199,6 +201,10 @@ def plan_round(
         return next_round(
             pool.vectors, trained.scores, threshold, size=spec.round_size, rng=rng, exclude=exclude
         )
+    if spec.kind == "topic" and not len(shown) and example_classes is not None:
+        first = _topic_first_round(pool, spec, example_vectors, example_classes, exclude, keyword_hits, rng)
+        if first is not None:
+            return first
     # No head yet: neighbours of the examples and of every positive answer, keywords, random texts.
     positive = answers.rows[answers.classes != spec.class_of("no" if spec.kind == "concept" else NONE)]
     queries = np.vstack(
@@ -216,6 +222,44 @@ def plan_round(
         keyword_hits=keyword_hits,
         seed_sims=pool.nearness(queries),
         random_share=_cold_start_random_share(spec, answers, len(example_vectors), len(shown)),
+    )
+
+
+PER_LABEL_FIRST = 3  # a topic tracker's first round: cards near each label's examples, at least
+
+
+def _topic_first_round(
+    pool: Pool,
+    spec: Spec,
+    example_vectors: np.ndarray,
+    example_classes: np.ndarray,
+    exclude: np.ndarray,
+    keyword_hits: np.ndarray | None,
+    rng: np.random.Generator,
+) -> list[Pick] | None:
+    """A topic tracker's first round: ``PER_LABEL_FIRST`` texts nearest each label's examples (their
+    centre), taken in turn from each label so that every label with examples is asked about, then
+    random texts, which show each label's spread and the texts of none of them. None without a
+    label's example (the fallback round then)."""
+    classes = np.asarray(example_classes, dtype=np.int64)
+    none = spec.class_of(NONE)
+    labels = [c for c in np.unique(classes).tolist() if c >= 0 and c != none]
+    if not labels:
+        return None
+    vectors = np.asarray(example_vectors, dtype=np.float32)
+    centres = np.vstack([vectors[classes == c].mean(axis=0) for c in labels])
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    size = spec.round_size
+    near = min(PER_LABEL_FIRST * len(labels), max(size - 1, 0))
+    return cold_start(
+        pool.vectors,
+        centres,
+        size=size,
+        rng=rng,
+        exclude=exclude,
+        keyword_hits=keyword_hits,
+        seed_sims=pool.nearness(centres),
+        random_share=1.0 - near / size if size else 1.0,
     )
 
 

@@ -248,6 +248,7 @@ def one_run(
                 trained=trained,
                 threshold=trained.threshold if trained is not None else None,
                 example_vectors=data.example_vectors,
+                example_classes=np.asarray(data.example_classes, dtype=np.int64),
                 keyword_hits=None,
                 rng=rng,
             )

@@ -53,7 +53,8 @@ def _stack(a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     return np.vstack([a, b])
 
 
-def _fit(features: np.ndarray, y: np.ndarray, C: float = 1.0) -> LogisticRegression:
+def _fit(features: np.ndarray, y: np.ndarray, C: float = REGULARISATION_C) -> LogisticRegression:
+    """A topic head: class-balanced multinomial LR with the concept heads' regularisation."""
     return LogisticRegression(C=C, class_weight="balanced", max_iter=2000).fit(features, y)
 
 
