@@ -208,14 +208,22 @@ class ModelVersion(models.Model):
     def quality(self) -> float | None:
         return estimated_quality(self.training_run)
 
+    @property
+    def quality_interval(self) -> tuple[float, float] | None:
+        """The 95% interval of ``quality``, as training estimated it."""
+        ci = _estimate(self.training_run).get("ci")
+        return (float(ci[0]), float(ci[1])) if ci else None
+
+
+def _estimate(run: TrainingRun) -> dict:
+    estimates = run.metrics.get("estimates") or {}
+    found = estimates.get("accuracy") if run.tracker.kind == TrackerKind.TOPIC else estimates.get("f1")
+    return found if isinstance(found, dict) else {}
+
 
 def estimated_quality(run: TrainingRun) -> float | None:
     """What promotion compares: the estimate over all texts of F1 (concepts) or accuracy (topics)."""
-    estimates = run.metrics.get("estimates") or {}
-    value = (
-        estimates.get("accuracy") if run.tracker.kind == TrackerKind.TOPIC else estimates.get("f1")
-    ) or {}
-    v = value.get("value")
+    v = _estimate(run).get("value")
     return float(v) if v is not None else None
 
 

@@ -290,6 +290,8 @@ def test_the_tracker_page_loads_the_versions_panel_and_owners_promote_and_roll_b
     panel = client.get(reverse("tracker-versions", args=[trained.code])).content.decode()
     assert 'id="version-2" class="live"' in panel and "Roll back to v1" in panel
     assert reverse("tracker-version-download", args=[trained.code, 1]) in panel
+    low, high = second.quality_interval  # each version's estimate with its interval
+    assert f'{second.quality:.2f} <span class="small muted">({low:.2f}–{high:.2f})</span>' in panel
     counts = second.training_run.label_counts  # the answers each version learned from
     assert (
         f"yes {counts['yes']}, no {counts['no']}" in panel
