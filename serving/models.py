@@ -215,7 +215,7 @@ class ModelVersion(models.Model):
         return (float(ci[0]), float(ci[1])) if ci else None
 
 
-def _estimate(run: TrainingRun) -> dict:
+def _estimate(run: TrainingRun) -> dict[str, Any]:
     estimates = run.metrics.get("estimates") or {}
     found = estimates.get("accuracy") if run.tracker.kind == TrackerKind.TOPIC else estimates.get("f1")
     return found if isinstance(found, dict) else {}
