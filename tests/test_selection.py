@@ -102,7 +102,9 @@ def test_tiny_rounds(size):
 
 def test_a_topic_trackers_first_round_asks_around_every_label_with_examples():
     """Each label with examples gets cards from its own neighbourhood, however few examples it has
-    (a new user's first round was 44 of 50 "none of these"), and the rest are random."""
+    (a new user's first round was 44 of 50 "none of these"), within a fifth of the round; the rest
+    are random (on Banking77's seven transfer intents, neighbours in 40% of a first round trained
+    0.06 macro-F1 below a random round, in 20% 0.03)."""
     from labeling.ml import loop
 
     rng = np.random.default_rng(3)
@@ -112,7 +114,7 @@ def test_a_topic_trackers_first_round_asks_around_every_label_with_examples():
     vectors = centres[cluster] + 0.15 * rng.normal(size=(len(cluster), dim))
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     examples = np.vstack([centres[0], centres[0], centres[1], centres[2]]).astype(np.float32)
-    spec = loop.Spec(kind="topic", labels=labels, round_size=20)
+    spec = loop.Spec(kind="topic", labels=labels, round_size=50)
     picks = loop.plan_round(
         loop.Pool(vectors),
         loop.Answers.empty(),
@@ -127,4 +129,26 @@ def test_a_topic_trackers_first_round_asks_around_every_label_with_examples():
     )
     near = Counter(int(cluster[p.index]) for p in picks if p.strategy == "seed_neighbour")
     assert all(near[c] >= 3 for c in range(3)), near
-    assert len(picks) == 20 and sum(p.strategy == "random" for p in picks) >= 20 - 3 * 3 - 1
+    assert len(picks) == 50 and sum(p.strategy == "random" for p in picks) >= 50 - 3 * 3 - 1
+
+
+def test_the_first_rounds_neighbours_keep_within_their_share_when_labels_are_many():
+    from labeling.ml import loop
+
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(500, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = tuple(f"label {i}" for i in range(9))
+    picks = loop.plan_round(
+        loop.Pool(vectors),
+        loop.Answers.empty(),
+        loop.Spec(kind="topic", labels=labels, round_size=25),
+        shown=np.zeros(0, dtype=np.int64),
+        trained=None,
+        threshold=None,
+        example_vectors=vectors[:9],
+        example_classes=np.arange(9),
+        keyword_hits=None,
+        rng=rng,
+    )
+    assert sum(p.strategy == "seed_neighbour" for p in picks) == 5  # a fifth of 25, not 3 x 9

@@ -225,7 +225,8 @@ def plan_round(
     )
 
 
-PER_LABEL_FIRST = 3  # a topic tracker's first round: cards near each label's examples, at least
+PER_LABEL_FIRST = 3  # a topic tracker's first round: cards near each label's examples...
+FIRST_NEAR_SHARE = 0.2  # ...in at most this share of the round (random cards train topics better)
 
 
 def _topic_first_round(
@@ -250,7 +251,7 @@ def _topic_first_round(
     centres = np.vstack([vectors[classes == c].mean(axis=0) for c in labels])
     centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
     size = spec.round_size
-    near = min(PER_LABEL_FIRST * len(labels), max(size - 1, 0))
+    near = min(PER_LABEL_FIRST * len(labels), round(FIRST_NEAR_SHARE * size))
     return cold_start(
         pool.vectors,
         centres,
