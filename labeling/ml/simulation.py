@@ -33,6 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from labeling.ml import loop, selection, training
 from labeling.ml.estimates import concept_estimates, topic_estimates
+from labeling.ml.promotion import promotion_report
 from labeling.ml.selection import Pick
 from labeling.ml.training import Head, prf, topic_report
 
@@ -325,6 +326,7 @@ def summarize(runs: list[list[Point]]) -> dict[str, Any]:
         "threshold_gap_mean": _mean(threshold_gap),
         "threshold_gap_final": _mean([p["f1_best"] - p["f1"] for p in final]),
         "featurizers": sorted({p["featurizer"] for p in points if p.get("featurizer")}),
+        "promotion": promotion_report(runs, shown_metric),
         "runs": runs,
     }
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from labeling import progress
 from labeling import services as labeling
+from labeling.ml import promotion
 from labeling.models import TrainingRun, TrainingState
 from serving.ml import artifacts
 from serving.ml.export import SCORES, VECTORS, NotExportable, head_model, standalone_model
@@ -159,9 +160,7 @@ def set_automatic_promotion(tracker: Tracker, automatic: bool) -> None:
 
 
 def _at_least_as_good(new: ModelVersion, live: ModelVersion) -> bool:
-    if new.quality is None:
-        return False
-    return live.quality is None or new.quality >= live.quality
+    return promotion.goes_live(new.quality, live.quality)  # the rule the simulation measures
 
 
 def serving_versions() -> QuerySet[ModelVersion]:

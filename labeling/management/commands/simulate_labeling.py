@@ -333,6 +333,13 @@ class Command(BaseCommand):
             f"best-threshold F1 - app-threshold F1: {ours['threshold_gap_mean']} "
             f"(final round {ours['threshold_gap_final']})"
         )
+        promo = ours.get("promotion")
+        if promo:
+            self.stdout.write(
+                f"  automatic promotion: {promo['promotions']} promoted, {promo['held_back']} held back; "
+                f"regret share {promo['regret_share']} (goal <= 0.05), "
+                f"worse promoted {promo['worse_promoted_share']} (goal <= 0.05)"
+            )
         if "typed_examples_train" in run:
             t = run["typed_examples_train"]
             self.stdout.write(
