@@ -28,7 +28,7 @@ class Card(models.Model):
     round = models.PositiveIntegerField()
     strategy = models.CharField(max_length=20, choices=Strategy.choices)
     score = models.FloatField(null=True, blank=True)
-    label = models.CharField(max_length=100, blank=True)  # a topic tracker's predicted label ("": none)
+    label = models.CharField(max_length=120, blank=True)  # a topic tracker's predicted label ("": none)
     training_run = models.ForeignKey(
         "TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='card',
             name='label',
-            field=models.CharField(blank=True, max_length=100),
+            field=models.CharField(blank=True, max_length=120),
         ),
     ]
