@@ -210,6 +210,7 @@ def round_summary(tracker: Tracker, round_no: int | None = None) -> dict:
         "pending": pending_run(tracker),
         "no_model": no_model_reason(tracker),
         "counts": label_counts(tracker),
+        "live": live(tracker),
     }
 
 

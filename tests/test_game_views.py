@@ -101,6 +101,7 @@ def test_answering_a_full_round_shows_the_summary_then_the_next_round(
     assert run.state == TrainingState.SUCCEEDED
     summary = owner_client.get(reverse("round-summary", args=[tracker.code]), HTTP_HX_REQUEST="true")
     assert summary.status_code == 286 and "F1 (cross-validated)" in summary.content.decode()
+    assert "This model is live: the API answers with it (version 1)" in summary.content.decode()
     nxt = owner_client.get(reverse("play", args=[tracker.code])).content.decode()
     assert "Round 2" in nxt and "0/10" in nxt
 
@@ -275,6 +276,10 @@ def test_a_threshold_belongs_to_its_version_and_the_page_is_about_the_live_one(
     waiting = html[html.index('id="waiting-version"') :]
     assert (
         "version 2" in waiting and "automatic promotion is off" in waiting and "Promote version 2" in waiting
+    )
+    summary = owner_client.get(reverse("round-summary", args=[tracker.code]), HTTP_HX_REQUEST="true")
+    assert "This model is not live: the API answers with version 1; the new one waits because automatic" in (
+        summary.content.decode()
     )
     # promoted, version 2 starts from training's own threshold; rolled back, version 1 has its own again
     assert owner_client.post(reverse("tracker-version-promote", args=[tracker.code, 2])).status_code == 302
