@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -24,10 +24,6 @@ from trackers.models import (
     Segment,
 )
 from trackers.services import create_job, finish_job, report_progress, vector_store
-
-if TYPE_CHECKING:
-    pass
-
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from django.db import transaction
 
@@ -31,10 +31,6 @@ from serving.models import (
 )
 from serving.webhooks import sending, services
 from trackers.models import Document, Granularity
-
-if TYPE_CHECKING:
-    pass
-
 
 log = logging.getLogger(__name__)
 PAYLOAD_VERSION = 1

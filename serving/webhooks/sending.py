@@ -14,7 +14,7 @@ import json
 import logging
 import random
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -29,10 +29,6 @@ from serving.models import (
 from serving.webhooks import outbound, services
 from trackers import generation, work
 from trackers.models import WorkState
-
-if TYPE_CHECKING:
-    pass
-
 
 log = logging.getLogger(__name__)
 _random = random.Random()
