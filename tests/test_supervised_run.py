@@ -178,12 +178,13 @@ def test_the_api_rate_is_one_counter_in_redis_across_web_processes(run, api):
     for t in threads:
         t.join()
     # Two web processes, four connections, one window: exactly the rate passes, whichever process
-    # answered each call; the count is one number in Redis, which each process asks once more before
-    # it refuses the rest of the window by itself.
+    # answered each call; the count is one number in Redis, which a request in flight when the window
+    # runs out asks once more (at most one per connection) before its process refuses the rest of the
+    # window by itself.
     assert codes == {200: API_RATE, 429: 12}, codes
     store = redis.Redis(unix_socket_path=str(unix_socket(run.data, "redis.sock")))
     counters = [int(store.get(k) or 0) for k in store.scan_iter(match="*rate:api:key:*")]
-    assert any(API_RATE < n <= API_RATE + 2 for n in counters), counters
+    assert any(API_RATE < n <= API_RATE + len(threads) for n in counters), counters
 
 
 def test_a_killed_worker_is_back_within_10s_and_200_deliveries_arrive_once_each(run, api):
