@@ -57,6 +57,9 @@ def server(settings, tmp_path):
         TRACKERS_ENCODER_DIR=str(settings.ENCODER_DIR),
         TRACKERS_DATA_DIR=str(tmp_path / "var"),
         TRACKERS_LOCAL_HTTP="1",
+        # The request streams below run as fast as the server answers: the per-key rate is not
+        # what these tests check (tests/test_rates.py and the supervised run do).
+        TRACKERS_API_V1_RATE="1000000/m",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "config.serve", "--port", str(port), "--workers", "2"],
