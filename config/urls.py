@@ -35,6 +35,7 @@ urlpatterns = [
     path("w/<uuid:code>/trackers/new/", labeling_views.tracker_create, name="tracker-create"),
     path("t/<uuid:code>/", labeling_views.tracker_detail, name="tracker"),
     path("t/<uuid:code>/train/", labeling_views.tracker_train, name="tracker-train"),
+    path("t/<uuid:code>/check/", labeling_views.tracker_check, name="tracker-check"),
     path("t/<uuid:code>/threshold/", versions_views.threshold, name="tracker-threshold"),
     path("t/<uuid:code>/play/", labeling_views.play, name="play"),
     path("t/<uuid:code>/answer/", labeling_views.answer, name="answer"),

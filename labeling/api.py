@@ -75,6 +75,11 @@ class QualityOut(Schema):
     featurizer: str
     live: bool = Field(description="these are the live version's numbers (false: no version is live yet)")
     version: int | None = Field(description="the live version's number")
+    recall_width: float | None = Field(None, description="the width of recall's 95% interval")
+    check_offered: bool = Field(
+        False,
+        description="recall's interval is wider than 0.2: a check round (POST .../check) would narrow it",
+    )
 
 
 class TrackerOut(Schema):
@@ -117,6 +122,10 @@ class CardOut(Schema):
     score: float | None
     label: str = Field(
         description="a topic tracker's predicted label for the text (empty: none yet, or a concept)"
+    )
+    probability: float | None = Field(
+        None,
+        description="the chance the text had of being drawn for its round; the estimates weigh its answer by it",
     )
     text: str
     speaker: str
@@ -285,6 +294,17 @@ def train(request, code: UUID):
     run, created = services.request_training(tracker)  # refused: 409
     run.refresh_from_db()
     return Status(202 if created else 200, run)
+
+
+@router.post("/trackers/{code}/check", response={201: list[CardOut], 409: ErrorOut}, tags=["labeling"])
+def check(request, code: UUID):
+    """Check what the model misses: put up to 20 cards from just below the live version's threshold
+    (the latest model's while none is live), drawn with known probabilities, in place of the open
+    round's cards nobody holds. 409 for a topic tracker, without a model, or with nothing left below."""
+    tracker = _tracker(request, code, CAN_LABEL)
+    quality = progress.tracker_quality(tracker) or {}
+    cards = services.start_check_round(tracker, quality.get("run"), quality.get("threshold"))  # refused: 409
+    return Status(201, cards)
 
 
 @router.get("/trackers/{code}/runs", response=list[RunOut], tags=["training"])

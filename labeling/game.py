@@ -15,6 +15,7 @@ from django.db.models import Count, Max, Min, Model, Q, QuerySet
 from django.utils import timezone
 
 from labeling.ml import loop
+from labeling.ml.selection import Pick
 from labeling.models import Annotation, Card, TrainingRun
 from trackers import encoders, errors
 from trackers.ml import documents
@@ -192,31 +193,33 @@ def spec_of(tracker: Tracker) -> loop.Spec:
 
 def answers_of(tracker: Tracker, pool: Pool, spec: loop.Spec) -> loop.Answers:
     """One row per answered pool entry, by majority over labelers (skips left out), with the
-    strategy of the card that first asked about it."""
+    strategy and the probability of the card that first asked about it."""
     index = pool.index_of()
     answers: dict[PoolKey, list[tuple[str, datetime]]] = {}
-    strategy: dict[PoolKey, str] = {}
-    for *key, answer, at, how in (
+    drawn: dict[PoolKey, tuple[str, float | None]] = {}
+    for *key, answer, at, how, probability in (
         Annotation.objects.filter(tracker=tracker)
         .exclude(answer=Annotation.SKIP)
         .order_by("created_at", "id")
-        .values_list(*key_fields(tracker), "answer", "updated_at", "strategy")
+        .values_list(*key_fields(tracker), "answer", "updated_at", "strategy", "card__probability")
     ):
         k: PoolKey = key[0] if len(key) == 1 else (key[0], key[1])
         answers.setdefault(k, []).append((answer, at))
-        strategy.setdefault(k, how)
-    rows, classes, strategies = [], [], []
+        drawn.setdefault(k, (how, probability))
+    rows, classes, strategies, probabilities = [], [], [], []
     for k, given in answers.items():
         c = spec.class_of(majority(given))
         if k in index and c is not None:
             rows.append(index[k])
             classes.append(c)
-            strategies.append(strategy[k])
+            strategies.append(drawn[k][0])
+            probabilities.append(np.nan if drawn[k][1] is None else drawn[k][1])
     order = np.argsort(rows, kind="stable")
     return loop.Answers(
         np.asarray(rows, dtype=np.int64)[order],
         np.asarray(classes, dtype=np.int64)[order],
         np.asarray(strategies, dtype="<U16")[order] if rows else np.zeros(0, dtype="<U16"),
+        np.asarray(probabilities, dtype=np.float64)[order],
     )
 
 
@@ -268,6 +271,55 @@ def selection_rng(seed: int | None, round_no: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def fill_check_round(
+    tracker: Tracker,
+    *,
+    scores: np.ndarray,
+    threshold: float,
+    training_run: TrainingRun,
+    inputs: LoopInputs | None = None,
+    seed: int | None = None,
+) -> list[Card]:
+    """Queue a round that checks what a concept tracker misses (``labeling.ml.loop.plan_check``), from
+    ``scores`` of the pool by the model being checked, at its threshold in use."""
+    inputs = inputs or loop_inputs(tracker)
+    round_no = current_round(tracker) + 1
+    picks = loop.plan_check(
+        inputs.answers,
+        shown=inputs.shown,
+        scores=scores,
+        threshold=threshold,
+        rng=selection_rng(seed, round_no),
+    )
+    return _queue(tracker, inputs, picks, round_no, scores, None, training_run)
+
+
+def _queue(
+    tracker: Tracker,
+    inputs: LoopInputs,
+    picks: list[Pick],
+    round_no: int,
+    scores: np.ndarray | None,
+    predicted: list[str] | None,
+    training_run: TrainingRun | None,
+) -> list[Card]:
+    cards = [
+        Card(
+            tracker=tracker,
+            segment_id=int(inputs.pool.segment_ids[p.index]),
+            round=round_no,
+            strategy=p.strategy,
+            score=float(scores[p.index]) if scores is not None else None,
+            label=predicted[p.index] if predicted is not None else "",
+            probability=p.probability,
+            training_run=training_run,
+        )
+        for p in picks
+    ]
+    Card.objects.bulk_create(cards, ignore_conflicts=True)
+    return list(tracker.cards.filter(round=round_no))
+
+
 def fill_round(
     tracker: Tracker,
     *,
@@ -306,19 +358,7 @@ def fill_round(
             predicted = [names[i] if i < len(names) else "" for i in trained.scores.argmax(axis=1).tolist()]
         else:
             scores = trained.scores
-    cards = [
-        Card(
-            tracker=tracker,
-            segment_id=int(inputs.pool.segment_ids[p.index]),
-            round=round_no,
-            strategy=p.strategy,
-            score=float(scores[p.index]) if scores is not None else None,
-            label=predicted[p.index] if predicted is not None else "",
-            training_run=training_run,
-        )
-        for p in picks
-    ]
-    Card.objects.bulk_create(cards, ignore_conflicts=True)
+    _queue(tracker, inputs, picks, round_no, scores, predicted, training_run)
     return list(tracker.cards.filter(round=round_no))
 
 

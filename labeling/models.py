@@ -18,6 +18,7 @@ class Strategy(models.TextChoices):
     RANDOM = "random", "Random sample"
     EXAMPLE = "example", "An example given when the tracker was made"
     FEEDBACK = "feedback", "Marked right or wrong on scored results"
+    CHECK = "check", "Checking what it misses"
 
 
 class Card(models.Model):
@@ -29,6 +30,9 @@ class Card(models.Model):
     strategy = models.CharField(max_length=20, choices=Strategy.choices)
     score = models.FloatField(null=True, blank=True)
     label = models.CharField(max_length=120, blank=True)  # a topic tracker's predicted label ("": none)
+    # The chance this text had of being drawn for its round (see labeling.ml.selection): the
+    # estimates weigh its answer by it. Null on cards made before it was kept.
+    probability = models.FloatField(null=True, blank=True)
     training_run = models.ForeignKey(
         "TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -15,6 +15,8 @@ from labeling.services import READY_LABELS, READY_PER_CLASS
 from trackers.models import Tracker, TrackerKind
 
 POINTS_PER_ANSWER = 10
+# A recall interval wider than this offers a check round (cards from just below the threshold).
+CHECK_WIDTH = 0.2
 
 
 def label_counts(tracker: Tracker) -> dict:
@@ -127,8 +129,8 @@ def quality(run: TrainingRun | None, now: Live | None = None) -> dict | None:
     (``now``), else at the threshold training chose for it.
 
     Cross-validated numbers come from the answers (which active learning chose where the model
-    hesitates: biased); the estimates cover every text of the tracker, by strata, with 95%
-    intervals (``labeling.ml.estimates``). Topic trackers: F1 is the macro average over labels and
+    hesitates: biased); the estimates cover every text of the tracker, with 95% intervals
+    (``labeling.ml.estimates``); ``check_offered`` when recall's is wider than ``CHECK_WIDTH``. Topic trackers: F1 is the macro average over labels and
     the estimated number is accuracy.
     """
     if run is None:
@@ -158,6 +160,11 @@ def quality(run: TrainingRun | None, now: Live | None = None) -> dict | None:
     }
     for name in ("precision", "recall", "f1", "accuracy"):
         out[name], out[f"{name}_ci"] = _estimate(est, name)
+    ci = out["recall_ci"]
+    out["recall_width"] = ci[1] - ci[0] if ci else None
+    out["check_offered"] = (
+        tracker.kind == TrackerKind.CONCEPT and ci is not None and ci[1] - ci[0] > CHECK_WIDTH
+    )
     if tracker.kind == TrackerKind.TOPIC:
         out.update(_majority(run, cv.get("accuracy")))
     return out

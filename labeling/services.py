@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from labeling import game
@@ -137,6 +138,36 @@ def _fill_next_round(tracker: Tracker, **kwargs: Any) -> None:
         Tracker.objects.select_for_update().filter(pk=tracker.pk).first()
         if not game.open_cards(tracker).exists():
             game.fill_round(tracker, **kwargs)
+
+
+class CheckRefused(errors.Conflict):
+    """A check round cannot start now (a topic tracker, or no model to check yet)."""
+
+
+def start_check_round(tracker: Tracker, run: TrainingRun | None, threshold: float | None) -> list[Card]:
+    """Put a round that checks what ``run``'s model misses at ``threshold`` in place of the open
+    round's cards nobody holds (``game.fill_check_round``): its answers count in the estimates,
+    weighted by how they were drawn, and train the next version like any answer. The replaced
+    cards' texts may be drawn again later."""
+    if tracker.kind == TrackerKind.TOPIC:
+        raise CheckRefused("a check round is for yes/no trackers: a topic tracker has no threshold")
+    if run is None or threshold is None or not run.has_model or run.tracker_id != tracker.pk:
+        raise CheckRefused("there is no model of this tracker to check yet")
+    with transaction.atomic():
+        Tracker.objects.select_for_update().filter(pk=tracker.pk).first()
+        now = timezone.now()
+        free = game.open_cards(tracker).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        free.filter(annotations__isnull=True).delete()
+        inputs = game.loop_inputs(tracker)
+        scores = scorer_for(run).score(inputs.arrays.vectors)
+        cards = game.fill_check_round(
+            tracker, scores=scores, threshold=threshold, training_run=run, inputs=inputs
+        )
+        if not cards:  # the replaced cards come back with the refusal
+            raise CheckRefused(
+                "every text below the threshold is answered or on a card: none is left to check"
+            )
+    return cards
 
 
 def after_training_failed(sender: type[TrainingRun], row: TrainingRun, **kwargs: Any) -> None:

@@ -193,6 +193,26 @@ def tracker_train(request: PageRequest, code) -> HttpResponse:
     return redirect("tracker", code=tracker.code)
 
 
+@login_required
+@require_POST
+def tracker_check(request: PageRequest, code) -> HttpResponse:
+    """Check what the model misses: a round of cards from just below the threshold of the model the
+    page shows (the live version's, at its threshold in use), in place of the open round."""
+    tracker = get_tracker_for_user(request.user, code)
+    require_role(request.user, tracker.workspace, CAN_LABEL)
+    quality = progress.tracker_quality(tracker) or {}
+    try:
+        cards = services.start_check_round(tracker, quality.get("run"), quality.get("threshold"))
+    except services.CheckRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("tracker", code=tracker.code)
+    messages.success(
+        request,
+        f"{len(cards)} cards from just below the threshold: answer them to see what the model misses.",
+    )
+    return redirect("play", code=tracker.code)
+
+
 def _game_context(request: PageRequest, tracker) -> dict:
     cards = game.claim_cards(tracker, request.user, n=2)
     return {

@@ -28,6 +28,7 @@ OBJECT_URLS = {
     "tracker-create": "workspace",
     "tracker": "tracker",
     "tracker-train": "tracker",
+    "tracker-check": "tracker",
     "tracker-threshold": "tracker",
     "play": "tracker",
     "answer": "tracker",
@@ -53,6 +54,7 @@ POST_ONLY = {
     "dataset-create",
     "dataset-upload",
     "tracker-train",
+    "tracker-check",
     "tracker-threshold",
     "answer",
     "undo",
@@ -158,6 +160,7 @@ API_OBJECT_ROUTES = [
     ("post", "/api/trackers/{tracker}/labels"),
     ("post", "/api/trackers/{tracker}/undo"),
     ("post", "/api/trackers/{tracker}/train"),
+    ("post", "/api/trackers/{tracker}/check"),
     ("get", "/api/trackers/{tracker}/runs"),
 ]
 

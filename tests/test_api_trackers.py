@@ -62,6 +62,15 @@ def test_a_whole_round_through_the_api(client, workspace, embedded, key, django_
     assert len(runs) == 1 and runs[0]["state"] == "succeeded" and "pr_curve" in runs[0]["metrics"]
     same = client.post(f"/api/trackers/{code}/train", headers=key)
     assert same.status_code == 200 and same.json()["code"] == runs[0]["code"]  # nothing new to learn
+    round_two = client.post(f"/api/trackers/{code}/cards?n=1", headers=key).json()
+    assert round_two and 0 < round_two[0]["probability"] <= 1  # how it was drawn
+    quality = status["quality"]
+    assert quality["check_offered"] == (quality["recall_width"] > 0.2)
+    checked = client.post(f"/api/trackers/{code}/check", headers=key)
+    assert checked.status_code == 201
+    cards = checked.json()
+    assert cards and all(c["strategy"] == "check" and c["score"] < quality["threshold"] for c in cards)
+    assert all(0 < c["probability"] <= 1 for c in cards)
 
 
 def test_bad_tracker_definitions_are_refused_with_422(client, workspace, embedded, key):
@@ -132,6 +141,7 @@ def test_openapi_documents_the_game(client):
         "/api/trackers/{code}/labels",
         "/api/trackers/{code}/undo",
         "/api/trackers/{code}/train",
+        "/api/trackers/{code}/check",
         "/api/trackers/{code}/runs",
     ):
         assert p in paths

@@ -318,3 +318,70 @@ def test_the_game_works_without_javascript(owner_client, tracker, owner, django_
         url, {"card": Card.objects.filter(tracker=tracker, round=2).first().pk, "answer": "no"}
     )
     assert first.status_code == 302 and first["Location"] == reverse("play", args=[tracker.code])
+
+
+def test_check_what_it_misses_replaces_the_open_round_with_cards_from_just_below_the_threshold(
+    owner_client, client, viewer, tracker, owner, django_capture_on_commit_callbacks
+):
+    import numpy as np
+    from django.utils import timezone
+
+    from labeling import progress
+
+    while cards := [c for c in game.claim_cards(tracker, owner, n=2) if c.round == 1]:
+        for c in cards:
+            with django_capture_on_commit_callbacks(execute=True):
+                labeling_services.answer_card(tracker, owner, c, oracle(c))
+    # every card of the game keeps the chance it had of being drawn, and the loop reads it back
+    round_two = list(tracker.cards.filter(round=2))
+    assert round_two and all(0 < c.probability <= 1 for c in round_two)
+    random_first = tracker.cards.filter(round=1, strategy="random")
+    assert all(0 < c.probability < 1 for c in random_first)
+    answers = game.loop_inputs(tracker).answers
+    drawn = answers.probabilities[np.isfinite(answers.probabilities)]
+    assert len(drawn) == tracker.cards.filter(round=1).count() and (drawn > 0).all()
+
+    quality = progress.tracker_quality(tracker)
+    assert quality is not None and quality["recall_width"] is not None
+    page = owner_client.get(reverse("tracker", args=[tracker.code])).content.decode()
+    assert ('id="check-round"' in page) == quality["check_offered"]
+    game.claim_cards(tracker, owner, n=1)  # cards someone holds stay theirs
+    now = timezone.now()
+    held = {c.pk for c in game.open_cards(tracker) if c.claimed_until and c.claimed_until > now}
+    assert held
+    url = reverse("tracker-check", args=[tracker.code])
+    response = owner_client.post(url)
+    assert response.status_code == 302 and response["Location"] == reverse("play", args=[tracker.code])
+    open_cards = list(game.open_cards(tracker))
+    checks = [c for c in open_cards if c.strategy == "check"]
+    assert {c.pk for c in open_cards} - {c.pk for c in checks} == held
+    run = quality["run"]
+    assert 0 < len(checks) <= 20 and all(c.training_run_id == run.pk for c in checks)
+    assert all(c.score < quality["threshold"] and 0 < c.probability <= 1 for c in checks)
+    assert {c.round for c in checks} == {3}
+    # answering the check round (and the held card) trains the next version on those answers too
+    for c in game.open_cards(tracker):
+        with django_capture_on_commit_callbacks(execute=True):
+            labeling_services.answer_card(tracker, owner, c, oracle(c))
+    latest = progress.runs(tracker)[-1]
+    answered = {r.pk: r.label_counts["yes"] + r.label_counts["no"] for r in (run, latest)}
+    assert latest.pk != run.pk and answered[latest.pk] == answered[run.pk] + len(checks) + len(held)
+    client.force_login(viewer)
+    assert client.post(url).status_code == 403  # viewers do not play
+
+
+def test_a_check_round_is_refused_for_a_topic_tracker_with_a_reason(
+    owner_client, workspace, dataset, owner, tracker
+):
+    topic = labeling_services.create_tracker(
+        workspace=workspace,
+        user=owner,
+        name="Call reason",
+        kind="topic",
+        labels=["billing", "cancel"],
+        datasets=[dataset],
+        seeds=[("billing", "my invoice is wrong"), ("cancel", "end my plan"), ("billing", "charged twice")],
+    )
+    response = owner_client.post(reverse("tracker-check", args=[topic.code]), follow=True)
+    assert "a check round is for yes/no trackers" in response.content.decode()
+    assert not topic.cards.filter(strategy="check").exists()

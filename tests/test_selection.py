@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from labeling.ml.selection import NEAR_DUPLICATE, cold_start, next_round
+from labeling.ml.selection import NEAR_DUPLICATE, check_round, cold_start, next_round
 
 
 def clusters(rng, n_per=50, k=6, d=16, spread=0.15):
@@ -58,11 +58,35 @@ def test_next_round_mix_and_strategies():
     scores[cluster == 3] = 0.5 + 0.01 * rng.standard_normal(50)  # the uncertain cluster
     picks = next_round(v, scores, 0.5, size=20, rng=rng, exclude=np.arange(10))
     got = Counter(p.strategy for p in picks)
-    assert got == {"uncertain": 12, "positive": 5, "random": 3}
-    uncertain = [cluster[p.index] for p in picks if p.strategy == "uncertain"]
-    assert uncertain.count(3) >= 1 and uncertain.index(3) == 0  # the most doubtful first
+    assert set(got) <= {"uncertain", "positive", "random"} and got["uncertain"] >= 1
+    assert 1 <= len(picks) <= 20 and not set(range(10)) & {p.index for p in picks}
     assert all(scores[p.index] >= 0.5 for p in picks if p.strategy == "positive")
-    assert not set(range(10)) & {p.index for p in picks}
+    assert any(cluster[p.index] == 3 for p in picks)  # the doubtful cluster is asked about
+    assert all(0 < p.probability <= 1 for p in picks)
+    # The nearer the threshold, the likelier: a doubtful card was likelier than any far-off random one.
+    doubtful = max(p.probability for p in picks if cluster[p.index] == 3)
+    assert all(doubtful > p.probability for p in picks if p.strategy == "random")
+
+
+def test_each_text_is_drawn_as_often_as_its_probability_says():
+    """The probability kept with a card is its text's real chance of being drawn: over many draws of
+    the same round, each text's share of draws matches it."""
+    rng = np.random.default_rng(11)
+    n = 400
+    v = np.eye(n, dtype=np.float32)  # no two texts alike: nothing is left out as a twin
+    scores = rng.random(n)
+    seen = np.zeros(n)
+    probability = np.zeros(n)
+    reps = 3000
+    for _ in range(reps):
+        for p in next_round(v, scores, 0.7, size=25, rng=rng, exclude=np.arange(5)):
+            seen[p.index] += 1
+            probability[p.index] = p.probability
+    drawn = seen > 0
+    assert drawn.sum() > 200 and not seen[:5].any()
+    # binomial noise of 3,000 repeats: well within 0.03 for every text drawn
+    assert np.max(np.abs(seen[drawn] / reps - probability[drawn])) < 0.03
+    assert abs(seen.sum() / reps - 25) < 1e-9  # every round has its 25 cards
 
 
 def test_predicted_match_cards_come_only_from_at_or_above_the_threshold():
@@ -70,10 +94,12 @@ def test_predicted_match_cards_come_only_from_at_or_above_the_threshold():
     v, _ = clusters(rng)
     scores = np.linspace(0, 0.4, len(v))  # nothing reaches the threshold
     picks = next_round(v, scores, 0.9, size=8, rng=rng, mix={"uncertain": 0.5, "positive": 0.5})
-    assert len(picks) == 8 and not [p for p in picks if p.strategy == "positive"]
-    # the slots go to the texts nearest the threshold instead
+    assert picks and not [p for p in picks if p.strategy == "positive"]
+    # the predicted matches' share goes to the texts nearest the threshold instead
     assert {p.strategy for p in picks} == {"uncertain"}
-    assert max(p.index for p in picks) == len(v) - 1
+    assert max(p.probability for p in picks) == next(
+        p.probability for p in picks if p.index == max(q.index for q in picks)
+    )
 
 
 def test_uncertain_cards_do_not_ask_the_same_question_twice():
@@ -83,6 +109,16 @@ def test_uncertain_cards_do_not_ask_the_same_question_twice():
     scores[cluster == 4] = 0.5  # a whole group sits on the threshold
     picks = next_round(v, scores, 0.5, size=8, rng=rng, mix={"uncertain": 1.0})
     assert [cluster[p.index] for p in picks].count(4) == 1
+
+
+def test_a_check_round_draws_below_the_threshold_mostly_just_below_it():
+    rng = np.random.default_rng(12)
+    scores = np.linspace(0, 1, 2001)
+    picks = check_round(scores, 0.5, size=20, rng=rng, exclude=np.array([999]))
+    assert len(picks) == 20 and {p.strategy for p in picks} == {"check"}
+    assert all(scores[p.index] < 0.5 for p in picks) and 999 not in {p.index for p in picks}
+    near = [p for p in picks if scores[p.index] > 0.5 - 0.06]  # the 120 texts just below
+    assert len(near) >= 10 and all(0 < p.probability <= 1 for p in picks)
 
 
 def test_exhausted_pool_returns_what_is_left():

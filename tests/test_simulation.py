@@ -38,9 +38,14 @@ def test_every_round_trains_and_plans_through_the_loop():
     with (
         mock.patch.object(loop, "train", wraps=loop.train) as train,
         mock.patch.object(loop, "plan_round", wraps=loop.plan_round) as plan,
+        mock.patch.object(loop, "plan_check", wraps=loop.plan_check) as check,
     ):
         points = one_run(v, y, SPEC, "ours", 0)
-    assert train.call_count == 3 and plan.call_count == 3
+    # every round, then the tracker page's check round after the last one, as the app runs them
+    assert train.call_count == 4 and plan.call_count == 3 and check.call_count == 1
+    assert check.call_args.kwargs["threshold"] == points[-1]["threshold"]  # the last head's, in use
+    after = points[-1]["check"]
+    assert 0 < after["cards"] <= 20 and after["head"] and "recall" in after["estimate"]
     first = plan.call_args_list[0].kwargs
     assert first["trained"] is None and first["keyword_hits"] is None  # the app's create_tracker round
     assert len(first["example_vectors"]) == 5

@@ -1,27 +1,27 @@
-"""How good a head is over all of a tracker's texts, by strata, with 95% intervals. Pure numpy.
+"""How good a head is over all of a tracker's texts, with 95% intervals. Pure numpy.
 
-The tracker's texts split three ways at the threshold in use:
+Concept trackers. The tracker's texts split at the threshold in use:
 
 - **answered** texts: their answer is known. They count by the prediction of a model that did
   not see them (their out-of-fold score), since the head's own score of them is flattering and
   the numbers are meant to describe texts it has not seen;
-- **unanswered at or above the threshold** (predicted matches nobody has checked): their share of
-  real matches is estimated from the uniformly drawn cards that fall there (Jeffreys prior);
-- **unanswered below the threshold**: their share of missed matches, likewise, but with a prior
-  from the scores: a logistic curve P(yes | score) fitted on the answered texts' out-of-fold
-  scores (refitted on bootstrap resamples) gives the stratum's expected share, weighted as
-  ``PRIOR_STRENGTH`` cards. A rare concept's few random cards below the threshold are all 'no';
-  under a flat prior that alone would imply hundreds of missed matches, while the calibrated
-  scores say how rare they are. Random cards that do find matches still outweigh it.
+- **unanswered** texts, at or above the threshold (predicted matches nobody has checked) and below
+  it (where the matches it misses are): how many of them are matches is estimated.
 
-The uniformly drawn cards are the ``random`` cards (uniform over the unanswered texts of their
-round) and the ``positive`` cards (uniform over that round's predicted matches); each is placed in
-a stratum by its out-of-fold score, as an unseen text of that stratum would be scored. A stratum's
-count of matches is drawn from the beta-binomial; the pool's true/false positive and missed
-counts are then redrawn as Poisson counts of rates drawn from their posteriors (as many new texts
-would show other counts), and precision, recall and F1 are computed per draw: the 2.5th and 97.5th
-percentiles are the interval, the median the value. With no unanswered text at or above the
-threshold, precision is exact (the pool's own).
+Cards are drawn with known probabilities (``labeling.ml.selection``), so an answer stands for
+1 / its card's probability texts. A calibration P(yes | score), a logistic curve of the logit
+score, is fitted on the answered cards' out-of-fold scores with those weights, pulled gently
+towards the head's own scores (``CALIBRATION_RIDGE``), and refitted on bootstrap resamples of the
+cards so that its own uncertainty shows. Summed over the unanswered texts it gives their expected
+matches; in three bands (at or above the threshold, the ``NEAR_BAND`` texts just below it, the rest)
+the cards that fell there say how far the curve is off in that band, as a shift of its log-odds
+with a normal prior of ``BAND_SHIFT_SD`` (``_band_shift``). The counts of true and false positives
+and of missed matches are drawn from this, then redrawn as Poisson counts of rates drawn from their
+posteriors (new texts like these would show other counts), and precision, recall and F1 are
+computed per draw: the 2.5th and 97.5th percentiles are the interval, the median the value. With
+no unanswered text at or above the threshold, precision is exact (the pool's own). Answers
+without a drawn card (examples, feedback, runs saved before cards kept their probability) count
+only as answered texts, unless too few cards have a probability to calibrate on.
 
 Topics: per predicted class, the unanswered texts predicted so are a stratum, estimated from the
 random and positive cards whose out-of-fold prediction is that class. Whether a card is right is
@@ -32,17 +32,17 @@ itself (optimistic: trained on the card) in the other half, so the interval span
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-UNIFORM_STRATEGIES = ("random", "positive")
 DRAWS = 4000
 PRIOR = 0.5  # Jeffreys
-PRIOR_STRENGTH = 8.0  # how many cards the calibrated prior of the below-threshold stratum weighs
-CALIBRATION_RIDGE = 1.0  # L2 penalty of the score calibration's two coefficients
+CALIBRATION_RIDGE = 0.1  # L2 penalty of the score calibration, towards the head's own scores (see _platt)
 CALIBRATION_BOOTSTRAPS = 100
+BAND_SHIFT_SD = 1.0  # prior sd of how far a band's log-odds may be off the calibration
+NEAR_BAND = 250  # unanswered texts just below the threshold checked as a band of their own
 MIN_CALIBRATION = 10  # answered texts with an out-of-fold score needed to calibrate
 
 
@@ -70,6 +70,7 @@ class ConceptEvidence:
     answered_y: np.ndarray
     answered_strategy: np.ndarray
     unanswered_scores: np.ndarray
+    answered_probability: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     DTYPES: ClassVar[dict[str, type]] = {
         "answered_scores": np.float64,
@@ -77,14 +78,20 @@ class ConceptEvidence:
         "answered_y": np.int64,
         "answered_strategy": str,
         "unanswered_scores": np.float64,
+        "answered_probability": np.float64,
     }
+
+    def __post_init__(self) -> None:
+        if len(self.answered_probability) != len(self.answered_y):  # saved before cards kept one
+            self.answered_probability = np.full(len(self.answered_y), np.nan)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return _arrays(self)
 
     @classmethod
     def from_arrays(cls, z: Mapping[str, np.ndarray]) -> ConceptEvidence:
-        return cls(**_typed(cls.DTYPES, z))
+        present = {k: v for k, v in cls.DTYPES.items() if k in z}
+        return cls(**_typed(present, z))
 
 
 def _summary(values: np.ndarray) -> dict[str, Any]:
@@ -115,6 +122,11 @@ def _stratum_draws(
     return rng.binomial(n_unanswered, p).astype(np.float64)
 
 
+def _sigmoid(z: np.ndarray | float) -> np.ndarray:
+    out: np.ndarray = 1 / (1 + np.exp(-np.clip(z, -60, 60)))
+    return out
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     clipped = np.clip(np.asarray(p, dtype=np.float64), 1e-4, 1 - 1e-4)
     out: np.ndarray = np.log(clipped / (1 - clipped))
@@ -122,14 +134,16 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def _platt(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
-    """P(yes | score) = sigmoid(a + b·logit(score)), by penalised Newton steps (pure numpy)."""
+    """P(yes | score) = sigmoid(a + b·logit(score)), by penalised Newton steps (pure numpy). The
+    penalty pulls towards a = 0, b = 1: the head's own scores, which are probabilities already."""
     w = np.ones(len(x)) if weights is None else weights
     X = np.column_stack([np.ones(len(x)), x])
-    beta = np.zeros(2)
+    centre = np.array([0.0, 1.0])
+    beta = centre.copy()
     ridge = np.diag([CALIBRATION_RIDGE, CALIBRATION_RIDGE])
     for _ in range(30):
-        p = 1 / (1 + np.exp(-(X @ beta)))
-        grad = X.T @ (w * (y - p)) - ridge @ beta
+        p = _sigmoid(X @ beta)
+        grad = X.T @ (w * (y - p)) - ridge @ (beta - centre)
         hess = (X * (w * p * (1 - p))[:, None]).T @ X + ridge
         step = np.linalg.solve(hess, grad)
         beta = beta + step
@@ -138,29 +152,89 @@ def _platt(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> t
     return float(beta[0]), float(beta[1])
 
 
-def _calibrated_prior(
-    rng: np.random.Generator, oof: np.ndarray, y: np.ndarray, scores: np.ndarray, draws: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-draw Beta prior (a, b) of a stratum's share of matches, centred on calibrated scores.
+def _weighted_cards(e: ConceptEvidence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The answered cards a calibration can learn from, as (logit of out-of-fold score, yes, weight).
 
-    P(yes | score) is fitted (Platt: a logistic curve of the logit score) on the answered texts'
-    out-of-fold scores: cards are chosen mostly by score, so it transfers to unanswered texts of
-    the same score. The fit is redone on bootstrap resamples of the answered texts, so that its
-    own uncertainty widens the interval. The prior's mean is the stratum's mean calibrated
-    probability, its weight ``PRIOR_STRENGTH`` cards. None (Jeffreys) when it cannot be fitted.
+    Cards drawn with a known probability weigh 1 / that probability: the texts they stand for.
+    Answers with none (examples, feedback, a run saved before cards kept their probability) count
+    only when fewer than ``MIN_CALIBRATION`` cards have one, and then all weigh 1.
     """
-    ok = np.isfinite(oof)
-    x, t = _logit(oof[ok]), (y[ok] == 1).astype(np.float64)
-    if len(t) < MIN_CALIBRATION or t.min() == t.max() or not len(scores):
+    ok = np.isfinite(e.answered_oof)
+    drawn = ok & np.isfinite(e.answered_probability) & (e.answered_probability > 0)
+    if int(drawn.sum()) >= MIN_CALIBRATION:
+        weights = 1.0 / e.answered_probability[drawn]
+        return _logit(e.answered_oof[drawn]), (e.answered_y[drawn] == 1).astype(np.float64), weights
+    return _logit(e.answered_oof[ok]), (e.answered_y[ok] == 1).astype(np.float64), np.ones(int(ok.sum()))
+
+
+def _bands(
+    e: ConceptEvidence, x: np.ndarray, above: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which band each unanswered text and each card (by its out-of-fold logit ``x``) is in: 0 at or
+    above the threshold, 1 the ``NEAR_BAND`` unanswered texts just below it, 2 the rest below."""
+    below = np.sort(e.unanswered_scores[~above])[::-1]
+    edge = below[min(NEAR_BAND, len(below)) - 1] if len(below) else threshold
+    text_band = np.where(above, 0, np.where(e.unanswered_scores >= edge, 1, 2))
+    cut, near = _logit(np.array([threshold, edge]))
+    card_band = np.where(x >= cut, 0, np.where(x >= near, 1, 2))
+    return text_band, card_band
+
+
+def _band_shift(eta: np.ndarray, t: np.ndarray, omega: np.ndarray) -> tuple[float, float]:
+    """The shift δ of the calibration's log-odds that the cards of one band say (mean and standard
+    deviation, by Laplace's approximation): their weighted answers against sigmoid(η + δ), with a
+    normal prior of sd ``BAND_SHIFT_SD`` at 0."""
+    delta = 0.0
+    precision = 1.0 / BAND_SHIFT_SD**2
+    for _ in range(25):
+        p = _sigmoid(eta + delta)
+        grad = float(np.sum(omega * (t - p))) - delta / BAND_SHIFT_SD**2
+        precision = float(np.sum(omega * p * (1 - p))) + 1.0 / BAND_SHIFT_SD**2
+        step = grad / precision
+        delta += step
+        if abs(step) < 1e-6:
+            break
+    return delta, precision**-0.5
+
+
+def _expected_matches(
+    rng: np.random.Generator, e: ConceptEvidence, above: np.ndarray, threshold: float, draws: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``draws`` draws of the expected matches among the unanswered texts at or above the threshold
+    and below it. None when the cards cannot fit a calibration (too few, or all one answer).
+
+    Per bootstrap of the cards, the calibration P(yes | score) gives each unanswered text a
+    probability of being a match. In each band of scores (``_bands``) the cards that fell there say
+    how far the calibration's log-odds are off there (``_band_shift``): each card weighs 1 / its
+    probability of having been drawn, and the band's weights count as many cards as they are worth
+    (Kish's effective size). Where the cards are few a band stays uncertain; a check round's cards,
+    drawn just below the threshold, narrow the band where missed matches are.
+    """
+    x, t, w = _weighted_cards(e)
+    if len(t) < MIN_CALIBRATION or t.min() == t.max():
         return None
-    xs = _logit(scores)
-    means = np.zeros(CALIBRATION_BOOTSTRAPS)
+    fit_w = w * len(w) / w.sum()  # the ridge weighs the same whatever the pool's size
+    xs = _logit(e.unanswered_scores)
+    text_band, card_band = _bands(e, x, above, threshold)
+    # Unanswered texts by band, as counts of nearly equal log-odds (a sum over 0.02-wide bins).
+    bins = [np.unique(np.round(xs[text_band == k] / 0.02), return_counts=True) for k in range(3)]
+    per = max(1, draws // CALIBRATION_BOOTSTRAPS)
+    sums = np.zeros((CALIBRATION_BOOTSTRAPS, per, 3))
     for b in range(CALIBRATION_BOOTSTRAPS):
-        weights = rng.multinomial(len(t), np.full(len(t), 1 / len(t))).astype(np.float64) if b else None
-        a0, a1 = _platt(x, t, weights)
-        means[b] = float(np.mean(1 / (1 + np.exp(-(a0 + a1 * xs)))))
-    m = np.clip(means[rng.integers(0, CALIBRATION_BOOTSTRAPS, draws)], 1e-5, 1 - 1e-5)
-    return m * PRIOR_STRENGTH, (1 - m) * PRIOR_STRENGTH
+        counts = rng.multinomial(len(t), np.full(len(t), 1 / len(t))) if b else np.ones(len(t))
+        a0, a1 = _platt(x, t, fit_w * counts)
+        for k, (centres, n) in enumerate(bins):
+            mine = (card_band == k) & (counts > 0)
+            ww = (w * counts)[mine]
+            delta, sd = 0.0, BAND_SHIFT_SD
+            if len(ww):
+                omega = ww * (ww.sum() / np.sum(ww**2 / counts[mine]))  # sums to the effective size
+                delta, sd = _band_shift(a0 + a1 * x[mine], t[mine], omega)
+            shifts = rng.normal(delta, sd, per)
+            eta = a0 + a1 * (centres * 0.02)
+            sums[b, :, k] = (n[None, :] * _sigmoid(eta[None, :] + shifts[:, None])).sum(axis=1)
+    flat = sums.reshape(-1, 3)
+    return flat[:, 0], flat[:, 1] + flat[:, 2]
 
 
 def concept_estimates(
@@ -178,17 +252,16 @@ def concept_estimates(
     upper = e.unanswered_scores >= threshold
     n_above = int(np.sum(upper))
     n_below = len(e.unanswered_scores) - n_above
-    uniform = np.isin(e.answered_strategy, UNIFORM_STRATEGIES) & np.isfinite(e.answered_oof)
-    # A positive card was drawn among predicted matches: it samples the upper stratum only.
-    above = uniform & (e.answered_oof >= threshold)
-    below = uniform & (e.answered_oof < threshold) & (e.answered_strategy == "random")
-    yes_above, n_s_above = int(np.sum(y[above])), int(np.sum(above))
-    yes_below, n_s_below = int(np.sum(y[below])), int(np.sum(below))
-    # Above the threshold the positive cards are plenty: Jeffreys. Below it, matches are often too
-    # rare for a handful of random cards: the calibrated scores say how rare.
-    below_prior = _calibrated_prior(rng, e.answered_oof, e.answered_y, e.unanswered_scores[~upper], draws)
-    y_above = _stratum_draws(rng, n_above, yes_above, n_s_above, draws)
-    y_below = _stratum_draws(rng, n_below, yes_below, n_s_below, draws, below_prior)
+    expected = _expected_matches(rng, e, upper, threshold, draws)
+    if expected is None:  # no calibration: each stratum's rate is Jeffreys' (anything is possible)
+        rate_above = rng.beta(PRIOR, PRIOR, draws)
+        rate_below = rng.beta(PRIOR, PRIOR, draws)
+    else:
+        pick = rng.integers(0, len(expected[0]), draws)
+        rate_above = expected[0][pick] / max(n_above, 1)
+        rate_below = expected[1][pick] / max(n_below, 1)
+    y_above = rng.binomial(n_above, np.clip(rate_above, 0, 1)).astype(np.float64)
+    y_below = rng.binomial(n_below, np.clip(rate_below, 0, 1)).astype(np.float64)
     tp = tp_a + y_above
     fp = fp_a + (n_above - y_above)
     fn = fn_a + y_below
@@ -201,7 +274,8 @@ def concept_estimates(
             precision = np.full(draws, tp_a / (tp_a + fp_a) if tp_a + fp_a else np.nan)
         recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-    out = {
+    drawn = np.isfinite(e.answered_probability) & np.isfinite(e.answered_oof)
+    return {
         "threshold": float(threshold),
         "precision": _summary(precision),
         "recall": _summary(recall),
@@ -211,15 +285,15 @@ def concept_estimates(
             "answered": len(e.answered_y),
             "unanswered_above": n_above,
             "unanswered_below": n_below,
-            "sampled_above": n_s_above,
-            "sampled_above_yes": yes_above,
-            "sampled_below": n_s_below,
-            "sampled_below_yes": yes_below,
+            "drawn": int(drawn.sum()),
+            "drawn_above": int(np.sum(drawn & (e.answered_oof >= threshold))),
+            "drawn_below": int(np.sum(drawn & (e.answered_oof < threshold))),
+            "expected_above": float(np.median(expected[0])) if expected is not None else None,
+            "expected_below": float(np.median(expected[1])) if expected is not None else None,
         },
         "predicted_matches": int(np.sum(predicted)) + n_above,
-        "method": "strata",
+        "method": "weighted calibration",
     }
-    return out
 
 
 @dataclass

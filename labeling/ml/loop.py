@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labeling.ml.estimates import ConceptEvidence, TopicEvidence
-from labeling.ml.selection import Pick, cold_start, next_round, topic_round
+from labeling.ml.selection import Pick, check_round, cold_start, next_round, topic_round
 from labeling.ml.training import (
     Head,
     LinearScorer,
@@ -79,11 +79,17 @@ def document_pool(member_vectors: np.ndarray, member_of: np.ndarray, n_documents
 
 @dataclass
 class Answers:
-    """One row per answered pool entry: its index, its class and how its card was chosen."""
+    """One row per answered pool entry: its index, its class, how its card was chosen and the chance
+    it had of being drawn (NaN for answers without a drawn card: examples, feedback)."""
 
     rows: np.ndarray
     classes: np.ndarray
     strategies: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self) -> None:
+        if len(self.probabilities) != len(self.rows):
+            self.probabilities = np.full(len(self.rows), np.nan)
 
     @classmethod
     def empty(cls) -> Answers:
@@ -225,6 +231,24 @@ def plan_round(
     )
 
 
+CHECK_ROUND_SIZE = 20  # cards of a round that checks what a concept tracker misses
+
+
+def plan_check(
+    answers: Answers,
+    *,
+    shown: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    rng: np.random.Generator,
+    size: int = CHECK_ROUND_SIZE,
+) -> list[Pick]:
+    """A check round for a concept tracker: texts below ``threshold`` by ``scores`` (the model being
+    checked), drawn with known probabilities, mostly just below it (``selection.check_round``)."""
+    exclude = np.union1d(np.asarray(shown, dtype=np.int64), answers.rows)
+    return check_round(scores, threshold, size=size, rng=rng, exclude=exclude)
+
+
 PER_LABEL_FIRST = 3  # a topic tracker's first round: cards near each label's examples...
 FIRST_NEAR_SHARE = 0.2  # ...in at most this share of the round (random cards train topics better)
 
@@ -298,4 +322,5 @@ def evidence(trained: Trained, answers: Answers, n_pool: int) -> ConceptEvidence
         answered_y=answers.classes,
         answered_strategy=answers.strategies,
         unanswered_scores=trained.scores[unanswered],
+        answered_probability=np.asarray(answers.probabilities, dtype=np.float64),
     )

@@ -81,7 +81,7 @@ def best_f1(y: np.ndarray, scores: np.ndarray) -> float:
     return float(np.max(2 * tp[cut] / (predicted[cut] + positives)))
 
 
-def _answers(answered: dict[int, tuple[int, str]]) -> loop.Answers:
+def _answers(answered: dict[int, tuple[int, str, float]]) -> loop.Answers:
     """The app's ``answers_of``: one row per answered entry, ordered by entry."""
     if not answered:
         return loop.Answers.empty()
@@ -90,6 +90,7 @@ def _answers(answered: dict[int, tuple[int, str]]) -> loop.Answers:
         rows,
         np.array([answered[int(i)][0] for i in rows], dtype=np.int64),
         np.array([answered[int(i)][1] for i in rows], dtype="<U16"),
+        np.array([answered[int(i)][2] for i in rows], dtype=np.float64),
     )
 
 
@@ -160,10 +161,10 @@ class _Data:
             target_precision=spec.target_precision,
         )
         where_in_pool = {int(e): k for k, e in enumerate(pool)}
-        self.answered: dict[int, tuple[int, str]] = {}
+        self.answered: dict[int, tuple[int, str, float]] = {}
         if found:
             for i in picked:
-                self.answered[where_in_pool[i]] = (int(y[i]), loop.EXAMPLE)
+                self.answered[where_in_pool[i]] = (int(y[i]), loop.EXAMPLE, np.nan)
         # What ``loop.train`` gets as typed examples: the app passes them for concept sentence trackers.
         typed_rows = spec.typed_examples and kind == "concept" and not documents
         self.typed_vectors = self.example_vectors if typed_rows else self.example_vectors[:0]
@@ -200,11 +201,22 @@ def _measure(data: _Data, trained: loop.Trained, answers: loop.Answers) -> dict[
         featurizer=trained.head.featurizer,
         examples_trained=trained.head.examples,
         truth=_truth(data.held_out_y, scores >= threshold),
-        pool_truth=_truth(data.truth, trained.scores >= threshold),
+        pool_truth=_truth(data.truth, _placed(trained, answers) >= threshold),
         estimate={m: _summary(estimate[m]) for m in ("precision", "recall", "f1")},
         precision_exact=estimate["precision_exact"],
     )
     return point
+
+
+def _placed(trained: loop.Trained, answers: loop.Answers) -> np.ndarray:
+    """The pool's scores as the estimates place them: an answered text by the model that did not see
+    it (its out-of-fold score, where it has one), the others by the head."""
+    assert trained.scores is not None and isinstance(trained.head, Head)
+    placed = np.array(trained.scores, dtype=np.float64)
+    if trained.head.oof is not None and len(answers):
+        oof = np.asarray(trained.head.oof, dtype=np.float64)
+        placed[answers.rows] = np.where(np.isfinite(oof), oof, placed[answers.rows])
+    return placed
 
 
 def _truth(y: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
@@ -239,7 +251,7 @@ def one_run(
             taken = np.union1d(np.asarray(shown, dtype=np.int64), answers.rows)
             free = np.setdiff1d(np.arange(len(data.pool)), taken)
             chosen = rng.choice(free, min(spec.round_size, len(free)), replace=False)
-            picks = [Pick(int(i), "random") for i in chosen]
+            picks = [Pick(int(i), "random", len(chosen) / len(free)) for i in chosen]
         else:
             picks = loop.plan_round(
                 data.pool,
@@ -255,7 +267,7 @@ def one_run(
             )
         shown += [p.index for p in picks]
         for p in picks:
-            data.answered[p.index] = (int(data.truth[p.index]), p.strategy)
+            data.answered[p.index] = (int(data.truth[p.index]), p.strategy, p.probability)
         answers = _answers(data.answered)
         trained = loop.train(data.pool, answers, data.spec, example_vectors=data.typed_vectors)
         point = {
@@ -266,7 +278,37 @@ def one_run(
         }
         point.update(_measure(data, trained, answers))
         points.append(point)
+    if (
+        strategy == "ours"
+        and data.spec.kind == "concept"
+        and trained is not None
+        and trained.head is not None
+    ):
+        points[-1]["check"] = _check_round(data, trained, shown, rng)
     return points
+
+
+def _check_round(data: _Data, trained: loop.Trained, shown: list[int], rng: np.random.Generator) -> Point:
+    """After the last round, what the tracker page's *Check what it misses* does: a check round
+    (``loop.plan_check``) from the last head at its threshold, answered, then trained on and
+    measured as a round is. Cards answered there are not counted again by the next repeat: each
+    run has its own data."""
+    answers = _answers(data.answered)
+    assert trained.scores is not None and trained.threshold is not None
+    picks = loop.plan_check(
+        answers,
+        shown=np.asarray(shown, dtype=np.int64),
+        scores=trained.scores,
+        threshold=trained.threshold,
+        rng=rng,
+    )
+    for p in picks:
+        data.answered[p.index] = (int(data.truth[p.index]), p.strategy, p.probability)
+    answers = _answers(data.answered)
+    after = loop.train(data.pool, answers, data.spec, example_vectors=data.typed_vectors)
+    point: Point = {"cards": len(picks), "found": int(sum(data.truth[p.index] for p in picks))}
+    point.update(_measure(data, after, answers))
+    return point
 
 
 def _mean(values: list[float]) -> float | None:
@@ -315,19 +357,61 @@ def summarize(runs: list[list[Point]]) -> dict[str, Any]:
     ]
     threshold_gap = [p["f1_best"] - p["f1"] for p in points if "f1_best" in p]
     final = [run[-1] for run in runs if run[-1]["head"] and "f1_best" in run[-1]]
+    last = [run[-1] for run in runs if run[-1]["head"]]
+    final_gap = [
+        abs(p["estimate"][shown_metric]["value"] - p["truth"][shown_metric])
+        for p in last
+        if p["estimate"][shown_metric]["value"] is not None and p["truth"][shown_metric] is not None
+    ]
+    final_width = [
+        p["estimate"][shown_metric]["ci"][1] - p["estimate"][shown_metric]["ci"][0]
+        for p in last
+        if p["estimate"][shown_metric]["ci"] is not None
+    ]
     return {
         "f1_mean": round(float(f1[:, -1].mean()), 4),
         "f1_std": round(float(f1[:, -1].std()), 4),
+        "check_round": check_report(runs),
         "curve": curve,
         "coverage": coverage(runs),
         "coverage_pool": coverage(runs, "pool_truth"),
         "shown_metric": shown_metric,
         "shown_gap_mean": _mean(shown_gap),
+        "shown_gap_final": _mean(final_gap),
+        "width_final_median": round(float(np.median(final_width)), 4) if final_width else None,
         "threshold_gap_mean": _mean(threshold_gap),
         "threshold_gap_final": _mean([p["f1_best"] - p["f1"] for p in final]),
         "featurizers": sorted({p["featurizer"] for p in points if p.get("featurizer")}),
         "promotion": promotion_report(runs, shown_metric),
         "runs": runs,
+    }
+
+
+def _width(point: Point, metric: str) -> float | None:
+    ci = point.get("estimate", {}).get(metric, {}).get("ci")
+    return ci[1] - ci[0] if ci else None
+
+
+def check_report(runs: list[list[Point]]) -> dict[str, Any] | None:
+    """What one check round after the last round did, over the runs that played one: recall's
+    interval width before and after (medians), whether the interval after covers the held-out
+    recall, and F1 before and after."""
+    pairs = [(run[-1], run[-1]["check"]) for run in runs if run and run[-1].get("check", {}).get("head")]
+    widths = [(_width(b, "recall"), _width(a, "recall")) for b, a in pairs]
+    widths = [(b, a) for b, a in widths if b is not None and a is not None]
+    if not widths:
+        return None
+    after = [a for _, a in pairs]
+    covered = coverage([after])
+    return {
+        "runs": len(pairs),
+        "cards_mean": _mean([a["cards"] for a in after]),
+        "found_mean": _mean([a["found"] for a in after]),
+        "recall_width_before": round(float(np.median([b for b, _ in widths])), 4),
+        "recall_width_after": round(float(np.median([a for _, a in widths])), 4),
+        "coverage": {m: row["share"] for m, row in covered.items()},
+        "f1_before": _mean([b["f1"] for b, _ in pairs]),
+        "f1_after": _mean([a["f1"] for a in after]),
     }
 
 

@@ -329,10 +329,18 @@ class Command(BaseCommand):
                 f"({row['share']}) {ok}; covers the pool's truth {pool}"
             )
         self.stdout.write(
-            f"  mean |{ours['shown_metric']} shown - true|: {ours['shown_gap_mean']}; "
+            f"  mean |{ours['shown_metric']} shown - true|: {ours['shown_gap_mean']} (last round "
+            f"{ours['shown_gap_final']}, median interval width {ours['width_final_median']}); "
             f"best-threshold F1 - app-threshold F1: {ours['threshold_gap_mean']} "
             f"(final round {ours['threshold_gap_final']})"
         )
+        check = ours.get("check_round")
+        if check:
+            self.stdout.write(
+                f"  check round ({check['cards_mean']} cards, {check['found_mean']} matches found): recall "
+                f"interval width {check['recall_width_before']} -> {check['recall_width_after']}, coverage "
+                f"after {check['coverage']}; F1 {check['f1_before']} -> {check['f1_after']}"
+            )
         promo = ours.get("promotion")
         if promo:
             self.stdout.write(
