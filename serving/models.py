@@ -142,8 +142,9 @@ class ApiKey(models.Model):
 
 
 class PromotionPolicy(models.Model):
-    """How a tracker's new versions go live: by themselves when at least as good as the live one
-    (the default, when a tracker has no row), or when someone promotes them."""
+    """How a tracker's new versions go live: by themselves unless clearly worse than the live one
+    (``labeling.ml.promotion.goes_live``; the default, when a tracker has no row), or when someone
+    promotes them."""
 
     tracker = models.OneToOneField(
         Tracker, on_delete=models.CASCADE, primary_key=True, related_name="promotion"

@@ -314,8 +314,6 @@ class Tracker(models.Model):
     metadata_filter = models.JSONField(default=dict, blank=True)
     keywords = models.JSONField(default=list, blank=True)
     target_precision = models.FloatField(default=0.8)
-    # A new model version goes live by itself when its estimates are at least as good as the live
-    # one's; otherwise it waits for the owner.
     round_size = models.PositiveSmallIntegerField(default=25)
     state = models.CharField(max_length=16, choices=TrackerState.choices, default=TrackerState.DRAFT)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

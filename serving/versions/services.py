@@ -150,7 +150,7 @@ def publish_version(run: TrainingRun) -> ModelVersion | None:
 
 
 def promotes_automatically(tracker: Tracker) -> bool:
-    """Whether the tracker's new versions go live by themselves (when at least as good)."""
+    """Whether the tracker's new versions go live by themselves (unless clearly worse)."""
     found = PromotionPolicy.objects.filter(tracker=tracker).values_list("automatic", flat=True).first()
     return True if found is None else found
 
@@ -160,7 +160,8 @@ def set_automatic_promotion(tracker: Tracker, automatic: bool) -> None:
 
 
 def _at_least_as_good(new: ModelVersion, live: ModelVersion) -> bool:
-    return promotion.goes_live(new.quality, live.quality)  # the rule the simulation measures
+    interval = new.quality_interval
+    return promotion.goes_live(new.quality, interval[1] if interval else None, live.quality)  # as simulated
 
 
 def serving_versions() -> QuerySet[ModelVersion]:
@@ -262,9 +263,11 @@ def live_for_pages(sender: Any, *, tracker: Tracker, **kwargs: Any) -> progress.
         elif newest.quality is None or version.quality is None:
             why = f"its estimated {measure} could not be compared with the live version's"
         else:
+            interval = newest.quality_interval
+            top = f", at most {interval[1]:.2f}" if interval else ""
             why = (
-                f"its estimated {measure} ({newest.quality:.2f}) was below the live version's "
-                f"({version.quality:.2f}) when it was published"
+                f"its estimated {measure} ({newest.quality:.2f}{top}) was clearly below the live "
+                f"version's ({version.quality:.2f}) when it was published"
             )
     return progress.Live(
         newer=newer,

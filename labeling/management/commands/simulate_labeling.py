@@ -348,6 +348,12 @@ class Command(BaseCommand):
                 f"regret share {promo['regret_share']} (goal <= 0.05), "
                 f"worse promoted {promo['worse_promoted_share']} (goal <= 0.05)"
             )
+            if "pool_oracle" in promo:
+                floor = promo["pool_oracle"]
+                self.stdout.write(
+                    f"    knowing every answer of the pool: regret share {floor['regret_share']}, "
+                    f"worse promoted {floor['worse_promoted_share']} (held-out F1 varies by chance)"
+                )
         if "typed_examples_train" in run:
             t = run["typed_examples_train"]
             self.stdout.write(
@@ -355,13 +361,16 @@ class Command(BaseCommand):
             )
 
     def _report(self, path: Path) -> None:
-        """One line per task: final scores of both strategies, interval coverage and gaps."""
+        """One line per task: final scores of both strategies, the estimates at the last round
+        (|shown - held-out|, median interval width) and their coverage over every round, automatic
+        promotion (and what a rule that knew the pool would do), and the check round."""
         if not path.exists():
             raise CommandError(f"{path} does not exist")
         runs = json.loads(path.read_text())
         self.stdout.write(
-            f"{'task':<48} {'ours':>6} {'random':>6} {'worst round vs random':>21} {'coverage P/R/F1 or acc':>22} "
-            f"{'|shown-true|':>12} {'thr gap':>7} {'by round':>23}  commit"
+            f"{'task':<44} {'ours':>6} {'random':>6} {'worst vs random':>16} {'gap':>6} {'width':>6} "
+            f"{'coverage P/R/F1 or acc':>22} {'regret/worse':>12} {'pool knew':>11} {'check R width':>14} "
+            f"{'cov':>5}  commit"
         )
         for run in runs:
             ours, rand = run["ours"], run["random"]
@@ -373,19 +382,31 @@ class Command(BaseCommand):
                 f"{row['share']:.2f}" if row["share"] is not None else "-"
                 for row in ours["coverage"].values()
             )
-            gap = ours["threshold_gap_mean"]
-            by_round = "/".join(
-                f"{p['f1_best_mean'] - p['f1_mean']:.3f}"
-                for p in ours["curve"]
-                if p["f1_best_mean"] is not None
-            )
+            promo = ours.get("promotion") or {}
+            floor = promo.get("pool_oracle") or {}
+            check = ours.get("check_round") or {}
+
+            def pair(a, b):
+                return f"{a:.2f}/{b:.2f}" if a is not None and b is not None else "-"
+
             self.stdout.write(
-                f"{run['task'][:48]:<48} {ours['f1_mean']:>6.3f} {rand['f1_mean']:>6.3f} "
-                f"{f'{worst[0]:+.3f} (round {worst[1]})':>21} {cov:>22} {ours['shown_gap_mean']:>12} "
-                f"{gap if gap is not None else '-':>7} {by_round or '-':>23}  "
+                f"{run['task'][:44]:<44} {ours['f1_mean']:>6.3f} {rand['f1_mean']:>6.3f} "
+                f"{f'{worst[0]:+.3f} (r{worst[1]})':>16} {ours.get('shown_gap_final') or '-':>6} "
+                f"{ours.get('width_final_median') or '-':>6} {cov:>22} "
+                f"{pair(promo.get('regret_share'), promo.get('worse_promoted_share')):>12} "
+                f"{pair(floor.get('regret_share'), floor.get('worse_promoted_share')):>11} "
+                f"{pair(check.get('recall_width_before'), check.get('recall_width_after')):>14} "
+                f"{(check.get('coverage') or {}).get('recall', '-'):>5}  "
                 f"{run.get('commit', '?')[:8]}{' dirty' if run.get('dirty') else ''}"
             )
-
+        concept = [r["ours"] for r in runs if r.get("kind") == "concept"]
+        finals_gap = [o["shown_gap_final"] for o in concept if o.get("shown_gap_final") is not None]
+        widths = [o["width_final_median"] for o in concept if o.get("width_final_median") is not None]
+        if finals_gap:
+            self.stdout.write(
+                f"concept tasks, last round: mean |shown F1 - held-out F1| {np.mean(finals_gap):.4f}, "
+                f"median F1 interval width {np.median(widths):.4f}"
+            )
         gaps = [r["ours"]["threshold_gap_mean"] for r in runs if r["ours"]["threshold_gap_mean"] is not None]
         finals = [
             r["ours"]["threshold_gap_final"] for r in runs if r["ours"]["threshold_gap_final"] is not None
