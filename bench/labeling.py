@@ -97,7 +97,7 @@ def database_path(vectors: np.ndarray, texts: list[str], labels: np.ndarray, n: 
     t = time.perf_counter()
     inputs = game.loop_inputs(tracker)  # read the pool, answers and examples, as a training run does
     scorer = scorer_of(head)
-    trained = loop.Trained(head, scorer, scorer.score(inputs.arrays.vectors))
+    trained = loop.Trained(head, scorer, inputs.arrays.scores(scorer))
     game.fill_round(tracker, inputs=inputs, trained=trained, threshold=head.threshold)
     later = time.perf_counter() - t
     return {"create_tracker_with_round_1_s": round(first, 3), "later_round_s": round(later, 3)}

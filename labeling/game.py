@@ -58,16 +58,18 @@ class Pool:
     texts: list[str]
     member_of: np.ndarray | None = None
     member_vectors: np.ndarray | None = None
+    token_ids: list[list[int]] | None = None  # segment pools: each text's token ids (n-gram features)
 
     def index_of(self) -> dict[PoolKey, int]:
         return {k: i for i, k in enumerate(self.keys)}
 
     def arrays(self) -> loop.Pool:
-        return loop.Pool(
+        pool = loop.Pool(
             vectors=self.vectors,
             member_of=self.member_of,
             member_vectors=self.member_vectors,
         )
+        return pool.with_tokens(self.token_ids) if self.token_ids is not None else pool
 
 
 def eligible_segments(tracker: Tracker) -> QuerySet[Segment]:
@@ -112,11 +114,16 @@ def build_pool(tracker: Tracker) -> Pool:
     for pk, ds, row, text, _, _ in rows:
         seen.setdefault((ds, row), (pk, text))
     keys = sorted(seen)
+    texts = [seen[k][1] for k in keys]
     return Pool(
         keys=keys,
         segment_ids=np.array([seen[k][0] for k in keys], dtype=np.int64),
         vectors=_vectors(keys),
-        texts=[seen[k][1] for k in keys],
+        texts=texts,
+        # Concept heads may read the texts' token n-grams (labeling.ml.training.FEATURIZERS).
+        token_ids=encoders.get_encoder(_encoder_id(tracker)).token_ids(texts)
+        if tracker.kind == TrackerKind.CONCEPT and texts
+        else None,
     )
 
 
@@ -180,6 +187,7 @@ class LoopInputs:
     example_classes: np.ndarray  # each example's class in ``spec.classes`` (-1: none of them)
     typed_vectors: np.ndarray  # the examples not found in the data (concepts: 'yes' rows)
     keyword_hits: np.ndarray | None
+    typed_token_ids: list[list[int]] | None = None  # their token ids, where the pool reads n-grams
 
 
 def spec_of(tracker: Tracker) -> loop.Spec:
@@ -259,6 +267,9 @@ def loop_inputs(tracker: Tracker) -> LoopInputs:
             [c if (c := spec.class_of(s.label)) is not None else -1 for s in seeds], dtype=np.int64
         ),
         typed_vectors=vectors[typed] if typed_rows else vectors[:0],
+        typed_token_ids=encoders.get_encoder(_encoder_id(tracker)).token_ids([texts[i] for i in typed])
+        if typed_rows and pool.token_ids is not None
+        else None,
         keyword_hits=hits,
     )
 

@@ -10,6 +10,7 @@ from django.dispatch import Signal
 
 from labeling import game, services
 from labeling.ml.loop import NONE as NONE_ANSWER
+from labeling.ml.training import FEATURIZER_NAMES
 from labeling.models import Annotation, TrainingRun, TrainingState
 from labeling.services import READY_LABELS, READY_PER_CLASS
 from trackers.models import Tracker, TrackerKind
@@ -154,6 +155,7 @@ def quality(run: TrainingRun | None, now: Live | None = None) -> dict | None:
         if now is not None and is_live and now.threshold_source == "owner"
         else "training",
         "featurizer": run.featurizer,
+        "featurizer_name": FEATURIZER_NAMES.get(run.featurizer, run.featurizer),
         "live": is_live,
         "version": now.version if now is not None and is_live else None,
         "run": run,

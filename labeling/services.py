@@ -159,7 +159,7 @@ def start_check_round(tracker: Tracker, run: TrainingRun | None, threshold: floa
         free = game.open_cards(tracker).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
         free.filter(annotations__isnull=True).delete()
         inputs = game.loop_inputs(tracker)
-        scores = scorer_for(run).score(inputs.arrays.vectors)
+        scores = inputs.arrays.scores(scorer_for(run))
         cards = game.fill_check_round(
             tracker, scores=scores, threshold=threshold, training_run=run, inputs=inputs
         )
@@ -218,6 +218,7 @@ def run_training(run: TrainingRun) -> None:
         inputs.answers,
         inputs.spec,
         example_vectors=inputs.typed_vectors,
+        example_token_ids=inputs.typed_token_ids,
     )
     work.heartbeat(run)
     if trained.head is None:
@@ -442,7 +443,13 @@ def key_lines(tracker: Tracker, document: Document, n: int = 3) -> tuple[list[Se
     )
     run = tracker.training_runs.filter(state=TrainingState.SUCCEEDED).order_by("-finished_at", "-id").first()
     if run is not None and run.head_file and Path(run.head_file).exists():
-        scores = scorer_for(run).score(vectors)
+        scorer = scorer_for(run)
+        ids = None
+        if scorer.reads_tokens:
+            ids = encoders.get_encoder(document.dataset.encoder_id or None).token_ids(
+                [s.text for s in candidates]
+            )
+        scores = loop.Pool(vectors, token_ids=ids).scores(scorer)
     else:
         seeds = list(tracker.seeds.values_list("text", flat=True))
         if not seeds:

@@ -62,6 +62,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ),
     ("POST", "/api/trackers/{code}/undo"): Rule(Role.LABELER, ok(200, 204), tracker=True),
     ("POST", "/api/trackers/{code}/train"): Rule(Role.LABELER, ok(200, 202), tracker=True),
+    ("POST", "/api/trackers/{code}/check"): Rule(Role.LABELER, ok(201, 409), tracker=True),
     ("GET", "/api/trackers/{code}/runs"): Rule(tracker=True),
     ("POST", "/api/v1/trackers/{code}/predict"): Rule(
         tracker=True, predict=True, body={"texts": ["cancel it"]}

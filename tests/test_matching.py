@@ -10,6 +10,7 @@ from django.test import TestCase
 
 from labeling import game
 from labeling import services as labeling_services
+from labeling.ml import training
 from serving.ml import matching
 from serving.models import EventSource, ScoredSegment, WebhookEvent
 from serving.scoring import services as scoring
@@ -72,11 +73,14 @@ def is_cancel_line(text: str) -> bool:
     return any(text.startswith(line) for line in CANCEL_LINES)
 
 
+@pytest.mark.parametrize("features", ["embedding", "ngrams"])
 def test_one_transcript_gets_the_same_matches_and_scores_on_every_path(
-    client, dataset, workspace, owner, key
+    client, dataset, workspace, owner, key, monkeypatch, features
 ):
     """Single predict, many predict, bulk scoring and the alerts they send, for a segment tracker
-    and a document tracker that both keep the customer's lines only."""
+    and a document tracker that both keep the customer's lines only; the segment tracker's heads
+    read the sentence vector alone, or beside the lines' token n-grams."""
+    monkeypatch.setattr(training, "FEATURIZERS", (features,))
     calls = calls_tracker(dataset, owner, workspace, speaker_filter="customer")
     lines = labeling_services.create_tracker(
         workspace=workspace,
@@ -93,6 +97,8 @@ def test_one_transcript_gets_the_same_matches_and_scores_on_every_path(
     for tracker in (calls, lines):
         assert services.live_version(tracker) is not None
         create_endpoint(tracker=tracker, url="https://8.8.8.8/hooks", user=None, from_api=True)
+    assert services.live_version(lines).training_run.featurizer == features
+    assert services.live_version(calls).training_run.featurizer == "embedding"  # documents: vectors
 
     # 1. the prediction API, one tracker: the lines its filter keeps, sent as texts
     single = predict(client, lines, key, texts=[TURNS[i]["text"] for i in CUSTOMER]).json()["results"]

@@ -34,26 +34,39 @@ def test_stacked_heads_score_as_each_heads_onnx_file_and_as_each_head_alone():
     onnxruntime answers from that head's file, and exactly what the head alone answers."""
     import onnxruntime as ort
 
+    from trackers.ml.ngrams import Ngrams
+
     rng = np.random.default_rng(3)
+    ids = [[101, *rng.integers(2000, 2012, int(rng.integers(0, 9))).tolist(), 102] for _ in range(7)]
+    ngrams = Ngrams.build(ids * 2)  # every n-gram of these texts, twice over
+    assert ngrams is not None
     parts = [
-        (rng.normal(size=(16, 1)), rng.normal(size=1), False),
-        (rng.normal(size=(16, 1)), rng.normal(size=1), False),
-        (rng.normal(size=(16, 3)), rng.normal(size=3), True),
-        (rng.normal(size=(16, 2)), rng.normal(size=2), True),
-        (rng.normal(size=(16, 1)), rng.normal(size=1), False),
+        (rng.normal(size=(16, 1)), rng.normal(size=1), False, None),
+        (rng.normal(size=(16 + len(ngrams), 1)), rng.normal(size=1), False, ngrams),  # reads n-grams
+        (rng.normal(size=(16, 3)), rng.normal(size=3), True, None),
+        (rng.normal(size=(16, 2)), rng.normal(size=2), True, None),
+        (rng.normal(size=(16, 1)), rng.normal(size=1), False, None),
     ]
     vectors = rng.normal(size=(7, 16)).astype(np.float32)
+    padded = np.zeros((7, max(map(len, ids))), dtype=np.int64)
+    for row, i in enumerate(ids):
+        padded[row, : len(i)] = i
     stack = Heads.of(parts)
     assert [softmax for _, softmax in stack.runs] == [False, True, True, False]  # neighbours share
-    together = stack.apply(vectors)
-    for (w, b, topic), columns in zip(parts, stack.columns, strict=True):
-        model = head_model(w, b, topic=topic, featurizer="embedding")
+    together = stack.apply(vectors, ids)
+    for (w, b, topic, grams), columns in zip(parts, stack.columns, strict=True):
+        featurizer = "ngrams" if grams is not None else "embedding"
+        model = head_model(w, b, topic=topic, featurizer=featurizer, ngrams=grams)
         check_graph(model)  # what publishing checks once
-        expected = ort.InferenceSession(model.SerializeToString()).run(["scores"], {"embedding": vectors})[0]
+        feeds = {"embedding": vectors, **({"input_ids": padded} if grams is not None else {})}
+        expected = ort.InferenceSession(model.SerializeToString()).run(["scores"], feeds)[0]
         np.testing.assert_allclose(together[:, columns], expected, atol=1e-6)
-        alone = Heads.of([(w, b, topic)]).apply(vectors)
+        alone = Heads.of([(w, b, topic, grams)]).apply(vectors, ids)
         assert np.array_equal(together[:, columns], alone)  # the same float32 scores, stacked or not
-        assert np.array_equal(Heads.of([(w, b, topic)]).apply(vectors[:1]), alone[:1])  # any batch
+        first = Heads.of([(w, b, topic, grams)]).apply(vectors[:1], ids[:1])
+        assert np.array_equal(first, alone[:1])  # any batch
+    with pytest.raises(ValueError, match="token ids"):
+        stack.apply(vectors)  # a head that reads n-grams cannot answer without them
     assert together.shape == (7, 8)
     np.testing.assert_allclose(together[:, 2:5].sum(axis=1), 1.0, atol=1e-6)  # the topics' softmaxes
     np.testing.assert_allclose(together[:, 5:7].sum(axis=1), 1.0, atol=1e-6)

@@ -16,6 +16,27 @@ def separable(rng, n=200, d=16, margin=1.0):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y
 
 
+def worded(rng, y, vocab: int = 60) -> list[list[int]]:
+    """Token ids per row, as the encoder gives them: ordinary words for every row, and two of five
+    'surface' words that only the positive rows use (the sentence vectors of these tests do not know
+    them)."""
+    ids = []
+    for label in y:
+        words = rng.integers(2000, 2000 + vocab, 6).tolist()
+        if label:
+            words += rng.integers(5000, 5005, 2).tolist()
+        ids.append([101, *words, 102])
+    return ids
+
+
+def tokens_for(ids):
+    from labeling.ml.training import Tokens
+    from trackers.ml.ngrams import Ngrams
+
+    ngrams = Ngrams.build(ids)
+    return Tokens(ngrams, ngrams.features(ids))
+
+
 def test_head_learns_a_separable_concept():
     rng = np.random.default_rng(0)
     x, y = separable(rng, margin=2.0)
@@ -74,9 +95,11 @@ def test_stored_scorer_matches_the_trained_model():
 
     rng = np.random.default_rng(8)
     x, y = separable(rng, n=120)
+    tokens = tokens_for(worded(rng, y))
     for feats in [(f,) for f in FEATURIZERS]:
-        head = train_binary(x, y, featurizers=feats)
-        expected = head.score(x)
+        head = train_binary(x, y, featurizers=feats, tokens=tokens)
+        rows = tokens.labeled if head.featurizer == "ngrams" else None
+        expected = head.score(x, rows)
         import tempfile
         from pathlib import Path
 
@@ -84,7 +107,42 @@ def test_stored_scorer_matches_the_trained_model():
             save_scorer(scorer_of(head), Path(tmp) / "h.npz")
             loaded = load_scorer(Path(tmp) / "h.npz")
         assert loaded.featurizer == feats[0] and not hasattr(loaded, "threshold")
-        assert np.allclose(loaded.score(x), expected, atol=1e-5)
+        assert np.allclose(loaded.score(x, rows), expected, atol=1e-5)
+        assert (loaded.ngrams is not None) == (feats[0] == "ngrams")
+
+
+def test_token_ngrams_are_chosen_only_where_cross_validation_prefers_them():
+    from labeling.ml.training import train_binary
+
+    rng = np.random.default_rng(9)
+    x, y = separable(rng, n=300, margin=0.15)  # the vectors barely tell the classes apart
+    ids = worded(rng, y)
+    tokens = tokens_for(ids)
+    head = train_binary(x[:200], y[:200], tokens=tokens_for(ids[:200]))
+    assert head.featurizer == "ngrams" and head.candidates["ngrams"] > head.candidates["embedding"] + 0.01
+    held = head.ngrams.features(ids[200:])  # new texts, under the head's own vocabulary
+    assert prf(y[200:], head.score(x[200:], held) >= head.threshold)[2] >= 0.9
+    plain = train_binary(x[:200], y[:200], featurizers=("embedding",))
+    assert prf(y[200:], plain.score(x[200:]) >= plain.threshold)[2] < 0.8
+    # words that say nothing: the plainer features stay
+    for seed in range(3):
+        noise = tokens_for(worded(np.random.default_rng(10 + seed), np.zeros(300, dtype=int)))
+        x2, y2 = separable(np.random.default_rng(seed), n=300, margin=1.0)
+        plainer = train_binary(x2, y2, tokens=noise)
+        assert plainer.featurizer == "embedding" and plainer.ngrams is None, plainer.candidates
+    assert tokens.labeled.shape[0] == 300
+
+
+def test_ngram_features_count_each_word_and_pair_once_and_never_special_ids():
+    from trackers.ml.ngrams import Ngrams
+
+    texts = [[101, 2000, 2001, 2000, 102], [101, 2000, 2001, 102, 0, 0], [101, 2002, 102]]
+    ngrams = Ngrams.build(texts)
+    grams = ngrams.index()
+    assert set(grams) == {(2000,), (2001,), (2000, 2001)}  # in two texts or more; no markers, no padding
+    features = ngrams.features(texts).toarray()
+    assert np.allclose(np.linalg.norm(features[:2], axis=1), 1.0) and not features[2].any()
+    assert np.allclose(features[0], features[1])  # twice 2000 weighs as once; padding counts nothing
 
 
 def test_unlabeled_background_trains_as_no_except_what_the_answers_call_yes():

@@ -19,6 +19,7 @@ from serving.ml import artifacts
 from serving.models import ModelVersion
 from serving.versions import runtime, services
 from tests.test_game import cancel_tracker, oracle
+from trackers import encoders
 
 pytestmark = pytest.mark.django_db
 
@@ -87,19 +88,35 @@ def test_a_successful_run_yields_a_version_whose_onnx_head_scores_as_the_app_doe
 def test_every_featurizer_training_may_choose_exports_and_scores_as_the_trained_model():
     from labeling.ml.training import FEATURIZERS, scorer_of, topic_scorer_of, train_binary, train_topic
     from serving.ml.export import head_model
-    from tests.test_training import separable, topics
+    from serving.ml.heads import Heads, parts_of
+    from tests.test_training import separable, tokens_for, topics, worded
 
-    def exported(scorer, vectors: np.ndarray, topic: bool) -> np.ndarray:
-        model = head_model(scorer.coef, scorer.intercept, topic=topic, featurizer=scorer.featurizer)
+    def exported(scorer, vectors: np.ndarray, topic: bool, ids=None) -> np.ndarray:
+        model = head_model(
+            scorer.coef, scorer.intercept, topic=topic, featurizer=scorer.featurizer, ngrams=scorer.ngrams
+        )
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        return session.run(None, {"embedding": vectors.astype(np.float32)})[0]
+        feeds = {"embedding": vectors.astype(np.float32)}
+        if ids is not None:  # padded as a batch of token ids is
+            padded = np.zeros((len(ids), max(map(len, ids))), dtype=np.int64)
+            for row, i in enumerate(ids):
+                padded[row, : len(i)] = i
+            feeds["input_ids"] = padded
+        numpy_engine = Heads.of([parts_of(model)]).apply(vectors, ids)  # what serving runs
+        out = session.run(None, feeds)[0]
+        assert np.abs(numpy_engine - out).max() <= 1e-5
+        return out
 
     rng = np.random.default_rng(21)
-    x, y = separable(rng, n=160)
+    x, y = separable(rng, n=160, margin=0.3)
+    ids = worded(rng, y)
+    tokens = tokens_for(ids)
     for featurizer in FEATURIZERS:
-        head = train_binary(x, y, featurizers=(featurizer,))
-        scores = exported(scorer_of(head), x, topic=False)
-        assert scores.shape == (len(x), 1) and np.abs(scores[:, 0] - head.score(x)).max() <= 1e-5, featurizer
+        head = train_binary(x, y, featurizers=(featurizer,), tokens=tokens)
+        reads = featurizer == "ngrams"
+        scores = exported(scorer_of(head), x, topic=False, ids=ids if reads else None)
+        trained = head.score(x, tokens.labeled if reads else None)
+        assert scores.shape == (len(x), 1) and np.abs(scores[:, 0] - trained).max() <= 1e-5, featurizer
     _, cluster, tv = topics(rng, k=4, n=400, noise=0.4)  # topic heads are trained on the vectors alone
     topic = train_topic(tv, cluster, list("abcd"))
     probabilities = exported(topic_scorer_of(topic), tv, topic=True)
@@ -317,8 +334,9 @@ def test_the_tracker_page_loads_the_versions_panel_and_owners_promote_and_roll_b
 
 
 @pytest.mark.real_encoder
+@pytest.mark.parametrize("features", ["embedding", "ngrams"])
 def test_the_downloaded_model_runs_with_onnxruntime_and_tokenizers_alone_and_scores_as_the_app(
-    client, dataset, workspace, owner, tmp_path
+    client, dataset, workspace, owner, tmp_path, monkeypatch, features
 ):
     import io
     import zipfile
@@ -326,8 +344,12 @@ def test_the_downloaded_model_runs_with_onnxruntime_and_tokenizers_alone_and_sco
     from django.urls import reverse
     from tokenizers import Tokenizer
 
+    from labeling.ml import training
+
+    monkeypatch.setattr(training, "FEATURIZERS", (features,))  # the heads read what training offers
     tracker = real_trained_tracker(dataset, workspace, owner, rounds=1)
     version = ModelVersion.objects.get(tracker=tracker)
+    assert version.training_run.featurizer == features
     client.force_login(owner)
     response = client.get(reverse("tracker-version-download", args=[tracker.code, 1]))
     assert response.status_code == 200
@@ -350,8 +372,13 @@ def test_the_downloaded_model_runs_with_onnxruntime_and_tokenizers_alone_and_sco
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         scores.append(session.run(["scores"], feeds)[0][0, 0])
     vectors, encoder_id = runtime.embed(texts, services.encoder_id_of(tracker))
-    answers, _ = runtime.answers(version, runtime.head_of(version, encoder_id), vectors, 0.5)
+    ids = encoders.get_encoder(encoder_id).token_ids(texts)
+    answers, _ = runtime.answers(version, runtime.head_of(version, encoder_id), vectors, 0.5, ids)
     in_app = [a.score for a in answers]
+    api_scores = client.post(
+        f"/api/v1/trackers/{tracker.code}/predict", {"texts": texts}, content_type="application/json"
+    ).json()["results"]
+    assert [r["score"] for r in api_scores] == pytest.approx(in_app, abs=1e-7)  # the API's path
     assert np.abs(np.asarray(scores) - np.asarray(in_app)).max() <= 1e-5
     # the README's snippet, as printed there, in a process without the app
     import re

@@ -19,6 +19,8 @@ class Encoder(Protocol):
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
 
+    def token_ids(self, texts: list[str]) -> list[list[int]]: ...
+
 
 class EncoderMismatch(RuntimeError):
     """A dataset's vectors came from another encoder than the one configured now."""

@@ -17,15 +17,18 @@ Examples found in the data are answers ('yes', or their label) from the start, n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy import sparse
 
 from labeling.ml.estimates import ConceptEvidence, TopicEvidence
 from labeling.ml.selection import Pick, check_round, cold_start, next_round, topic_round
 from labeling.ml.training import (
     Head,
     LinearScorer,
+    Tokens,
     TopicHead,
     background_sample,
     scorer_of,
@@ -34,6 +37,7 @@ from labeling.ml.training import (
     train_topic,
 )
 from trackers.ml.documents import document_vectors, line_sums
+from trackers.ml.ngrams import Ngrams
 
 NONE = "none"  # a topic tracker's answer "none of these labels"; trains an implicit class of its own
 EXAMPLE = "example"  # the strategy recorded for examples found in the data
@@ -55,6 +59,30 @@ class Pool:
     vectors: np.ndarray
     member_of: np.ndarray | None = None
     member_vectors: np.ndarray | None = None
+    # Segment pools: every entry's token n-gram features under ``ngrams``, the pool's vocabulary
+    # (``with_tokens``); concept heads may then read them (``training.FEATURIZERS``).
+    ngrams: Ngrams | None = None
+    tokens: sparse.csr_matrix | None = None
+    token_ids: Sequence[Sequence[int]] | None = None
+
+    def with_tokens(self, token_ids: Sequence[Sequence[int]]) -> Pool:
+        """This pool with n-gram features from each entry's token ids (a vocabulary of the pool's own)."""
+        ngrams = Ngrams.build(token_ids)
+        if ngrams is None:
+            return replace(self, token_ids=token_ids)
+        return replace(self, ngrams=ngrams, tokens=ngrams.features(token_ids), token_ids=token_ids)
+
+    def scores(self, scorer: LinearScorer) -> np.ndarray:
+        """``scorer``'s scores of every entry (concepts: P(yes); topics: (entries × classes)), with
+        the n-gram features of its own vocabulary where it reads them."""
+        tokens = None
+        if scorer.reads_tokens:
+            if scorer.ngrams is None or self.token_ids is None:
+                raise ValueError("this head reads token n-grams: the pool needs its texts' token ids")
+            tokens = self.tokens if scorer.ngrams is self.ngrams else scorer.ngrams.features(self.token_ids)
+        if scorer.is_topic:
+            return scorer.probabilities(self.vectors, tokens)
+        return scorer.score(self.vectors, tokens)
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -155,10 +183,12 @@ def train(
     spec: Spec,
     *,
     example_vectors: np.ndarray | None = None,
+    example_token_ids: Sequence[Sequence[int]] | None = None,
 ) -> Trained:
     """Fit the head on the answers and score the whole pool; or say why it cannot train yet.
 
-    ``example_vectors``: concept trackers' example sentences that are not in the data.
+    ``example_vectors``: concept trackers' example sentences that are not in the data, and
+    ``example_token_ids`` their token ids (for the n-gram features, where the pool has them).
     """
     reason = why_not_trainable(answers, spec)
     if reason:
@@ -167,18 +197,29 @@ def train(
     if spec.kind == "topic":
         topic = train_topic(pool.vectors[rows], y, spec.classes)
         scorer = topic_scorer_of(topic)
-        return Trained(topic, scorer, scorer.probabilities(pool.vectors))
+        return Trained(topic, scorer, pool.scores(scorer))
     background = background_sample(len(pool), rows)  # unlabeled entries as weak 'no' rows
     use_examples = TYPED_EXAMPLES_TRAIN and example_vectors is not None and len(example_vectors)
+    tokens = None
+    if pool.ngrams is not None and pool.tokens is not None:
+        examples = None
+        if use_examples and example_vectors is not None:
+            examples = (
+                pool.ngrams.features(example_token_ids)
+                if example_token_ids is not None and len(example_token_ids) == len(example_vectors)
+                else sparse.csr_matrix((len(example_vectors), len(pool.ngrams)), dtype=np.float32)
+            )
+        tokens = Tokens(pool.ngrams, pool.tokens[rows], pool.tokens[background], examples)
     head = train_binary(
         pool.vectors[rows],
         y,
         target_precision=spec.target_precision,
         background_vectors=pool.vectors[background],
         example_vectors=example_vectors if use_examples else None,
+        tokens=tokens,
     )
     scorer = scorer_of(head)
-    return Trained(head, scorer, scorer.score(pool.vectors))
+    return Trained(head, scorer, pool.scores(scorer))
 
 
 def plan_round(

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from labeling.ml import loop, selection, training
@@ -109,8 +110,11 @@ class _Data:
         rng: np.random.Generator,
         topic_labels: list[str] | None,
         member_of: np.ndarray | None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ):
         n = len(y)
+        self.held_out_tokens: sparse.csr_matrix | None = None
+        self.example_token_ids: list[Sequence[int]] | None = None
         order = rng.permutation(n)
         n_eval = int(n * spec.eval_fraction)
         held_out, pool = order[:n_eval], order[n_eval:]
@@ -154,6 +158,11 @@ class _Data:
             self.pool = loop.Pool(np.asarray(vectors[pool], dtype=np.float32))
             self.held_out_vectors = np.asarray(vectors[held_out], dtype=np.float32)
             self.example_vectors = np.asarray(vectors[picked], dtype=np.float32)
+            if token_ids is not None:  # as the app's segment pools: n-grams of the pool's own vocabulary
+                self.pool = self.pool.with_tokens([token_ids[i] for i in pool])
+                if self.pool.ngrams is not None:
+                    self.held_out_tokens = self.pool.ngrams.features([token_ids[i] for i in held_out])
+                self.example_token_ids = [token_ids[i] for i in picked]
         self.spec = loop.Spec(
             kind=kind,
             labels=tuple(topic_labels or ()),
@@ -168,6 +177,7 @@ class _Data:
         # What ``loop.train`` gets as typed examples: the app passes them for concept sentence trackers.
         typed_rows = spec.typed_examples and kind == "concept" and not documents
         self.typed_vectors = self.example_vectors if typed_rows else self.example_vectors[:0]
+        self.typed_ids = self.example_token_ids if typed_rows else None
 
 
 def _measure(data: _Data, trained: loop.Trained, answers: loop.Answers) -> dict[str, Any]:
@@ -192,7 +202,9 @@ def _measure(data: _Data, trained: loop.Trained, answers: loop.Answers) -> dict[
         return point
     assert isinstance(trained.head, Head)
     threshold = trained.head.threshold
-    scores = trained.scorer.score(data.held_out_vectors)
+    scores = trained.scorer.score(
+        data.held_out_vectors, data.held_out_tokens if trained.scorer.reads_tokens else None
+    )
     estimate = concept_estimates(ev, threshold)  # type: ignore[arg-type]
     point.update(
         f1=prf(data.held_out_y, scores >= threshold)[2],
@@ -238,10 +250,11 @@ def one_run(
     *,
     topic_labels: list[str] | None = None,
     member_of: np.ndarray | None = None,
+    token_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[Point]:
     """One simulated tracker: a point per round (answers so far, held-out F1, the app's estimates)."""
     rng = np.random.default_rng(spec.seed + rep)
-    data = _Data(vectors, np.asarray(y), spec, rng, topic_labels, member_of)
+    data = _Data(vectors, np.asarray(y), spec, rng, topic_labels, member_of, token_ids)
     shown: list[int] = []
     trained: loop.Trained | None = None  # the first round is the app's create_tracker: no head yet
     points = []
@@ -269,7 +282,13 @@ def one_run(
         for p in picks:
             data.answered[p.index] = (int(data.truth[p.index]), p.strategy, p.probability)
         answers = _answers(data.answered)
-        trained = loop.train(data.pool, answers, data.spec, example_vectors=data.typed_vectors)
+        trained = loop.train(
+            data.pool,
+            answers,
+            data.spec,
+            example_vectors=data.typed_vectors,
+            example_token_ids=data.typed_ids,
+        )
         point = {
             "round": r + 1,
             "labels": len(answers),
@@ -305,7 +324,9 @@ def _check_round(data: _Data, trained: loop.Trained, shown: list[int], rng: np.r
     for p in picks:
         data.answered[p.index] = (int(data.truth[p.index]), p.strategy, p.probability)
     answers = _answers(data.answered)
-    after = loop.train(data.pool, answers, data.spec, example_vectors=data.typed_vectors)
+    after = loop.train(
+        data.pool, answers, data.spec, example_vectors=data.typed_vectors, example_token_ids=data.typed_ids
+    )
     point: Point = {"cards": len(picks), "found": int(sum(data.truth[p.index] for p in picks))}
     point.update(_measure(data, after, answers))
     return point
@@ -446,6 +467,7 @@ def simulate(
     topic_labels: list[str] | None = None,
     member_of: np.ndarray | None = None,
     workers: int = 1,
+    token_ids: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """``spec.repeats`` runs of one strategy (``ours`` or ``random``), summarised.
 
@@ -457,7 +479,14 @@ def simulate(
     if strategy not in ("ours", "random"):
         raise ValueError(f"unknown strategy {strategy!r}")
     job = functools.partial(
-        one_run, vectors, y, spec, strategy, topic_labels=topic_labels, member_of=member_of
+        one_run,
+        vectors,
+        y,
+        spec,
+        strategy,
+        topic_labels=topic_labels,
+        member_of=member_of,
+        token_ids=token_ids,
     )
     if workers <= 1 or spec.repeats <= 1:
         with threadpool_limits(1):  # several times faster: the loop's matrices are small

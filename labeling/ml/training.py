@@ -1,8 +1,11 @@
 """Train a tracker's head on frozen sentence vectors: features, model, threshold, honest metrics.
 
-Pure numpy/scikit-learn. The features are the 384-d sentence vector (``embedding``): every
-featurizer training may choose must export to ONNX with the head, and hashed character n-grams
-have no ONNX form, so they were dropped (``make simulate`` shows the effect).
+Pure numpy/scikit-learn. The features are the 384-d sentence vector (``embedding``) or, where
+cross-validation prefers them by more than 0.01 F1, the vector beside the TF-IDF of the encoder's
+own token n-grams (``ngrams``, ``trackers.ml.ngrams``): spam lives in its surface ("FREE", "txt",
+"call now") as much as in its meaning. Every featurizer exports to ONNX with the head (the n-grams
+through ONNX's ``TfIdfVectorizer`` on the model's ``input_ids``); hashed character n-grams have no
+ONNX form and are not used.
 
 Background: the answers come from active learning, so the 'no' answers are mostly hard near-misses
 and the model never sees the bulk of ordinary segments. A uniform sample of unlabeled segments
@@ -18,13 +21,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
+from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-FEATURIZERS = ("embedding",)  # every one of them exports to ONNX (serving.ml.export)
+from trackers.ml.ngrams import Ngrams
+
+# Every one of them exports to ONNX (serving.ml.export). ``ngrams``: the sentence vector beside the
+# TF-IDF of the encoder's token n-grams (``trackers.ml.ngrams``), offered where the pool has them.
+FEATURIZERS = ("embedding", "ngrams")
+FEATURIZER_NAMES = {"embedding": "sentence vector", "ngrams": "sentence vector and token n-grams"}
 REGULARISATION_C = 16.0  # inverse L2 strength; C=1 over-shrinks on unit-norm sentence vectors
 BACKGROUND = 500  # unlabeled segments sampled as weak 'no' rows (see the module docstring)
 BACKGROUND_WEIGHT = 1.0  # their total weight, relative to the total weight of the 'no' answers
@@ -40,16 +49,29 @@ def background_sample(
     return rng.choice(candidates, min(size, len(candidates)), replace=False)
 
 
-def featurize(vectors: np.ndarray, kind: str) -> np.ndarray:
-    """The model's input matrix for ``kind``."""
+Features: TypeAlias = np.ndarray | sparse.csr_matrix
+
+
+def featurize(vectors: np.ndarray, kind: str, tokens: sparse.csr_matrix | None = None) -> Features:
+    """The model's input matrix for ``kind``: the vectors, or (``ngrams``) the vectors beside the
+    rows' token n-gram features ``tokens`` (sparse)."""
+    dense = np.asarray(vectors, dtype=np.float32)
     if kind == "embedding":
-        return np.asarray(vectors, dtype=np.float32)
+        return dense
+    if kind == "ngrams":
+        if tokens is None or tokens.shape[0] != dense.shape[0]:
+            raise ValueError("token n-gram features need one row of n-grams per vector")
+        out: sparse.csr_matrix = sparse.hstack([sparse.csr_matrix(dense), tokens], format="csr")
+        return out
     raise ValueError(f"unknown featurizer {kind!r}")
 
 
-def _stack(a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+def _stack(a: Features, b: Features | None) -> Features:
     if b is None or b.shape[0] == 0:
         return a
+    if sparse.issparse(a) or sparse.issparse(b):
+        out: sparse.csr_matrix = sparse.vstack([a, b], format="csr")
+        return out
     return np.vstack([a, b])
 
 
@@ -59,11 +81,11 @@ def _fit(features: np.ndarray, y: np.ndarray, C: float = REGULARISATION_C) -> Lo
 
 
 def _fit_binary(
-    features: np.ndarray,
+    features: Features,
     y: np.ndarray,
-    background: np.ndarray | None = None,
+    background: Features | None = None,
     C: float = REGULARISATION_C,
-    extra_yes: np.ndarray | None = None,
+    extra_yes: Features | None = None,
 ) -> LogisticRegression:
     """Class-balanced LR on the answers, plus ``background`` rows as 'no' (see the module docstring)
     and ``extra_yes`` rows (example sentences not found in the data) as 'yes'."""
@@ -86,13 +108,13 @@ def _fit_binary(
 
 
 def out_of_fold_scores(
-    features: np.ndarray,
+    features: Features,
     y: np.ndarray,
     *,
     folds: int = 5,
     seed: int = 0,
-    background: np.ndarray | None = None,
-    extra_yes: np.ndarray | None = None,
+    background: Features | None = None,
+    extra_yes: Features | None = None,
 ) -> np.ndarray | None:
     """Cross-validated P(yes) for every labeled row; None when a class has fewer than 2 labels.
 
@@ -173,10 +195,22 @@ class Head:
     background: int = 0  # unlabeled segments that trained as weak 'no' rows
     examples: int = 0  # example sentences (not found in the data) that trained as 'yes' rows
     oof: np.ndarray | None = None  # out-of-fold P(yes) of every labeled row, in order
+    ngrams: Ngrams | None = None  # the token n-grams the ``ngrams`` features count
 
-    def score(self, vectors: np.ndarray) -> np.ndarray:
-        scores: np.ndarray = self.model.predict_proba(featurize(vectors, self.featurizer))[:, 1]
+    def score(self, vectors: np.ndarray, tokens: sparse.csr_matrix | None = None) -> np.ndarray:
+        scores: np.ndarray = self.model.predict_proba(featurize(vectors, self.featurizer, tokens))[:, 1]
         return scores
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Token n-gram features for training: the vocabulary and the rows of the labeled texts, the
+    background rows and the typed examples (as ``train_binary``'s vectors are given)."""
+
+    ngrams: Ngrams
+    labeled: sparse.csr_matrix
+    background: sparse.csr_matrix | None = None
+    examples: sparse.csr_matrix | None = None
 
 
 def train_binary(
@@ -184,22 +218,26 @@ def train_binary(
     y: np.ndarray,
     *,
     target_precision: float = 0.8,
-    featurizers: tuple[str, ...] = FEATURIZERS,
+    featurizers: tuple[str, ...] | None = None,
     background_vectors: np.ndarray | None = None,
     example_vectors: np.ndarray | None = None,
+    tokens: Tokens | None = None,
 ) -> Head:
     """Pick features by cross-validated F1, fit on every label, choose the threshold.
 
     ``background_vectors``: unlabeled segments, e.g. from ``background_sample``, used as weak 'no'
     rows. ``example_vectors``: example sentences that are not in the data, used as 'yes' rows that
-    train every fold and are never scored.
+    train every fold and are never scored. ``tokens``: their token n-gram features; without them the
+    ``ngrams`` features are not tried. ``featurizers``: those to try (``FEATURIZERS`` when None).
     """
     y = np.asarray(y, dtype=np.int64)
     if len(y) == 0 or y.min() == y.max():
         raise ValueError("training needs at least one 'yes' and one 'no' label")
     if example_vectors is not None and not len(example_vectors):
         example_vectors = None
-    kinds = featurizers
+    offered = FEATURIZERS if featurizers is None else featurizers
+    kinds = tuple(k for k in offered if k != "ngrams" or tokens is not None) or ("embedding",)
+    background_tokens = tokens.background if tokens is not None else None
     if background_vectors is not None and len(background_vectors):
         # Drop the sampled segments that the answers alone already call 'yes': for a common concept
         # (spam is 13% of SMS) many of them are, and they must not teach the model 'no'.
@@ -207,14 +245,17 @@ def train_binary(
         first = _fit_binary(np.asarray(vectors, dtype=np.float32), y)
         keep = first.predict_proba(background_vectors)[:, 1] < BACKGROUND_MAX_YES
         background_vectors = background_vectors[keep]
+        if background_tokens is not None:
+            background_tokens = background_tokens[np.flatnonzero(keep)]
     trials = {}
     for kind in kinds:
-        feats = featurize(vectors, kind)
+        with_tokens = kind == "ngrams" and tokens is not None
+        feats = featurize(vectors, kind, tokens.labeled if with_tokens and tokens else None)
         bg = ex = None
         if background_vectors is not None and len(background_vectors):
-            bg = featurize(background_vectors, kind)
+            bg = featurize(background_vectors, kind, background_tokens if with_tokens else None)
         if example_vectors is not None:
-            ex = featurize(example_vectors, kind)
+            ex = featurize(example_vectors, kind, tokens.examples if with_tokens and tokens else None)
         oof = out_of_fold_scores(feats, y, background=bg, extra_yes=ex)
         t, rule = choose_threshold(y, oof, target_precision)
         trials[kind] = (prf(y, oof >= t)[2] if oof is not None else 0.0, feats, oof, t, rule, bg, ex)
@@ -232,6 +273,7 @@ def train_binary(
         labels=len(y),
         positives=int(y.sum()),
         candidates={k: round(v[0], 4) for k, v in trials.items()},
+        ngrams=tokens.ngrams if kind == "ngrams" and tokens is not None else None,
     )
     if oof is not None:
         p, r, f = prf(y, oof >= threshold)
@@ -315,29 +357,35 @@ class LinearScorer:
     coef: np.ndarray  # (features,) or (features, labels)
     intercept: np.ndarray | float
     labels: list[str] = field(default_factory=list)
+    ngrams: Ngrams | None = None  # ``ngrams`` features: the token n-grams counted after the vector
 
     @property
     def is_topic(self) -> bool:
         return self.coef.ndim == 2
 
-    def logits(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = featurize(vectors, self.featurizer)
-        return np.asarray(vectors @ self.coef + self.intercept)
+    @property
+    def reads_tokens(self) -> bool:
+        return self.featurizer == "ngrams"
 
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+    def logits(self, vectors: np.ndarray, tokens: sparse.csr_matrix | None = None) -> np.ndarray:
+        """``tokens``: the texts' n-gram features under this scorer's ``ngrams`` (``ngrams.features``)."""
+        features = featurize(vectors, self.featurizer, tokens)
+        return np.asarray(features @ self.coef + self.intercept)
+
+    def probabilities(self, vectors: np.ndarray, tokens: sparse.csr_matrix | None = None) -> np.ndarray:
         """Topic heads: (n, labels) probabilities."""
-        z = self.logits(vectors)
+        z = self.logits(vectors, tokens)
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         probabilities: np.ndarray = e / e.sum(axis=1, keepdims=True)
         return probabilities
 
-    def score(self, vectors: np.ndarray) -> np.ndarray:
+    def score(self, vectors: np.ndarray, tokens: sparse.csr_matrix | None = None) -> np.ndarray:
         scores: np.ndarray
         if self.is_topic:
-            scores = self.probabilities(vectors).max(axis=1)
+            scores = self.probabilities(vectors, tokens).max(axis=1)
         else:
-            scores = 1.0 / (1.0 + np.exp(-self.logits(vectors).ravel()))
+            scores = 1.0 / (1.0 + np.exp(-self.logits(vectors, tokens).ravel()))
         return scores
 
 
@@ -346,6 +394,7 @@ def scorer_of(head: Head) -> LinearScorer:
         head.featurizer,
         head.model.coef_[0].astype(np.float32),
         float(head.model.intercept_[0]),
+        ngrams=head.ngrams,
     )
 
 
@@ -370,13 +419,14 @@ def save_scorer(scorer: LinearScorer, path: Path) -> None:
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                coef=scorer.coef,
-                intercept=np.asarray(scorer.intercept, dtype=np.float32),
-                featurizer=scorer.featurizer,
-                labels=np.asarray(scorer.labels, dtype=str),
-            )
+            arrays: dict[str, Any] = {
+                "coef": scorer.coef,
+                "intercept": np.asarray(scorer.intercept, dtype=np.float32),
+                "featurizer": scorer.featurizer,
+                "labels": np.asarray(scorer.labels, dtype=str),
+                **(scorer.ngrams.arrays() if scorer.ngrams is not None else {}),
+            }
+            np.savez(fh, **arrays)
 
     write_atomic(path, write)
 
@@ -390,4 +440,5 @@ def load_scorer(path: Path) -> LinearScorer:
             z["coef"],
             intercept if intercept.ndim else float(intercept),
             labels,
+            Ngrams.from_arrays(z),
         )

@@ -1,8 +1,11 @@
 """A tracker's head as ONNX, alone (sentence vectors in) or joined to the encoder (token ids in).
 
-Pure numpy + onnx. The head graph reproduces ``labeling.ml.training.LinearScorer`` on the
-embedding features: ``vectors @ W + b``, then a sigmoid (concepts: P(yes), one column) or a softmax
-over the labels (topics: one column per label, in the manifest's order).
+Pure numpy + onnx. The head graph reproduces ``labeling.ml.training.LinearScorer``:
+``features @ W + b``, then a sigmoid (concepts: P(yes), one column) or a softmax over the labels
+(topics: one column per label, in the manifest's order). The features are the sentence vector, or
+(``ngrams``) the vector beside its text's token n-gram features, which the graph computes from the
+token ids (``input_ids``, a second input) with ``TfIdfVectorizer`` as ``trackers.ml.ngrams`` does:
+each n-gram of the vocabulary present weighs its idf, and the row is scaled to unit length.
 
 The standalone graph appends to the encoder what ``trackers.ml.embedding.OnnxEncoder`` does after
 it (mean pooling over the attention mask, L2 normalisation) and then the head, so that one file maps
@@ -15,10 +18,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from trackers.ml.ngrams import Ngrams
+
 OPSET = 17
 IR_VERSION = 8  # every onnxruntime since 1.10 reads it
 VECTORS = "embedding"  # the head's input: (n, dim) float32 sentence vectors
+TOKENS = "input_ids"  # n-gram heads' second input: (n, tokens) int64, the encoder's own token ids
 SCORES = "scores"  # its output: (n, 1) P(yes), or (n, labels) probabilities
+NGRAMS = "ngram_features"
 
 
 class NotExportable(ValueError):
@@ -26,28 +33,94 @@ class NotExportable(ValueError):
 
 
 def head_model(
-    coef: np.ndarray, intercept: np.ndarray | float, *, topic: bool, featurizer: str
+    coef: np.ndarray,
+    intercept: np.ndarray | float,
+    *,
+    topic: bool,
+    featurizer: str,
+    ngrams: Ngrams | None = None,
 ) -> onnx.ModelProto:
-    """The head alone: ``embedding`` (n, dim) in, ``scores`` out."""
-    if featurizer != "embedding":
+    """The head alone: ``embedding`` (n, dim) in, and for n-gram heads ``input_ids`` (n, tokens);
+    ``scores`` out."""
+    if featurizer not in ("embedding", "ngrams"):
         raise NotExportable(f"features {featurizer!r} cannot be exported to ONNX")
+    if featurizer == "ngrams" and (ngrams is None or not len(ngrams)):
+        raise NotExportable("an n-gram head needs its vocabulary to be exported")
     weights = np.asarray(coef, dtype=np.float32)
     weights = weights if weights.ndim == 2 else weights.reshape(-1, 1)
     bias = np.asarray(intercept, dtype=np.float32).reshape(-1)
-    dim, outputs = weights.shape
+    features, outputs = weights.shape
     if bias.shape != (outputs,):
         raise ValueError(f"{outputs} weight columns but {bias.size} intercepts")
     if topic and outputs < 2:
         raise ValueError("a topic head has a column per label")
-    nodes, initializers = _head_nodes(VECTORS, SCORES, weights, bias, topic)
+    counted = ngrams if featurizer == "ngrams" else None
+    dim = features - (len(counted) if counted is not None else 0)
+    inputs = [helper.make_tensor_value_info(VECTORS, TensorProto.FLOAT, ["n", dim])]
+    nodes: list[onnx.NodeProto] = []
+    initializers: list[onnx.TensorProto] = []
+    head_in = VECTORS
+    if counted is not None:
+        inputs.append(helper.make_tensor_value_info(TOKENS, TensorProto.INT64, ["n", "tokens"]))
+        nodes, initializers = _ngram_nodes(counted, TOKENS, NGRAMS)
+        nodes.append(helper.make_node("Concat", [VECTORS, NGRAMS], ["head_features"], axis=1))
+        head_in = "head_features"
+    head_nodes, head_initializers = _head_nodes(head_in, SCORES, weights, bias, topic)
     graph = helper.make_graph(
-        nodes,
+        nodes + head_nodes,
         "tracker_head",
-        [helper.make_tensor_value_info(VECTORS, TensorProto.FLOAT, ["n", dim])],
+        inputs,
         [helper.make_tensor_value_info(SCORES, TensorProto.FLOAT, ["n", outputs])],
-        initializer=initializers,
+        initializer=initializers + head_initializers,
     )
     return _model(graph)
+
+
+def _ngram_nodes(
+    ngrams: Ngrams, tokens: str, out: str
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """``trackers.ml.ngrams.Ngrams.features`` as ONNX: presence × idf, rows scaled to unit length."""
+    pool = np.concatenate([ngrams.unigrams, ngrams.bigrams.reshape(-1)]).astype(np.int64)
+    initializers = [
+        numpy_helper.from_array(np.asarray([1], dtype=np.int64), "ngram_axis"),
+        numpy_helper.from_array(np.asarray(1e-12, dtype=np.float32), "ngram_eps"),
+    ]
+    nodes = [
+        helper.make_node(
+            "TfIdfVectorizer",
+            [tokens],
+            ["ngram_weighted"],
+            mode="IDF",  # each n-gram present weighs its idf, however often it occurs
+            min_gram_length=1,
+            max_gram_length=2,
+            max_skip_count=0,
+            pool_int64s=pool.tolist(),
+            ngram_counts=[0, len(ngrams.unigrams)],
+            ngram_indexes=list(range(len(ngrams))),
+            weights=ngrams.idf.astype(np.float32).tolist(),
+        ),
+        helper.make_node("Mul", ["ngram_weighted", "ngram_weighted"], ["ngram_sq"]),
+        helper.make_node("ReduceSum", ["ngram_sq", "ngram_axis"], ["ngram_sq_sum"], keepdims=1),
+        helper.make_node("Sqrt", ["ngram_sq_sum"], ["ngram_norm"]),
+        helper.make_node("Max", ["ngram_norm", "ngram_eps"], ["ngram_norm_safe"]),
+        helper.make_node("Div", ["ngram_weighted", "ngram_norm_safe"], [out]),
+    ]
+    return nodes, initializers
+
+
+def head_ngrams(head: onnx.ModelProto) -> Ngrams | None:
+    """The token n-grams a head graph counts (None: it reads the sentence vector alone)."""
+    node = next((n for n in head.graph.node if n.op_type == "TfIdfVectorizer"), None)
+    if node is None:
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    pool = np.asarray(attrs["pool_int64s"], dtype=np.int64)
+    unigrams = int(attrs["ngram_counts"][1])
+    return Ngrams(
+        pool[:unigrams],
+        pool[unigrams:].reshape(-1, 2),
+        np.asarray(attrs["weights"], dtype=np.float32),
+    )
 
 
 def _head_nodes(
@@ -70,7 +143,7 @@ def standalone_model(encoder: onnx.ModelProto, head: onnx.ModelProto, *, hidden:
     model = onnx.ModelProto()
     model.CopyFrom(encoder)
     graph = model.graph
-    weights, bias, topic = head_parts(head)
+    weights, _, _ = head_parts(head)
     const = [
         numpy_helper.from_array(np.asarray([1], dtype=np.int64), "pool_axis"),
         numpy_helper.from_array(np.asarray(1e-9, dtype=np.float32), "pool_eps"),
@@ -91,11 +164,13 @@ def standalone_model(encoder: onnx.ModelProto, head: onnx.ModelProto, *, hidden:
         helper.make_node("Max", ["pooled_norm", "norm_eps"], ["pooled_norm_safe"]),
         helper.make_node("Div", ["pooled", "pooled_norm_safe"], [VECTORS]),
     ]
-    nodes, initializers = _head_nodes(VECTORS, SCORES, weights, bias, topic)
-    graph.node.extend(pooling + nodes)
-    graph.initializer.extend(const + initializers)
+    # The head's own nodes: they read ``embedding`` (made above) and, for n-grams, the encoder's
+    # ``input_ids``.
+    graph.node.extend(pooling + list(head.graph.node))
+    graph.initializer.extend(const + list(head.graph.initializer))
     del graph.output[:]
-    dim, outputs = weights.shape
+    ngrams = head_ngrams(head)
+    dim, outputs = weights.shape[0] - (len(ngrams) if ngrams is not None else 0), weights.shape[1]
     graph.output.extend(
         [
             helper.make_tensor_value_info(VECTORS, TensorProto.FLOAT, ["n", dim]),

@@ -144,7 +144,8 @@ def predict(request: HttpRequest, code: UUID, body: PredictIn) -> dict[str, Any]
     version = route.version
     _check_alert(request, body.alert, route.tracker.workspace_id)
     vectors = route.encoder.encode(body.texts)
-    answers, decided = runtime.answers(version, route.head, vectors, route.threshold)
+    ids = route.encoder.token_ids(body.texts) if route.head.engine.reads_tokens else None
+    answers, decided = runtime.answers(version, route.head, vectors, route.threshold, ids)
     if body.alert is not False and decided.matched.any():
         hits = functools.partial(_text_hits, decided, body.texts)
         matches.announce(version, hits, source=EventSource.API, cache=snap)
@@ -441,7 +442,9 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
         whole: bool = False,
     ) -> None:
         stack = runtime.stack_of(part.versions, encoder_id)
-        out = stack.matrix(vectors)
+        # Heads that read token n-grams are segment heads (documents train on vectors alone).
+        ids = encoders.get_encoder(encoder_id).token_ids(texts) if stack.reads_tokens and not whole else None
+        out = stack.matrix(vectors, ids)
         if len(part.concepts):  # one comparison for every concept's column at its threshold
             rows, which = np.nonzero(
                 matching.concept_matches(out[:, part.concept_cols], part.concept_thresholds)

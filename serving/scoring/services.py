@@ -32,7 +32,7 @@ from serving import matches
 from serving.ml import matching
 from serving.models import EventSource, Feedback, ModelVersion, ScoredSegment, ScoringJob
 from serving.versions import runtime, services
-from trackers import errors, work
+from trackers import encoders, errors, work
 from trackers import services as corpus
 from trackers.models import (
     Dataset,
@@ -274,7 +274,9 @@ def run_scoring(job: ScoringJob) -> dict[str, Any]:
             _segments(dataset, job.import_job)
             .filter(pk__gt=after)
             .order_by("pk")
-            .values_list("pk", "vector_row", "document_id", "speaker")[: settings.SCORING_CHUNK_SEGMENTS]
+            .values_list("pk", "vector_row", "document_id", "speaker", "text")[
+                : settings.SCORING_CHUNK_SEGMENTS
+            ]
         )
         if not rows:
             break
@@ -294,7 +296,10 @@ def run_scoring(job: ScoringJob) -> dict[str, Any]:
                 matching.add_lines(sums[key].totals, at, vectors[ok])
             if not replay:
                 results: list[ScoredSegment] = []
-                outs = stack.scores(vectors) if stack is not None else []
+                token_ids = None
+                if stack is not None and stack.reads_tokens:  # n-gram heads: the texts' token ids
+                    token_ids = encoders.get_encoder(encoder_id).token_ids([r[4] for r in rows])
+                outs = stack.scores(vectors, token_ids) if stack is not None else []
                 for scorer, out in zip(segment_level, outs, strict=True):
                     ok = scorer.eligible(speakers, meta)
                     kept, scores, labels, matched = _results(scorer, out[ok], ids[ok], job)

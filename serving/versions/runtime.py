@@ -20,7 +20,6 @@ import numpy as np
 import onnx
 
 from serving.ml import artifacts, heads, matching
-from serving.ml.export import head_parts
 from serving.models import ModelVersion
 from trackers import encoders
 
@@ -37,8 +36,8 @@ class LoadedHead:
     parts: heads.Parts
     engine: heads.Heads
 
-    def scores(self, vectors: np.ndarray) -> np.ndarray:
-        return self.engine.apply(vectors)
+    def scores(self, vectors: np.ndarray, token_ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+        return self.engine.apply(vectors, token_ids)
 
 
 _heads: OrderedDict[str, LoadedHead] = OrderedDict()
@@ -68,7 +67,7 @@ def head_of(version: ModelVersion, encoder_id: str) -> LoadedHead:
     if head is not None:
         return head
     manifest = artifacts.open_version(Path(version.artifact_dir), version.manifest_sha256, encoder_id)
-    parts = head_parts(onnx.load(str(Path(version.artifact_dir) / artifacts.HEAD_FILE)))
+    parts = heads.parts_of(onnx.load(str(Path(version.artifact_dir) / artifacts.HEAD_FILE)))
     head = LoadedHead(manifest, parts, heads.Heads.of([parts]))
     _keep(_heads, key, head, MAX_HEADS)
     return head
@@ -85,12 +84,18 @@ class Stack:
     def columns(self) -> tuple[slice, ...]:
         return self.engine.columns
 
-    def matrix(self, vectors: np.ndarray) -> np.ndarray:
-        """Every head's columns side by side, in the stack's order."""
-        return self.engine.apply(vectors)
+    @property
+    def reads_tokens(self) -> bool:
+        return self.engine.reads_tokens
 
-    def scores(self, vectors: np.ndarray) -> list[np.ndarray]:
-        out = self.matrix(vectors)
+    def matrix(self, vectors: np.ndarray, token_ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+        """Every head's columns side by side, in the stack's order."""
+        return self.engine.apply(vectors, token_ids)
+
+    def scores(
+        self, vectors: np.ndarray, token_ids: Sequence[Sequence[int]] | None = None
+    ) -> list[np.ndarray]:
+        out = self.matrix(vectors, token_ids)
         return [out[:, c] for c in self.columns]
 
 
@@ -124,10 +129,14 @@ class Answer:
 
 
 def answers(
-    version: ModelVersion, head: LoadedHead, vectors: np.ndarray, threshold: float | None
+    version: ModelVersion,
+    head: LoadedHead,
+    vectors: np.ndarray,
+    threshold: float | None,
+    token_ids: Sequence[Sequence[int]] | None = None,
 ) -> tuple[list[Answer], matching.Decisions]:
     """One version's answers for texts, and its decisions (which of them are matches)."""
-    return answers_from(version, head.manifest["labels"], head.scores(vectors), threshold)
+    return answers_from(version, head.manifest["labels"], head.scores(vectors, token_ids), threshold)
 
 
 def answers_from(

@@ -20,7 +20,7 @@ from labeling import services as labeling
 from labeling.ml import promotion
 from labeling.models import TrainingRun, TrainingState
 from serving.ml import artifacts
-from serving.ml.export import SCORES, VECTORS, NotExportable, head_model, standalone_model
+from serving.ml.export import SCORES, TOKENS, VECTORS, NotExportable, head_model, standalone_model
 from serving.ml.heads import check_graph
 from serving.models import ModelVersion, PromotionPolicy, estimated_quality
 from trackers import encoders, errors, work
@@ -79,7 +79,9 @@ def publish_version(run: TrainingRun) -> ModelVersion | None:
     tracker = run.tracker
     scorer = labeling.scorer_for(run)
     topic = tracker.kind == TrackerKind.TOPIC
-    head = head_model(scorer.coef, scorer.intercept, topic=topic, featurizer=scorer.featurizer)
+    head = head_model(
+        scorer.coef, scorer.intercept, topic=topic, featurizer=scorer.featurizer, ngrams=scorer.ngrams
+    )
     try:  # serving applies the weights with numpy: the file must answer as they do, checked once here
         check_graph(head)
     except ValueError as exc:
@@ -112,8 +114,27 @@ def publish_version(run: TrainingRun) -> ModelVersion | None:
             "threshold": run.threshold,
             "threshold_rule": run.threshold_rule,
             "encoder": encoder,
-            "featurizer": {"name": scorer.featurizer, "params": {}},
-            "inputs": [{"name": VECTORS, "type": "float32", "shape": ["n", encoder["dim"]]}],
+            "featurizer": {
+                "name": scorer.featurizer,
+                "params": {"ngrams": len(scorer.ngrams), "n": [1, 2], "weighting": "idf, unit length"}
+                if scorer.reads_tokens and scorer.ngrams is not None
+                else {},
+            },
+            "inputs": [
+                {"name": VECTORS, "type": "float32", "shape": ["n", encoder["dim"]]},
+                *(
+                    [
+                        {
+                            "name": TOKENS,
+                            "type": "int64",
+                            "shape": ["n", "tokens"],
+                            "meaning": "the encoder's token ids",
+                        }
+                    ]
+                    if scorer.reads_tokens
+                    else []
+                ),
+            ],
             "outputs": [
                 {
                     "name": SCORES,

@@ -126,6 +126,13 @@ class OnnxEncoder:
         activations per batch, so batch-mates would move it (cosine down to 0.95)."""
         return self.spec.variant != "int8"
 
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids as the model reads them (its tokenizer, its truncation, the sentence
+        markers included), without padding: what ``trackers.ml.ngrams`` counts."""
+        with self._lock:  # the Rust tokenizer's padding state is shared
+            encodings = self._tokenizer.encode_batch(list(texts))
+        return [[i for i, m in zip(e.ids, e.attention_mask, strict=True) if m] for e in encodings]
+
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Embed texts; batches are formed from texts of similar length, output keeps input order.
 

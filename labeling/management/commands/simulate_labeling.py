@@ -189,6 +189,10 @@ class Command(BaseCommand):
             ys = [(labels_all[keep] == positive).astype(np.int64) for positive in names]
             tasks = list(names)
         vectors, member_of = self._arrays(dataset, entries, keep, opts["documents"])
+        token_ids = None
+        if not opts["documents"] and not opts["topic"]:  # concept sentence pools may read n-grams
+            ids = encoders.get_encoder().token_ids([e[0] for e in entries])
+            token_ids = [ids[i] for i in keep]
         meta = {
             "dataset": dataset,
             "file": str(path),
@@ -204,7 +208,7 @@ class Command(BaseCommand):
         }
         runs = []
         for positive, y in zip(tasks, ys, strict=True):
-            run = self._task(meta, positive, y, vectors, member_of, spec, opts)
+            run = self._task(meta, positive, y, vectors, member_of, spec, opts, token_ids)
             runs.append(run)
             self._print(run)
         if opts["output"]:
@@ -249,7 +253,9 @@ class Command(BaseCommand):
         vectors = cached_vectors(dataset, lines)[mine]
         return vectors, where[owner[mine]]
 
-    def _task(self, meta, positive, y, vectors, member_of, spec: SimulationSpec, opts) -> dict:
+    def _task(
+        self, meta, positive, y, vectors, member_of, spec: SimulationSpec, opts, token_ids=None
+    ) -> dict:
         topic = opts["topic"]
         names = opts["positive"] if topic else None
         kind = "topic" if topic else "concept"
@@ -259,7 +265,12 @@ class Command(BaseCommand):
         if opts["typed_examples"]:
             task += " · typed examples"
         t0 = time.perf_counter()
-        kw = {"topic_labels": names, "member_of": member_of, "workers": opts["workers"]}
+        kw = {
+            "topic_labels": names,
+            "member_of": member_of,
+            "workers": opts["workers"],
+            "token_ids": token_ids,
+        }
         run = {
             "task": task,
             **meta,
