@@ -14,8 +14,10 @@ unanswered text gets a share of the round, the sum of three parts of ``DEFAULT_M
 The round is a systematic draw in that order: each text's chance of being on a card is its share
 times the round's size (capped at 1), exactly, and is kept with the card (``Pick.probability``), so
 the estimates can weight each answer by how it was drawn (``labeling.ml.estimates``). A card's
-strategy is the part that gave the text most of its share. ``check_round`` is the same draw on the
-band just below the threshold, where a rare concept's missed matches are.
+strategy is the part that gave the text most of its share. A text drawn within cosine
+``SAME_QUESTION`` of one drawn before it in the round asks the same question: it waits for a later
+round. ``check_round`` is the same draw on the band just below the threshold, where a rare
+concept's missed matches are.
 
 Topic trackers (``topic_round``) use the same mix over class probabilities: ``uncertain`` are the
 smallest margins between the two likeliest labels, ``positive`` a uniform sample of each label's
