@@ -102,15 +102,6 @@ def test_predicted_match_cards_come_only_from_at_or_above_the_threshold():
     )
 
 
-def test_uncertain_cards_do_not_ask_the_same_question_twice():
-    rng = np.random.default_rng(5)
-    v, cluster = clusters(rng, spread=0.02)  # six tight groups
-    scores = np.full(len(v), 0.1)
-    scores[cluster == 4] = 0.5  # a whole group sits on the threshold
-    picks = next_round(v, scores, 0.5, size=8, rng=rng, mix={"uncertain": 1.0})
-    assert [cluster[p.index] for p in picks].count(4) == 1
-
-
 def test_a_check_round_draws_below_the_threshold_mostly_just_below_it():
     rng = np.random.default_rng(12)
     scores = np.linspace(0, 1, 2001)

@@ -112,14 +112,17 @@ def test_stored_scorer_matches_the_trained_model():
 
 
 def test_token_ngrams_are_chosen_only_where_cross_validation_prefers_them():
-    from labeling.ml.training import train_binary
+    from labeling.ml.training import RICHER_MARGIN, train_binary
 
     rng = np.random.default_rng(9)
     x, y = separable(rng, n=300, margin=0.15)  # the vectors barely tell the classes apart
     ids = worded(rng, y)
     tokens = tokens_for(ids)
     head = train_binary(x[:200], y[:200], tokens=tokens_for(ids[:200]))
-    assert head.featurizer == "ngrams" and head.candidates["ngrams"] > head.candidates["embedding"] + 0.01
+    assert (
+        head.featurizer == "ngrams"
+        and head.candidates["ngrams"] > head.candidates["embedding"] + RICHER_MARGIN
+    )
     held = head.ngrams.features(ids[200:])  # new texts, under the head's own vocabulary
     assert prf(y[200:], head.score(x[200:], held) >= head.threshold)[2] >= 0.9
     plain = train_binary(x[:200], y[:200], featurizers=("embedding",))

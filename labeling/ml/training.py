@@ -1,7 +1,7 @@
 """Train a tracker's head on frozen sentence vectors: features, model, threshold, honest metrics.
 
 Pure numpy/scikit-learn. The features are the 384-d sentence vector (``embedding``) or, where
-cross-validation prefers them by more than 0.01 F1, the vector beside the TF-IDF of the encoder's
+cross-validation prefers them by more than ``RICHER_MARGIN`` F1, the vector beside the TF-IDF of the encoder's
 own token n-grams (``ngrams``, ``trackers.ml.ngrams``): spam lives in its surface ("FREE", "txt",
 "call now") as much as in its meaning. Every featurizer exports to ONNX with the head (the n-grams
 through ONNX's ``TfIdfVectorizer`` on the model's ``input_ids``); hashed character n-grams have no
@@ -33,6 +33,7 @@ from trackers.ml.ngrams import Ngrams
 # Every one of them exports to ONNX (serving.ml.export). ``ngrams``: the sentence vector beside the
 # TF-IDF of the encoder's token n-grams (``trackers.ml.ngrams``), offered where the pool has them.
 FEATURIZERS = ("embedding", "ngrams")
+RICHER_MARGIN = 0.03  # cross-validated F1 the n-gram features must gain over the vector alone (see below)
 FEATURIZER_NAMES = {"embedding": "sentence vector", "ngrams": "sentence vector and token n-grams"}
 REGULARISATION_C = 16.0  # inverse L2 strength; C=1 over-shrinks on unit-norm sentence vectors
 BACKGROUND = 500  # unlabeled segments sampled as weak 'no' rows (see the module docstring)
@@ -259,8 +260,10 @@ def train_binary(
         oof = out_of_fold_scores(feats, y, background=bg, extra_yes=ex)
         t, rule = choose_threshold(y, oof, target_precision)
         trials[kind] = (prf(y, oof >= t)[2] if oof is not None else 0.0, feats, oof, t, rule, bg, ex)
-    # Prefer the plainer features unless the richer ones are clearly better.
-    kind = max(kinds, key=lambda k: trials[k][0] - (0.01 if k != "embedding" else 0.0))
+    # Prefer the plainer features unless the richer ones are clearly better: at a margin of 0.01 the
+    # n-grams won cross-validation by chance on some intents and cost top_up_failed 0.016 F1 in
+    # make simulate; at 0.03 SMS spam keeps 0.921 and no Banking77 intent loses.
+    kind = max(kinds, key=lambda k: trials[k][0] - (RICHER_MARGIN if k != "embedding" else 0.0))
     _, feats, oof, threshold, rule, bg, ex = trials[kind]
     head = Head(
         featurizer=kind,
