@@ -131,8 +131,8 @@ def quality(run: TrainingRun | None, now: Live | None = None) -> dict | None:
 
     Cross-validated numbers come from the answers (which active learning chose where the model
     hesitates: biased); the estimates cover every text of the tracker, with 95% intervals
-    (``labeling.ml.estimates``); ``check_offered`` when recall's is wider than ``CHECK_WIDTH``. Topic trackers: F1 is the macro average over labels and
-    the estimated number is accuracy.
+    (``labeling.ml.estimates``); ``check_offered`` when recall's is wider than ``CHECK_WIDTH``.
+    Topic trackers: F1 is the macro average over labels and the estimated number is accuracy.
     """
     if run is None:
         return None
