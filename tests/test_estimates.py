@@ -138,3 +138,27 @@ def test_a_check_round_narrows_recall():
             est = concept_estimates(_played(y, scores, rounds=3, seed=rep, check=check), 0.5, draws=2000)
             widths[check].append(est["recall"]["ci"][1] - est["recall"]["ci"][0])
     assert np.median(widths[True]) < np.median(widths[False]), widths
+
+
+def test_cards_chosen_outright_stand_for_themselves_not_for_their_band():
+    """An example's neighbours (probability 1) answered 'yes' are matches the pool already knows;
+    they must not make the unanswered predicted matches look like them."""
+    rng = np.random.default_rng(21)
+    drawn_oof = np.concatenate([rng.uniform(0.55, 0.7, 4), rng.uniform(0.01, 0.45, 30)])
+    drawn_y = np.array([1, 0, 0, 1] + [1] * 3 + [0] * 27)
+    outright_oof = rng.uniform(0.55, 0.95, 15)
+    expected = {}
+    for answer in (0, 1):
+        oof = np.concatenate([drawn_oof, outright_oof])
+        e = ConceptEvidence(
+            answered_scores=oof,
+            answered_oof=oof,
+            answered_y=np.concatenate([drawn_y, np.full(15, answer)]),
+            answered_strategy=np.array(["uncertain"] * 34 + ["seed_neighbour"] * 15),
+            unanswered_scores=np.concatenate([rng.uniform(0.5, 0.7, 200), rng.uniform(0.0, 0.3, 3000)]),
+            answered_probability=np.concatenate([np.full(4, 0.05), np.full(30, 0.02), np.ones(15)]),
+        )
+        expected[answer] = concept_estimates(e, 0.5)["strata"]["expected_above"]
+    # Only the calibration's fit still sees them, at the weight of texts that stand for themselves
+    # (12% here); counted as a sample of their band they moved it by 28%.
+    assert abs(expected[1] - expected[0]) <= 0.15 * max(expected.values()), expected

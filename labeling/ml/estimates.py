@@ -14,7 +14,7 @@ score, is fitted on the answered cards' out-of-fold scores with those weights, p
 towards the head's own scores (``CALIBRATION_RIDGE``), and refitted on bootstrap resamples of the
 cards so that its own uncertainty shows. Summed over the unanswered texts it gives their expected
 matches; in three bands (at or above the threshold, the ``NEAR_BAND`` texts just below it, the rest)
-the cards that fell there say how far the curve is off in that band, as a shift of its log-odds
+the cards drawn by chance that fell there say how far the curve is off in that band, as a shift of its log-odds
 with a normal prior of ``BAND_SHIFT_SD`` (``_band_shift``). The counts of true and false positives
 and of missed matches are drawn from this, then redrawn as Poisson counts of rates drawn from their
 posteriors (new texts like these would show other counts), and precision, recall and F1 are
@@ -204,10 +204,10 @@ def _expected_matches(
     and below it. None when the cards cannot fit a calibration (too few, or all one answer).
 
     Per bootstrap of the cards, the calibration P(yes | score) gives each unanswered text a
-    probability of being a match. In each band of scores (``_bands``) the cards that fell there say
-    how far the calibration's log-odds are off there (``_band_shift``): each card weighs 1 / its
-    probability of having been drawn, and the band's weights count as many cards as they are worth
-    (Kish's effective size). Where the cards are few a band stays uncertain; a check round's cards,
+    probability of being a match. In each band of scores (``_bands``) the cards drawn by chance that
+    fell there say how far the calibration's log-odds are off there (``_band_shift``): each card
+    weighs 1 / its probability of having been drawn, and the band's weights count as many cards as
+    they are worth (Kish's effective size). Where the cards are few a band stays uncertain; a check round's cards,
     drawn just below the threshold, narrow the band where missed matches are.
     """
     x, t, w = _weighted_cards(e)
@@ -216,6 +216,9 @@ def _expected_matches(
     fit_w = w * len(w) / w.sum()  # the ridge weighs the same whatever the pool's size
     xs = _logit(e.unanswered_scores)
     text_band, card_band = _bands(e, x, above, threshold)
+    # Cards chosen outright (probability 1: an example's neighbours) stand for themselves alone: they
+    # are answered texts, not a sample of their band, which they would make look like them.
+    drawn = w > 1 + 1e-9 if np.any(w > 1 + 1e-9) else np.ones(len(w), dtype=bool)
     # Unanswered texts by band, as counts of nearly equal log-odds (a sum over 0.02-wide bins).
     bins = [np.unique(np.round(xs[text_band == k] / 0.02), return_counts=True) for k in range(3)]
     per = max(1, draws // CALIBRATION_BOOTSTRAPS)
@@ -224,7 +227,7 @@ def _expected_matches(
         counts = rng.multinomial(len(t), np.full(len(t), 1 / len(t))) if b else np.ones(len(t))
         a0, a1 = _platt(x, t, fit_w * counts)
         for k, (centres, n) in enumerate(bins):
-            mine = (card_band == k) & (counts > 0)
+            mine = (card_band == k) & (counts > 0) & drawn
             ww = (w * counts)[mine]
             delta, sd = 0.0, BAND_SHIFT_SD
             if len(ww):
