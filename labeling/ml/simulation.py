@@ -310,8 +310,7 @@ def one_run(
 def _check_round(data: _Data, trained: loop.Trained, shown: list[int], rng: np.random.Generator) -> Point:
     """After the last round, what the tracker page's *Check what it misses* does: a check round
     (``loop.plan_check``) from the last head at its threshold, answered, then trained on and
-    measured as a round is. Cards answered there are not counted again by the next repeat: each
-    run has its own data."""
+    measured as a round is."""
     answers = _answers(data.answered)
     assert trained.scores is not None and trained.threshold is not None
     picks = loop.plan_check(
