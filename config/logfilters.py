@@ -15,3 +15,15 @@ class OneLineRefusals(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+class RequestId(logging.Filter):
+    """Give every line the id of the request (or of the request that enqueued the task) it was
+    written in, "" outside one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            from trackers.context import request_id
+
+            record.request_id = request_id()
+        return True

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,8 +135,7 @@ serverurl=unix://{_path(CONTROL)}
             str(port),
             "--workers",
             str(web_workers),
-            "--access-log",
-        ]
+        ]  # the app logs one JSON line per request (trackers.http.RequestContext)
     parts.append(_program("web", web, priority=10, autostart=False, stop_wait=STOP_WAIT_S))
     celery = [_path(python), "-m", "celery", "-A", "config", "worker", "--loglevel=INFO"]
     for name, args in WORKERS.items():
@@ -195,6 +195,12 @@ def start(port: int, web_workers: int, dev: bool) -> int:
         return 1
     LOGS.mkdir(parents=True, exist_ok=True)
     CONF.write_text(config_text(port, web_workers, dev))
+    # Every process writes its Prometheus counts here and /metrics adds them up (trackers.metrics);
+    # emptied at each start, as counters start from zero with their processes.
+    metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or DATA_DIR / "prometheus")
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     supervisord = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "-c", str(CONF)], cwd=REPO, start_new_session=True
     )

@@ -95,6 +95,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "trackers.http.RequestContext",
     "trackers.http.NoStorePrivate",
     "trackers.http.ApiAnswersJson",
     "csp.middleware.CSPMiddleware",
@@ -113,6 +114,8 @@ MIDDLEWARE = [
 # What a prediction API call without a cookie goes through (config/wsgi.py): the rest is a browser's.
 API_LEAN_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "trackers.http.RequestContext",
+    "trackers.http.RequestContext",
     "trackers.http.NoStorePrivate",
     "trackers.http.ApiAnswersJson",
     "csp.middleware.CSPMiddleware",
@@ -295,6 +298,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-training-runs": {"task": "labeling.tasks.sweep_stale_runs", "schedule": 60.0},
     "publish-missing-versions": {"task": "serving.tasks.publish_missing_versions", "schedule": 60.0},
     "sweep-stale-scoring-jobs": {"task": "serving.tasks.sweep_stale_scoring", "schedule": 60.0},
+    "store-traffic": {"task": "serving.tasks.store_traffic", "schedule": 60.0},
     "dispatch-webhook-deliveries": {
         "task": "serving.tasks.dispatch_webhooks",
         "schedule": float(os.environ.get("TRACKERS_WEBHOOK_DISPATCH_SECONDS", "5")),
@@ -385,12 +389,56 @@ if LOCAL_HTTP:
     # HTTP on loopback: no TLS to redirect to, pin (HSTS) or mark cookies for. Only these four.
     SILENCED_SYSTEM_CHECKS = ["security.W004", "security.W008", "security.W012", "security.W016"]
 
+# Log lines: "json" (one object per line, with the request id of the request or task that wrote it)
+# or "text". Every answered request writes one line on the "trackers.requests" logger.
+LOG_FORMAT = os.environ.get("TRACKERS_LOG_FORMAT", "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # A refusal (403) is one line, not a traceback: it is the app working, not failing.
-    "filters": {"one_line_refusals": {"()": "config.logfilters.OneLineRefusals"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["one_line_refusals"]}},
+    "filters": {
+        "one_line_refusals": {"()": "config.logfilters.OneLineRefusals"},
+        "request_id": {"()": "config.logfilters.RequestId"},
+    },
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "timestamp": False,
+        },
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["one_line_refusals", "request_id"],
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("TRACKERS_LOG_LEVEL", "INFO")},
-    "loggers": {"faiss.loader": {"level": "WARNING"}},
+    "loggers": {
+        "faiss.loader": {"level": "WARNING"},
+        # Django's own line per request says less than trackers.requests' (no id, no route, no time).
+        "django.server": {"level": "WARNING"},
+        "trackers.requests": {"level": os.environ.get("TRACKERS_REQUEST_LOG_LEVEL", "INFO")},
+    },
 }
+
+# /metrics (Prometheus): open to callers on this host (no proxy header), or to anyone with this token
+# as "Authorization: Bearer <token>".
+METRICS_TOKEN = os.environ.get("TRACKERS_METRICS_TOKEN", "")
+
+# Mail, for invitations. Without EMAIL_HOST nothing is mailed: the inviter copies the link.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_HOST_CONFIGURED = bool(EMAIL_HOST)
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "trackers@localhost")
+EMAIL_TIMEOUT = 10
+
+# Traffic per tracker (the console's charts): each process moves what it counted into Redis this
+# often (seconds; 0: only when told, as the tests do).
+TRAFFIC_FLUSH_SECONDS = float(os.environ.get("TRACKERS_TRAFFIC_FLUSH_SECONDS", "5"))

@@ -5,11 +5,12 @@ from django.urls import path, re_path
 from config.api import api, api_v1
 from config.errors import not_found
 from labeling import views as labeling_views
+from serving.console import views as console_views
 from serving.keys import views as keys_views
 from serving.scoring import views as scoring_views
 from serving.versions import views as versions_views
 from serving.webhooks import views as webhooks_views
-from trackers import views
+from trackers import team_views, views
 
 # Django's own error answers: JSON under /api/, the usual pages elsewhere.
 handler400 = "config.errors.bad_request"
@@ -22,11 +23,29 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("metrics", views.metrics, name="metrics"),
     path("api/v1/", api_v1.urls),
     path("api/", api.urls),
     re_path(r"^api/", not_found),
     path("w/<uuid:code>/", views.workspace_detail, name="workspace"),
     path("w/<uuid:code>/datasets/", views.dataset_create, name="dataset-create"),
+    path("w/<uuid:code>/members/", team_views.members_page, name="members"),
+    path("w/<uuid:code>/members/invite/", team_views.invite, name="member-invite"),
+    path("w/<uuid:code>/members/<int:user_id>/role/", team_views.change_member_role, name="member-role"),
+    path("w/<uuid:code>/members/<int:user_id>/remove/", team_views.remove_member, name="member-remove"),
+    path(
+        "w/<uuid:code>/invitations/<int:invitation_id>/revoke/",
+        team_views.revoke_invitation,
+        name="invitation-revoke",
+    ),
+    path("w/<uuid:code>/audit/", team_views.audit_page, name="audit"),
+    path("w/<uuid:code>/delete/", views.delete_page, {"kind": "workspace"}, name="workspace-delete"),
+    path("d/<uuid:code>/delete/", views.delete_page, {"kind": "dataset"}, name="dataset-delete"),
+    path("t/<uuid:code>/delete/", views.delete_page, {"kind": "tracker"}, name="tracker-delete"),
+    path("w/<uuid:code>/console/", console_views.workspace_console, name="workspace-console"),
+    path("console/", console_views.install_console, name="install-console"),
+    path("console/retry/<uuid:code>/", console_views.retry, name="console-retry"),
+    path("invite/<str:token>/", team_views.invitation, name="invitation"),
     path("d/<uuid:code>/", views.dataset_detail, name="dataset"),
     path("d/<uuid:code>/upload/", views.dataset_upload, name="dataset-upload"),
     path("d/<uuid:code>/activity/", views.dataset_activity, name="dataset-activity"),

@@ -1,10 +1,19 @@
+"""The game's records in the Django admin, read-only: cards are the game's picks, answers are given
+in the game (which keeps one per text and labeler), runs are made by training; failed runs can be
+retried."""
+
+from __future__ import annotations
+
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from labeling.models import Annotation, Card, TrainingRun
+from trackers.admin import SystemRecordAdmin, retry_failed
 
 
 @admin.register(Card)
-class CardAdmin(admin.ModelAdmin):
+class CardAdmin(SystemRecordAdmin):
     list_display = [
         "id",
         "tracker",
@@ -16,21 +25,19 @@ class CardAdmin(admin.ModelAdmin):
         "answered_at",
     ]
     list_filter = ["strategy", "round", "tracker"]
-    raw_id_fields = ["segment", "training_run", "claimed_by"]
     list_select_related = ["tracker", "claimed_by"]
 
 
 @admin.register(Annotation)
-class AnnotationAdmin(admin.ModelAdmin):
+class AnnotationAdmin(SystemRecordAdmin):
     list_display = ["segment", "answer", "annotator", "tracker", "strategy", "updated_at"]
     list_filter = ["answer", "strategy", "tracker", "annotator"]
     search_fields = ["segment__text"]
-    raw_id_fields = ["segment", "card", "training_run"]
     list_select_related = ["segment", "annotator", "tracker"]
 
 
 @admin.register(TrainingRun)
-class TrainingRunAdmin(admin.ModelAdmin):
+class TrainingRunAdmin(SystemRecordAdmin):
     list_display = [
         "code",
         "tracker",
@@ -39,9 +46,19 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "featurizer",
         "threshold",
         "duration_s",
+        "error",
         "created_at",
         "finished_at",
     ]
     list_filter = ["state", "featurizer", "tracker"]
     search_fields = ["code", "watermark"]
-    readonly_fields = ["code", "watermark", "created_at", "started_at", "finished_at", "heartbeat_at"]
+    actions = ["retry"]
+
+    @admin.action(description="Retry the selected failed training runs")
+    def retry(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
+        retry_failed(
+            request,
+            queryset.select_related("tracker__workspace"),
+            lambda r: r.tracker.workspace,
+            lambda r: f"training of {r.tracker.name}",
+        )

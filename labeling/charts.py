@@ -117,3 +117,69 @@ def label_bars(values: list[tuple[str, float]], *, scale: float = 1.0) -> dict:
         "label_w": label_w - 6,
         "row": row - 6,
     }
+
+
+def stacked_bars(
+    columns: list[tuple[str, list[float], str]],
+    *,
+    classes: list[str],
+    width: int = 300,
+    height: int = 80,
+    ticks_every: int = 1,
+) -> dict:
+    """Vertical bars, one per column, each a stack of series values from the bottom (the first
+    series lowest, drawn with the first of ``classes``): ``columns`` are (tick label, values,
+    tooltip). Every ``ticks_every``-th column is labelled."""
+    n = len(columns) or 1
+    gap = 2 if n > 12 else 5
+    bar = (width - gap * (n - 1)) / n
+    top = max([sum(values) for _, values, _ in columns] + [1])
+    bars = []
+    for i, (label, values, title) in enumerate(columns):
+        parts, y = [], float(height)
+        for s, v in enumerate(values, start=1):
+            h = height * v / top
+            y -= h
+            parts.append({"y": round(y, 1), "h": round(h, 1), "cls": classes[s - 1]})
+        bars.append(
+            {
+                "x": round(i * (bar + gap), 1),
+                "w": round(bar, 1),
+                "parts": parts,
+                "label": label if i % ticks_every == 0 else "",
+                "title": title,
+            }
+        )
+    return {"w": width, "h": height, "bars": bars, "top": top}
+
+
+def scaled_lines(
+    columns: list[str], series: dict[str, list[float | None]], *, width: int = 300, height: int = 80
+) -> dict:
+    """Lines over ``columns`` on a scale from 0 to the largest value (gaps where a value is None),
+    with the top of the scale to label the chart."""
+    top = max([v for values in series.values() for v in values if v is not None] + [0.0]) or 1.0
+    n = len(columns)
+    step = width / max(1, n - 1)
+    lines: dict[str, list[str]] = {}
+    for name, values in series.items():
+        runs: list[str] = []
+        run: list[str] = []
+        for i, v in enumerate(values):
+            if v is None:
+                if run:
+                    runs.append(" ".join(run))
+                run = []
+                continue
+            run.append(f"{i * step:.1f},{height - height * v / top:.1f}")
+        if run:
+            runs.append(" ".join(run))
+        lines[name] = runs
+    return {
+        "w": width,
+        "h": height,
+        "top": top,
+        "lines": lines,
+        "first": columns[0] if columns else "",
+        "last": columns[-1] if columns else "",
+    }

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from labeling import game
@@ -23,10 +23,19 @@ from labeling.ml import loop
 from labeling.ml.estimates import ConceptEvidence, TopicEvidence, concept_estimates, topic_estimates
 from labeling.ml.training import Head, LinearScorer, TopicHead, load_scorer, save_scorer
 from labeling.models import Annotation, Card, TrainingRun, TrainingState
-from trackers import definitions, encoders, errors, work
+from trackers import audit, definitions, deletion, encoders, errors, work
 from trackers import services as corpus
 from trackers.ml.storage import write_atomic
-from trackers.models import Document, Granularity, Segment, Tracker, TrackerKind, TrackerState
+from trackers.models import (
+    AuditAction,
+    Dataset,
+    Document,
+    Granularity,
+    Segment,
+    Tracker,
+    TrackerKind,
+    TrackerState,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -52,6 +61,14 @@ def create_tracker(**definition: Any) -> Tracker:
         tracker = definitions.define_tracker(**definition)
         _answer_examples_found(tracker)
         game.fill_round(tracker)
+        audit.record(
+            AuditAction.TRACKER_CREATED,
+            workspace=tracker.workspace,
+            target=tracker.name,
+            code=tracker.code,
+            detail={"kind": tracker.kind, "granularity": tracker.granularity},
+            user=definition.get("created_by"),
+        )
     return tracker
 
 
@@ -459,3 +476,36 @@ def key_lines(tracker: Tracker, document: Document, n: int = 3) -> tuple[list[Se
     n = min(n, max(1, len(candidates) // 3))
     best = sorted(range(len(candidates)), key=lambda i: -float(scores[i]))[:n]
     return lines, {candidates[i].pk for i in best}
+
+
+def describe_deletion(sender: type, *, obj: Any, **kwargs: Any) -> list[str]:
+    """What of the game goes with a tracker, a workspace or a dataset (answers given on its texts)."""
+    trackers = deletion.trackers_of(obj)
+    if trackers:
+        answers = Annotation.objects.filter(tracker__in=trackers).count()
+        runs = TrainingRun.objects.filter(tracker__in=trackers).count()
+        return [f"{answers:,} answers", f"{runs:,} training runs"]
+    if isinstance(obj, Dataset):
+        lost = (
+            Annotation.objects.filter(segment__dataset=obj)
+            .values("tracker__name")
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
+        return [f"{row['n']:,} answers of tracker '{row['tracker__name']}' on its texts" for row in lost]
+    return []
+
+
+def files_of_deleted(sender: type, *, obj: Any, **kwargs: Any) -> list[Path]:
+    """A tracker's folder (its runs' evidence and scorers, and its versions) goes with it."""
+    return [Path(settings.ARTIFACT_ROOT) / "trackers" / str(t.code) for t in deletion.trackers_of(obj)]
+
+
+def relocate_runs(sender: Any, *, old: dict[str, str], new: dict[str, str], **kwargs: Any) -> None:
+    """After a restore under other roots: runs' head files, moved along."""
+    from trackers.backup import rewrite
+
+    for run in TrainingRun.objects.exclude(head_file=""):
+        moved = rewrite(run.head_file, old, new)
+        if moved != run.head_file:
+            TrainingRun.objects.filter(pk=run.pk).update(head_file=moved)

@@ -102,6 +102,7 @@ def tracker_detail(request: PageRequest, code) -> HttpResponse:
         "round": game.round_progress(tracker),
         "can_label": role_in(request.user, tracker.workspace) in CAN_LABEL,
         "can_manage": role_in(request.user, tracker.workspace) in CAN_IMPORT,
+        "is_owner": role_in(request.user, tracker.workspace) == "owner",
     }
     context["no_model"] = progress.no_model_reason(tracker)
     if shown is not None:

@@ -1,4 +1,7 @@
-from typing import Any
+"""Serving's records in the Django admin: read-only, with the actions staff need (promote or roll
+back a version, revoke keys, resend deliveries, retry scoring), each through the app's own service."""
+
+from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -12,106 +15,114 @@ from serving.models import (
     PromotionPolicy,
     ScoredSegment,
     ScoringJob,
+    TrafficMinute,
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
 )
+from serving.versions import services as versions
+from serving.webhooks import sending
+from trackers import errors
+from trackers.access import Scope
+from trackers.admin import ReadOnlyInline, SystemRecordAdmin, retry_failed
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "workspace", "role", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["role", "workspace"]
-    search_fields = ["name", "prefix"]
-    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
-    fields = [
-        "workspace",
+class ApiKeyAdmin(SystemRecordAdmin):
+    """Keys are made by members on their workspace's keys page (shown once there); revoked here too."""
+
+    list_display = [
         "name",
-        "role",
         "prefix",
-        "key_hash",
+        "workspace",
+        "role",
         "created_by",
         "created_at",
         "last_used_at",
         "revoked_at",
     ]
+    list_filter = ["role", "workspace"]
+    search_fields = ["name", "prefix"]
+    exclude = ["key_hash"]
     actions = ["revoke"]
 
-    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
-        if change:
-            return super().save_model(request, obj, form, change)
-        key, raw = ApiKey.issue(
-            workspace=obj.workspace, name=obj.name, role=obj.role, created_by=request.user
-        )
-        obj.pk, obj.prefix, obj.key_hash = key.pk, key.prefix, key.key_hash
-        messages.warning(request, f"New API key (shown once, copy it now): {raw}")
-
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        keys.revoke_keys(queryset)
+        staff = Scope({}, request.user)
+        for key in queryset.filter(revoked_at__isnull=True).select_related("workspace"):
+            staff.roles[key.workspace_id] = "owner"  # staff act as the install's owner here
+            keys.revoke_key(staff, key)
+        messages.success(request, "Revoked.")
 
 
 @admin.register(PromotionPolicy)
-class PromotionPolicyAdmin(admin.ModelAdmin):
-    """Whether a tracker's new versions go live by themselves (a tracker without a row: they do)."""
+class PromotionPolicyAdmin(SystemRecordAdmin):
+    """Whether a tracker's new versions go live by themselves (set on the tracker's versions panel)."""
 
     list_display = ["tracker", "automatic"]
     list_filter = ["automatic"]
-    raw_id_fields = ["tracker"]
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
-    """Versions are written once by training; here they are read (promotion is on the tracker page)."""
+class ModelVersionAdmin(SystemRecordAdmin):
+    """Versions are written once by training and never edited; one can be made live from here."""
 
-    list_display = [
-        "tracker",
-        "number",
-        "is_live",
-        "went_live_at",
-        "created_at",
-    ]
+    list_display = ["tracker", "number", "is_live", "went_live_at", "went_live_by", "created_at"]
     list_filter = ["is_live", "tracker__kind"]
     search_fields = ["tracker__name", "code"]
-    raw_id_fields = ["tracker", "training_run", "went_live_by"]
+    actions = ["make_live"]
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    @admin.action(description="Make the selected version live (promote, or roll back to it)")
+    def make_live(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        chosen = list(queryset.select_related("tracker__workspace")[:2])
+        if len(chosen) != 1:
+            messages.error(request, "Choose exactly one version: a tracker has one live version.")
+            return
+        try:
+            versions.promote(chosen[0], request.user)  # type: ignore[arg-type]
+        except errors.Refused as exc:
+            messages.error(request, exc.message)
+            return
+        messages.success(request, f"{chosen[0].tracker.name} v{chosen[0].number} is live.")
 
 
 @admin.register(ScoringJob)
-class ScoringJobAdmin(admin.ModelAdmin):
-    list_display = ["dataset", "state", "processed", "total", "created_at", "finished_at"]
+class ScoringJobAdmin(SystemRecordAdmin):
+    list_display = ["dataset", "state", "processed", "total", "error", "created_at", "finished_at"]
     list_filter = ["state"]
     search_fields = ["dataset__name", "code"]
-    raw_id_fields = ["workspace", "dataset", "created_by"]
-    filter_horizontal = ["versions"]
+    actions = ["retry"]
+
+    @admin.action(description="Retry the selected failed scoring jobs")
+    def retry(self, request: HttpRequest, queryset: QuerySet[ScoringJob]) -> None:
+        retry_failed(
+            request,
+            queryset.select_related("workspace", "dataset"),
+            lambda j: j.workspace,
+            lambda j: f"scoring of {j.dataset.name}",
+        )
 
 
 @admin.register(ScoredSegment)
-class ScoredSegmentAdmin(admin.ModelAdmin):
+class ScoredSegmentAdmin(SystemRecordAdmin):
     list_display = ["job", "version", "segment", "score", "label", "match", "feedback"]
     list_filter = ["match", "feedback"]
-    raw_id_fields = ["job", "version", "segment", "feedback_by"]
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
-    """Endpoints without their secrets: those are shown once, on the tracker's alerts page."""
+class WebhookEndpointAdmin(SystemRecordAdmin):
+    """Endpoints without their secrets (shown once, on the tracker's alerts page, where they are
+    changed: a target is checked there against private addresses)."""
 
     list_display = ["url", "tracker", "enabled", "grouping", "failing_since", "created_at"]
     list_filter = ["enabled", "grouping"]
     search_fields = ["url", "description", "tracker__name"]
-    raw_id_fields = ["tracker", "created_by"]
     exclude = ["secret", "previous_secret"]
-    readonly_fields = ["failing_since", "disabled_reason", "previous_secret_until"]
 
 
-class AttemptInline(admin.TabularInline):
+class AttemptInline(ReadOnlyInline):
     model = DeliveryAttempt
-    extra = 0
-    can_delete = False
-    readonly_fields = [
+    fields = readonly_fields = (
         "number",
         "started_at",
         "duration_ms",
@@ -119,38 +130,43 @@ class AttemptInline(admin.TabularInline):
         "outcome",
         "error",
         "response_excerpt",
-    ]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    )
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(SystemRecordAdmin):
     list_display = ["pk", "endpoint", "state", "tries", "last_status", "next_attempt_at", "created_at"]
     list_filter = ["state"]
-    raw_id_fields = ["event", "endpoint"]
-    readonly_fields = ["tries", "last_status", "delivered_at", "error"]
     inlines = [AttemptInline]
+    actions = ["resend"]
+
+    @admin.action(description="Resend the selected deliveries")
+    def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        for delivery in queryset.select_related("endpoint"):
+            try:
+                sending.resend(delivery)
+            except errors.Refused as exc:
+                messages.warning(request, f"delivery {delivery.pk}: {exc.message}")
+        messages.success(request, "Queued again.")
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
-    """Events as sent (their bodies never change); read here, resent from the endpoint's page."""
+class WebhookEventAdmin(SystemRecordAdmin):
+    """Events as sent (their bodies never change)."""
 
     list_display = ["webhook_id", "type", "source", "tracker", "created_at"]
     list_filter = ["type", "source"]
-    raw_id_fields = ["tracker"]
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(admin.ModelAdmin):
+class DeliveryAttemptAdmin(SystemRecordAdmin):
     list_display = ["delivery", "number", "started_at", "status_code", "outcome", "duration_ms"]
     list_filter = ["outcome"]
-    raw_id_fields = ["delivery"]
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+
+@admin.register(TrafficMinute)
+class TrafficMinuteAdmin(SystemRecordAdmin):
+    """Traffic per tracker and minute (or hour, once older), as the console charts it."""
+
+    list_display = ["tracker", "start", "span_minutes", "predictions", "matches"]
+    list_filter = ["span_minutes"]

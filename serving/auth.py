@@ -28,6 +28,7 @@ def _principal(raw: str) -> tuple[ApiKey, KeyPrincipal] | None:
         key_id=key.pk,
         tracker_ids=limited or None,
         predict_only=key.predict_only,
+        prefix=key.prefix,
     )
 
 

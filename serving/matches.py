@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.dispatch import Signal
 
+from serving import traffic
+from trackers import metrics
+
 if TYPE_CHECKING:
     from serving.hot import Snapshot
     from serving.models import ModelVersion, ScoredSegment, ScoringJob
@@ -55,6 +58,23 @@ def stored_hit(result: ScoredSegment, whole: bool = False) -> Hit:
 found = Signal()
 # job, versions: every segment of a scoring job has been read and its matches stored
 job_scored = Signal()
+
+
+_counters: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def count(version: ModelVersion, path: str, texts: int, matched: int, seconds: float | None = None) -> None:
+    """Count texts scored and matched by ``version``'s tracker through ``path`` (predict, many, bulk),
+    answered in ``seconds`` (a request's): memory writes (Prometheus' counters, ``serving.traffic``),
+    nothing on the request's path waits for them."""
+    traffic.record(version.tracker_id, texts, matched, seconds)
+    key = (str(version.tracker.code), path)
+    children = _counters.get(key)
+    if children is None:
+        children = _counters[key] = metrics.counters_for(*key)
+    children[0].inc(texts)
+    if matched:
+        children[1].inc(matched)
 
 
 def announce(

@@ -53,6 +53,7 @@ class ApiKey(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "API key"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
@@ -150,6 +151,9 @@ class PromotionPolicy(models.Model):
         Tracker, on_delete=models.CASCADE, primary_key=True, related_name="promotion"
     )
     automatic = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name_plural = "promotion policies"
 
     def __str__(self) -> str:
         return f"{self.tracker}: {'automatic' if self.automatic else 'by hand'}"
@@ -391,6 +395,7 @@ class WebhookDelivery(ClaimableWork):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
         constraints = [
             models.UniqueConstraint(
                 fields=["endpoint", "dedupe_key"],
@@ -425,3 +430,28 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}: {self.outcome}"
+
+
+class TrafficMinute(models.Model):
+    """Texts a tracker scored in one minute (``span_minutes`` 1) or, once older, one hour (60):
+    predictions, matches, and prediction latency as counts per bucket of ``serving.traffic``'s
+    scale. Written by ``serving.traffic.store`` only."""
+
+    tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="traffic")
+    start = models.DateTimeField()
+    span_minutes = models.PositiveSmallIntegerField(default=1)
+    predictions = models.BigIntegerField(default=0)
+    matches = models.BigIntegerField(default=0)
+    latency = models.JSONField(default=dict, blank=True)  # {bucket: count}
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tracker", "start", "span_minutes"], name="one_traffic_row_per_period"
+            )
+        ]
+        indexes = [models.Index(fields=["start"], name="traffic_start")]
+        verbose_name = "traffic minute"
+
+    def __str__(self) -> str:
+        return f"{self.tracker} {self.start:%Y-%m-%d %H:%M} +{self.span_minutes}m: {self.predictions}"

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Task, shared_task
 
 from labeling.models import TrainingRun
+from serving import traffic
 from serving.models import ScoringJob, WebhookDelivery
 from serving.scoring import services as scoring
 from serving.versions import services
@@ -39,6 +40,12 @@ def score_dataset(self: Task, *, work_id: int) -> None:
 def sweep_stale_scoring() -> dict[str, Any]:
     """Periodic: scoring jobs whose worker died or whose message was lost are queued again."""
     return scoring.requeue_stale()
+
+
+@shared_task
+def store_traffic() -> int:
+    """Periodic: the closed minutes' traffic counts move from Redis into the database (the console's)."""
+    return traffic.store()
 
 
 @shared_task(bind=True, acks_late=True)

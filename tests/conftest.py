@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,12 @@ def shared_file(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data set {path} is absent on this machine")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _traffic_flushed_when_told(settings):
+    """Traffic counts move to Redis when a test says so (``serving.traffic.flush``), not by a thread."""
+    settings.TRAFFIC_FLUSH_SECONDS = 0
 
 
 @pytest.fixture(autouse=True)
@@ -173,6 +180,17 @@ def embedded(dataset, owner, django_capture_on_commit_callbacks):
 
 
 @pytest.fixture
+def trained(embedded, workspace, owner, django_capture_on_commit_callbacks):
+    """A concept tracker over the cancel corpus with one live version."""
+    from tests.test_game import cancel_tracker
+    from tests.test_versions import play
+
+    tracker = cancel_tracker(workspace, owner, embedded)
+    play(tracker, owner, django_capture_on_commit_callbacks)
+    return tracker
+
+
+@pytest.fixture
 def two_live(embedded, workspace, owner, django_capture_on_commit_callbacks):
     """Two concept trackers with a live version each over the cancel corpus."""
     from serving.versions import services
@@ -251,3 +269,45 @@ def pytest_configure(config):
     ):
         config.addinivalue_line("markers", marker)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def page(live_server, monkeypatch):
+    # Playwright's sync API keeps an event loop in this thread; the ORM checks in the test body are safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed by `make test`")
+    if not shutil.which("chromium") and not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make test installs it)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        page = browser.new_page()
+        page.set_default_timeout(15_000)
+        playwright.expect.set_options(timeout=15_000)
+        # Pages run under the app's Content-Security-Policy: anything it blocks fails the test.
+        blocked: list[str] = []
+        page.on(
+            "console",
+            lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        page.on("pageerror", lambda exc: blocked.append(str(exc)))
+        yield page
+        browser.close()
+        assert blocked == []
+        # ORM calls made while Playwright's loop runs get connections of their own context
+        from django.db import connections
+
+        connections.close_all()

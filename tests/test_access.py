@@ -49,6 +49,17 @@ OBJECT_URLS = {
     "tracker-alerts": "tracker",
     "alert-endpoint": "endpoint",
     "alert-action": "endpoint",
+    "members": "workspace",
+    "member-invite": "workspace",
+    "member-role": "workspace",
+    "member-remove": "workspace",
+    "invitation-revoke": "workspace",
+    "audit": "workspace",
+    "workspace-console": "workspace",
+    "console-retry": "job",
+    "workspace-delete": "workspace",
+    "dataset-delete": "dataset",
+    "tracker-delete": "tracker",
 }
 POST_ONLY = {
     "dataset-create",
@@ -63,6 +74,11 @@ POST_ONLY = {
     "api-key-revoke",
     "scoring-feedback",
     "alert-action",
+    "member-invite",
+    "member-role",
+    "member-remove",
+    "invitation-revoke",
+    "console-retry",
 }
 # a version number, a key id, a download's format, a result id
 MORE_ARGS = {
@@ -72,6 +88,9 @@ MORE_ARGS = {
     "scoring-download": ["csv"],
     "scoring-feedback": [1],
     "alert-action": ["test"],
+    "member-role": [1],
+    "member-remove": [1],
+    "invitation-revoke": [1],
 }
 
 

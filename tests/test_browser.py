@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-from django.db import connections
 
 from labeling import services as labeling_services
 from trackers import imports
@@ -15,50 +12,12 @@ expect = pytest.importorskip("playwright.sync_api", reason="playwright is instal
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CSV = b"""text,label
 Honestly the price is way above our budget,pricing
 We are also evaluating Zendesk for support,competitor
 Can we set up a follow-up call on Friday?,follow_up
 If this outage happens again we will cancel,cancel
 """
-
-
-@pytest.fixture
-def page(live_server, monkeypatch):
-    # Playwright's sync API keeps an event loop in this thread; the ORM checks in the test body are safe.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed by `make test`")
-    if not shutil.which("chromium") and not __import__("os").path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (make test installs it)")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        page = browser.new_page()
-        page.set_default_timeout(15_000)
-        expect.set_options(timeout=15_000)
-        # Pages run under the app's Content-Security-Policy: anything it blocks fails the test.
-        blocked: list[str] = []
-        page.on(
-            "console",
-            lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
-        )
-        page.on("pageerror", lambda exc: blocked.append(str(exc)))
-        yield page
-        browser.close()
-        assert blocked == []
-        # ORM calls made while Playwright's loop runs get connections of their own context
-        connections.close_all()
 
 
 def log_in(page, live_server, user, next_path: str = "/") -> None:

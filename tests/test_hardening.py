@@ -241,8 +241,14 @@ def test_a_refusal_is_logged_as_one_line_without_a_traceback(client, viewer, wor
         assert client.get(reverse("api-keys", args=[workspace.code])).status_code == 403
     finally:
         console.setStream(before)
-    lines = [line for line in logged.getvalue().splitlines() if not line.startswith("AXES:")]
-    assert lines == [f"Forbidden (Permission denied): /w/{workspace.code}/keys/"]  # no traceback
+    import json
+
+    records = [json.loads(line) for line in logged.getvalue().splitlines()]  # one JSON object per line
+    said = [r for r in records if r["logger"] not in ("axes.handlers.database", "trackers.requests")]
+    assert [r["message"] for r in said] == [f"Forbidden (Permission denied): /w/{workspace.code}/keys/"]
+    assert "exc_info" not in said[0]  # no traceback
+    (answered,) = [r for r in records if r["logger"] == "trackers.requests"]
+    assert answered["status"] == 403 and answered["request_id"] == said[0]["request_id"]
 
 
 def test_the_readiness_answer_names_no_path_when_the_encoder_cannot_load(client, monkeypatch, caplog):

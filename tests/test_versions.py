@@ -57,13 +57,6 @@ def real_trained_tracker(dataset, workspace, owner, *, rounds: int):
     return tracker
 
 
-@pytest.fixture
-def trained(embedded, workspace, owner, django_capture_on_commit_callbacks):
-    tracker = cancel_tracker(workspace, owner, embedded)
-    play(tracker, owner, django_capture_on_commit_callbacks)
-    return tracker
-
-
 def test_a_successful_run_yields_a_version_whose_onnx_head_scores_as_the_app_does(trained, fake_encoder):
     run = TrainingRun.objects.get(tracker=trained, state=TrainingState.SUCCEEDED)
     version = ModelVersion.objects.get(tracker=trained)

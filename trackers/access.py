@@ -32,6 +32,7 @@ class KeyPrincipal:
     key_id: int
     tracker_ids: frozenset[int] | None = None  # the only trackers it may see; None: all of the workspace
     predict_only: bool = False  # only the prediction API
+    prefix: str = ""  # the key's public prefix, as its owners see it listed
 
 
 class Scope:

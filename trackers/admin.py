@@ -1,10 +1,22 @@
-from django.contrib import admin
+"""The Django admin for staff: branded, with the records the system makes read-only (they are
+changed through the app's own services, which check and record what they do)."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from trackers import errors, work
 from trackers.models import (
     AccessGeneration,
+    AuditEntry,
     Dataset,
     Document,
     EmbedPart,
+    Invitation,
     Job,
     Membership,
     SeedExample,
@@ -13,11 +25,54 @@ from trackers.models import (
     Workspace,
 )
 
+admin.site.site_header = "Trackers administration"
+admin.site.site_title = "Trackers administration"
+admin.site.index_title = "Everything in this install"
 
-class MembershipInline(admin.TabularInline):
-    model = Membership
+
+class SystemRecordAdmin(admin.ModelAdmin):
+    """A record the system makes and keeps: read here, never added, edited or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
     extra = 0
-    autocomplete_fields = ["user"]
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def retry_failed(request: HttpRequest, rows: QuerySet, workspace_of: Any, what_of: Any) -> None:
+    """Queue the failed ones of ``rows`` again (``work.retry``), saying which could not be."""
+    done = 0
+    for row in rows:
+        try:
+            work.retry(row, workspace=workspace_of(row), what=what_of(row))
+            done += 1
+        except errors.Refused as exc:
+            messages.warning(request, f"{what_of(row)}: {exc.message}")
+    if done:
+        messages.success(request, f"{done} queued again.")
+
+
+class MembershipInline(ReadOnlyInline):
+    """Members are invited, changed and removed on the workspace's Members page (which keeps the last
+    owner and records each change)."""
+
+    model = Membership
+    fields = readonly_fields = ("user", "role", "created_at")
 
 
 @admin.register(Workspace)
@@ -28,11 +83,30 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(SystemRecordAdmin):
+    """Read here; managed on the workspace's Members page."""
+
     list_display = ["user", "workspace", "role", "created_at"]
     list_filter = ["role", "workspace"]
     search_fields = ["user__username", "user__email", "workspace__name"]
-    autocomplete_fields = ["user", "workspace"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(SystemRecordAdmin):
+    list_display = ["workspace", "role", "email", "created_by", "created_at", "expires_at", "state"]
+    list_filter = ["role"]
+    search_fields = ["email", "workspace__name"]
+    exclude = ["token_hash"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(SystemRecordAdmin):
+    """Who did what, install-wide; never edited."""
+
+    list_display = ["created_at", "workspace_name", "actor_name", "via", "action", "target"]
+    list_filter = ["action", "via"]
+    search_fields = ["actor_name", "workspace_name", "target", "target_code", "request_id"]
+    date_hierarchy = "created_at"
 
 
 @admin.register(Dataset)
@@ -80,9 +154,8 @@ class SegmentAdmin(admin.ModelAdmin):
         return obj.text[:80]
 
 
-class EmbedPartInline(admin.TabularInline):
+class EmbedPartInline(ReadOnlyInline):
     model = EmbedPart
-    extra = 0
     fields = readonly_fields = (
         "number",
         "state",
@@ -93,11 +166,10 @@ class EmbedPartInline(admin.TabularInline):
         "heartbeat_at",
         "error",
     )
-    can_delete = False
 
 
 @admin.register(EmbedPart)
-class EmbedPartAdmin(admin.ModelAdmin):
+class EmbedPartAdmin(SystemRecordAdmin):
     list_display = ["job", "number", "state", "segments", "processed", "stored", "attempts", "heartbeat_at"]
     list_filter = ["state"]
     raw_id_fields = ["job"]
@@ -105,7 +177,7 @@ class EmbedPartAdmin(admin.ModelAdmin):
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(SystemRecordAdmin):
     list_display = [
         "code",
         "kind",
@@ -120,8 +192,12 @@ class JobAdmin(admin.ModelAdmin):
     list_filter = ["kind", "state", "workspace"]
     search_fields = ["code", "message"]
     raw_id_fields = ["dataset", "created_by"]
-    readonly_fields = ["code", "created_at", "started_at", "heartbeat_at", "finished_at"]
     inlines = [EmbedPartInline]
+    actions = ["retry"]
+
+    @admin.action(description="Retry the selected failed jobs")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        retry_failed(request, queryset.select_related("workspace", "dataset"), lambda j: j.workspace, str)
 
 
 class SeedInline(admin.TabularInline):
@@ -156,13 +232,7 @@ class SeedExampleAdmin(admin.ModelAdmin):
 
 
 @admin.register(AccessGeneration)
-class AccessGenerationAdmin(admin.ModelAdmin):
+class AccessGenerationAdmin(SystemRecordAdmin):
     """The counter web processes watch to drop what they keep; it moves by itself, read-only here."""
 
-    list_display = ["id", "value"]
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_add_permission(self, request) -> bool:
-        return False
+    list_display = ["id", "scope", "value"]

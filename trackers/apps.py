@@ -8,7 +8,7 @@ class TrackersConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
 
-        from trackers import embedding, generation, imports
+        from trackers import backup, embedding, generation, imports
         from trackers.models import Dataset, EmbedPart, Job, Membership, Tracker, Workspace
         from trackers.work import work_finished
 
@@ -18,3 +18,4 @@ class TrackersConfig(AppConfig):
 
         work_finished.connect(imports.discard_upload, sender=Job, dispatch_uid="trackers-discard-upload")
         work_finished.connect(embedding.part_ended, sender=EmbedPart, dispatch_uid="trackers-part-ended")
+        backup.relocated.connect(backup.relocate_corpus, dispatch_uid="trackers-relocate-corpus")

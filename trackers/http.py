@@ -1,12 +1,14 @@
-"""HTTP helpers of the web layer: the request type page views get, the request body limit, and the
-APIs' per-caller request rate."""
+"""HTTP helpers of the web layer: the request type page views get, each request's id and log line,
+the request body limit, and the APIs' per-caller request rate."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -19,7 +21,7 @@ from django.utils.cache import add_never_cache_headers
 from django_htmx.middleware import HtmxDetails
 from ninja.throttling import BaseThrottle
 
-from trackers import rates
+from trackers import context, rates
 from trackers.access import KeyPrincipal
 
 
@@ -28,6 +30,68 @@ class PageRequest(HttpRequest):
 
     user: User
     htmx: HtmxDetails
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+request_log = logging.getLogger("trackers.requests")
+
+
+def _route(request: HttpRequest) -> str:
+    """The URL pattern the request matched ("api/v1/trackers/{code}/predict"), or "unmatched"."""
+    match = request.resolver_match
+    return (match.route or match.view_name) if match is not None else "unmatched"
+
+
+class RequestContext:
+    """Give each request an id (the caller's ``X-Request-ID`` when it is a plain token of at most 64
+    characters, else a new one), answer with it, hand it to the audit log and to the tasks the request
+    enqueues (``trackers.audit``), and log one JSON line when it is answered: method, route, status,
+    milliseconds, and who called."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.META.get("HTTP_X_REQUEST_ID", "")
+        rid = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        request.request_id = rid  # type: ignore[attr-defined]
+        start = time.perf_counter()
+        with context.acting(context.Caller(rid, request)):
+            response = self.get_response(request)
+        seconds = time.perf_counter() - start
+        response["X-Request-ID"] = rid
+        route = _route(request)
+        from trackers import metrics
+
+        metrics.request_answered(request.method or "", route, response.status_code, seconds)
+        if request_log.isEnabledFor(logging.INFO):
+            request_log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "request_id": rid,
+                    "method": request.method,
+                    "path": request.path,
+                    "route": route,
+                    "status": response.status_code,
+                    "ms": round(seconds * 1000, 2),
+                    **_caller_fields(request),
+                },
+            )
+        return response
+
+
+def _caller_fields(request: HttpRequest) -> dict[str, Any]:
+    """Who made the request, without a query: an API key's prefix, or the user the view loaded."""
+    auth = getattr(request, "auth", None)
+    if isinstance(auth, KeyPrincipal):
+        return {"key": auth.prefix}
+    user = getattr(request, "_cached_user", None)  # set once something asked for request.user
+    if user is not None and user.is_authenticated:
+        return {"user": user.get_username()}
+    return {}
 
 
 class RequestBodyLimit:

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import transaction
 
-from trackers import importing
+from trackers import audit, importing
 from trackers.errors import Invalid
 from trackers.models import (
+    AuditAction,
     Dataset,
     Document,
     Job,
@@ -87,6 +88,14 @@ def start_import(
         job.params["path"] = str(path)
         job.save(update_fields=["params"])
         enqueue_job(job)
+        audit.record(
+            AuditAction.DATASET_IMPORTED,
+            workspace=dataset.workspace,
+            target=f"{filename} into {dataset.name}",
+            code=dataset.code,
+            detail={"bytes": len(data), "format": fmt, "on_error": on_error, "job": str(job.code)},
+            user=user,
+        )
     return job
 
 

@@ -360,3 +360,112 @@ class AccessGeneration(models.Model):
 
     def __str__(self) -> str:
         return f"access generation {self.value} of {self.scope or 'every workspace'}"
+
+
+INVITATION_DAYS = 7
+
+
+class Invitation(models.Model):
+    """A one-time link that makes whoever opens it first a member with ``role``; the link's secret is
+    kept only as its hash, and it stops working once used, revoked or ``INVITATION_DAYS`` old."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="invitations")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.LABELER)
+    email = models.EmailField(blank=True)  # where the link was sent, if it was
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"invitation to {self.workspace} as {self.role}"
+
+    @property
+    def state(self) -> str:
+        if self.accepted_at is not None:
+            return "accepted"
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "open"
+
+
+class AuditAction(models.TextChoices):
+    WORKSPACE_CREATED = "workspace.created", "workspace created"
+    WORKSPACE_DELETED = "workspace.deleted", "workspace deleted"
+    MEMBER_INVITED = "member.invited", "member invited"
+    INVITATION_REVOKED = "invitation.revoked", "invitation revoked"
+    MEMBER_JOINED = "member.joined", "member joined"
+    MEMBER_ROLE_CHANGED = "member.role_changed", "member's role changed"
+    MEMBER_REMOVED = "member.removed", "member removed"
+    DATASET_CREATED = "dataset.created", "dataset created"
+    DATASET_IMPORTED = "dataset.imported", "file imported"
+    DATASET_DELETED = "dataset.deleted", "dataset deleted"
+    TRACKER_CREATED = "tracker.created", "tracker created"
+    TRACKER_CHANGED = "tracker.changed", "tracker changed"
+    TRACKER_DELETED = "tracker.deleted", "tracker deleted"
+    THRESHOLD_MOVED = "threshold.moved", "threshold moved"
+    VERSION_PROMOTED = "version.promoted", "version promoted"
+    VERSION_ROLLED_BACK = "version.rolled_back", "version rolled back"
+    KEY_CREATED = "key.created", "API key made"
+    KEY_REVOKED = "key.revoked", "API key revoked"
+    ENDPOINT_CREATED = "endpoint.created", "alert endpoint added"
+    ENDPOINT_CHANGED = "endpoint.changed", "alert endpoint changed"
+    ENDPOINT_DELETED = "endpoint.deleted", "alert endpoint deleted"
+    SECRET_ROTATED = "endpoint.secret_rotated", "signing secret rotated"
+    JOB_RETRIED = "job.retried", "job retried"
+
+
+class AuditQuerySet(models.QuerySet["AuditEntry"]):
+    def update(self, **kwargs: object) -> int:
+        raise TypeError("audit entries are never edited")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise TypeError("audit entries are never deleted")
+
+
+class AuditEntry(models.Model):
+    """One thing someone did (``trackers.audit.record``). Entries are written once and never edited:
+    the model refuses a second save, its queryset refuses updates and deletes, and the database
+    refuses an UPDATE (a trigger, migration 0011). Who and where are kept as they were (names, not
+    only ids) and point at no row, so deleting a user or a workspace leaves its history whole."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    workspace_id = models.BigIntegerField(null=True, db_index=True)  # of a workspace perhaps deleted since
+    workspace_name = models.CharField(max_length=120, blank=True)
+    actor_id = models.BigIntegerField(null=True, db_index=True)  # the user; None: the system
+    actor_name = models.CharField(max_length=150, blank=True)
+    via = models.CharField(max_length=40, blank=True)  # "page", "API", "API key abc123", "worker"
+    action = models.CharField(max_length=40, choices=AuditAction.choices, db_index=True)
+    target = models.CharField(max_length=200, blank=True)  # what it was done to, in words
+    target_code = models.CharField(max_length=64, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+
+    objects: ClassVar[AuditQuerySet] = AuditQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_name or 'system'}: {self.action} {self.target}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise TypeError("audit entries are never edited")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise TypeError("audit entries are never deleted")

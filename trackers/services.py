@@ -12,9 +12,10 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 
-from trackers import errors, text, work
+from trackers import audit, errors, text, work
 from trackers.ml.storage import VectorStore
 from trackers.models import (
+    AuditAction,
     Dataset,
     EmbedPart,
     Job,
@@ -41,6 +42,7 @@ def create_workspace(*, name: str, owner: User) -> Workspace:
     with transaction.atomic():
         ws = Workspace.objects.create(name=name)
         Membership.objects.create(workspace=ws, user=owner, role=Role.OWNER)
+        audit.record(AuditAction.WORKSPACE_CREATED, workspace=ws, target=name, code=ws.code, user=owner)
     return ws
 
 
@@ -68,7 +70,10 @@ def create_dataset(*, workspace: Workspace, name: str, description: str = "") ->
     if not name:
         raise InputInvalid("name is empty")
     description = checked_text(description.strip(), "description", DESCRIPTION_MAX_CHARS)
-    return Dataset.objects.create(workspace=workspace, name=name, description=description)
+    with transaction.atomic():
+        ds = Dataset.objects.create(workspace=workspace, name=name, description=description)
+        audit.record(AuditAction.DATASET_CREATED, workspace=workspace, target=name, code=ds.code)
+    return ds
 
 
 def vector_store(dataset: Dataset) -> VectorStore:

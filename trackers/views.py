@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -9,14 +12,17 @@ from django.core.paginator import Paginator
 from django.db import IntegrityError
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import reswap, retarget
 
-from trackers import imports, search, services
+from trackers import deletion, errors, imports, search, services
+from trackers import metrics as metrics_module
 from trackers.access import (
+    Scope,
     get_dataset_for_user,
     get_document_for_user,
     get_job_for_user,
@@ -26,8 +32,8 @@ from trackers.access import (
     workspaces_for,
 )
 from trackers.forms import DatasetForm, SearchForm, UploadForm
-from trackers.http import PageRequest
-from trackers.models import CAN_IMPORT, Dataset
+from trackers.http import PageRequest, bad_request
+from trackers.models import CAN_IMPORT, Dataset, Role, Tracker
 
 
 @login_required
@@ -98,6 +104,7 @@ def _dataset_context(request: PageRequest, ds: Dataset, form: UploadForm | None 
         "workspace": ds.workspace,
         "page": page,
         "can_import": role_in(request.user, ds.workspace) in CAN_IMPORT,
+        "is_owner": role_in(request.user, ds.workspace) == Role.OWNER,
         "form": form or UploadForm(),
     }
 
@@ -229,3 +236,70 @@ def locked_out(request: HttpRequest, original_response=None, credentials=None) -
     )
     response["Retry-After"] = str(int(wait.total_seconds()))
     return response
+
+
+_LOOPBACK = {"127.0.0.1", "::1"}
+_PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_FORWARDED")
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics: for a caller on this host that no proxy forwarded, or one with the token."""
+    token = settings.METRICS_TOKEN
+    given = request.headers.get("Authorization", "")
+    if token and given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode()):
+        allowed = True
+    else:
+        allowed = request.META.get("REMOTE_ADDR") in _LOOPBACK and not any(
+            request.META.get(h) for h in _PROXY_HEADERS
+        )
+    if not allowed:
+        return bad_request(
+            "metrics are served to this host only, or with 'Authorization: Bearer <TRACKERS_METRICS_TOKEN>'",
+            status=403,
+        )
+    body, content_type = metrics_module.exposition()
+    return HttpResponse(body, content_type=content_type)
+
+
+def _deletable(request: PageRequest, kind: str, code) -> tuple[Any, str]:
+    """The object to delete (seen through the caller's scope) and where to go once it is gone."""
+    scope = Scope.of_user(request.user)
+    if kind == "workspace":
+        return scope.workspace(code), reverse("home")
+    if kind == "dataset":
+        ds = scope.dataset(code)
+        return ds, reverse("workspace", args=[ds.workspace.code])
+    tracker = get_object_or_404(Tracker.objects.filter(workspace__in=scope.workspaces), code=code)
+    return tracker, reverse("trackers", args=[tracker.workspace.code])
+
+
+@login_required
+def delete_page(request: PageRequest, kind: str, code) -> HttpResponse:
+    """Say what deleting a workspace, dataset or tracker removes; on POST, with its name typed, delete
+    it and everything derived from it (owners only)."""
+    obj, after = _deletable(request, kind, code)
+    workspace = obj if kind == "workspace" else obj.workspace
+    require_role(request.user, workspace, {Role.OWNER})
+    problem = ""
+    status = 200
+    if request.method == "POST":
+        try:
+            gone = deletion.delete(obj, by=request.user, confirm_name=request.POST.get("confirm_name", ""))
+        except errors.Refused as exc:
+            problem, status = exc.message, exc.status
+        else:
+            messages.success(request, f"Deleted {kind} '{obj.name}': " + "; ".join(gone) + ".")
+            return redirect(after)
+    return TemplateResponse(
+        request,
+        "trackers/delete.html",
+        {
+            "kind": kind,
+            "obj": obj,
+            "workspace": workspace,
+            "goes": deletion.what_goes(obj),
+            "refusal": deletion.refusal(obj),
+            "problem": problem,
+        },
+        status=status,
+    )

@@ -14,6 +14,7 @@ import importlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import current_app
@@ -23,7 +24,8 @@ from django.db.models import F, Q
 from django.dispatch import Signal
 from django.utils import timezone
 
-from trackers.models import ClaimableWork, WorkState
+from trackers import audit, context, errors, metrics
+from trackers.models import AuditAction, ClaimableWork, WorkState
 
 if TYPE_CHECKING:
     from celery import Task
@@ -96,15 +98,23 @@ def give_up(model: type[W], queryset: QuerySet[W]) -> list[int]:
     return failed
 
 
+REQUEST_ID_HEADER = "trackers_request_id"
+
+
 def send_on_commit(task: str, *, countdown: float | None = None, **kwargs: Any) -> None:
     """Send the Celery task named ``task`` with ``kwargs`` once the surrounding transaction commits
     (at once outside one): the one way work is queued, so a worker never looks for a row that is
-    not committed yet. By name, so that no service imports the tasks that call it."""
+    not committed yet. By name, so that no service imports the tasks that call it. The task runs
+    with the id of the request that queued it (``config.celery``), so its log lines and audit
+    entries carry it."""
+    rid = context.request_id()
 
     def send() -> None:
         if task not in current_app.tasks:  # a web process registers an app's tasks on first use
             importlib.import_module(task.rpartition(".")[0])
-        current_app.tasks[task].apply_async(kwargs=kwargs, countdown=countdown or None)
+        current_app.tasks[task].apply_async(
+            kwargs=kwargs, countdown=countdown or None, headers={REQUEST_ID_HEADER: rid} if rid else None
+        )
 
     transaction.on_commit(send)
 
@@ -128,6 +138,9 @@ def finish(row: ClaimableWork, state: str, **fields: Any) -> None:
         setattr(row, name, value)
     row.state, row.finished_at = state, timezone.now()
     row.save()
+    if row.started_at is not None:
+        kind = getattr(row, "kind", "") or row._meta.model_name or ""
+        metrics.job_done(str(kind), str(state), (row.finished_at - row.started_at).total_seconds())
     work_finished.send(sender=type(row), row=row)
 
 
@@ -197,3 +210,45 @@ def run_claimed(
     row.refresh_from_db(fields=["state"])
     if row.state == WorkState.RUNNING:  # work may have finished it itself, with another outcome
         finish(row, WorkState.SUCCEEDED, **(fields or {}))
+
+
+def retry_refusal(row: ClaimableWork) -> str | None:
+    """Why failed work cannot simply run again (None: it can). An import's uploaded file is removed
+    when the import ends, so a failed import is imported again from the file, not retried."""
+    if row.state != WorkState.FAILED:
+        return f"only failed work is retried; this is {row.state}"
+    path = (getattr(row, "params", None) or {}).get("path") if getattr(row, "kind", "") == "import" else None
+    if getattr(row, "kind", "") == "import" and not (path and Path(path).exists()):
+        return "the uploaded file is removed once an import ends: import the file again"
+    return None
+
+
+def retry(row: ClaimableWork, *, workspace: Any, what: str) -> ClaimableWork:
+    """Queue failed work again from a clean start (its attempts counted afresh); recorded in the
+    audit log as ``what`` in ``workspace``."""
+    refusal = retry_refusal(row)
+    if refusal:
+        raise errors.Conflict(refusal)
+    with transaction.atomic():
+        fields: dict[str, Any] = {
+            "state": WorkState.QUEUED,
+            "attempts": 0,
+            "error": "",
+            "started_at": None,
+            "heartbeat_at": None,
+            "finished_at": None,
+        }
+        if hasattr(row, "message"):
+            fields["message"] = "queued again"
+        if not type(row).objects.filter(pk=row.pk, state=WorkState.FAILED).update(**fields):
+            raise errors.Conflict("it is not failed any more (retried already?)")
+        enqueue(row)
+        audit.record(
+            AuditAction.JOB_RETRIED,
+            workspace=workspace,
+            target=what,
+            code=row.code,
+            detail={"error": row.error[:500]},
+        )
+    row.refresh_from_db()
+    return row

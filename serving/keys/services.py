@@ -9,15 +9,17 @@ at most theirs. A key never acts above its creator's role of now (``ApiKey.right
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from serving.models import ApiKey
-from trackers import errors, generation
+from trackers import audit, errors, generation
 from trackers.access import Scope
-from trackers.models import CAN_IMPORT, Membership, Role, Tracker, Workspace, role_at_most
+from trackers.models import CAN_IMPORT, AuditAction, Membership, Role, Tracker, Workspace, role_at_most
 
 
 class KeyRefused(errors.Forbidden, PermissionDenied):
@@ -85,14 +87,23 @@ def issue_key(
         outside = [t for t in chosen if t.pk not in limit]
         if outside:
             raise KeyRefused("trackers", f"this key is not allowed tracker {outside[0].code}")
-    return ApiKey.issue(
-        workspace=workspace,
-        name=name,
-        created_by=scope.actor,
-        role=role,
-        trackers=chosen,
-        predict_only=predict_only,
-    )
+    with transaction.atomic():
+        key, raw = ApiKey.issue(
+            workspace=workspace,
+            name=name,
+            created_by=scope.actor,
+            role=role,
+            trackers=chosen,
+            predict_only=predict_only,
+        )
+        audit.record(
+            AuditAction.KEY_CREATED,
+            workspace=workspace,
+            target=f"{key.name} ({key.prefix}…)",
+            code=key.prefix,
+            detail={"role": role, "trackers": [str(t.code) for t in chosen], "predict_only": predict_only},
+        )
+    return key, raw
 
 
 def may_revoke(scope: Scope, key: ApiKey) -> bool:
@@ -113,9 +124,31 @@ def revoke_key(scope: Scope, key: ApiKey) -> ApiKey:
         if _limited(scope):
             raise KeyRefused("", "a key limited to trackers or to prediction can revoke only itself")
         raise KeyRefused("", f"only an owner can revoke a key with the {key.role} role")
-    revoke_keys(ApiKey.objects.filter(pk=key.pk))
+    with transaction.atomic():
+        if revoke_keys(ApiKey.objects.filter(pk=key.pk)):
+            audit.record(
+                AuditAction.KEY_REVOKED,
+                workspace=key.workspace,
+                target=f"{key.name} ({key.prefix}…)",
+                code=key.prefix,
+            )
     key.refresh_from_db(fields=["revoked_at"])
     return key
+
+
+def revoke_keys_of_removed_member(
+    sender: type, *, workspace: Workspace, user: Any, **kwargs: Any
+) -> str | None:
+    """A member who leaves a workspace takes their keys there with them: revoked at once."""
+    prefixes = list(
+        ApiKey.objects.filter(workspace=workspace, created_by=user, revoked_at__isnull=True).values_list(
+            "prefix", flat=True
+        )
+    )
+    if not prefixes:
+        return None
+    revoke_keys(ApiKey.objects.filter(workspace=workspace, created_by=user))
+    return f"{len(prefixes)} API key{'s' if len(prefixes) != 1 else ''} revoked ({', '.join(p + '…' for p in prefixes)})"
 
 
 def revoke_keys(keys: QuerySet[ApiKey]) -> int:
@@ -127,3 +160,26 @@ def revoke_keys(keys: QuerySet[ApiKey]) -> int:
     for workspace_id in workspaces:
         generation.bump(workspace_id)
     return count
+
+
+def revoke_keys_left_without_trackers(sender: type, *, obj: Any, **kwargs: Any) -> None:
+    """A key limited to trackers that all go would be limited to none, which reads as "all of the
+    workspace": it is revoked instead."""
+    if not isinstance(obj, Tracker):
+        return
+    limited = ApiKey.objects.filter(trackers=obj, revoked_at__isnull=True)
+    stranded = [key.pk for key in limited if not key.trackers.exclude(pk=obj.pk).exists()]
+    if stranded:
+        revoke_keys(ApiKey.objects.filter(pk__in=stranded))
+
+
+def describe_deletion(sender: type, *, obj: Any, **kwargs: Any) -> list[str]:
+    if not isinstance(obj, Tracker):
+        return []
+    limited = ApiKey.objects.filter(trackers=obj, revoked_at__isnull=True)
+    stranded = [key for key in limited if not key.trackers.exclude(pk=obj.pk).exists()]
+    if not stranded:
+        return []
+    return [
+        f"{len(stranded)} API key(s) limited to this tracker alone are revoked ({', '.join(k.prefix + '…' for k in stranded)})"
+    ]

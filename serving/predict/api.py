@@ -137,6 +137,7 @@ def _route(request: HttpRequest, code: UUID, number: int | None) -> Route:
 @router.post("/trackers/{code}/predict", response={200: PredictOut})
 def predict(request: HttpRequest, code: UUID, body: PredictIn) -> dict[str, Any]:
     """Score one text or a batch with the tracker's live model version (or the pinned one)."""
+    started = time.perf_counter()
     snap = _snapshot(request, ("tracker", code))
     route = snap.get(
         ("route", code, _caller_key(request), body.version), lambda: _route(request, code, body.version)
@@ -146,6 +147,9 @@ def predict(request: HttpRequest, code: UUID, body: PredictIn) -> dict[str, Any]
     vectors = route.encoder.encode(body.texts)
     ids = route.encoder.token_ids(body.texts) if route.head.engine.reads_tokens else None
     answers, decided = runtime.answers(version, route.head, vectors, route.threshold, ids)
+    matches.count(
+        version, "predict", len(body.texts), int(decided.matched.sum()), time.perf_counter() - started
+    )
     if body.alert is not False and decided.matched.any():
         hits = functools.partial(_text_hits, decided, body.texts)
         matches.announce(version, hits, source=EventSource.API, cache=snap)
@@ -391,6 +395,7 @@ def _plan(scope: Scope, code: UUID, trackers: list[UUID] | None, *, loose_texts:
 def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse:
     """Every live tracker of the workspace (or the chosen ones) on texts or on a whole transcript: the
     matches per segment, with position and speaker, and per call for document trackers."""
+    started = time.perf_counter()
     if (body.texts is None) == (body.transcript is None):
         raise HttpError(422, "give either 'texts' or 'transcript'")
     scope = Scope.of_request(request)
@@ -409,8 +414,11 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
     documents: list[dict[str, Any]] = []
     per_segment: list[list[dict[str, Any]]] = [[] for _ in turns]
     hits: dict[ModelVersion, list[matches.Hit]] = {}
+    matched: dict[ModelVersion, int] = {}
+    scored: dict[ModelVersion, int] = {}
 
     def found(version: ModelVersion, row: int | None, score: float, label: str) -> dict[str, Any]:
+        matched[version] = matched.get(version, 0) + 1
         if body.alert is not False:
             turn = turns[row] if row is not None else None
             hits.setdefault(version, []).append(
@@ -445,6 +453,8 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
         # Heads that read token n-grams are segment heads (documents train on vectors alone).
         ids = encoders.get_encoder(encoder_id).token_ids(texts) if stack.reads_tokens and not whole else None
         out = stack.matrix(vectors, ids)
+        for version in part.versions:
+            scored[version] = scored.get(version, 0) + len(vectors)
         if len(part.concepts):  # one comparison for every concept's column at its threshold
             rows, which = np.nonzero(
                 matching.concept_matches(out[:, part.concept_cols], part.concept_thresholds)
@@ -474,6 +484,9 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
                 continue
             call = matching.document_vector(vectors[lines])
             add_matches(part, encoder_id, call, lambda _: documents, whole=True)
+    took = time.perf_counter() - started
+    for version, n in scored.items():
+        matches.count(version, "many", n, matched.get(version, 0), took)
     if hits:  # to subscribers (alerts), written with the request; a worker delivers them
         transcript = {"title": body.transcript.title} if body.transcript is not None else None
         snap = _snapshot(request, ("workspace", code))

@@ -386,6 +386,9 @@ def _announce(job: ScoringJob, results: list[ScoredSegment], scorers: list[_Scor
     """The chunk's matches, for subscribers (alerts); once every segment is read, that too."""
     for scorer in scorers:
         mine = [r for r in results if r.version_id == scorer.version.pk and r.match]
+        matches.count(
+            scorer.version, "bulk", sum(1 for r in results if r.version_id == scorer.version.pk), len(mine)
+        )
         if mine:
             whole = scorer.version.tracker.granularity == Granularity.DOCUMENT
             matches.announce(

@@ -23,10 +23,10 @@ from serving.ml import artifacts
 from serving.ml.export import SCORES, TOKENS, VECTORS, NotExportable, head_model, standalone_model
 from serving.ml.heads import check_graph
 from serving.models import ModelVersion, PromotionPolicy, estimated_quality
-from trackers import encoders, errors, work
+from trackers import audit, deletion, encoders, errors, work
 from trackers.ml.embedding import read_manifest
 from trackers.ml.storage import write_atomic
-from trackers.models import Tracker, TrackerKind
+from trackers.models import AuditAction, Dataset, Tracker, TrackerKind
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -218,12 +218,28 @@ def promote(version: ModelVersion, user: User | None) -> ModelVersion:
 
 
 def _make_live(version: ModelVersion, user: User | None) -> None:
+    before = (
+        ModelVersion.objects.filter(tracker_id=version.tracker_id, is_live=True)
+        .values_list("number", flat=True)
+        .first()
+    )
+    if before == version.number:
+        return
     # Off first, then on: the one-live constraint is checked per statement.
     ModelVersion.objects.filter(tracker_id=version.tracker_id, is_live=True).exclude(pk=version.pk).update(
         is_live=False
     )
     version.is_live, version.went_live_at, version.went_live_by = True, timezone.now(), user
     version.save(update_fields=["is_live", "went_live_at", "went_live_by"])
+    back = before is not None and version.number < before
+    audit.record(
+        AuditAction.VERSION_ROLLED_BACK if back else AuditAction.VERSION_PROMOTED,
+        workspace=version.tracker.workspace,
+        target=f"{version.tracker.name} v{version.number}",
+        code=version.tracker.code,
+        detail={"version": version.number, "replaced": before, "automatic": user is None},
+        user=user,
+    )
 
 
 def threshold_of(version: ModelVersion) -> tuple[float | None, str]:
@@ -257,10 +273,20 @@ def set_threshold(version: ModelVersion, user: User | None, value: float | None)
         )
     if value is not None and not 0.0 < value < 1.0:
         raise ThresholdRefused(f"threshold must be between 0 and 1 (got {value:g})", field="threshold")
+    before = threshold_of(version)[0]
     version.threshold_override = value
     version.threshold_set_by = user
     version.threshold_set_at = timezone.now()
-    version.save(update_fields=["threshold_override", "threshold_set_by", "threshold_set_at"])
+    with transaction.atomic():
+        version.save(update_fields=["threshold_override", "threshold_set_by", "threshold_set_at"])
+        audit.record(
+            AuditAction.THRESHOLD_MOVED,
+            workspace=version.tracker.workspace,
+            target=f"{version.tracker.name} v{version.number}",
+            code=version.tracker.code,
+            detail={"from": before, "to": threshold_of(version)[0], "training's": value is None},
+            user=user,
+        )
 
 
 def live_for_pages(sender: Any, *, tracker: Tracker, **kwargs: Any) -> progress.Live | None:
@@ -403,3 +429,50 @@ def standalone_zip(version: ModelVersion) -> Path:
 
 def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-._" else "-" for c in name)
+
+
+def describe_deletion(sender: type, *, obj: Any, **kwargs: Any) -> list[str]:
+    """The versions that go with a tracker or a workspace (the live ones stop answering)."""
+    trackers = deletion.trackers_of(obj)
+    if not trackers:
+        return []
+    versions = ModelVersion.objects.filter(tracker__in=trackers)
+    live = versions.filter(is_live=True).count()
+    return [f"{versions.count():,} model versions ({live:,} live: the API stops answering for them)"]
+
+
+def refuse_deletion(sender: type, *, obj: Any, **kwargs: Any) -> str | None:
+    """A dataset whose texts a live version was trained on stays while that tracker does."""
+    if not isinstance(obj, Dataset):
+        return None
+    names = sorted(
+        set(
+            ModelVersion.objects.filter(is_live=True, tracker__datasets=obj).values_list(
+                "tracker__name", flat=True
+            )
+        )
+    )
+    if not names:
+        return None
+    return (
+        f"the live model of {', '.join(repr(n) for n in names)} was trained on this dataset's texts: "
+        "delete those trackers first"
+    )
+
+
+def files_of_deleted(sender: type, *, obj: Any, **kwargs: Any) -> list[Path]:
+    """The versions' folders and their standalone downloads."""
+    trackers = deletion.trackers_of(obj)
+    codes = ModelVersion.objects.filter(tracker__in=trackers).values_list("code", flat=True)
+    root = Path(settings.ARTIFACT_ROOT) / "downloads"
+    return [versions_root(t) for t in trackers] + [root / str(code) for code in codes]
+
+
+def relocate_versions(sender: Any, *, old: dict[str, str], new: dict[str, str], **kwargs: Any) -> None:
+    """After a restore under other roots: versions' folders, moved along."""
+    from trackers.backup import rewrite
+
+    for version in ModelVersion.objects.all():
+        moved = rewrite(version.artifact_dir, old, new)
+        if moved != version.artifact_dir:
+            ModelVersion.objects.filter(pk=version.pk).update(artifact_dir=moved)

@@ -215,7 +215,7 @@ def change(request: HttpRequest, code: UUID, body: EndpointPatch) -> WebhookEndp
 
 @router.delete("/webhooks/{code}", response={204: None})
 def delete(request: HttpRequest, code: UUID) -> Status[Any]:
-    _endpoint(request, code).delete()
+    webhooks.delete_endpoint(_endpoint(request, code))
     return Status(204, None)
 
 

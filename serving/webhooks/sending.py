@@ -27,7 +27,7 @@ from serving.models import (
     WebhookEvent,
 )
 from serving.webhooks import outbound, services
-from trackers import generation, work
+from trackers import generation, metrics, work
 from trackers.models import WorkState
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ def attempt(delivery: WebhookDelivery) -> None:
     next_delay = delay_before(on_schedule, sent.retry_after) if outcome == "retry" else None
     if outcome == "retry" and next_delay is None:
         outcome, reason = "failed", f"gave up after {on_schedule} attempts; the last: {reason}"
+    metrics.webhook_attempt(outcome)
     with transaction.atomic():
         DeliveryAttempt.objects.create(
             delivery=delivery,

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -22,8 +23,8 @@ from serving.models import (
     WebhookEndpoint,
 )
 from serving.webhooks import outbound
-from trackers import errors
-from trackers.models import Tracker
+from trackers import audit, deletion, errors
+from trackers.models import AuditAction, Tracker
 from trackers.text import nonfinite_problem, problem
 
 if TYPE_CHECKING:
@@ -122,7 +123,20 @@ def create_endpoint(
         from_import=from_import,
         created_by=user,
     )
+    _record(AuditAction.ENDPOINT_CREATED, endpoint, {"url": endpoint.url}, user=user)
     return endpoint, secret
+
+
+def _record(action: AuditAction, endpoint: WebhookEndpoint, detail: dict[str, Any], user: Any = None) -> None:
+    tracker = endpoint.tracker
+    audit.record(
+        action,
+        workspace=tracker.workspace,
+        target=f"{tracker.name}: {endpoint.url}",
+        code=endpoint.code,
+        detail=detail,
+        user=user,
+    )
 
 
 UPDATABLE = (
@@ -155,12 +169,28 @@ def update_endpoint(endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndpoin
     )
     if merged["grouping"] not in Grouping.values:
         raise EndpointInvalid(field="grouping", message=f"one of {', '.join(Grouping.values)}")
+    before = {name: getattr(endpoint, name) for name in UPDATABLE}
     for name, value in {**merged, "url": url}.items():
         setattr(endpoint, name, value)
     if changes.get("enabled"):
         endpoint.disabled_reason, endpoint.failing_since = "", None
-    endpoint.save()
+    changed = {
+        name: [before[name], getattr(endpoint, name)]
+        for name in UPDATABLE
+        if before[name] != getattr(endpoint, name)
+    }
+    with transaction.atomic():
+        endpoint.save()
+        if changed:
+            _record(AuditAction.ENDPOINT_CHANGED, endpoint, {"changed": changed})
     return endpoint
+
+
+def delete_endpoint(endpoint: WebhookEndpoint) -> None:
+    """Remove an endpoint, its deliveries and their attempts."""
+    with transaction.atomic():
+        _record(AuditAction.ENDPOINT_DELETED, endpoint, {"url": endpoint.url})
+        endpoint.delete()
 
 
 def rotate_secret(endpoint: WebhookEndpoint) -> str:
@@ -169,7 +199,13 @@ def rotate_secret(endpoint: WebhookEndpoint) -> str:
     endpoint.previous_secret = endpoint.secret
     endpoint.previous_secret_until = now() + timedelta(seconds=settings.WEBHOOK_SECRET_GRACE_SECONDS)
     endpoint.secret = secret
-    endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_until"])
+    with transaction.atomic():
+        endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_until"])
+        _record(
+            AuditAction.SECRET_ROTATED,
+            endpoint,
+            {"previous_secret_until": endpoint.previous_secret_until.isoformat()},
+        )
     return secret
 
 
@@ -221,3 +257,12 @@ def endpoints_for(tracker_id: int, source: str) -> list[WebhookEndpoint]:
     }[source]
     qs = WebhookEndpoint.objects.filter(tracker_id=tracker_id, enabled=True)
     return list(qs.filter(**{flag: True}) if flag else qs)
+
+
+def describe_deletion(sender: type, *, obj: Any, **kwargs: Any) -> list[str]:
+    """Alert endpoints and their delivery log go with their tracker."""
+    trackers = deletion.trackers_of(obj)
+    if not trackers:
+        return []
+    endpoints = WebhookEndpoint.objects.filter(tracker__in=trackers).count()
+    return [f"{endpoints:,} alert endpoints with their deliveries"]

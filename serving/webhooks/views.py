@@ -165,7 +165,7 @@ def alert_action(request: PageRequest, code: UUID, action: str) -> HttpResponse:
         except webhooks.EndpointInvalid as exc:  # enabling checks the target again
             return bad_request(f"cannot enable {endpoint}: {exc}", status=422)
     elif action == "delete":
-        endpoint.delete()
+        webhooks.delete_endpoint(endpoint)
     else:
         raise Http404(f"no action {action!r}")
     return redirect("tracker-alerts", code=tracker.code)

@@ -1,0 +1,84 @@
+"""A team in Debian's chromium: an owner invites a colleague by link, the colleague signs up through
+it and labels, the owner removes them and they are shut out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.test_browser import log_in
+from trackers.models import Membership, Role
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _shots(tmp_path: Path) -> Path:
+    """Where screenshots go: TRACKERS_SCREENSHOT_DIR when set (to look at them), else the test's folder."""
+    folder = Path(os.environ.get("TRACKERS_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_invite_a_colleague_who_joins_labels_and_is_removed(
+    page,
+    live_server,
+    owner,
+    workspace,
+    dataset,
+    tmp_path,  # noqa: F811
+):
+    from labeling.models import Annotation
+    from tests.test_game import cancel_tracker, corpus
+    from trackers import imports
+
+    imports.start_import(dataset=dataset, user=owner, filename="msgs.csv", data=corpus())
+    dataset.refresh_from_db()
+    tracker = cancel_tracker(workspace, owner, dataset, round_size=10, name="Wants to cancel")
+    shots = _shots(tmp_path)
+
+    log_in(page, live_server, owner, f"/w/{workspace.code}/members/")
+    page.select_option("#invite-form select[name=role]", "labeler")
+    page.click("#invite-form button")
+    link = page.locator("#invitation-link").input_value()
+    assert link.startswith(live_server.url + "/invite/")
+    page.screenshot(path=str(shots / "members.png"), full_page=True)
+
+    colleague = page.context.browser.new_context().new_page()
+    colleague.goto(link)
+    expect(colleague.locator("h1")).to_have_text(f"Join {workspace.name}")
+    colleague.screenshot(path=str(shots / "invitation.png"), full_page=True)
+    colleague.fill("input[name=username]", "lena")
+    colleague.fill("input[name=password1]", "a long pass phrase 7")
+    colleague.fill("input[name=password2]", "a long pass phrase 7")
+    with colleague.expect_navigation(wait_until="load"):
+        colleague.click("#signup button")
+    expect(colleague.locator("h1")).to_contain_text(workspace.name)
+    assert Membership.objects.get(workspace=workspace, user__username="lena").role == Role.LABELER
+
+    with colleague.expect_navigation(wait_until="load"):
+        colleague.goto(f"{live_server.url}/t/{tracker.code}/play/")
+    colleague.wait_for_selector(".game-card")
+    for _ in range(3):
+        card_id = colleague.locator(".game-card").get_attribute("data-card")
+        colleague.keyboard.press("n")
+        expect(colleague.locator(".game-card")).not_to_have_attribute("data-card", card_id)
+    assert Annotation.objects.filter(tracker=tracker, annotator__username="lena").count() == 3
+
+    page.goto(f"{live_server.url}/w/{workspace.code}/members/")
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.screenshot(path=str(shots / "members-phone.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.once("dialog", lambda dialog: dialog.accept())  # "Remove lena from …?"
+    lena = Membership.objects.get(user__username="lena").user
+    page.click(f"#member-{lena.pk} button.danger")
+    expect(page.locator(".flash")).to_contain_text("lena was removed")
+    assert not Membership.objects.filter(workspace=workspace, user=lena).exists()
+
+    for path in (f"/t/{tracker.code}/play/", f"/w/{workspace.code}/"):  # shut out at once
+        assert colleague.request.get(live_server.url + path).status == 404
+    # the answers lena gave stay: they were the team's work
+    assert Annotation.objects.filter(tracker=tracker, annotator=lena).count() == 3
