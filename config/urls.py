@@ -54,6 +54,7 @@ urlpatterns = [
     path("w/<uuid:code>/trackers/new/", labeling_views.tracker_create, name="tracker-create"),
     path("t/<uuid:code>/", labeling_views.tracker_detail, name="tracker"),
     path("t/<uuid:code>/train/", labeling_views.tracker_train, name="tracker-train"),
+    path("t/<uuid:code>/settings/", labeling_views.tracker_settings, name="tracker-settings"),
     path("t/<uuid:code>/check/", labeling_views.tracker_check, name="tracker-check"),
     path("t/<uuid:code>/threshold/", versions_views.threshold, name="tracker-threshold"),
     path("t/<uuid:code>/play/", labeling_views.play, name="play"),

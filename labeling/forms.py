@@ -87,3 +87,16 @@ class TrackerForm(forms.Form):
 
     def keyword_list(self) -> list[str]:
         return [k.strip() for k in self.cleaned_data["keywords"].split(",") if k.strip()]
+
+
+class TrackerSettingsForm(forms.Form):
+    """What can change once a tracker exists: its name and description, and how it trains."""
+
+    name = text_field(NAME_MAX_CHARS)
+    description = text_field(DESCRIPTION_MAX_CHARS, required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    target_precision = forms.FloatField(
+        min_value=0.05,
+        max_value=0.999,
+        help_text="The precision training picks the threshold for, from the next version on (the live one keeps its own).",
+    )
+    round_size = forms.IntegerField(min_value=5, max_value=200, help_text="Cards per round of the game.")

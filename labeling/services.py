@@ -67,7 +67,7 @@ def create_tracker(**definition: Any) -> Tracker:
             target=tracker.name,
             code=tracker.code,
             detail={"kind": tracker.kind, "granularity": tracker.granularity},
-            user=definition.get("created_by"),
+            user=definition.get("user"),
         )
     return tracker
 

@@ -16,9 +16,9 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
 from labeling import charts, game, progress, services
-from labeling.forms import TrackerForm
+from labeling.forms import TrackerForm, TrackerSettingsForm
 from labeling.models import Annotation, Card
-from trackers import errors, search
+from trackers import definitions, errors, search
 from trackers.access import (
     get_tracker_for_user,
     get_workspace_for_user,
@@ -408,4 +408,30 @@ def labels(request: PageRequest, code) -> HttpResponse:
             "can_resolve": role in CAN_IMPORT,
             "can_label": role in CAN_LABEL,
         },
+    )
+
+
+@login_required
+def tracker_settings(request: PageRequest, code) -> HttpResponse:
+    """Owners and admins rename a tracker, or change its description, target precision or round size."""
+    tracker = get_tracker_for_user(request.user, code)
+    require_role(request.user, tracker.workspace, CAN_IMPORT)
+    current = {k: getattr(tracker, k) for k in definitions.EDITABLE}
+    form = TrackerSettingsForm(request.POST or None, initial=current)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                definitions.change_tracker(tracker, by=request.user, **form.cleaned_data)
+            except errors.Refused as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            else:
+                messages.success(request, "Saved.")
+                return redirect("tracker", code=tracker.code)
+        status = 422
+    return TemplateResponse(
+        request,
+        "labeling/tracker_settings.html",
+        {"tracker": tracker, "workspace": tracker.workspace, "form": form},
+        status=status,
     )

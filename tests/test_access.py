@@ -60,6 +60,7 @@ OBJECT_URLS = {
     "workspace-delete": "workspace",
     "dataset-delete": "dataset",
     "tracker-delete": "tracker",
+    "tracker-settings": "tracker",
 }
 POST_ONLY = {
     "dataset-create",

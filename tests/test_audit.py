@@ -20,8 +20,9 @@ from serving.models import ModelVersion
 from serving.versions import services as versions
 from serving.webhooks import services as webhooks
 from tests.factories import MembershipFactory, UserFactory
+from tests.test_game import cancel_tracker
 from tests.test_versions import live_threshold, play
-from trackers import imports, members, services
+from trackers import definitions, deletion, imports, members, services
 from trackers.access import Scope
 from trackers.models import AuditAction, AuditEntry, Membership, Role
 
@@ -98,10 +99,16 @@ def test_every_action_writes_exactly_one_entry(
     role = _one(AuditAction.MEMBER_ROLE_CHANGED, lambda: members.change_role(membership, "admin", by=owner))
     assert role.detail == {"from": "labeler", "to": "admin"}
     _one(AuditAction.MEMBER_REMOVED, lambda: members.remove_member(membership, by=owner))
-    # Nothing changed: nothing recorded.
-    before = AuditEntry.objects.count()
-    versions.promote(ModelVersion.objects.get(pk=v2.pk), owner)  # live already
-    assert AuditEntry.objects.count() == before
+    created = _one(
+        AuditAction.TRACKER_CREATED, lambda: cancel_tracker(workspace, owner, dataset, name="Second")
+    )
+    assert created.actor_name == "olivia" and created.target == "Second"
+    renamed = _one(
+        AuditAction.TRACKER_CHANGED, lambda: definitions.change_tracker(trained, by=owner, name="Churn risk")
+    )
+    assert renamed.detail == {"changed": {"name": ["Wants to cancel", "Churn risk"]}}
+    _one(AuditAction.TRACKER_DELETED, lambda: deletion.delete(trained, by=owner, confirm_name="Churn risk"))
+    _one(AuditAction.DATASET_DELETED, lambda: deletion.delete(dataset, by=owner, confirm_name=dataset.name))
 
 
 def test_entries_are_never_edited_by_the_app_or_the_database(workspace, owner):

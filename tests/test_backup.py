@@ -39,6 +39,7 @@ owner = User.objects.create_user("olivia", password="a long pass phrase 9")
 ws = services.create_workspace(name="Acme", owner=owner)
 ds = services.create_dataset(workspace=ws, name="Calls")
 imports.start_import(dataset=ds, user=owner, filename="calls.csv", data=corpus())
+ds.refresh_from_db()
 tracker = cancel_tracker(ws, owner, ds)
 play(tracker, owner, lambda execute: contextlib.nullcontext())
 _, raw = keys.issue_key(Scope.of_user(owner), ws, name="ci", role="viewer")
@@ -56,7 +57,7 @@ from serving.models import ModelVersion, WebhookEndpoint
 from serving.webhooks import outbound, services as webhooks
 from trackers.models import Tracker
 made = json.loads(sys.argv[1])
-response = Client().post(
+response = Client(HTTP_HOST="localhost").post(
     f"/api/v1/trackers/{made['tracker']}/predict", {"texts": json.loads(sys.argv[2])},
     content_type="application/json", headers={"Authorization": f"Bearer {made['key']}"},
 )

@@ -46,6 +46,10 @@ def server(settings, tmp_path):
     db = settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":
         pytest.skip("the live server test needs DATABASE_URL pointing at PostgreSQL (make test sets it)")
+    # This test's changes commit (the servers read them), so it moves the Redis mirror of the access
+    # generations the servers read, as every process of an install does; without it they would see a
+    # change only at their next check of the rows, up to a second later.
+    settings.GENERATION_REDIS = True
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -178,3 +178,27 @@ def test_removing_a_member_revokes_their_keys_and_shuts_them_out(client, workspa
     assert Client().get("/api/workspaces", headers=headers).status_code == 401
     client.force_login(admin_member)
     assert client.get(reverse("workspace", args=[workspace.code])).status_code == 404
+
+
+def test_owners_and_admins_change_a_trackers_settings_with_checks(client, trained, workspace, owner, viewer):
+    from trackers.models import AuditAction, AuditEntry
+
+    url = reverse("tracker-settings", args=[trained.code])
+    client.force_login(viewer)
+    assert client.get(url).status_code == 403
+    client.force_login(owner)
+    page = client.get(url)
+    assert (
+        page.status_code == 200
+        and page.context["form"].initial["target_precision"] == trained.target_precision
+    )
+    bad = client.post(url, {"name": "x", "target_precision": "1.5", "round_size": "25"})
+    assert bad.status_code == 422 and "target_precision" in bad.context["form"].errors
+    done = client.post(
+        url, {"name": "Churn risk", "description": "wants out", "target_precision": "0.9", "round_size": "30"}
+    )
+    assert done.status_code == 302
+    trained.refresh_from_db()
+    assert (trained.name, trained.target_precision, trained.round_size) == ("Churn risk", 0.9, 30)
+    entry = AuditEntry.objects.get(action=AuditAction.TRACKER_CHANGED)
+    assert set(entry.detail["changed"]) == {"name", "description", "target_precision", "round_size"}

@@ -194,3 +194,35 @@ def test_training_runs_on_the_interactive_queue_while_bulk_work_waits(
         assert waiting.state == JobState.QUEUED  # the bulk job is still waiting for a bulk worker
     finally:
         stop_worker(proc)
+
+
+def test_a_workers_tasks_log_the_request_id_that_queued_them_and_it_says_it_is_alive(
+    env, dataset, owner, tmp_path, client
+):
+    import json
+
+    from serving.models import ApiKey
+    from trackers import health
+
+    log = tmp_path / "worker.log"
+    proc = start_worker(env, log)
+    try:
+        _, raw = ApiKey.issue(workspace=dataset.workspace, name="ci", created_by=owner, role="admin")
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
+        response = client.post(
+            f"/api/datasets/{dataset.code}/imports",
+            {"file": SimpleUploadedFile("calls.csv", b"text\nI lost my card\nthe rate for euros\n")},
+            headers={"Authorization": f"Bearer {raw}", "X-Request-ID": "req-import-42"},
+        )
+        assert response.status_code == 202 and response["X-Request-ID"] == "req-import-42"
+        wait_for(lambda: jobs_done(dataset), 120, "import, embed and index jobs", log)
+        wait_for(lambda: any(w["alive"] for w in health.workers() or []), 60, "the worker's heartbeat", log)
+    finally:
+        stop_worker(proc)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    tagged = [line for line in lines if line.get("request_id") == "req-import-42"]
+    assert tagged, "no line of the worker carries the request's id"
+    assert any("import_corpus" in line["message"] for line in tagged)
+    (seen,) = [w for w in health.workers() or [] if w["pid"]]
+    assert set(seen["queues"]) == {"interactive", "bulk"}

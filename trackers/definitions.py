@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
 
-from trackers import errors
+from trackers import audit, errors
 from trackers.models import (
+    AuditAction,
     Dataset,
+    Tracker,
     Workspace,
 )
 from trackers.services import DESCRIPTION_MAX_CHARS, NAME_MAX_CHARS, checked_text
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
-
-    from trackers.models import Tracker
 
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def define_tracker(
     ``seeds`` are sentences (concept trackers: examples of a match) or, for topic trackers,
     (label, sentence) pairs with at least one example per label.
     """
-    from trackers.models import Granularity, SeedExample, Tracker, TrackerKind, TrackerState
+    from trackers.models import Granularity, SeedExample, TrackerKind, TrackerState
 
     name = checked_text(" ".join(name.split()), "name", NAME_MAX_CHARS, TrackerInvalid)
     if not name:
@@ -163,4 +163,52 @@ def define_tracker(
         )
         tracker.datasets.set(datasets)
         SeedExample.objects.bulk_create([SeedExample(tracker=tracker, text=t, label=lab) for lab, t in pairs])
+    return tracker
+
+
+EDITABLE = ("name", "description", "target_precision", "round_size")
+
+
+def change_tracker(tracker: Tracker, *, by: Any = None, **changes: Any) -> Tracker:
+    """Rename a tracker, or change its description, target precision (the threshold training picks
+    for the next version) or round size; checked as on creation, recorded in the audit log."""
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise TrackerInvalid(f"cannot change {', '.join(sorted(unknown))}; only {', '.join(EDITABLE)}")
+    new = {k: v for k, v in changes.items() if v is not None}
+    if "name" in new:
+        new["name"] = checked_text(" ".join(str(new["name"]).split()), "name", NAME_MAX_CHARS, TrackerInvalid)
+        if not new["name"]:
+            raise TrackerInvalid("name is empty", field="name")
+        if (
+            Tracker.objects.filter(workspace=tracker.workspace, name=new["name"])
+            .exclude(pk=tracker.pk)
+            .exists()
+        ):
+            raise TrackerInvalid(
+                f"a tracker named '{new['name']}' already exists in this workspace", field="name"
+            )
+    if "description" in new:
+        new["description"] = checked_text(
+            str(new["description"]).strip(), "description", DESCRIPTION_MAX_CHARS, TrackerInvalid
+        )
+    if "target_precision" in new and not 0.05 <= float(new["target_precision"]) <= 0.999:
+        raise TrackerInvalid("target precision must be between 0.05 and 0.999", field="target_precision")
+    if "round_size" in new and not 5 <= int(new["round_size"]) <= 200:
+        raise TrackerInvalid("round size must be between 5 and 200 cards", field="round_size")
+    changed = {k: [getattr(tracker, k), v] for k, v in new.items() if getattr(tracker, k) != v}
+    if not changed:
+        return tracker
+    with transaction.atomic():
+        for k, (_, v) in changed.items():
+            setattr(tracker, k, v)
+        tracker.save(update_fields=list(changed))
+        audit.record(
+            AuditAction.TRACKER_CHANGED,
+            workspace=tracker.workspace,
+            target=tracker.name,
+            code=tracker.code,
+            detail={"changed": changed},
+            user=by,
+        )
     return tracker
