@@ -131,10 +131,6 @@ IN_PROCESS = r"""
 import io, json, logging, os, sys, time
 import django
 django.setup()
-# Each request's JSON log line is formatted and written as in production, to nowhere (not the terminal).
-for handler in logging.getLogger().handlers:
-    if isinstance(handler, logging.StreamHandler):
-        handler.setStream(open(os.devnull, "w"))
 import numpy as np
 from config.celery import app
 app.conf.task_always_eager = True
@@ -150,7 +146,12 @@ tracker = Tracker.objects.get(code=args["trackers"][0])
 encoder = encoders.get_encoder(services.encoder_id_of(tracker))
 texts32 = [f"{args['text']} ({i})" for i in range(32)]
 
-from config.wsgi import application
+from config.wsgi import application  # (sets up Django, and its logging, again)
+
+# Each request's JSON log line is formatted and written as in production, to nowhere (not the terminal).
+for handler in logging.getLogger().handlers:
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(open(os.devnull, "w"))
 
 PATH = f"/api/v1/trackers/{tracker.code}/predict"
 

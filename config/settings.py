@@ -445,3 +445,8 @@ EMAIL_TIMEOUT = 10
 # Traffic per tracker (the console's charts): each process moves what it counted into Redis this
 # often (seconds; 0: only when told, as the tests do).
 TRAFFIC_FLUSH_SECONDS = float(os.environ.get("TRACKERS_TRAFFIC_FLUSH_SECONDS", "5"))
+
+# Artifacts in an S3-compatible bucket, shared by processes on several hosts (trackers/bucket.py):
+# s3://<bucket>/<prefix>?endpoint_url=<url>&region=<region>; keys from AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY. Empty: the artifact root alone.
+STORAGE_URL = os.environ.get("TRACKERS_STORAGE_URL", "")

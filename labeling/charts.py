@@ -162,7 +162,13 @@ def scaled_lines(
     n = len(columns)
     step = width / max(1, n - 1)
     lines: dict[str, list[str]] = {}
+    dots: dict[str, list[tuple[float, float, float, str]]] = {}
     for name, values in series.items():
+        dots[name] = [
+            (round(i * step, 1), round(height - height * v / top, 1), v, columns[i])
+            for i, v in enumerate(values)
+            if v is not None
+        ]
         runs: list[str] = []
         run: list[str] = []
         for i, v in enumerate(values):

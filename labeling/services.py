@@ -23,7 +23,7 @@ from labeling.ml import loop
 from labeling.ml.estimates import ConceptEvidence, TopicEvidence, concept_estimates, topic_estimates
 from labeling.ml.training import Head, LinearScorer, TopicHead, load_scorer, save_scorer
 from labeling.models import Annotation, Card, TrainingRun, TrainingState
-from trackers import audit, definitions, deletion, encoders, errors, work
+from trackers import audit, backup, bucket, definitions, deletion, encoders, errors, work
 from trackers import services as corpus
 from trackers.ml.storage import write_atomic
 from trackers.models import (
@@ -196,7 +196,7 @@ def after_training_failed(sender: type[TrainingRun], row: TrainingRun, **kwargs:
 
 
 def scorer_for(run: TrainingRun) -> LinearScorer:
-    return _scorer_at(run.head_file)
+    return _scorer_at(str(bucket.fetched(run.head_file)))
 
 
 @lru_cache(maxsize=64)
@@ -247,6 +247,8 @@ def run_training(run: TrainingRun) -> None:
     save_scorer(trained.scorer, path)
     evidence = loop.evidence(trained, inputs.answers, len(inputs.pool.keys))
     _save_evidence(_artifact(tracker, run, "evidence"), evidence)
+    bucket.push(path)  # shared with other hosts (trackers.bucket) before the run's row names them
+    bucket.push(_artifact(tracker, run, "evidence"))
     if isinstance(trained.head, TopicHead):
         fields = _topic_fields(tracker, inputs, trained, evidence)
         in_use = None
@@ -349,8 +351,10 @@ def _evidence_at(path: str) -> ConceptEvidence | TopicEvidence:
 
 
 def evidence_for(run: TrainingRun) -> ConceptEvidence | TopicEvidence | None:
-    path = _artifact(run.tracker, run, "evidence")
-    return _evidence_at(str(path)) if run.has_model and path.exists() else None
+    if not run.has_model:
+        return None
+    path = bucket.fetched(_artifact(run.tracker, run, "evidence"))
+    return _evidence_at(str(path)) if path.exists() else None
 
 
 @lru_cache(maxsize=256)
@@ -369,7 +373,7 @@ def estimates_for(run: TrainingRun, threshold: float | None) -> dict[str, Any] |
         return stored
     if stored and abs(stored.get("threshold", -1) - threshold) < 1e-9:
         return stored
-    path = _artifact(run.tracker, run, "evidence")
+    path = bucket.fetched(_artifact(run.tracker, run, "evidence"))
     return _concept_estimates_at(str(path), float(threshold)) if path.exists() else stored
 
 
@@ -459,7 +463,7 @@ def key_lines(tracker: Tracker, document: Document, n: int = 3) -> tuple[list[Se
         np.array([s.vector_row for s in candidates], dtype=np.int64)
     )
     run = tracker.training_runs.filter(state=TrainingState.SUCCEEDED).order_by("-finished_at", "-id").first()
-    if run is not None and run.head_file and Path(run.head_file).exists():
+    if run is not None and run.head_file and bucket.fetched(run.head_file).exists():
         scorer = scorer_for(run)
         ids = None
         if scorer.reads_tokens:
@@ -503,9 +507,7 @@ def files_of_deleted(sender: type, *, obj: Any, **kwargs: Any) -> list[Path]:
 
 def relocate_runs(sender: Any, *, old: dict[str, str], new: dict[str, str], **kwargs: Any) -> None:
     """After a restore under other roots: runs' head files, moved along."""
-    from trackers.backup import rewrite
-
     for run in TrainingRun.objects.exclude(head_file=""):
-        moved = rewrite(run.head_file, old, new)
+        moved = backup.rewrite(run.head_file, old, new)
         if moved != run.head_file:
             TrainingRun.objects.filter(pk=run.pk).update(head_file=moved)

@@ -60,18 +60,19 @@ found = Signal()
 job_scored = Signal()
 
 
-_counters: dict[tuple[str, str], tuple[Any, Any]] = {}
+_counters: dict[tuple[int, str], tuple[Any, Any]] = {}
 
 
 def count(version: ModelVersion, path: str, texts: int, matched: int, seconds: float | None = None) -> None:
     """Count texts scored and matched by ``version``'s tracker through ``path`` (predict, many, bulk),
     answered in ``seconds`` (a request's): memory writes (Prometheus' counters, ``serving.traffic``),
-    nothing on the request's path waits for them."""
+    nothing on the request's path waits for them. A tracker's counters are made once per process
+    (its code, their label, read then), so a request with a hundred trackers makes no query here."""
     traffic.record(version.tracker_id, texts, matched, seconds)
-    key = (str(version.tracker.code), path)
+    key = (version.tracker_id, path)
     children = _counters.get(key)
     if children is None:
-        children = _counters[key] = metrics.counters_for(*key)
+        children = _counters[key] = metrics.counters_for(str(version.tracker.code), path)
     children[0].inc(texts)
     if matched:
         children[1].inc(matched)

@@ -7,6 +7,7 @@ import hashlib
 import secrets
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.db import models
 from django.utils import timezone
 
 from labeling.models import TrainingRun
+from trackers import bucket
 from trackers.models import (
     ClaimableWork,
     Dataset,
@@ -172,7 +174,7 @@ class ModelVersion(models.Model):
     # yielded a model are never changed either.
     training_run = models.OneToOneField(TrainingRun, on_delete=models.CASCADE, related_name="model_version")
     labels = models.JSONField(default=list)  # output columns, in order
-    artifact_dir = models.CharField(max_length=500)
+    artifact_dir = models.CharField(max_length=500)  # as the host that wrote it named it: see directory()
     manifest_sha256 = models.CharField(max_length=64)
     is_live = models.BooleanField(default=False)
     went_live_at = models.DateTimeField(null=True, blank=True)
@@ -199,6 +201,10 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tracker} v{self.number}{' (live)' if self.is_live else ''}"
+
+    def directory(self) -> Path:
+        """The version's folder on this host, fetched from the shared bucket if this host lacks it."""
+        return bucket.fetched(self.artifact_dir)
 
     @property
     def kind(self) -> str:

@@ -82,3 +82,42 @@ def test_invite_a_colleague_who_joins_labels_and_is_removed(
         assert colleague.request.get(live_server.url + path).status == 404
     # the answers lena gave stay: they were the team's work
     assert Annotation.objects.filter(tracker=tracker, annotator=lena).count() == 3
+
+
+def test_the_console_in_a_browser(page, live_server, owner, workspace, trained, key, broker, tmp_path):  # noqa: PLR0913
+    import time as clock
+
+    from django.test import Client
+    from django.utils import timezone
+
+    from labeling.models import TrainingRun
+    from serving import traffic
+    from tests.test_versions import predict
+    from trackers import health
+    from trackers.models import WorkState
+
+    shots = _shots(tmp_path)
+    traffic._reset_after_fork()
+    api = Client()
+    for text in ["please cancel my plan", "we will end the contract", "lunch was great", "cancel it"] * 5:
+        assert predict(api, trained, key, texts=[text]).status_code == 200
+    traffic.flush()
+    traffic.store(now=clock.time() + 120)
+    health.worker_beat("interactive@web-1", ["interactive"], 101, clock.time())
+    run = TrainingRun.objects.filter(tracker=trained).first()
+    TrainingRun.objects.filter(pk=run.pk).update(
+        state=WorkState.FAILED, error="the worker was stopped during the fit", finished_at=timezone.now()
+    )
+    log_in(page, live_server, owner, f"/w/{workspace.code}/console/?period=1d")
+    expect(page.locator("#traffic tbody tr")).to_have_count(1)
+    expect(page.locator("#traffic tbody td.num").first).to_have_text("20")
+    expect(page.locator("#workers")).to_contain_text("interactive@web-1")
+    page.screenshot(path=str(shots / "console.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.screenshot(path=str(shots / "console-phone.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.click("#failed button")  # Retry
+    expect(page.locator(".flash")).to_contain_text("Queued again")
+    run.refresh_from_db()
+    assert run.state != WorkState.FAILED

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Model
 from django.dispatch import Signal
 
-from trackers import audit, errors
+from trackers import audit, bucket, errors
 from trackers.models import AuditAction, Dataset, Job, Membership, Role, Segment, Tracker, Workspace
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ def remove_files(paths: Iterable[Path]) -> None:
     artifact and upload roots go too."""
     roots = {Path(settings.ARTIFACT_ROOT).resolve(), Path(settings.MEDIA_ROOT).resolve()}
     for path in paths:
+        bucket.remove(path)
         try:
             if path.is_dir():
                 shutil.rmtree(path)

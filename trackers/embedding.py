@@ -14,7 +14,7 @@ from django.db.models import F, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from trackers import encoders, work
+from trackers import bucket, encoders, work
 from trackers.models import (
     Dataset,
     EmbedPart,
@@ -102,17 +102,22 @@ def embed_part(part: EmbedPart) -> dict[str, int]:
         _report_part(part, processed)
     with transaction.atomic():
         # One writer of the store at a time (SQLite's immediate transactions serialize this too).
-        was = (
+        was, count = (
             Dataset.objects.select_for_update()
             .filter(pk=dataset.pk)
-            .values_list("encoder_id", flat=True)
+            .values_list("encoder_id", "vector_count")
             .first()
-        )
+        ) or ("", 0)
+        store = vector_store(dataset, rows=count)  # what other hosts appended, under the same lock
         known = _rows_of(dataset, hashes)
         new = [i for i, h in enumerate(hashes) if h not in known]
-        # The vectors are durable before any segment points at them; a crash before the commit
-        # leaves unreferenced rows at worst, and the rerun embeds these segments again.
+        # The vectors are durable (here, and in the shared bucket) before any segment points at them;
+        # a crash before the commit leaves unreferenced rows at worst, and the rerun embeds these
+        # segments again.
         first = store.append(vectors[new], encoder.encoder_id) if new else 0
+        if new:
+            bucket.push(store.root / store.manifest()["chunks"][-1]["file"])
+            bucket.push(store.root / store.MANIFEST)
         _assign_rows(ids_by_hash, {**known, **{hashes[i]: first + k for k, i in enumerate(new)}})
         if was != encoder.encoder_id:  # saved (watched): what reads this dataset's vectors must know
             dataset.encoder_id, dataset.vector_count = encoder.encoder_id, store.rows

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from trackers import encoders
+from trackers import bucket, encoders
 from trackers.ml import index as faiss_index
 from trackers.models import Dataset, Job, Segment
 from trackers.services import report_progress, vector_store
@@ -33,6 +33,7 @@ def rebuild_index(job: Job) -> str:
     folder = Path(settings.ARTIFACT_ROOT) / "datasets" / str(dataset.code) / "index"
     path = folder / f"index-{timezone.now():%Y%m%d%H%M%S%f}-{len(vectors)}.faiss"
     faiss_index.save(built, path)
+    bucket.push(path)  # every host can fetch it before the row names it
     previous = dataset.index_file
     with transaction.atomic():
         # Only move forward: a slower build of older vectors must not replace a newer index.
@@ -41,9 +42,11 @@ def rebuild_index(job: Job) -> str:
         )
     if not swapped:
         path.unlink(missing_ok=True)
+        bucket.remove(path)
         return "a newer index is already live"
     if previous and previous != str(path):
-        Path(previous).unlink(missing_ok=True)
+        bucket.local(previous).unlink(missing_ok=True)
+        bucket.remove(Path(previous))
     report_progress(job, len(vectors))
     return f"{kind} index over {len(vectors):,} vectors"
 
@@ -70,11 +73,12 @@ class Hit:
 
 def search_segments(dataset: Dataset, query: str, *, k: int = 20) -> list[Hit]:
     """The segments most similar in meaning to ``query``, with their neighbours in the document."""
-    if not dataset.index_file or not Path(dataset.index_file).exists():
+    index_path = bucket.fetched(dataset.index_file) if dataset.index_file else None
+    if index_path is None or not index_path.exists():
         raise IndexNotReady(f"'{dataset.name}' has no search index yet; import and embed a file first")
     encoder = encoders.get_encoder(dataset.encoder_id or None)
     query_vec = encoder.encode([query])
-    idx = faiss_index.load(Path(dataset.index_file))
+    idx = faiss_index.load(index_path)
     scores, rows = faiss_index.search(idx, query_vec, k)
     pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
     by_row: dict[int | None, list[Segment]] = {}  # never None: filtered on vector_row__in

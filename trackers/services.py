@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 
-from trackers import audit, errors, text, work
+from trackers import audit, bucket, errors, text, work
 from trackers.ml.storage import VectorStore
 from trackers.models import (
     AuditAction,
@@ -76,8 +76,14 @@ def create_dataset(*, workspace: Workspace, name: str, description: str = "") ->
     return ds
 
 
-def vector_store(dataset: Dataset) -> VectorStore:
-    return VectorStore(Path(settings.ARTIFACT_ROOT) / "datasets" / str(dataset.code) / "vectors")
+def vector_store(dataset: Dataset, rows: int | None = None) -> VectorStore:
+    """A dataset's vectors on this host, with at least ``rows`` rows (default: as many as the row says
+    it has), fetched from the shared bucket when this host's copy has fewer (``trackers.bucket``)."""
+    store = VectorStore(Path(settings.ARTIFACT_ROOT) / "datasets" / str(dataset.code) / "vectors")
+    wanted = dataset.vector_count if rows is None else rows
+    if bucket.enabled() and store.rows < wanted:
+        bucket.fetched(store.root, again=(VectorStore.MANIFEST,))
+    return store
 
 
 # --- job lifecycle -----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from datetime import datetime, time, timedelta
 
 from django import forms
@@ -300,8 +301,6 @@ def _with(query, fmt: str) -> str:
 
 
 def _detail_text(detail: dict) -> str:
-    import json
-
     return json.dumps(detail, sort_keys=True, ensure_ascii=False) if detail else ""
 
 

@@ -19,7 +19,7 @@ from serving import traffic
 from serving.models import ModelVersion, ScoringJob, WebhookDelivery
 from serving.versions import runtime
 from serving.versions.services import versions_root
-from trackers import health, services, work
+from trackers import bucket, health, services, work
 from trackers.models import Dataset, Job, Segment, Tracker, Workspace, WorkState
 
 
@@ -248,7 +248,7 @@ def storage(workspaces: QuerySet[Workspace] | None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for ds in datasets:
         vectors = _size(services.vector_store(ds).root)
-        index = _size(Path(ds.index_file)) if ds.index_file else 0
+        index = _size(bucket.local(ds.index_file)) if ds.index_file else 0
         texts = int(text_bytes.get(ds.pk) or 0)
         rows.append(
             {

@@ -13,7 +13,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,8 +65,9 @@ def head_of(version: ModelVersion, encoder_id: str) -> LoadedHead:
     head: LoadedHead | None = _cached(_heads, key)
     if head is not None:
         return head
-    manifest = artifacts.open_version(Path(version.artifact_dir), version.manifest_sha256, encoder_id)
-    parts = heads.parts_of(onnx.load(str(Path(version.artifact_dir) / artifacts.HEAD_FILE)))
+    directory = version.directory()
+    manifest = artifacts.open_version(directory, version.manifest_sha256, encoder_id)
+    parts = heads.parts_of(onnx.load(str(directory / artifacts.HEAD_FILE)))
     head = LoadedHead(manifest, parts, heads.Heads.of([parts]))
     _keep(_heads, key, head, MAX_HEADS)
     return head

@@ -23,7 +23,7 @@ from serving.ml import artifacts
 from serving.ml.export import SCORES, TOKENS, VECTORS, NotExportable, head_model, standalone_model
 from serving.ml.heads import check_graph
 from serving.models import ModelVersion, PromotionPolicy, estimated_quality
-from trackers import audit, deletion, encoders, errors, work
+from trackers import audit, backup, bucket, deletion, encoders, errors, work
 from trackers.ml.embedding import read_manifest
 from trackers.ml.storage import write_atomic
 from trackers.models import AuditAction, Dataset, Tracker, TrackerKind
@@ -155,6 +155,7 @@ def publish_version(run: TrainingRun) -> ModelVersion | None:
         # row points at, and the next attempt writes its own.
         code = uuid.uuid4()
         directory, sha = artifacts.write_version(versions_root(tracker), str(code), head, manifest)
+        bucket.push(directory)  # before any row names it: every host can fetch what a row points at
         version = ModelVersion.objects.create(
             code=code,
             tracker=tracker,
@@ -202,7 +203,7 @@ def check_version(version: ModelVersion) -> None:
     """Refuse a version whose files fail their checksums or whose encoder is not the one serving."""
     try:
         encoder_id = encoders.get_encoder(encoder_id_of(version.tracker)).encoder_id
-        artifacts.open_version(Path(version.artifact_dir), version.manifest_sha256, encoder_id)
+        artifacts.open_version(version.directory(), version.manifest_sha256, encoder_id)
     except (artifacts.ArtifactMismatch, encoders.EncoderMismatch) as exc:
         raise VersionRefused(f"version {version.number} cannot serve: {exc}") from exc
 
@@ -379,7 +380,7 @@ def standalone_zip(version: ModelVersion) -> Path:
     path = zip_path(version)
     try:
         manifest = artifacts.open_version(
-            Path(version.artifact_dir), version.manifest_sha256, encoders.get_encoder().encoder_id
+            version.directory(), version.manifest_sha256, encoders.get_encoder().encoder_id
         )
     except artifacts.ArtifactMismatch as exc:  # checked at every download, the zip kept or not
         raise NoStandalone(f"version {version.number} cannot be downloaded: {exc}") from exc
@@ -393,7 +394,7 @@ def standalone_zip(version: ModelVersion) -> Path:
         raise NoStandalone(
             f"version {version.number} was not trained on vectors of this install's ONNX encoder"
         )
-    head = onnx.load(str(Path(version.artifact_dir) / artifacts.HEAD_FILE))
+    head = onnx.load(str(version.directory() / artifacts.HEAD_FILE))
     model = standalone_model(
         onnx.load(str(encoder_dir / entry["file"])), head, hidden=encoder_manifest["output"]
     )
@@ -470,9 +471,7 @@ def files_of_deleted(sender: type, *, obj: Any, **kwargs: Any) -> list[Path]:
 
 def relocate_versions(sender: Any, *, old: dict[str, str], new: dict[str, str], **kwargs: Any) -> None:
     """After a restore under other roots: versions' folders, moved along."""
-    from trackers.backup import rewrite
-
     for version in ModelVersion.objects.all():
-        moved = rewrite(version.artifact_dir, old, new)
+        moved = backup.rewrite(version.artifact_dir, old, new)
         if moved != version.artifact_dir:
             ModelVersion.objects.filter(pk=version.pk).update(artifact_dir=moved)
