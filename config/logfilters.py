@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from trackers.context import request_id  # no Django import there: safe while settings load
+
 
 class OneLineRefusals(logging.Filter):
     """Django logs a refused request (403) with the traceback of its PermissionDenied; keep the one
@@ -23,7 +25,5 @@ class RequestId(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            from trackers.context import request_id
-
             record.request_id = request_id()
         return True

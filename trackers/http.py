@@ -21,7 +21,7 @@ from django.utils.cache import add_never_cache_headers
 from django_htmx.middleware import HtmxDetails
 from ninja.throttling import BaseThrottle
 
-from trackers import context, rates
+from trackers import context, metrics, rates
 from trackers.access import KeyPrincipal
 
 
@@ -61,8 +61,6 @@ class RequestContext:
         seconds = time.perf_counter() - start
         response["X-Request-ID"] = rid
         route = _route(request)
-        from trackers import metrics
-
         metrics.request_answered(request.method or "", route, response.status_code, seconds)
         if request_log.isEnabledFor(logging.INFO):
             request_log.info(
