@@ -149,3 +149,28 @@ def test_who_sees_which_console(client, workspace, owner, viewer, stranger, admi
     page = admin_client.get(reverse("install-console"))
     assert page.status_code == 200 and page.context["install"]
     assert Client().get(reverse("workspace-console", args=[workspace.code])).status_code == 302
+
+
+def test_a_failed_import_whose_upload_is_gone_says_so_instead_of_offering_retry(
+    client, owner, workspace, dataset
+):
+    from trackers.models import Job, JobKind
+
+    job = Job.objects.create(
+        workspace=workspace,
+        dataset=dataset,
+        kind=JobKind.IMPORT,
+        state=WorkState.FAILED,
+        error="row 3: text is empty",
+        params={"path": "/nowhere/calls.csv"},
+        finished_at=timezone.now(),
+    )
+    client.force_login(owner)
+    (failed,) = _console(client, workspace).context["failed"]
+    assert failed["code"] == job.code and "import the file again" in failed["refusal"]
+    refused = client.post(
+        reverse("console-retry", args=[job.code]), {"kind": "job", "workspace": workspace.code}, follow=True
+    )
+    assert b"import the file again" in refused.content
+    job.refresh_from_db()
+    assert job.state == WorkState.FAILED

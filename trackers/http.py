@@ -37,16 +37,17 @@ request_log = logging.getLogger("trackers.requests")
 
 
 def _route(request: HttpRequest) -> str:
-    """The URL pattern the request matched ("api/v1/trackers/{code}/predict"), or "unmatched"."""
+    """The URL pattern the request matched ("api/v1/trackers/<code>/predict"), or "unmatched" (so
+    that unknown paths add no series to the metrics)."""
     match = request.resolver_match
     return (match.route or match.view_name) if match is not None else "unmatched"
 
 
 class RequestContext:
     """Give each request an id (the caller's ``X-Request-ID`` when it is a plain token of at most 64
-    characters, else a new one), answer with it, hand it to the audit log and to the tasks the request
-    enqueues (``trackers.audit``), and log one JSON line when it is answered: method, route, status,
-    milliseconds, and who called."""
+    characters, else a new one), answer with it, hand it to the audit log, the log lines and the tasks
+    the request enqueues (``trackers.context``), count it (``trackers.metrics``), and log one line when
+    it is answered: method, route, status, milliseconds, and who called."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response

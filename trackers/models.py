@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from django.conf import settings
@@ -201,6 +202,10 @@ class ClaimableWork(models.Model):
         """The fields that record a failure; subclasses add their own (a job's message)."""
         return {"error": reason}
 
+    def why_not_retried(self) -> str | None:
+        """Why this work, failed, cannot simply run again (None: it can)."""
+        return None
+
 
 class ProgressWork(ClaimableWork):
     """Claimable work with visible progress: ``processed`` of ``total`` and a message for people."""
@@ -247,6 +252,13 @@ class Job(ProgressWork):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.code} ({self.state})"
+
+    def why_not_retried(self) -> str | None:
+        # An import's uploaded file is removed when the import ends: the file is imported again.
+        path = (self.params or {}).get("path")
+        if self.kind == JobKind.IMPORT and not (path and Path(str(path)).exists()):
+            return "the uploaded file is removed once an import ends: import the file again"
+        return None
 
     def task_name(self) -> str:
         return {

@@ -14,7 +14,6 @@ import importlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import current_app
@@ -213,14 +212,11 @@ def run_claimed(
 
 
 def retry_refusal(row: ClaimableWork) -> str | None:
-    """Why failed work cannot simply run again (None: it can). An import's uploaded file is removed
-    when the import ends, so a failed import is imported again from the file, not retried."""
+    """Why failed work cannot simply run again (None: it can): it has not failed, or its kind says
+    why not (``ClaimableWork.why_not_retried``)."""
     if row.state != WorkState.FAILED:
         return f"only failed work is retried; this is {row.state}"
-    path = (getattr(row, "params", None) or {}).get("path") if getattr(row, "kind", "") == "import" else None
-    if getattr(row, "kind", "") == "import" and not (path and Path(path).exists()):
-        return "the uploaded file is removed once an import ends: import the file again"
-    return None
+    return row.why_not_retried()
 
 
 def retry(row: ClaimableWork, *, workspace: Any, what: str) -> ClaimableWork:
