@@ -302,6 +302,7 @@ CELERY_BEAT_SCHEDULE = {
     "publish-missing-versions": {"task": "serving.tasks.publish_missing_versions", "schedule": 60.0},
     "sweep-stale-scoring-jobs": {"task": "serving.tasks.sweep_stale_scoring", "schedule": 60.0},
     "store-traffic": {"task": "serving.tasks.store_traffic", "schedule": 60.0},
+    "sweep-live-texts": {"task": "serving.tasks.sweep_live_texts", "schedule": 3600.0},
     "dispatch-webhook-deliveries": {
         "task": "serving.tasks.dispatch_webhooks",
         "schedule": float(os.environ.get("TRACKERS_WEBHOOK_DISPATCH_SECONDS", "5")),
@@ -450,3 +451,7 @@ TRAFFIC_FLUSH_SECONDS = float(os.environ.get("TRACKERS_TRAFFIC_FLUSH_SECONDS", "
 # s3://<bucket>/<prefix>?endpoint_url=<url>&region=<region>; keys from AWS_ACCESS_KEY_ID and
 # AWS_SECRET_ACCESS_KEY. Empty: the artifact root alone.
 STORAGE_URL = os.environ.get("TRACKERS_STORAGE_URL", "")
+
+# Texts a tracker kept of its live traffic (off unless its owner turns it on) are deleted after this
+# many days.
+LIVE_RETENTION_DAYS = env_int("TRACKERS_LIVE_RETENTION_DAYS", 30)

@@ -7,6 +7,7 @@ from config.errors import not_found
 from labeling import views as labeling_views
 from serving.console import views as console_views
 from serving.keys import views as keys_views
+from serving.live import views as live_views
 from serving.scoring import views as scoring_views
 from serving.versions import views as versions_views
 from serving.webhooks import views as webhooks_views
@@ -65,6 +66,8 @@ urlpatterns = [
     path("w/<uuid:code>/keys/", keys_views.keys_page, name="api-keys"),
     path("w/<uuid:code>/keys/<int:key_id>/revoke/", keys_views.revoke_key, name="api-key-revoke"),
     path("t/<uuid:code>/versions/", versions_views.versions, name="tracker-versions"),
+    path("t/<uuid:code>/live/", live_views.panel, name="tracker-live"),
+    path("t/<uuid:code>/live/keeping/", live_views.keeping, name="tracker-live-keeping"),
     path("t/<uuid:code>/versions/automatic/", versions_views.automatic, name="tracker-versions-automatic"),
     path(
         "t/<uuid:code>/versions/<int:number>/promote/", versions_views.promote, name="tracker-version-promote"

@@ -11,6 +11,8 @@ from serving.keys import services as keys
 from serving.models import (
     ApiKey,
     DeliveryAttempt,
+    LiveKeeping,
+    LiveText,
     ModelVersion,
     PromotionPolicy,
     ScoredSegment,
@@ -170,3 +172,20 @@ class TrafficMinuteAdmin(SystemRecordAdmin):
 
     list_display = ["tracker", "start", "span_minutes", "predictions", "matches"]
     list_filter = ["span_minutes"]
+
+
+@admin.register(LiveKeeping)
+class LiveKeepingAdmin(SystemRecordAdmin):
+    """What each tracker keeps of its live texts (set on the tracker page)."""
+
+    list_display = ["tracker", "mode", "per_day", "changed_by", "changed_at"]
+    list_filter = ["mode"]
+
+
+@admin.register(LiveText)
+class LiveTextAdmin(SystemRecordAdmin):
+    """Texts live trackers kept, until they expire."""
+
+    list_display = ["tracker", "created_at", "source", "score", "matched", "probability"]
+    list_filter = ["source", "matched"]
+    search_fields = ["text"]

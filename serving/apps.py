@@ -11,7 +11,8 @@ class ServingConfig(AppConfig):
         from serving import matches
         from serving.keys import services as keys
         from serving.keys.services import revoke_keys_of_removed_member
-        from serving.models import ApiKey, ModelVersion, ScoringJob, WebhookEndpoint
+        from serving.live import services as live
+        from serving.models import ApiKey, LiveKeeping, ModelVersion, ScoringJob, WebhookEndpoint
         from serving.scoring.services import score_imported
         from serving.versions import services as versions
         from serving.versions.services import live_for_pages, publish_after_training
@@ -21,7 +22,9 @@ class ServingConfig(AppConfig):
         from trackers.models import Job, Membership
         from trackers.work import work_finished
 
-        generation.watch(ApiKey, ModelVersion, WebhookEndpoint, m2m=(ApiKey.trackers.through,))
+        generation.watch(ApiKey, LiveKeeping, ModelVersion, WebhookEndpoint, m2m=(ApiKey.trackers.through,))
+        # What a live tracker scored is kept as its owner chose (nothing, by default).
+        matches.scored.connect(live.keep_scored, sender=ModelVersion, dispatch_uid="serving-keep-live-texts")
         # A member taken out of a workspace takes their API keys there with them.
         members.member_removed.connect(
             revoke_keys_of_removed_member, sender=Membership, dispatch_uid="serving-revoke-removed-keys"

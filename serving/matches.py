@@ -58,6 +58,9 @@ def stored_hit(result: ScoredSegment, whole: bool = False) -> Hit:
 found = Signal()
 # job, versions: every segment of a scoring job has been read and its matches stored
 job_scored = Signal()
+# version, texts (a function giving them), scores, labels, matched (one item per text), source (an EventSource), cache
+# (the request's snapshot or None): every text a live version scored, matched or not (keeping subscribes)
+scored = Signal()
 
 
 _counters: dict[tuple[int, str], tuple[Any, Any]] = {}
@@ -95,6 +98,30 @@ def announce(
         source=source,
         stored=stored,
         document=document,
+        cache=cache,
+    )
+
+
+def announce_scored(
+    version: ModelVersion,
+    texts: Callable[[], list[str]],
+    scores: list[float],
+    labels: list[str],
+    matched: list[bool],
+    *,
+    source: str,
+    cache: Snapshot | None = None,
+) -> None:
+    """Tell subscribers every text ``version`` scored through ``source``, with its score and verdict
+    (``texts`` gives the texts, read only if a receiver needs them)."""
+    scored.send(
+        sender=type(version),
+        version=version,
+        texts=texts,
+        scores=scores,
+        labels=labels,
+        matched=matched,
+        source=source,
         cache=cache,
     )
 

@@ -461,3 +461,48 @@ class TrafficMinute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tracker} {self.start:%Y-%m-%d %H:%M} +{self.span_minutes}m: {self.predictions}"
+
+
+class KeepMode(models.TextChoices):
+    OFF = "off", "Keep nothing"
+    ALL = "all", "Keep every text"
+    SAMPLE = "sample", "Keep a sample"
+
+
+class LiveKeeping(models.Model):
+    """What a tracker keeps of the texts its live versions score (nothing, unless its owner says)."""
+
+    tracker = models.OneToOneField(
+        Tracker, on_delete=models.CASCADE, primary_key=True, related_name="live_keeping"
+    )
+    mode = models.CharField(max_length=8, choices=KeepMode.choices, default=KeepMode.OFF)
+    per_day = models.PositiveIntegerField(default=1000)  # SAMPLE: at most this many a day
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.tracker}: {self.get_mode_display().lower()}"
+
+
+class LiveText(models.Model):
+    """A text a live version scored, kept for ``LIVE_RETENTION_DAYS`` (``serving.live``), with the
+    chance it had of being kept (1 when every text is kept), so that a review of them can count."""
+
+    tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="live_texts")
+    version = models.ForeignKey(ModelVersion, null=True, on_delete=models.SET_NULL, related_name="+")
+    text = models.TextField()
+    text_hash = models.CharField(max_length=64, db_index=True)
+    score = models.FloatField()
+    label = models.CharField(max_length=120, blank=True)
+    matched = models.BooleanField()
+    source = models.CharField(max_length=16)  # api, bulk, import
+    probability = models.FloatField(default=1.0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["tracker", "created_at"], name="live_text_tracker_time")]
+
+    def __str__(self) -> str:
+        return f"{self.tracker}: {self.text[:60]}"

@@ -9,6 +9,7 @@ from celery import Task, shared_task
 
 from labeling.models import TrainingRun
 from serving import traffic
+from serving.live import services as live
 from serving.models import ScoringJob, WebhookDelivery
 from serving.scoring import services as scoring
 from serving.versions import services
@@ -40,6 +41,12 @@ def score_dataset(self: Task, *, work_id: int) -> None:
 def sweep_stale_scoring() -> dict[str, Any]:
     """Periodic: scoring jobs whose worker died or whose message was lost are queued again."""
     return scoring.requeue_stale()
+
+
+@shared_task
+def sweep_live_texts() -> int:
+    """Periodic: kept live texts older than LIVE_RETENTION_DAYS are deleted."""
+    return live.sweep_expired()
 
 
 @shared_task

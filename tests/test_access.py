@@ -61,6 +61,8 @@ OBJECT_URLS = {
     "dataset-delete": "dataset",
     "tracker-delete": "tracker",
     "tracker-settings": "tracker",
+    "tracker-live": "tracker",
+    "tracker-live-keeping": "tracker",
 }
 POST_ONLY = {
     "dataset-create",
@@ -80,6 +82,7 @@ POST_ONLY = {
     "member-remove",
     "invitation-revoke",
     "console-retry",
+    "tracker-live-keeping",
 }
 # a version number, a key id, a download's format, a result id
 MORE_ARGS = {

@@ -150,6 +150,15 @@ def predict(request: HttpRequest, code: UUID, body: PredictIn) -> dict[str, Any]
     matches.count(
         version, "predict", len(body.texts), int(decided.matched.sum()), time.perf_counter() - started
     )
+    matches.announce_scored(
+        version,
+        lambda: body.texts,
+        [a.score for a in answers],
+        [a.label for a in answers],
+        [a.match if a.match is not None else a.label != "none" for a in answers],  # topics: any label
+        source=EventSource.API,
+        cache=snap,
+    )
     if body.alert is not False and decided.matched.any():
         hits = functools.partial(_text_hits, decided, body.texts)
         matches.announce(version, hits, source=EventSource.API, cache=snap)

@@ -230,6 +230,17 @@ def _results(
     """The rows to keep from one head's output columns, and what to count."""
     decided = matching.decide(out, scorer.labels, scorer.threshold, topic=scorer.topic)
     scores, matched = decided.scores, decided.matched
+    # Every text scored, counted and announced (a live tracker may keep them), not only the rows kept.
+    matches.count(scorer.version, "bulk", len(scores), int(matched.sum()))
+    ids = segment_ids.tolist()
+    matches.announce_scored(
+        scorer.version,
+        lambda: _texts_in_order(ids),
+        scores.tolist(),
+        list(decided.labels),
+        matched.tolist(),
+        source=job.source,
+    )
     labels = np.asarray(decided.labels, dtype=object) if scorer.topic else None
     keep = scores >= np.float32(scorer.keep_from)  # compared as a match is (a match is kept by default)
     if scorer.topic:
@@ -246,6 +257,11 @@ def _results(
         for i in np.nonzero(keep)[0]
     ]
     return rows, scores, labels, matched
+
+
+def _texts_in_order(ids: list[int]) -> list[str]:
+    texts = dict(Segment.objects.filter(pk__in=ids).values_list("pk", "text"))
+    return [texts[i] for i in ids]
 
 
 def run_scoring(job: ScoringJob) -> dict[str, Any]:
@@ -386,9 +402,6 @@ def _announce(job: ScoringJob, results: list[ScoredSegment], scorers: list[_Scor
     """The chunk's matches, for subscribers (alerts); once every segment is read, that too."""
     for scorer in scorers:
         mine = [r for r in results if r.version_id == scorer.version.pk and r.match]
-        matches.count(
-            scorer.version, "bulk", sum(1 for r in results if r.version_id == scorer.version.pk), len(mine)
-        )
         if mine:
             whole = scorer.version.tracker.granularity == Granularity.DOCUMENT
             matches.announce(
