@@ -86,3 +86,21 @@ def test_the_panel_says_what_is_kept_and_only_managers_change_it(client, trained
     page = client.get(reverse("tracker-live", args=[trained.code]))
     assert b"a sample of at most 250 a day" in page.content and b"for 30 days" in page.content
     assert client.post(url, {"mode": "everything", "per_day": "10"}).status_code == 422
+
+
+def test_the_many_trackers_endpoint_keeps_texts_only_for_trackers_that_keep(
+    client, two_live, key, owner, workspace
+):
+    wants, other = two_live
+    live.set_keeping(wants, mode=KeepMode.ALL, per_day=1000, by=owner)
+    response = client.post(
+        f"/api/v1/workspaces/{workspace.code}/predict",
+        {"texts": TEXTS},
+        content_type="application/json",
+        headers=key,
+    )
+    assert response.status_code == 200
+    kept = LiveText.objects.order_by("pk")
+    assert [k.text for k in kept] == TEXTS and {k.tracker_id for k in kept} == {wants.pk}
+    by_text = {s["text"]: {m["tracker"] for m in s["matches"]} for s in response.json()["segments"]}
+    assert [k.matched for k in kept] == [str(wants.code) in by_text[t] for t in TEXTS]

@@ -24,7 +24,7 @@ from pydantic import AfterValidator, BaseModel
 from serving import hot, matches
 from serving.ml import matching
 from serving.ml.artifacts import ArtifactMismatch
-from serving.models import EventSource, ModelVersion
+from serving.models import EventSource, KeepMode, LiveKeeping, ModelVersion
 from serving.versions import runtime, services
 from trackers import encoders
 from trackers.access import KeyPrincipal, Scope
@@ -400,6 +400,26 @@ def _plan(scope: Scope, code: UUID, trackers: list[UUID] | None, *, loose_texts:
     return ManyPlan(groups, {v.pk: str(v.tracker.code) for v in chosen}, used_json)
 
 
+def _keepers(code: UUID) -> frozenset[int]:
+    """The trackers of a workspace that keep the texts they score."""
+    return frozenset(
+        LiveKeeping.objects.filter(tracker__workspace__code=code)
+        .exclude(mode=KeepMode.OFF)
+        .values_list("tracker_id", flat=True)
+    )
+
+
+def _spoken_rows(
+    part: Part, version: ModelVersion, spoken_by: Callable[[str], list[bool]], n: int
+) -> list[int]:
+    """The rows a segment tracker scores: those its speaker filter lets through (all without one)."""
+    wanted = part.speakers.get(version.pk)
+    if not wanted:
+        return list(range(n))
+    ok = spoken_by(wanted)
+    return [r for r in range(n) if ok[r]]
+
+
 @router.post("/workspaces/{code}/predict", response=ManyOut)
 def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse:
     """Every live tracker of the workspace (or the chosen ones) on texts or on a whole transcript: the
@@ -412,7 +432,8 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
         _check_alert(request, body.alert, scope.workspace(code).pk)
     loose = body.transcript is None
     chosen = tuple(t.int for t in body.trackers) if body.trackers is not None else None  # UUIDs hash slowly
-    plan = _snapshot(request, ("workspace", code)).get(
+    plan_snap = _snapshot(request, ("workspace", code))
+    plan = plan_snap.get(
         ("many", code, _scope_key(scope), chosen, loose),
         lambda: _plan(scope, code, body.trackers, loose_texts=loose),
     )
@@ -451,6 +472,35 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
             kept[wanted] = [matching.same_speaker(s, wanted) for s in speakers]
         return kept[wanted]
 
+    # Trackers of this workspace that keep the texts they score (``serving.live``; none by default).
+    keepers = plan_snap.get(("keepers", code), lambda: _keepers(code))
+    to_announce: list[tuple[ModelVersion, list[int], list[float], list[str], list[bool]]] = []
+
+    def keep_scored(part: Part, stack: Any, out: np.ndarray) -> None:
+        for j, version in enumerate(part.concepts):
+            if version.tracker_id in keepers:
+                column = out[:, part.concept_cols[j]]
+                verdict = matching.concept_matches(column[:, None], part.concept_thresholds[j : j + 1])[:, 0]
+                rows = _spoken_rows(part, version, spoken_by, len(column))
+                scores = [float(column[r]) for r in rows]
+                to_announce.append(
+                    (version, rows, scores, ["yes"] * len(rows), [bool(verdict[r]) for r in rows])
+                )
+        for i, version in part.topics:
+            if version.tracker_id in keepers:
+                labels = stack.heads[i].manifest["labels"]
+                decided = matching.decide(out[:, stack.columns[i]], labels, None, topic=True)
+                rows = _spoken_rows(part, version, spoken_by, len(decided.scores))
+                to_announce.append(
+                    (
+                        version,
+                        rows,
+                        [float(decided.scores[r]) for r in rows],
+                        [decided.labels[r] for r in rows],
+                        [bool(decided.matched[r]) for r in rows],
+                    )
+                )
+
     def add_matches(
         part: Part,
         encoder_id: str,
@@ -464,6 +514,8 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
         out = stack.matrix(vectors, ids)
         for version in part.versions:
             scored[version] = scored.get(version, 0) + len(vectors)
+        if not whole and keepers:  # trackers that keep what they scored: every text, matched or not
+            keep_scored(part, stack, out)
         if len(part.concepts):  # one comparison for every concept's column at its threshold
             rows, which = np.nonzero(
                 matching.concept_matches(out[:, part.concept_cols], part.concept_thresholds)
@@ -496,11 +548,22 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
     took = time.perf_counter() - started
     for version, n in scored.items():
         matches.count(version, "many", n, matched.get(version, 0), took)
+    for version, rows, scores, labels, verdicts in to_announce:
+        matches.announce_scored(
+            version,
+            functools.partial(lambda rows: [texts[r] for r in rows], rows),
+            scores,
+            labels,
+            verdicts,
+            source=EventSource.API,
+            cache=plan_snap,
+        )
     if hits:  # to subscribers (alerts), written with the request; a worker delivers them
         transcript = {"title": body.transcript.title} if body.transcript is not None else None
-        snap = _snapshot(request, ("workspace", code))
         for version, found_by in hits.items():
-            matches.announce(version, found_by.copy, source=EventSource.API, document=transcript, cache=snap)
+            matches.announce(
+                version, found_by.copy, source=EventSource.API, document=transcript, cache=plan_snap
+            )
     # Written here, not by the response model: its tracker list, checked once when the plan was made,
     # would otherwise be validated and serialized again on every request (a third of the time for a
     # hundred trackers). Every value below has the type ``ManyOut`` gives it.
