@@ -60,10 +60,12 @@ def _walk(root: Path) -> Iterator[Path]:
     if not root.exists():
         return
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith(".tmp"))
+        # Files and folders being written are hidden ones (".<name>.<random>", ".encoder-…",
+        # ".fetch-…") until they are swapped in: not yet part of the install.
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
         for name in sorted(files):
-            if name.startswith((".tmp", "tmp")) or name.endswith((".tmp", ".part")):
-                continue  # being written: not yet swapped in
+            if name.startswith(".") or name.endswith(".part"):
+                continue
             yield Path(folder) / name
 
 
