@@ -373,14 +373,14 @@ def test_the_downloaded_model_runs_with_onnxruntime_and_tokenizers_alone_and_sco
     ).json()["results"]
     assert [r["score"] for r in api_scores] == pytest.approx(in_app, abs=1e-7)  # the API's path
     assert np.abs(np.asarray(scores) - np.asarray(in_app)).max() <= 1e-5
-    # the README's snippet, as printed there, in a process without the app
+    # the documented snippet (docs/api.md), as printed there, in a process without the app
     import re
     import subprocess
     import sys
 
     from tests.conftest import REPO
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "api.md").read_text()
     snippet = readme.split("**Run a downloaded model without the app.**", 1)[1].split("```python\n", 1)[1]
     snippet = snippet.split("```", 1)[0]
     path = tmp_path / "model.zip"
