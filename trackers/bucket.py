@@ -16,7 +16,6 @@ root. Without ``TRACKERS_STORAGE_URL`` every function here leaves the local file
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import tempfile
@@ -27,6 +26,8 @@ from urllib.parse import parse_qs, urlparse
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from trackers.ml.embedding import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +107,6 @@ def _key(path: Path) -> str | None:
     return f"{prefix}/{relative}" if prefix else relative
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def push(path: Path) -> int:
     """Put a file, or every file under a folder, in the bucket; returns how many."""
     if not enabled() or not path.exists():
@@ -124,7 +117,7 @@ def push(path: Path) -> int:
         key = _key(file)
         if key is None:
             continue
-        bucket.upload_file(str(file), key, ExtraArgs={"Metadata": {"sha256": _sha256(file)}})
+        bucket.upload_file(str(file), key, ExtraArgs={"Metadata": {"sha256": file_sha256(file)}})
         with _lock:
             _verified.add(str(file))
     return len(files)
@@ -136,6 +129,10 @@ def fetched(stored: str | Path, *, again: tuple[str, ...] = ()) -> Path:
     path = local(stored)
     if not enabled():
         return path
+    with _lock:
+        known = str(path) in _verified
+    if known and path.is_file() and path.name not in again:
+        return path  # fetched or checked already by this process: no round trip to the bucket
     bucket = _bucket()
     key = _key(path)
     if key is None:
@@ -155,7 +152,7 @@ def _check_once(target: Path, obj: Any) -> None:
         if str(target) in _verified:
             return
     expected = obj.Object().metadata.get("sha256")
-    if expected and _sha256(target) != expected:
+    if expected and file_sha256(target) != expected:
         log.warning("%s differs from the bucket's copy: fetched again", target)
         _download(obj.Bucket(), obj, target)
         return
@@ -170,7 +167,7 @@ def _download(bucket: Any, obj: Any, target: Path) -> None:
     try:
         bucket.download_file(obj.key, tmp)
         expected = obj.Object().metadata.get("sha256")
-        if expected and _sha256(Path(tmp)) != expected:
+        if expected and file_sha256(Path(tmp)) != expected:
             raise OSError(f"{obj.key} does not match its SHA-256 in the bucket")
         os.replace(tmp, target)
     finally:
