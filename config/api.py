@@ -18,6 +18,7 @@ from ninja.responses import NinjaJSONEncoder
 from labeling.api import router as labeling_router
 from serving.auth import BearerKey, BrowserSession, HeaderKey
 from serving.keys.api import router as keys_router
+from serving.live.api import router as feedback_router
 from serving.ml.artifacts import ArtifactMismatch
 from serving.predict.api import router as predict_router
 from serving.scoring.api import router as scoring_router
@@ -152,3 +153,4 @@ api_v1.add_router("", versions_router)
 api_v1.add_router("", keys_router)
 api_v1.add_router("", scoring_router)
 api_v1.add_router("", webhooks_router)
+api_v1.add_router("", feedback_router)

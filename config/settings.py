@@ -303,6 +303,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-scoring-jobs": {"task": "serving.tasks.sweep_stale_scoring", "schedule": 60.0},
     "store-traffic": {"task": "serving.tasks.store_traffic", "schedule": 60.0},
     "sweep-live-texts": {"task": "serving.tasks.sweep_live_texts", "schedule": 3600.0},
+    "gather-live-texts": {"task": "serving.tasks.gather_live_texts", "schedule": 300.0},
     "dispatch-webhook-deliveries": {
         "task": "serving.tasks.dispatch_webhooks",
         "schedule": float(os.environ.get("TRACKERS_WEBHOOK_DISPATCH_SECONDS", "5")),

@@ -68,6 +68,7 @@ urlpatterns = [
     path("t/<uuid:code>/versions/", versions_views.versions, name="tracker-versions"),
     path("t/<uuid:code>/live/", live_views.panel, name="tracker-live"),
     path("t/<uuid:code>/live/keeping/", live_views.keeping, name="tracker-live-keeping"),
+    path("t/<uuid:code>/live/review/", live_views.review, name="tracker-live-review"),
     path("t/<uuid:code>/versions/automatic/", versions_views.automatic, name="tracker-versions-automatic"),
     path(
         "t/<uuid:code>/versions/<int:number>/promote/", versions_views.promote, name="tracker-version-promote"

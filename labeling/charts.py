@@ -189,3 +189,27 @@ def scaled_lines(
         "first": columns[0] if columns else "",
         "last": columns[-1] if columns else "",
     }
+
+
+def paired_bars(columns: list[tuple[str, float, float, str]], *, width: int = 300, height: int = 80) -> dict:
+    """Two bars side by side per column (the first value, then the second), on a scale from 0 to
+    the largest: ``columns`` are (tick label, first, second, tooltip)."""
+    n = len(columns) or 1
+    gap = 4
+    bar = (width - gap * (n - 1)) / n / 2
+    top = max([max(a, b) for _, a, b, _ in columns] + [1e-9])
+    bars = [
+        {
+            "x": round(i * (2 * bar + gap), 1),
+            "w": round(bar, 1),
+            "x2": round(i * (2 * bar + gap) + bar, 1),
+            "a_y": round(height - height * a / top, 1),
+            "a_h": round(height * a / top, 1),
+            "b_y": round(height - height * b / top, 1),
+            "b_h": round(height * b / top, 1),
+            "label": label,
+            "title": title,
+        }
+        for i, (label, a, b, title) in enumerate(columns)
+    ]
+    return {"w": width, "h": height, "bars": bars, "top": top}

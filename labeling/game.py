@@ -59,6 +59,12 @@ class Pool:
     member_of: np.ndarray | None = None
     member_vectors: np.ndarray | None = None
     token_ids: list[list[int]] | None = None  # segment pools: each text's token ids (n-gram features)
+    # Entries from the tracker's "live traffic" dataset (what it scored in production and kept):
+    # a population of their own in the estimates. None: no such entry.
+    live: np.ndarray | None = None
+
+    def live_mask(self) -> np.ndarray:
+        return self.live if self.live is not None else np.zeros(len(self.keys), dtype=bool)
 
     def index_of(self) -> dict[PoolKey, int]:
         return {k: i for i, k in enumerate(self.keys)}
@@ -115,7 +121,9 @@ def build_pool(tracker: Tracker) -> Pool:
         seen.setdefault((ds, row), (pk, text))
     keys = sorted(seen)
     texts = [seen[k][1] for k in keys]
+    live = set(tracker.datasets.filter(origin=Dataset.LIVE).values_list("pk", flat=True))
     return Pool(
+        live=np.array([k[0] in live for k in keys], dtype=bool) if live else None,
         keys=keys,
         segment_ids=np.array([seen[k][0] for k in keys], dtype=np.int64),
         vectors=_vectors(keys),
@@ -282,6 +290,42 @@ def selection_rng(seed: int | None, round_no: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def fill_review_round(
+    tracker: Tracker,
+    *,
+    scores: np.ndarray,
+    threshold: float,
+    training_run: TrainingRun,
+    inputs: LoopInputs,
+    seed: int | None = None,
+) -> list[Card]:
+    """Queue a round of the tracker's live texts (``labeling.ml.loop.plan_review``) from ``scores``
+    of the pool by the live model at its threshold in use. Texts already answered, on a card, or
+    the same as an answered text (in any of the tracker's datasets) are not asked again."""
+    live = inputs.pool.live_mask()
+    answered_texts = set(
+        Annotation.objects.filter(tracker=tracker).values_list("segment__text_hash", flat=True)
+    )
+    twins = np.array(
+        [i for i in np.flatnonzero(live) if _sha1(inputs.pool.texts[i]) in answered_texts], dtype=np.int64
+    )
+    round_no = current_round(tracker) + 1
+    picks = loop.plan_review(
+        inputs.answers,
+        shown=np.union1d(inputs.shown, twins),
+        within=live,
+        scores=scores,
+        threshold=threshold,
+        size=tracker.round_size,
+        rng=selection_rng(seed, round_no),
+    )
+    return _queue(tracker, inputs, picks, round_no, scores, None, training_run)
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - a segment's text key, as imports make it
+
+
 def fill_check_round(
     tracker: Tracker,
     *,
@@ -384,7 +428,7 @@ def unshown_count(tracker: Tracker) -> int:
 
 
 def _encoder_id(tracker: Tracker) -> str | None:
-    ids = set(tracker.datasets.values_list("encoder_id", flat=True))
+    ids = set(tracker.datasets.values_list("encoder_id", flat=True)) - {""}
     return ids.pop() if len(ids) == 1 else None
 
 

@@ -19,6 +19,7 @@ class Strategy(models.TextChoices):
     EXAMPLE = "example", "An example given when the tracker was made"
     FEEDBACK = "feedback", "Marked right or wrong on scored results"
     CHECK = "check", "Checking what it misses"
+    NEGATIVE = "negative", "Predicted no match"
 
 
 class Card(models.Model):

@@ -139,7 +139,10 @@ def quality(run: TrainingRun | None, now: Live | None = None) -> dict | None:
     tracker = run.tracker
     is_live = now is not None and now.run.pk == run.pk
     in_use = now.threshold if now is not None and is_live else services.threshold_in_use(tracker, run)
-    est = services.estimates_for(run, in_use) or {}
+    live_part = run.metrics.get("live") or {}
+    # Live traffic once enough of its texts were answered on cards drawn by chance; else the pool.
+    population = services.LIVE if live_part.get("drawn", 0) >= LIVE_ESTIMATE_MIN else services.POOL
+    est = services.estimates_for(run, in_use, population) or {}
     cv = run.metrics.get("cv", {})
     out = {
         "labels": sum(n for a, n in run.label_counts.items() if a != Annotation.SKIP),
@@ -159,9 +162,18 @@ def quality(run: TrainingRun | None, now: Live | None = None) -> dict | None:
         "live": is_live,
         "version": now.version if now is not None and is_live else None,
         "run": run,
+        "population": population,
+        "live_texts": live_part.get("texts", 0),
+        "live_drawn": live_part.get("drawn", 0),
+        "live_needed": LIVE_ESTIMATE_MIN,
     }
     for name in ("precision", "recall", "f1", "accuracy"):
         out[name], out[f"{name}_ci"] = _estimate(est, name)
+    if population == services.LIVE:  # the training pool's, beside it
+        pool = services.estimates_for(run, in_use) or {}
+        out["pool_f1"], out["pool_f1_ci"] = _estimate(
+            pool, "f1" if tracker.kind != TrackerKind.TOPIC else "accuracy"
+        )
     ci = out["recall_ci"]
     out["recall_width"] = ci[1] - ci[0] if ci else None
     out["check_offered"] = (
@@ -171,6 +183,10 @@ def quality(run: TrainingRun | None, now: Live | None = None) -> dict | None:
         out.update(_majority(run, cv.get("accuracy")))
     return out
 
+
+# Answers on live texts drawn by chance (review rounds, and rounds that drew live texts) before the
+# numbers shown describe live traffic rather than the training pool.
+LIVE_ESTIMATE_MIN = 20
 
 MAJORITY_MARGIN = 0.02  # accuracy this close to always answering the largest label says little
 

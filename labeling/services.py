@@ -166,25 +166,83 @@ def start_check_round(tracker: Tracker, run: TrainingRun | None, threshold: floa
     round's cards nobody holds (``game.fill_check_round``): its answers count in the estimates,
     weighted by how they were drawn, and train the next version like any answer. The replaced
     cards' texts may be drawn again later."""
-    if tracker.kind == TrackerKind.TOPIC:
-        raise CheckRefused("a check round is for yes/no trackers: a topic tracker has no threshold")
-    if run is None or threshold is None or not run.has_model or run.tracker_id != tracker.pk:
-        raise CheckRefused("there is no model of this tracker to check yet")
+    _check_model(tracker, run, threshold, CheckRefused, "a check round", "check")
     with transaction.atomic():
         Tracker.objects.select_for_update().filter(pk=tracker.pk).first()
-        now = timezone.now()
-        free = game.open_cards(tracker).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
-        free.filter(annotations__isnull=True).delete()
-        inputs = game.loop_inputs(tracker)
-        scores = inputs.arrays.scores(scorer_for(run))
-        cards = game.fill_check_round(
-            tracker, scores=scores, threshold=threshold, training_run=run, inputs=inputs
+        return _replace_open_round(
+            tracker,
+            run,
+            threshold,
+            game.fill_check_round,
+            CheckRefused("every text below the threshold is answered or on a card: none is left to check"),
         )
-        if not cards:  # the replaced cards come back with the refusal
-            raise CheckRefused(
-                "every text below the threshold is answered or on a card: none is left to check"
-            )
+
+
+def _check_model(
+    tracker: Tracker,
+    run: TrainingRun | None,
+    threshold: float | None,
+    refused: type[errors.Conflict],
+    what: str,
+    verb: str,
+) -> None:
+    if tracker.kind == TrackerKind.TOPIC:
+        raise refused(f"{what} is for yes/no trackers: a topic tracker has no threshold")
+    if run is None or threshold is None or not run.has_model or run.tracker_id != tracker.pk:
+        raise refused(f"there is no model of this tracker to {verb} yet")
+
+
+def _replace_open_round(
+    tracker: Tracker,
+    run: Any,
+    threshold: Any,
+    fill: Any,
+    empty: errors.Conflict,
+    by: User | None = None,
+) -> list[Card]:
+    """In place of the open round's cards nobody holds (or ``by`` holds), the cards ``fill`` draws
+    from ``run``'s scores of the pool at ``threshold``; ``empty`` when it draws none (the replaced
+    cards come back with the refusal: the caller's transaction rolls back). Call it holding the
+    tracker's row."""
+    now = timezone.now()
+    free = Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)
+    if by is not None:
+        free |= Q(claimed_by=by)
+    game.open_cards(tracker).filter(free).filter(annotations__isnull=True).delete()
+    inputs = game.loop_inputs(tracker)
+    scores = inputs.arrays.scores(scorer_for(run))
+    cards: list[Card] = fill(tracker, scores=scores, threshold=threshold, training_run=run, inputs=inputs)
+    if not cards:
+        raise empty
     return cards
+
+
+class ReviewRefused(errors.Conflict):
+    """A review of live traffic cannot start now (why, in words)."""
+
+
+def start_review_round(
+    tracker: Tracker, run: TrainingRun | None, threshold: float | None, by: User | None = None
+) -> list[Card]:
+    """Put a round of the tracker's kept live texts (``game.fill_review_round``) in place of the open
+    round's cards nobody else holds (``by`` asked for it: theirs go too): drawn with known chances,
+    its answers estimate how the live model does on live traffic and train the next version like
+    any answer."""
+    _check_model(tracker, run, threshold, ReviewRefused, "a review of live traffic", "review")
+    with transaction.atomic():
+        Tracker.objects.select_for_update().filter(pk=tracker.pk).first()
+        if not game.eligible_segments(tracker).filter(dataset__origin=Dataset.LIVE).exists():
+            raise ReviewRefused(
+                "no live text is kept yet: turn keeping on under In production, and let the API score some texts"
+            )
+        return _replace_open_round(
+            tracker,
+            run,
+            threshold,
+            game.fill_review_round,
+            ReviewRefused("every kept live text is answered, on a card, or the same as an answered text"),
+            by,
+        )
 
 
 def after_training_failed(sender: type[TrainingRun], row: TrainingRun, **kwargs: Any) -> None:
@@ -236,6 +294,7 @@ def run_training(run: TrainingRun) -> None:
         inputs.spec,
         example_vectors=inputs.typed_vectors,
         example_token_ids=inputs.typed_token_ids,
+        not_background=np.flatnonzero(inputs.pool.live_mask()),
     )
     work.heartbeat(run)
     if trained.head is None:
@@ -245,10 +304,21 @@ def run_training(run: TrainingRun) -> None:
     assert trained.scorer is not None and trained.scores is not None
     path = _artifact(tracker, run, "head")
     save_scorer(trained.scorer, path)
-    evidence = loop.evidence(trained, inputs.answers, len(inputs.pool.keys))
+    live = inputs.pool.live_mask()
+    # Two populations: the training pool (what was imported), and live traffic (what the tracker
+    # scored in production and kept), each estimated from its own texts and answers.
+    evidence = loop.evidence(
+        trained, inputs.answers, len(inputs.pool.keys), within=~live if live.any() else None
+    )
     _save_evidence(_artifact(tracker, run, "evidence"), evidence)
     bucket.push(path)  # shared with other hosts (trackers.bucket) before the run's row names them
     bucket.push(_artifact(tracker, run, "evidence"))
+    live_evidence = (
+        loop.evidence(trained, inputs.answers, len(inputs.pool.keys), within=live) if live.any() else None
+    )
+    if live_evidence is not None:
+        _save_evidence(_artifact(tracker, run, "live-evidence"), live_evidence)
+        bucket.push(_artifact(tracker, run, "live-evidence"))
     if isinstance(trained.head, TopicHead):
         fields = _topic_fields(tracker, inputs, trained, evidence)
         in_use = None
@@ -257,6 +327,8 @@ def run_training(run: TrainingRun) -> None:
         in_use = threshold_in_use(tracker, run)
         assert in_use is not None, "the run's own threshold was just set"
         fields = _concept_fields(tracker, inputs, trained, evidence, in_use)
+    if live_evidence is not None:
+        fields["metrics"]["live"] = _live_fields(inputs, live_evidence, in_use)
     _fill_next_round(tracker, inputs=inputs, trained=trained, threshold=in_use, training_run=run)
     work.finish(
         run,
@@ -334,6 +406,27 @@ def _topic_fields(
     }
 
 
+def _live_fields(
+    inputs: game.LoopInputs, evidence: ConceptEvidence | TopicEvidence, in_use: float | None
+) -> dict[str, Any]:
+    """The live traffic population's numbers: its size, its answers drawn by chance, its estimates."""
+    drawn = (
+        np.isfinite(evidence.answered_probability)
+        if isinstance(evidence, ConceptEvidence)
+        else (np.isin(evidence.answered_strategy, ["random", "positive"]))
+    )
+    return {
+        "texts": int(np.sum(inputs.pool.live_mask())),
+        "answered": len(evidence.answered_y),
+        "drawn": int(np.sum(drawn)),
+        "estimates": concept_estimates(evidence, in_use)
+        if isinstance(evidence, ConceptEvidence) and in_use is not None
+        else topic_estimates(evidence, inputs.spec.classes)
+        if isinstance(evidence, TopicEvidence)
+        else None,
+    }
+
+
 def _save_evidence(path: Path, evidence: ConceptEvidence | TopicEvidence) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
@@ -350,10 +443,13 @@ def _evidence_at(path: str) -> ConceptEvidence | TopicEvidence:
         return ConceptEvidence.from_arrays(z)
 
 
-def evidence_for(run: TrainingRun) -> ConceptEvidence | TopicEvidence | None:
+POOL, LIVE = "pool", "live"  # the populations an estimate describes
+
+
+def evidence_for(run: TrainingRun, population: str = POOL) -> ConceptEvidence | TopicEvidence | None:
     if not run.has_model:
         return None
-    path = bucket.fetched(_artifact(run.tracker, run, "evidence"))
+    path = bucket.fetched(_artifact(run.tracker, run, "evidence" if population == POOL else "live-evidence"))
     return _evidence_at(str(path)) if path.exists() else None
 
 
@@ -364,16 +460,22 @@ def _concept_estimates_at(path: str, threshold: float) -> dict[str, Any]:
     return concept_estimates(evidence, threshold)
 
 
-def estimates_for(run: TrainingRun, threshold: float | None) -> dict[str, Any] | None:
-    """The run's estimates over the whole pool at ``threshold`` (concepts), recomputed if the owner moved it."""
+def estimates_for(run: TrainingRun, threshold: float | None, population: str = POOL) -> dict[str, Any] | None:
+    """The run's estimates over a population (the training pool, or live traffic) at ``threshold``
+    (concepts), recomputed if the owner moved it."""
     if not run.has_model:
         return None
-    stored: dict[str, Any] | None = run.metrics.get("estimates")
+    stored: dict[str, Any] | None = (
+        run.metrics.get("estimates")
+        if population == POOL
+        else (run.metrics.get("live") or {}).get("estimates")
+    )
     if run.tracker.kind == TrackerKind.TOPIC or threshold is None:
         return stored
     if stored and abs(stored.get("threshold", -1) - threshold) < 1e-9:
         return stored
-    path = bucket.fetched(_artifact(run.tracker, run, "evidence"))
+    name = "evidence" if population == POOL else "live-evidence"
+    path = bucket.fetched(_artifact(run.tracker, run, name))
     return _concept_estimates_at(str(path), float(threshold)) if path.exists() else stored
 
 

@@ -11,6 +11,7 @@ from serving.keys import services as keys
 from serving.models import (
     ApiKey,
     DeliveryAttempt,
+    LiveFeedback,
     LiveKeeping,
     LiveText,
     ModelVersion,
@@ -180,6 +181,15 @@ class LiveKeepingAdmin(SystemRecordAdmin):
 
     list_display = ["tracker", "mode", "per_day", "changed_by", "changed_at"]
     list_filter = ["mode"]
+
+
+@admin.register(LiveFeedback)
+class LiveFeedbackAdmin(SystemRecordAdmin):
+    """Right or wrong said about live decisions, from alerts' receivers and prediction callers."""
+
+    list_display = ["tracker", "created_at", "verdict", "matched", "answer", "given_by", "via"]
+    list_filter = ["verdict", "matched"]
+    search_fields = ["text"]
 
 
 @admin.register(LiveText)

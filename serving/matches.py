@@ -8,16 +8,20 @@ write (an alert's outbox rows) commits with the matches or not at all.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.core import signing
 from django.dispatch import Signal
 
 from serving import traffic
-from trackers import metrics
+from trackers import errors, metrics
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from serving.hot import Snapshot
     from serving.models import ModelVersion, ScoredSegment, ScoringJob
 
@@ -59,8 +63,42 @@ found = Signal()
 # job, versions: every segment of a scoring job has been read and its matches stored
 job_scored = Signal()
 # version, texts (a function giving them), scores, labels, matched (one item per text), source (an EventSource), cache
-# (the request's snapshot or None): every text a live version scored, matched or not (keeping subscribes)
+# (the request's snapshot or None), vectors (a function giving the texts' vectors, or None) and the
+# encoder_id that made them: every text a live version scored, matched or not (keeping subscribes)
 scored = Signal()
+
+
+# --- prediction ids: what one result of a prediction response names, signed -----------------------
+
+_signer = signing.Signer(salt="trackers.prediction-id", sep=".")
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def prediction_id(version: ModelVersion, text: str, matched: bool, label: str = "") -> str:
+    """The id a prediction response gives one text's result."""
+    return _signer.sign(f"p{version.pk}-{int(matched)}-{digest(text)}-{label}")
+
+
+@dataclass(frozen=True)
+class Said:
+    """What a prediction id names."""
+
+    version_id: int
+    matched: bool
+    digest: str
+    label: str
+
+
+def read_prediction_id(value: str) -> Said:
+    try:
+        plain = _signer.unsign(value)
+        version, matched, hashed, label = plain[1:].split("-", 3)
+        return Said(int(version), matched == "1", hashed, label)
+    except (signing.BadSignature, ValueError) as exc:
+        raise errors.NotFound("no prediction has this id") from exc
 
 
 _counters: dict[tuple[int, str], tuple[Any, Any]] = {}
@@ -111,9 +149,11 @@ def announce_scored(
     *,
     source: str,
     cache: Snapshot | None = None,
+    vectors: Callable[[], np.ndarray] | None = None,
+    encoder_id: str = "",
 ) -> None:
     """Tell subscribers every text ``version`` scored through ``source``, with its score and verdict
-    (``texts`` gives the texts, read only if a receiver needs them)."""
+    (``texts`` gives the texts and ``vectors`` their vectors, read only if a receiver needs them)."""
     scored.send(
         sender=type(version),
         version=version,
@@ -123,6 +163,8 @@ def announce_scored(
         matched=matched,
         source=source,
         cache=cache,
+        vectors=vectors,
+        encoder_id=encoder_id,
     )
 
 

@@ -500,9 +500,45 @@ class LiveText(models.Model):
     source = models.CharField(max_length=16)  # api, bulk, import
     probability = models.FloatField(default=1.0)
     created_at = models.DateTimeField(default=timezone.now)
+    # The text's vector as the prediction computed it (float32 bytes of ``encoder_id``), until the
+    # text joins the tracker's "live traffic" dataset as ``segment`` (``serving.live.gather``).
+    vector = models.BinaryField(null=True, blank=True)
+    encoder_id = models.CharField(max_length=120, blank=True)
+    segment = models.ForeignKey(Segment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         indexes = [models.Index(fields=["tracker", "created_at"], name="live_text_tracker_time")]
 
     def __str__(self) -> str:
         return f"{self.tracker}: {self.text[:60]}"
+
+
+class LiveFeedback(models.Model):
+    """Right or wrong, said about a live decision from where it landed: an alert's event
+    (``webhook-id``) or one text of a prediction response (its ``id``). It is also the caller's
+    answer for the tracker (``segment``), so the next version learns from it."""
+
+    tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="live_feedback")
+    version = models.ForeignKey(ModelVersion, null=True, on_delete=models.SET_NULL, related_name="+")
+    event = models.ForeignKey(
+        "WebhookEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    prediction_id = models.CharField(max_length=200, blank=True)
+    segment = models.ForeignKey(Segment, null=True, on_delete=models.SET_NULL, related_name="+")
+    text = models.TextField()
+    score = models.FloatField(null=True, blank=True)
+    matched = models.BooleanField()
+    verdict = models.CharField(max_length=8, choices=Feedback.choices)
+    answer = models.CharField(max_length=120)
+    given_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    via = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tracker", "-created_at"], name="live_feedback_tracker_time")]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} on {self.text[:60]}"

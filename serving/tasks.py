@@ -50,6 +50,12 @@ def sweep_live_texts() -> int:
 
 
 @shared_task
+def gather_live_texts() -> int:
+    """Periodic: kept live texts join their tracker's "live traffic" dataset, with their vectors."""
+    return live.gather_all()
+
+
+@shared_task
 def store_traffic() -> int:
     """Periodic: the closed minutes' traffic counts move from Redis into the database (the console's)."""
     return traffic.store()

@@ -13,7 +13,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from serving.models import ApiKey, ScoredSegment, ScoringJob, WebhookDelivery, WebhookEndpoint
+from serving import matches
+from serving.matches import Hit
+from serving.models import (
+    ApiKey,
+    EventSource,
+    EventType,
+    ScoredSegment,
+    ScoringJob,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from serving.scoring import services as scoring
 from serving.versions import services
 from serving.webhooks import fanout
@@ -35,6 +46,8 @@ class World:
     endpoint: WebhookEndpoint  # of ``tracker``
     delivery: WebhookDelivery  # of ``endpoint``
     card: int  # an unanswered card of ``tracker``
+    event: WebhookEvent  # a match alert of ``tracker``
+    prediction: str  # the id of a result of ``tracker``'s live version, for "cancel it now"
 
 
 def build(workspace: Workspace, owner, dataset: Dataset, wants: Tracker, other: Tracker, callbacks) -> World:
@@ -51,6 +64,13 @@ def build(workspace: Workspace, owner, dataset: Dataset, wants: Tracker, other: 
     assert card is not None, "the tracker has no unanswered card that no one holds"
     version = services.live_version(wants)
     assert version is not None
+    fanout.alert(
+        version,
+        [Hit(score=0.9, label="yes", text="cancel it now")],
+        source=EventSource.API,
+        endpoints=[endpoint],
+    )
+    event = WebhookEvent.objects.filter(tracker=wants, type=EventType.MATCH).get()
     return World(
         workspace=workspace,
         dataset=dataset,
@@ -64,6 +84,8 @@ def build(workspace: Workspace, owner, dataset: Dataset, wants: Tracker, other: 
         endpoint=endpoint,
         delivery=delivery,
         card=card.pk,
+        event=event,
+        prediction=matches.prediction_id(version, "cancel it now", True, "yes"),
     )
 
 
@@ -79,6 +101,8 @@ KINDS: dict[str, Any] = {
     "results": lambda w: w.result.pk,
     "webhooks": lambda w: w.endpoint.code,
     "deliveries": lambda w: w.delivery.pk,
+    "events": lambda w: w.event.webhook_id,
+    "predictions": lambda w: w.prediction,
 }
 
 

@@ -63,6 +63,7 @@ OBJECT_URLS = {
     "tracker-settings": "tracker",
     "tracker-live": "tracker",
     "tracker-live-keeping": "tracker",
+    "tracker-live-review": "tracker",
 }
 POST_ONLY = {
     "dataset-create",
@@ -83,6 +84,7 @@ POST_ONLY = {
     "invitation-revoke",
     "console-retry",
     "tracker-live-keeping",
+    "tracker-live-review",
 }
 # a version number, a key id, a download's format, a result id
 MORE_ARGS = {

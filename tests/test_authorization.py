@@ -85,6 +85,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/scoring/{code}/results/{result_id}/feedback"): Rule(
         Role.LABELER, tracker=True, body={"verdict": "right"}
     ),
+    ("POST", "/api/v1/events/{event_id}/feedback"): Rule(
+        Role.LABELER, tracker=True, body={"verdict": "wrong"}
+    ),
+    ("POST", "/api/v1/predictions/{prediction_id}/feedback"): Rule(
+        Role.LABELER, tracker=True, body={"verdict": "right", "text": "cancel it now"}
+    ),
     ("GET", "/api/v1/trackers/{code}/webhooks"): Rule(Role.ADMIN, tracker=True),
     ("POST", "/api/v1/trackers/{code}/webhooks"): Rule(
         Role.ADMIN, ok(201), tracker=True, body={"url": "https://93.184.215.14/other"}

@@ -121,3 +121,63 @@ def test_the_console_in_a_browser(page, live_server, owner, workspace, trained, 
     expect(page.locator(".flash")).to_contain_text("Queued again")
     run.refresh_from_db()
     assert run.state != WorkState.FAILED
+
+
+def test_in_production_keep_see_drift_and_review_live_traffic_in_a_browser(  # noqa: PLR0913
+    page, live_server, owner, workspace, trained, key, tmp_path
+):
+    from django.test import Client
+
+    from labeling.models import Card
+    from serving.live import production
+    from serving.models import LiveText
+    from serving.versions import services as versions
+    from tests.test_versions import predict
+
+    shots = _shots(tmp_path)
+    log_in(page, live_server, owner, f"/t/{trained.code}/")
+    panel = page.locator("#live-panel")
+    expect(panel).to_contain_text("It keeps none of the texts")
+    panel.locator("select[name=mode]").select_option("all")
+    panel.locator("#keeping-form button").click()
+    expect(panel).to_contain_text("It keeps every text")
+    served = [f"cancel my plan number {i}" for i in range(30)] + [
+        f"the parcel {i} came today" for i in range(30)
+    ]
+    api = Client()
+    for i in range(0, len(served), 20):
+        assert predict(api, trained, key, texts=served[i : i + 20]).status_code == 200
+    # A week of traffic whose scores sit where the training pool's rarely do: drift.
+    version = versions.live_version(trained)
+    high = float(production.reference_scores(version).max())
+    LiveText.objects.bulk_create(
+        LiveText(
+            tracker=trained,
+            version=version,
+            text=f"x{i}",
+            text_hash=f"x{i}",
+            score=high,
+            matched=True,
+            source="api",
+        )
+        for i in range(120)
+    )
+    page.reload()
+    expect(panel.locator("#drift-warning")).to_contain_text("as common as in training")
+    expect(panel.locator("#live-distribution rect").first).to_be_visible()
+    panel.scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "in-production.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.screenshot(path=str(shots / "in-production-phone.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 800})
+    LiveText.objects.filter(text__startswith="x").delete()  # (made up above: not texts to ask about)
+    with page.expect_navigation():
+        panel.locator("#drift-warning button").click()
+    assert page.url.endswith(f"/t/{trained.code}/play/")
+    asked = set(
+        Card.objects.filter(tracker=trained, answered_at__isnull=True).values_list("segment__text", flat=True)
+    )
+    assert asked and asked <= set(served)
+    page.wait_for_load_state("load")
+    assert any(text in page.content() for text in asked)  # the game shows a kept live text

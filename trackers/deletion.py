@@ -67,7 +67,10 @@ def _own_lines(obj: Model) -> list[str]:
             f"{_plural(obj.vector_count, 'vector')} and the search index",
             _plural(obj.jobs.count(), "import and embedding job"),
         ]
-    return []
+    lines = []
+    for dataset in _datasets(obj):  # a tracker's live traffic (what it kept in production)
+        lines.append(f"its dataset '{dataset.name}' ({_plural(dataset.segments.count(), 'text')})")
+    return lines
 
 
 def _receivers_say(signal: Signal, obj: Model) -> list[Any]:
@@ -115,7 +118,7 @@ def _datasets(obj: Model) -> Iterable[Dataset]:
         return list(obj.datasets.all())
     if isinstance(obj, Dataset):
         return [obj]
-    return []
+    return list(obj.datasets.filter(origin=Dataset.LIVE)) if isinstance(obj, Tracker) else []
 
 
 _ACTIONS = {
@@ -146,7 +149,10 @@ def delete(obj: Workspace | Dataset | Tracker, *, by: User, confirm_name: str) -
             user=by,
         )
         deleting.send(sender=type(obj), obj=obj)
+        owned = list(_datasets(obj)) if isinstance(obj, Tracker) else []
         obj.delete()
+        for dataset in owned:  # a tracker's live traffic goes with it
+            dataset.delete()
         transaction.on_commit(lambda: remove_files(paths))
     return lines
 

@@ -78,6 +78,11 @@ class Dataset(models.Model):
     index_kind = models.CharField(max_length=16, blank=True)
     index_size = models.PositiveIntegerField(default=0)
     index_built_at = models.DateTimeField(null=True, blank=True)
+    # "live": the texts a live tracker scored and kept (``serving.live``), a population of its own
+    # in the quality estimates; "": texts a person imported.
+    origin = models.CharField(max_length=8, blank=True, default="")
+
+    LIVE = "live"
 
     class Meta:
         ordering = ["name"]

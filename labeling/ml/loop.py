@@ -24,7 +24,7 @@ import numpy as np
 from scipy import sparse
 
 from labeling.ml.estimates import ConceptEvidence, TopicEvidence
-from labeling.ml.selection import Pick, check_round, cold_start, next_round, topic_round
+from labeling.ml.selection import Pick, check_round, cold_start, next_round, review_round, topic_round
 from labeling.ml.training import (
     Head,
     LinearScorer,
@@ -184,11 +184,14 @@ def train(
     *,
     example_vectors: np.ndarray | None = None,
     example_token_ids: Sequence[Sequence[int]] | None = None,
+    not_background: np.ndarray | None = None,
 ) -> Trained:
     """Fit the head on the answers and score the whole pool; or say why it cannot train yet.
 
     ``example_vectors``: concept trackers' example sentences that are not in the data, and
     ``example_token_ids`` their token ids (for the n-gram features, where the pool has them).
+    ``not_background``: entries never taken as weak 'no' rows (live traffic, whose share of matches
+    may be anything: it teaches only through its answers).
     """
     reason = why_not_trainable(answers, spec)
     if reason:
@@ -198,7 +201,11 @@ def train(
         topic = train_topic(pool.vectors[rows], y, spec.classes)
         scorer = topic_scorer_of(topic)
         return Trained(topic, scorer, pool.scores(scorer))
-    background = background_sample(len(pool), rows)  # unlabeled entries as weak 'no' rows
+    # Unlabeled entries as weak 'no' rows.
+    background = background_sample(
+        len(pool),
+        rows if not_background is None or not len(not_background) else np.union1d(rows, not_background),
+    )
     use_examples = TYPED_EXAMPLES_TRAIN and example_vectors is not None and len(example_vectors)
     tokens = None
     if pool.ngrams is not None and pool.tokens is not None:
@@ -290,6 +297,22 @@ def plan_check(
     return check_round(scores, threshold, size=size, rng=rng, exclude=exclude)
 
 
+def plan_review(
+    answers: Answers,
+    *,
+    shown: np.ndarray,
+    within: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    size: int,
+    rng: np.random.Generator,
+) -> list[Pick]:
+    """A round of live traffic for a concept tracker: only entries ``within`` (its "live traffic"
+    dataset), drawn with known probabilities (``selection.review_round``)."""
+    exclude = np.union1d(np.union1d(np.asarray(shown, dtype=np.int64), answers.rows), np.flatnonzero(~within))
+    return review_round(scores, threshold, size=size, rng=rng, exclude=exclude)
+
+
 PER_LABEL_FIRST = 3  # a topic tracker's first round: cards near each label's examples...
 FIRST_NEAR_SHARE = 0.2  # ...in at most this share of the round (random cards train topics better)
 
@@ -342,9 +365,14 @@ def _cold_start_random_share(spec: Spec, answers: Answers, n_examples: int, n_sh
     return 1.0 - min(unanswered, spec.round_size) / spec.round_size
 
 
-def evidence(trained: Trained, answers: Answers, n_pool: int) -> ConceptEvidence | TopicEvidence:
-    """The arrays the estimates over the whole pool are computed from (at any threshold)."""
+def evidence(
+    trained: Trained, answers: Answers, n_pool: int, within: np.ndarray | None = None
+) -> ConceptEvidence | TopicEvidence:
+    """The arrays the estimates over the pool are computed from (at any threshold); ``within``: only
+    these entries (a population: the training pool, or live traffic)."""
     assert trained.scores is not None and trained.head is not None
+    if within is not None:
+        return _evidence_within(trained, answers, n_pool, np.asarray(within, dtype=bool))
     unanswered = np.setdiff1d(np.arange(n_pool), answers.rows)
     if isinstance(trained.head, TopicHead):
         predicted = np.argmax(trained.scores, axis=1)
@@ -364,4 +392,29 @@ def evidence(trained: Trained, answers: Answers, n_pool: int) -> ConceptEvidence
         answered_strategy=answers.strategies,
         unanswered_scores=trained.scores[unanswered],
         answered_probability=np.asarray(answers.probabilities, dtype=np.float64),
+    )
+
+
+def _evidence_within(
+    trained: Trained, answers: Answers, n_pool: int, within: np.ndarray
+) -> ConceptEvidence | TopicEvidence:
+    whole = evidence(trained, answers, n_pool)
+    keep = within[answers.rows]
+    unanswered = np.setdiff1d(np.arange(n_pool), answers.rows)
+    outside = within[unanswered]
+    if isinstance(whole, TopicEvidence):
+        return TopicEvidence(
+            answered_predicted=whole.answered_predicted[keep],
+            answered_oof=whole.answered_oof[keep],
+            answered_y=whole.answered_y[keep],
+            answered_strategy=whole.answered_strategy[keep],
+            unanswered_predicted=whole.unanswered_predicted[outside],
+        )
+    return ConceptEvidence(
+        answered_scores=whole.answered_scores[keep],
+        answered_oof=whole.answered_oof[keep],
+        answered_y=whole.answered_y[keep],
+        answered_strategy=whole.answered_strategy[keep],
+        unanswered_scores=whole.unanswered_scores[outside],
+        answered_probability=whole.answered_probability[keep],
     )

@@ -203,6 +203,15 @@ def _draw(order: np.ndarray, parts: dict[str, np.ndarray], size: int, rng: np.ra
     return [Pick(int(order[i]), str(s), float(pi[i])) for i, s in zip(taken, strategy, strict=True)]
 
 
+def _by_nearness(
+    scores: np.ndarray, threshold: float, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The texts left, nearest the threshold first, and 1.0 where each scores at or above it."""
+    avail = np.flatnonzero(_available(len(scores), exclude))
+    order = avail[np.argsort(np.abs(scores[avail] - threshold), kind="stable")]
+    return order, (scores[order] >= threshold).astype(np.float64)
+
+
 def next_round(
     vectors: np.ndarray,
     scores: np.ndarray,
@@ -216,11 +225,9 @@ def next_round(
     """A later round from the current model's scores, drawn with known probabilities (see the
     module docstring)."""
     mix = mix or DEFAULT_MIX
-    avail = np.flatnonzero(_available(len(vectors), exclude))
-    if not len(avail) or size <= 0:
+    order, above = _by_nearness(scores, threshold, exclude)
+    if not len(order) or size <= 0:
         return []
-    order = avail[np.argsort(np.abs(scores[avail] - threshold), kind="stable")]
-    above = (scores[order] >= threshold).astype(np.float64)
     uncertain, positive = mix.get("uncertain", 0.0), mix.get("positive", 0.0)
     if not above.any():
         uncertain, positive = uncertain + positive, 0.0
@@ -252,6 +259,37 @@ def check_round(
     weights = _rank_weights(len(order), CHECK_RANK_SCALE)
     share = CHECK_MIX["below_near"] * weights / weights.sum() + CHECK_MIX["below_far"] / len(order)
     return [Pick(p.index, "check", p.probability) for p in _draw(order, {"check": share}, size, rng)]
+
+
+REVIEW_MIX = {"uncertain": 0.5, "positive": 0.25, "negative": 0.25}
+
+
+def review_round(
+    scores: np.ndarray,
+    threshold: float,
+    *,
+    size: int,
+    rng: np.random.Generator,
+    exclude: np.ndarray | None = None,
+) -> list[Pick]:
+    """A round of live traffic: ``REVIEW_MIX`` of the texts left, by rank from the threshold as in
+    ``next_round`` (uncertain), uniform over the matches (positive) and over the rest (negative); one
+    draw with known probabilities, so that the answers describe live traffic in the estimates."""
+    order, above = _by_nearness(scores, threshold, exclude)
+    if not len(order) or size <= 0:
+        return []
+    below = 1.0 - above
+    mix = dict(REVIEW_MIX)
+    for part, members in (("positive", above), ("negative", below)):
+        if not members.any():  # none of them: its share goes to the uncertain part
+            mix["uncertain"] += mix.pop(part)
+    weights = _rank_weights(len(order), RANK_SCALE)
+    parts = {"uncertain": mix["uncertain"] * weights / weights.sum()}
+    if "positive" in mix:
+        parts["positive"] = mix["positive"] * above / above.sum()
+    if "negative" in mix:
+        parts["negative"] = mix["negative"] * below / below.sum()
+    return _draw(order, parts, size, rng)
 
 
 def topic_round(

@@ -60,6 +60,9 @@ class TextAnswer(BaseModel):
     label: str
     match: bool | None
     scores: dict[str, float] | None = None
+    id: str = Field(
+        description="this result's id: say whether it was right at POST /predictions/{id}/feedback"
+    )
 
 
 class PredictOut(BaseModel):
@@ -158,6 +161,8 @@ def predict(request: HttpRequest, code: UUID, body: PredictIn) -> dict[str, Any]
         [a.match if a.match is not None else a.label != "none" for a in answers],  # topics: any label
         source=EventSource.API,
         cache=snap,
+        vectors=lambda: vectors,
+        encoder_id=route.encoder.encoder_id,
     )
     if body.alert is not False and decided.matched.any():
         hits = functools.partial(_text_hits, decided, body.texts)
@@ -168,8 +173,15 @@ def predict(request: HttpRequest, code: UUID, body: PredictIn) -> dict[str, Any]
         "live": version.is_live,
         "threshold": route.threshold,
         "threshold_source": route.threshold_source,
-        "results": [a.__dict__ for a in answers],
+        "results": [
+            {**a.__dict__, "id": matches.prediction_id(version, text, _said_yes(a), a.label)}
+            for a, text in zip(answers, body.texts, strict=True)
+        ],
     }
+
+
+def _said_yes(answer: Any) -> bool:
+    return bool(answer.match) if answer.match is not None else answer.label != "none"
 
 
 def _check_alert(request: HttpRequest, alert: bool | None, workspace_id: int) -> None:
@@ -284,6 +296,9 @@ class Match(BaseModel):
     version: int
     score: float
     label: str
+    id: str | None = Field(
+        None, description="a line's match: say whether it was right at POST /predictions/{id}/feedback"
+    )
 
 
 class SegmentMatches(BaseModel):
@@ -449,8 +464,8 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
 
     def found(version: ModelVersion, row: int | None, score: float, label: str) -> dict[str, Any]:
         matched[version] = matched.get(version, 0) + 1
+        turn = turns[row] if row is not None else None
         if body.alert is not False:
-            turn = turns[row] if row is not None else None
             hits.setdefault(version, []).append(
                 matches.Hit(
                     score=score,
@@ -460,7 +475,7 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
                     speaker=turn.speaker if turn else "",
                 )
             )
-        return _match(plan, version, score, label)
+        return _match(plan, version, score, label, turn.text if turn else None)
 
     speakers: list[str | None] = (
         [None] * len(turns) if body.transcript is None else [t.speaker for t in turns]
@@ -474,9 +489,11 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
 
     # Trackers of this workspace that keep the texts they score (``serving.live``; none by default).
     keepers = plan_snap.get(("keepers", code), lambda: _keepers(code))
-    to_announce: list[tuple[ModelVersion, list[int], list[float], list[str], list[bool]]] = []
+    to_announce: list[
+        tuple[ModelVersion, list[int], list[float], list[str], list[bool], np.ndarray, str]
+    ] = []
 
-    def keep_scored(part: Part, stack: Any, out: np.ndarray) -> None:
+    def keep_scored(part: Part, stack: Any, out: np.ndarray, vectors: np.ndarray, encoder_id: str) -> None:
         for j, version in enumerate(part.concepts):
             if version.tracker_id in keepers:
                 column = out[:, part.concept_cols[j]]
@@ -484,7 +501,15 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
                 rows = _spoken_rows(part, version, spoken_by, len(column))
                 scores = [float(column[r]) for r in rows]
                 to_announce.append(
-                    (version, rows, scores, ["yes"] * len(rows), [bool(verdict[r]) for r in rows])
+                    (
+                        version,
+                        rows,
+                        scores,
+                        ["yes"] * len(rows),
+                        [bool(verdict[r]) for r in rows],
+                        vectors,
+                        encoder_id,
+                    )
                 )
         for i, version in part.topics:
             if version.tracker_id in keepers:
@@ -498,6 +523,8 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
                         [float(decided.scores[r]) for r in rows],
                         [decided.labels[r] for r in rows],
                         [bool(decided.matched[r]) for r in rows],
+                        vectors,
+                        encoder_id,
                     )
                 )
 
@@ -515,7 +542,7 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
         for version in part.versions:
             scored[version] = scored.get(version, 0) + len(vectors)
         if not whole and keepers:  # trackers that keep what they scored: every text, matched or not
-            keep_scored(part, stack, out)
+            keep_scored(part, stack, out, vectors, encoder_id)
         if len(part.concepts):  # one comparison for every concept's column at its threshold
             rows, which = np.nonzero(
                 matching.concept_matches(out[:, part.concept_cols], part.concept_thresholds)
@@ -548,7 +575,7 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
     took = time.perf_counter() - started
     for version, n in scored.items():
         matches.count(version, "many", n, matched.get(version, 0), took)
-    for version, rows, scores, labels, verdicts in to_announce:
+    for version, rows, scores, labels, verdicts, held, held_by in to_announce:
         matches.announce_scored(
             version,
             functools.partial(lambda rows: [texts[r] for r in rows], rows),
@@ -557,6 +584,8 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
             verdicts,
             source=EventSource.API,
             cache=plan_snap,
+            vectors=functools.partial(lambda held, rows: held[rows], held, rows),
+            encoder_id=held_by,
         )
     if hits:  # to subscribers (alerts), written with the request; a worker delivers them
         transcript = {"title": body.transcript.title} if body.transcript is not None else None
@@ -580,5 +609,10 @@ def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse
     return HttpResponse(body_json, content_type="application/json")
 
 
-def _match(plan: ManyPlan, version: ModelVersion, score: float, label: str) -> dict[str, Any]:
-    return {"tracker": plan.codes[version.pk], "version": version.number, "score": score, "label": label}
+def _match(
+    plan: ManyPlan, version: ModelVersion, score: float, label: str, text: str | None
+) -> dict[str, Any]:
+    found = {"tracker": plan.codes[version.pk], "version": version.number, "score": score, "label": label}
+    if text is not None:  # a line's match (a whole document's has no one text to say right or wrong about)
+        found["id"] = matches.prediction_id(version, text, True, label)
+    return found

@@ -225,7 +225,12 @@ def _scorers(job: ScoringJob) -> list[_Scorer]:
 
 
 def _results(
-    scorer: _Scorer, out: np.ndarray, segment_ids: np.ndarray, job: ScoringJob
+    scorer: _Scorer,
+    out: np.ndarray,
+    segment_ids: np.ndarray,
+    job: ScoringJob,
+    vectors: np.ndarray | None = None,
+    encoder_id: str = "",
 ) -> tuple[list[ScoredSegment], np.ndarray, np.ndarray | None, np.ndarray]:
     """The rows to keep from one head's output columns, and what to count."""
     decided = matching.decide(out, scorer.labels, scorer.threshold, topic=scorer.topic)
@@ -240,6 +245,8 @@ def _results(
         list(decided.labels),
         matched.tolist(),
         source=job.source,
+        vectors=(lambda: vectors) if vectors is not None else None,
+        encoder_id=encoder_id,
     )
     labels = np.asarray(decided.labels, dtype=object) if scorer.topic else None
     keep = scores >= np.float32(scorer.keep_from)  # compared as a match is (a match is kept by default)
@@ -318,7 +325,9 @@ def run_scoring(job: ScoringJob) -> dict[str, Any]:
                 outs = stack.scores(vectors, token_ids) if stack is not None else []
                 for scorer, out in zip(segment_level, outs, strict=True):
                     ok = scorer.eligible(speakers, meta)
-                    kept, scores, labels, matched = _results(scorer, out[ok], ids[ok], job)
+                    kept, scores, labels, matched = _results(
+                        scorer, out[ok], ids[ok], job, vectors[ok], encoder_id
+                    )
                     results.extend(kept)
                     scorer.count(scores, labels, matched)
                 processed += len(rows)
