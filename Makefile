@@ -102,6 +102,8 @@ simulate: install
 	$(SIM) --file $(DATA)/multidogo/dev.jsonl --documents --topic --none \
 	    --positive airline --positive fastfood --positive finance --positive insurance
 	$(BIN)/python manage.py simulate_labeling --report $(RESULTS)
+	# from production back to the game: drift, a review round of live traffic (bench/results/live.json)
+	$(BIN)/python bench/live.py --repeats 10
 
 # What runs (pids, uptime), and stopping a run from another shell.
 status:

@@ -126,10 +126,12 @@ def stacked_bars(
     width: int = 300,
     height: int = 80,
     ticks_every: int = 1,
+    marks: dict[int, str] | None = None,
 ) -> dict:
     """Vertical bars, one per column, each a stack of series values from the bottom (the first
     series lowest, drawn with the first of ``classes``): ``columns`` are (tick label, values,
-    tooltip). Every ``ticks_every``-th column is labelled."""
+    tooltip). Every ``ticks_every``-th column is labelled; ``marks`` puts a short note above some
+    columns (by index: "v3" where version 3 went live)."""
     n = len(columns) or 1
     gap = 2 if n > 12 else 5
     bar = (width - gap * (n - 1)) / n
@@ -148,9 +150,10 @@ def stacked_bars(
                 "parts": parts,
                 "label": label if i % ticks_every == 0 else "",
                 "title": title,
+                "mark": (marks or {}).get(i, ""),
             }
         )
-    return {"w": width, "h": height, "bars": bars, "top": top}
+    return {"w": width, "h": height, "bars": bars, "top": top, "marked": bool(marks)}
 
 
 def scaled_lines(

@@ -231,6 +231,9 @@ def test_the_panel_shows_traffic_promotions_and_a_drift_warning_that_links_to_a_
     )
     assert before["rate"] == pytest.approx(0.1) and after["rate"] == pytest.approx(0.3)
     assert 'id="promotions"' in page and "0.100" in page and "0.300" in page
+    assert (
+        f"▼v{version.number}" in page and f"version {version.number} went live" in page
+    )  # marked on the chart
     assert 'id="drift-wait"' in page  # no kept text yet
     # Kept texts of the live version whose scores sit where the pool's rarely do: drift.
     reference = production.reference_scores(version)

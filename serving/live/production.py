@@ -105,17 +105,24 @@ def overview(tracker: Tracker, now: datetime | None = None) -> dict[str, Any]:
     cells = traffic.series([tracker.pk], start=start, step=timedelta(days=1), steps=DAYS)[tracker.pk]
     predictions = sum(c["predictions"] for c in cells)
     matched = sum(c["matches"] for c in cells)
+    went = promotions(tracker, now)
+    days = [timezone.localtime(c["start"]).date() for c in cells]
+    marks = {
+        days.index(d): f"v{p['version']}" for p in went if (d := timezone.localtime(p["at"]).date()) in days
+    }
     per_day = charts.stacked_bars(
         [
             (
                 timezone.localtime(c["start"]).strftime("%d %b"),
                 [c["matches"], c["predictions"] - c["matches"]],
-                f"{timezone.localtime(c['start']):%d %b}: {c['predictions']:,} scored, {c['matches']:,} matched",
+                f"{timezone.localtime(c['start']):%d %b}: {c['predictions']:,} scored, {c['matches']:,} matched"
+                + (f"; version {marks[i][1:]} went live" if i in marks else ""),
             )
-            for c in cells
+            for i, c in enumerate(cells)
         ],
         classes=["bar-match", "bar-rest"],
         ticks_every=7,
+        marks=marks,
     )
     version = versions.live_version(tracker)
     found = drift_of(version) if version is not None and tracker.kind != TrackerKind.TOPIC else None
@@ -127,7 +134,7 @@ def overview(tracker: Tracker, now: datetime | None = None) -> dict[str, Any]:
         "matches": matched,
         "match_rate": matched / predictions if predictions else None,
         "per_day": per_day,
-        "promotions": promotions(tracker, now),
+        "promotions": went,
         "version": version,
         "drift": found,
         "drift_chart": paired_chart(found) if found is not None and found.texts else None,
