@@ -10,7 +10,7 @@ import orjson
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from ninja import NinjaAPI
-from ninja.errors import HttpError
+from ninja.errors import HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.renderers import BaseRenderer
 from ninja.responses import NinjaJSONEncoder
@@ -126,6 +126,18 @@ for one in (api, api_v1):
         elif isinstance(cause, UnicodeDecodeError):
             detail = f"the request body is not UTF-8 (byte {cause.start + 1})"
         return one.create_response(request, {"detail": detail}, status=exc.status_code)
+
+    @one.exception_handler(ValidationError)
+    def invalid(request, exc, one=one):
+        """A 422 that names where: ``["body", "texts", 0]``, not the view's own parameter name
+        (``["body", "body", "texts", 0]``)."""
+        errors = []
+        for error in exc.errors:
+            loc = list(error.get("loc", ()))
+            if len(loc) > 2 and loc[0] in ("body", "query", "path", "form", "file"):
+                del loc[1]
+            errors.append({**error, "loc": loc})
+        return one.create_response(request, {"detail": errors}, status=422)
 
     @one.exception_handler(RequestDataTooBig)
     def too_big(request, exc, one=one):

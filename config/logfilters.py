@@ -27,3 +27,21 @@ class RequestId(logging.Filter):
         if not hasattr(record, "request_id"):
             record.request_id = request_id()
         return True
+
+
+class QuietPeriodic(logging.Filter):
+    """The beat's periodic tasks (sweepers, the webhook dispatcher every few seconds) say nothing at
+    INFO: Celery's "sending due task", "received" and "succeeded" lines about them would be most of
+    the log. Their warnings and failures still show."""
+
+    LOGGERS = ("celery.beat", "celery.app.trace", "celery.worker.strategy", "celery.worker.request")
+
+    def __init__(self, tasks: list[str] | None = None) -> None:
+        super().__init__()
+        self.tasks = tuple(tasks or ())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or not record.name.startswith(self.LOGGERS):
+            return True
+        message = record.getMessage()
+        return not any(task in message for task in self.tasks)

@@ -1,4 +1,8 @@
-"""All settings, read from environment variables with safe local defaults (see .env.example)."""
+"""All settings, read from environment variables with safe local defaults (see .env.example).
+
+A ``.env`` file at the top of the checkout (or the file ``TRACKERS_ENV_FILE`` names; ``off``: none)
+is read first: its lines set what the environment does not already set.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,14 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 from trackers.rates import Rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+ENV_FILE = os.environ.get("TRACKERS_ENV_FILE") or str(BASE_DIR / ".env")
+if ENV_FILE != "off" and Path(ENV_FILE).is_file():
+    load_dotenv(ENV_FILE, override=False)  # the environment wins over the file
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -114,7 +122,6 @@ MIDDLEWARE = [
 # What a prediction API call without a cookie goes through (config/wsgi.py): the rest is a browser's.
 API_LEAN_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "trackers.http.RequestContext",
     "trackers.http.RequestContext",
     "trackers.http.NoStorePrivate",
     "trackers.http.ApiAnswersJson",
@@ -404,6 +411,10 @@ LOGGING = {
     "filters": {
         "one_line_refusals": {"()": "config.logfilters.OneLineRefusals"},
         "request_id": {"()": "config.logfilters.RequestId"},
+        "quiet_periodic": {
+            "()": "config.logfilters.QuietPeriodic",
+            "tasks": sorted({entry["task"] for entry in CELERY_BEAT_SCHEDULE.values()}),
+        },
     },
     "formatters": {
         "json": {
@@ -417,13 +428,15 @@ LOGGING = {
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "filters": ["one_line_refusals", "request_id"],
+            "filters": ["one_line_refusals", "request_id", "quiet_periodic"],
             "formatter": "json" if LOG_FORMAT == "json" else "text",
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("TRACKERS_LOG_LEVEL", "INFO")},
     "loggers": {
         "faiss.loader": {"level": "WARNING"},
+        # "No hostname was supplied" on every start: the embedded Redis is a unix socket, it has none.
+        "kombu.connection": {"level": "ERROR"},
         # Django's own line per request says less than trackers.requests' (no id, no route, no time).
         "django.server": {"level": "WARNING"},
         "trackers.requests": {"level": os.environ.get("TRACKERS_REQUEST_LOG_LEVEL", "INFO")},

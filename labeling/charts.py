@@ -24,10 +24,12 @@ def line_chart(
     x_label: str,
     y_label: str = "",
     intervals: dict[str, list[tuple[float, float, float]]] | None = None,
+    x_digits: int = 2,
 ) -> dict:
     """Points for polylines of 0..1 values over an x range, plus axis ticks.
 
-    ``intervals``: per series name, (x, low, high) drawn as whiskers in the series' colour.
+    ``intervals``: per series name, (x, low, high) drawn as whiskers in the series' colour;
+    ``x_digits``: the decimals the x range is written with (0 for counts).
     """
     c = Chart()
     xs = [x for pts in series.values() for x, _ in pts] or [0, 1]
@@ -65,6 +67,7 @@ def line_chart(
         "y_label": y_label,
         "x_lo": lo,
         "x_hi": hi,
+        "x_range": f"{lo:.{x_digits}f}–{hi:.{x_digits}f}",
         "y_ticks": [(c.y(t), t) for t in (0, 0.5, 1)],
         "x0": c.pad,
         "x1": c.width - c.pad,
@@ -74,27 +77,37 @@ def line_chart(
 
 
 def histogram(counts: list[int], threshold: float | None) -> dict:
+    """Bars of texts per score bin over 0..1, on a square-root scale (a few texts above the
+    threshold stay visible beside thousands below it), the bins at or above the threshold marked,
+    with x ticks and the largest count to read the scale by."""
     c = Chart()
     top = max(counts or [1]) or 1
     n = len(counts) or 1
     bw = (c.width - 2 * c.pad) / n
-    bars = [
-        (
-            round(c.pad + i * bw, 1),
-            round(c.y(v / top), 1),
-            round(bw - 1, 1),
-            round(c.y(0) - c.y(v / top), 1),
-            v,
+    bars = []
+    for i, v in enumerate(counts):
+        share = (v / top) ** 0.5 if v else 0.0
+        height = max(c.y(0) - c.y(share), 1.5 if v else 0.0)
+        above = threshold is not None and (i + 1) / n > threshold
+        bars.append(
+            (
+                round(c.pad + i * bw, 1),
+                round(c.y(0) - height, 1),
+                round(bw - 1, 1),
+                round(height, 1),
+                v,
+                above,
+            )
         )
-        for i, v in enumerate(counts)
-    ]
     return {
         "w": c.width,
         "h": c.height,
         "bars": bars,
         "y0": c.y(0),
+        "y1": c.y(1),
         "x0": c.pad,
         "x1": c.width - c.pad,
+        "x_ticks": [(round(c.x(t, 0, 1), 1), t) for t in (0, 0.25, 0.5, 0.75, 1)],
         "threshold_x": round(c.x(threshold, 0, 1), 1) if threshold is not None else None,
         "top": top,
     }
@@ -151,6 +164,7 @@ def stacked_bars(
                 "label": label if i % ticks_every == 0 else "",
                 "title": title,
                 "mark": (marks or {}).get(i, ""),
+                "mark_x": round(i * (bar + gap) + bar, 1),
             }
         )
     return {"w": width, "h": height, "bars": bars, "top": top, "marked": bool(marks)}

@@ -50,8 +50,19 @@ class TrackerForm(forms.Form):
         label="Only this speaker",
         help_text="e.g. customer; leave empty for everyone.",
     )
-    target_precision = forms.FloatField(initial=0.8, min_value=0.05, max_value=0.999)
-    round_size = forms.IntegerField(initial=25, min_value=5, max_value=200)
+    target_precision = forms.FloatField(
+        initial=0.8,
+        min_value=0.05,
+        max_value=0.999,
+        help_text="Of the texts it matches, the share that should truly match (0.8: 8 in 10). Training "
+        "picks the threshold that finds the most matches at this precision; you can move it later.",
+    )
+    round_size = forms.IntegerField(
+        initial=25,
+        min_value=5,
+        max_value=200,
+        help_text="Cards per round of the game; each round ends with training and a new version.",
+    )
 
     def __init__(self, *args, workspace=None, **kwargs):
         super().__init__(*args, **kwargs)

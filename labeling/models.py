@@ -11,7 +11,7 @@ from trackers.models import ClaimableWork, Segment, Tracker
 
 
 class Strategy(models.TextChoices):
-    SEED_NEIGHBOUR = "seed_neighbour", "Near a seed"
+    SEED_NEIGHBOUR = "seed_neighbour", "Near an example"
     KEYWORD = "keyword", "Keyword match"
     UNCERTAIN = "uncertain", "Model unsure"
     POSITIVE = "positive", "Predicted match"

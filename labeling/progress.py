@@ -37,6 +37,8 @@ def label_counts(tracker: Tracker) -> dict:
         "until_ready": max(
             0, READY_LABELS - answered, *(READY_PER_CLASS - n for a, n in per if a != NONE_ANSWER)
         ),
+        "ready_at": READY_LABELS,
+        "ready_per_answer": READY_PER_CLASS,
     }
     if tracker.kind == TrackerKind.CONCEPT:
         out.update(yes=by.get("yes", 0), no=by.get("no", 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.contrib import messages
@@ -46,13 +47,27 @@ def tracker_list(request: PageRequest, code) -> HttpResponse:
     )
 
 
+def _codes(values: list[str]) -> list[uuid.UUID]:
+    out = []
+    for value in values:
+        try:
+            out.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    return out
+
+
 @login_required
 def tracker_create(request: PageRequest, code) -> HttpResponse:
     """Name, examples and datasets; the first round of cards is chosen on save."""
     ws = get_workspace_for_user(request.user, code)
     require_role(request.user, ws, CAN_IMPORT)
-    initial = {"seeds": "\n".join(request.GET.getlist("seed"))} if request.GET.getlist("seed") else None
-    form = TrackerForm(request.POST or None, workspace=ws, initial=initial)
+    initial: dict[str, Any] = {}
+    if request.GET.getlist("seed"):  # ticked on a search page: its examples, and the dataset searched
+        initial["seeds"] = "\n".join(request.GET.getlist("seed"))
+    if found := ws.datasets.filter(code__in=_codes(request.GET.getlist("dataset"))):
+        initial["datasets"] = list(found)
+    form = TrackerForm(request.POST or None, workspace=ws, initial=initial or None)
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
@@ -113,12 +128,8 @@ def tracker_detail(request: PageRequest, code) -> HttpResponse:
         in_use = now.threshold if now is not None else services.threshold_in_use(tracker, shown)
         pr = shown.metrics.get("pr_curve", [])
         context["pr_points"] = pr
-        # The slider opens at the curve's point nearest the threshold in use.
-        context["slider_at"] = (
-            min(range(len(pr)), key=lambda i: abs(pr[i]["threshold"] - in_use))
-            if pr and in_use is not None
-            else 0
-        )
+        # The slider, over the chart's thresholds, opens at the threshold in use.
+        context["slider_at"] = in_use if in_use is not None else (pr[0]["threshold"] if pr else 0.5)
         context["pr_chart"] = charts.line_chart(
             {
                 "precision": [(p["threshold"], p["precision"]) for p in pr],
@@ -155,7 +166,7 @@ def _learning_curve(tracker, runs, now: progress.Live | None) -> dict:
         if r.metrics.get("cv", {}).get("f1") is not None:
             cv.append((labels, r.metrics["cv"]["f1"]))
     return charts.line_chart(
-        {name: points, "F1, cross-validated": cv}, x_label="labels", intervals={name: whiskers}
+        {name: points, "F1, cross-validated": cv}, x_label="labels", intervals={name: whiskers}, x_digits=0
     )
 
 

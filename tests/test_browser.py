@@ -46,6 +46,9 @@ def test_upload_progress_and_search_in_a_browser(page, live_server, owner, datas
     assert page.locator("#job-list tr.state-failed").count() == 0
     assert page.locator("#activity .stats").inner_text().split()[:2] == ["4", "documents"]
     assert Job.objects.filter(state=JobState.SUCCEEDED).count() == 3
+    # the documents table fills in once the work is done, without a reload
+    expect(page.locator("#documents tbody tr")).to_have_count(4)
+    expect(page.locator("#documents")).not_to_contain_text("No documents yet")
     page.screenshot(path=str(tmp_path / "dataset.png"))
 
     page.goto(f"{live_server.url}/d/{dataset.code}/search/")

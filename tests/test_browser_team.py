@@ -4,6 +4,7 @@ it and labels, the owner removes them and they are shut out."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,71 @@ def test_in_production_keep_see_drift_and_review_live_traffic_in_a_browser(  # n
     assert asked and asked <= set(served)
     page.wait_for_load_state("load")
     assert any(text in page.content() for text in asked)  # the game shows a kept live text
+
+
+def test_marking_scored_results_by_keyboard_y_j_y_marks_the_first_two(
+    page, live_server, owner, two_live, embedded, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    from serving.models import ScoredSegment
+    from serving.scoring import services as scoring
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job = scoring.start_scoring(dataset=embedded, user=owner, trackers=[two_live[0]])
+    log_in(page, live_server, owner, reverse("scoring-job", args=[job.code]))
+    rows = page.locator("[data-result]")
+    expect(rows.first).to_be_focused()
+    first, second, third = (rows.nth(i).get_attribute("id") for i in range(3))
+    page.keyboard.press("y")
+    expect(page.locator(f"#{first}")).to_have_class(re.compile("marked-right"))
+    page.keyboard.press("j")
+    page.keyboard.press("y")
+    expect(page.locator(f"#{second}")).to_have_class(re.compile("marked-right"))
+    assert "marked" not in (page.locator(f"#{third}").get_attribute("class") or "")
+    marked = ScoredSegment.objects.filter(job=job, feedback="right")
+    assert sorted(f"result-{pk}" for pk in marked.values_list("pk", flat=True)) == sorted([first, second])
+
+
+def test_the_tracker_form_shows_topic_labels_only_for_a_topic_tracker(
+    page, live_server, owner, workspace, embedded
+):
+    from django.urls import reverse
+
+    log_in(page, live_server, owner, reverse("tracker-create", args=[workspace.code]))
+    labels = page.locator('[data-only-kind="topic"]')
+    expect(labels).to_be_hidden()
+    expect(page.locator("form.stack")).to_contain_text("Training picks the threshold")
+    page.check('input[name="kind"][value="topic"]')
+    expect(labels).to_be_visible()
+    page.check('input[name="kind"][value="concept"]')
+    expect(labels).to_be_hidden()
+
+
+def test_a_topic_trackers_page_fits_its_cards_and_a_phone(
+    page, live_server, owner, workspace, dataset, tmp_path
+):
+    from tests.test_topics import play_round, ticket_topic_tracker
+
+    shots = _shots(tmp_path)
+    tracker = ticket_topic_tracker(dataset, owner, workspace)
+    for _ in range(2):
+        play_round(tracker, owner)
+    log_in(page, live_server, owner, f"/t/{tracker.code}/")
+    for width in (1600, 1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(100)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, width
+        # the confusion matrix's last column ("none") is inside its card, or its card scrolls to it
+        fits = page.evaluate(
+            """() => { const t = document.querySelector('table.confusion'); if (!t) return 'none';
+                 const box = t.closest('.scroll-x') || t.parentElement;
+                 const last = t.querySelector('thead th:last-child').getBoundingClientRect();
+                 const card = t.closest('section').getBoundingClientRect();
+                 return last.right <= card.right + 1 ? 'inside' : (box.scrollWidth > box.clientWidth ? 'scrolls' : 'hidden'); }"""
+        )
+        assert fits == ("inside" if width >= 1280 else "scrolls") or fits == "inside", (width, fits)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.screenshot(path=str(shots / "topic-tracker.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 900})
+    page.screenshot(path=str(shots / "topic-tracker-phone.png"), full_page=True)

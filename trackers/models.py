@@ -83,6 +83,11 @@ class Dataset(models.Model):
     origin = models.CharField(max_length=8, blank=True, default="")
 
     LIVE = "live"
+    INDEX_NAMES: ClassVar[dict[str, str]] = {
+        "flat": "exact",
+        "hnsw": "approximate (HNSW graph)",
+        "ivf": "approximate (IVF clusters)",
+    }
 
     class Meta:
         ordering = ["name"]
@@ -92,6 +97,11 @@ class Dataset(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def index_name(self) -> str:
+        """How its search index finds neighbours, in words ("exact", "approximate (HNSW graph)")."""
+        return self.INDEX_NAMES.get(self.index_kind, self.index_kind)
 
 
 class DocumentKind(models.TextChoices):

@@ -95,10 +95,22 @@ def _activity_context(ds: Dataset) -> dict:
     return {"dataset": ds, "stats": stats, "jobs": jobs, "active": any(not j.is_done for j in jobs)}
 
 
-def _dataset_context(request: PageRequest, ds: Dataset, form: UploadForm | None = None) -> dict:
-    page = Paginator(ds.documents.annotate(n_segments=Count("segments")).order_by("id"), 25).get_page(
+def _documents_page(request: PageRequest, ds: Dataset) -> Any:
+    return Paginator(ds.documents.annotate(n_segments=Count("segments")).order_by("id"), 25).get_page(
         request.GET.get("page")
     )
+
+
+def _activity_with_documents(request: PageRequest, ds: Dataset) -> dict:
+    """The counts and jobs; once no job runs, the documents table too (swapped in beside them)."""
+    context = _activity_context(ds)
+    if not context["active"]:
+        context.update(page=_documents_page(request, ds), documents_oob=True)
+    return context
+
+
+def _dataset_context(request: PageRequest, ds: Dataset, form: UploadForm | None = None) -> dict:
+    page = _documents_page(request, ds)
     return {
         **_activity_context(ds),
         "workspace": ds.workspace,
@@ -140,7 +152,9 @@ def dataset_upload(request: PageRequest, code) -> HttpResponse:
         else:
             if request.htmx:
                 ds.refresh_from_db()
-                return TemplateResponse(request, "trackers/dataset.html#activity", _activity_context(ds))
+                return TemplateResponse(
+                    request, "trackers/dataset.html#activity", _activity_with_documents(request, ds)
+                )
             messages.success(request, f"Importing {upload.name} (job {job.code}).")
             return redirect("dataset", code=ds.code)
     if request.htmx:
@@ -155,7 +169,7 @@ def dataset_upload(request: PageRequest, code) -> HttpResponse:
 def dataset_activity(request: PageRequest, code) -> HttpResponse:
     """Counts and jobs of a dataset; answers 286 when no job is running so HTMX stops polling."""
     ds = get_dataset_for_user(request.user, code)
-    context = _activity_context(ds)
+    context = _activity_with_documents(request, ds)
     response = TemplateResponse(request, "trackers/dataset.html#activity", context)
     if not context["active"]:
         response.status_code = 286
@@ -216,7 +230,14 @@ def search_page(request: PageRequest, code) -> HttpResponse:
             hits = search.search_segments(ds, form.cleaned_data["q"], k=form.cleaned_data["k"] or 20)
         except search.IndexNotReady as exc:
             error = str(exc)
-    context = {"dataset": ds, "workspace": ds.workspace, "form": form, "hits": hits, "error": error}
+    context = {
+        "dataset": ds,
+        "workspace": ds.workspace,
+        "form": form,
+        "hits": hits,
+        "error": error,
+        "can_create": role_in(request.user, ds.workspace) in CAN_IMPORT,  # a tracker from ticked hits
+    }
     template = "trackers/search.html#results" if request.htmx else "trackers/search.html"
     return TemplateResponse(request, template, context)
 

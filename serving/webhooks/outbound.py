@@ -46,6 +46,12 @@ _MORE_BLOCKED = (
 )
 
 
+PRIVATE_TARGETS_HINT = (
+    "An install that delivers inside its own network (a receiver on this machine or the LAN) sets "
+    "TRACKERS_WEBHOOK_ALLOW_PRIVATE_TARGETS=1"
+)
+
+
 class TargetRefused(ValueError):
     """A webhook URL that may not be reached, and why."""
 
@@ -173,7 +179,9 @@ def check_target(url: str, *, allow_private: bool, resolve: bool = True) -> Targ
             why = forbidden(ipaddress.ip_address(address.split("%")[0]))
             if why:
                 shown = "" if literal is not None else f" ({host} resolves to it)"
-                raise TargetRefused(f"webhooks may not reach non-public addresses: {why}{shown}")
+                raise TargetRefused(
+                    f"webhooks may not reach non-public addresses: {why}{shown}. {PRIVATE_TARGETS_HINT}"
+                )
     netloc = f"[{host}]" if ":" in host else host
     if parts.port:
         netloc += f":{parts.port}"

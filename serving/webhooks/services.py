@@ -219,10 +219,18 @@ def signing_secrets(endpoint: WebhookEndpoint, at: datetime) -> list[str]:
 def health(
     endpoints: Iterable[WebhookEndpoint], since: timedelta = timedelta(days=7)
 ) -> dict[int, dict[str, Any]]:
-    """Per endpoint: attempts and successes over ``since``, the success rate and the last error."""
+    """Per endpoint: attempts and successes over ``since``, the success rate, and the last error
+    unless an attempt succeeded after it (``last_success_at`` says when one last did)."""
     endpoints = list(endpoints)
     out: dict[int, dict[str, Any]] = {
-        e.pk: {"attempts": 0, "succeeded": 0, "success_rate": None, "last_error": "", "last_error_at": None}
+        e.pk: {
+            "attempts": 0,
+            "succeeded": 0,
+            "success_rate": None,
+            "last_error": "",
+            "last_error_at": None,
+            "last_success_at": None,
+        }
         for e in endpoints
     }
     rows = (
@@ -235,13 +243,11 @@ def health(
         h["attempts"], h["succeeded"] = row["n"], row["ok"]
         h["success_rate"] = row["ok"] / row["n"] if row["n"] else None
     for e in endpoints:
-        last = (
-            DeliveryAttempt.objects.filter(delivery__endpoint=e)
-            .exclude(outcome="succeeded")
-            .order_by("-started_at")
-            .first()
-        )
-        if last is not None:
+        attempts = DeliveryAttempt.objects.filter(delivery__endpoint=e).order_by("-started_at", "-id")
+        ok = attempts.filter(outcome="succeeded").values_list("started_at", "id").first()
+        out[e.pk]["last_success_at"] = ok[0] if ok else None
+        last = attempts.exclude(outcome="succeeded").first()
+        if last is not None and (ok is None or (last.started_at, last.pk) > ok):
             said = f" (the receiver said: {last.response_excerpt[:120]})" if last.response_excerpt else ""
             out[e.pk]["last_error"] = (last.error or f"HTTP {last.status_code}") + said
             out[e.pk]["last_error_at"] = last.started_at

@@ -8,6 +8,8 @@ from typing import Any
 from uuid import UUID
 
 from django import forms
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
@@ -58,6 +60,16 @@ class EndpointForm(forms.Form):
     from_bulk = forms.BooleanField(required=False, initial=True, label="Bulk scoring jobs")
     from_import = forms.BooleanField(required=False, initial=True, label="Newly imported documents")
     from_api = forms.BooleanField(required=False, label="Prediction API calls")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["url"].help_text = (
+            "http(s)://; this install delivers to private and loopback addresses too "
+            "(TRACKERS_WEBHOOK_ALLOW_PRIVATE_TARGETS is on)"
+            if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS
+            else "https://…, a public address; a receiver on this machine or the LAN needs "
+            "TRACKERS_WEBHOOK_ALLOW_PRIVATE_TARGETS=1"
+        )
 
     def clean_metadata_filter(self) -> dict[str, Any]:
         raw = (self.cleaned_data.get("metadata_filter") or "").strip()
@@ -144,6 +156,7 @@ def alert_endpoint(request: PageRequest, code: UUID) -> HttpResponse:
             "health": webhooks.health([endpoint])[endpoint.pk],
             "chart": daily_chart(endpoint),
             "page": page,
+            "now": timezone.now(),
         },
     )
 
@@ -156,6 +169,9 @@ def alert_action(request: PageRequest, code: UUID, action: str) -> HttpResponse:
     tracker = endpoint.tracker
     if action == "test":
         fanout.send_test(endpoint)
+        if request.POST.get("back") == "deliveries":
+            messages.success(request, "A test event is queued: it appears below as it is delivered.")
+            return redirect("alert-endpoint", code=endpoint.code)
     elif action == "rotate":
         secret = webhooks.rotate_secret(endpoint)
         return _alerts_page(request, tracker, EndpointForm(), (endpoint, secret))

@@ -1,5 +1,6 @@
 // Reviewing scored results with the keyboard: J / K (or arrows) move between results, Y marks the
-// focused one right and N wrong; after a mark the next result takes the focus.
+// focused one right and N wrong; after a mark the focus stays on it (J moves on), so Y, J, Y marks
+// the first two results.
 (() => {
   const results = () => Array.from(document.querySelectorAll("[data-result]"));
   const focused = () => document.activeElement?.closest("[data-result]");
@@ -21,14 +22,11 @@
     event.preventDefault();
     button.click();
   });
-  // The marked row is swapped for its new state: focus the one after it.
+  // The marked row is swapped for its new state: the focus stays on it.
   document.body.addEventListener("htmx:afterSwap", (event) => {
     const row = event.detail.target?.id ? document.getElementById(event.detail.target.id) : null;
     const swapped = row || event.detail.elt;
-    if (!swapped?.matches?.("[data-result]")) return;
-    const all = results();
-    const next = all[all.indexOf(swapped) + 1];
-    (next || swapped).focus();
+    if (swapped?.matches?.("[data-result]")) swapped.focus();
   });
   results()[0]?.focus();
 })();
