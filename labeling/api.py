@@ -209,7 +209,9 @@ def _actor(request: HttpRequest):
     return actor
 
 
-@router.get("/workspaces/{code}/trackers", response=list[TrackerOut], tags=["trackers"])
+@router.get(
+    "/workspaces/{code}/trackers", operation_id="list_trackers", response=list[TrackerOut], tags=["trackers"]
+)
 def list_trackers(request, code: UUID):
     """Trackers of a workspace with their state, labels and quality."""
     scope = Scope.of_request(request)
@@ -219,7 +221,12 @@ def list_trackers(request, code: UUID):
     return list(trackers)
 
 
-@router.post("/workspaces/{code}/trackers", response={201: TrackerOut, 422: ErrorOut}, tags=["trackers"])
+@router.post(
+    "/workspaces/{code}/trackers",
+    operation_id="create_tracker",
+    response={201: TrackerOut, 422: ErrorOut},
+    tags=["trackers"],
+)
 def create_tracker(request, code: UUID, payload: TrackerIn):
     """Create a tracker from at least 3 example sentences; its first round is chosen at once.
 
@@ -249,13 +256,13 @@ def create_tracker(request, code: UUID, payload: TrackerIn):
     return Status(201, tracker)
 
 
-@router.get("/trackers/{code}", response=TrackerOut, tags=["trackers"])
+@router.get("/trackers/{code}", operation_id="get_tracker", response=TrackerOut, tags=["trackers"])
 def get_tracker(request, code: UUID):
     """State, label counts, round progress and current quality."""
     return _tracker(request, code)
 
 
-@router.post("/trackers/{code}/cards", response=list[CardOut], tags=["labeling"])
+@router.post("/trackers/{code}/cards", operation_id="claim_cards", response=list[CardOut], tags=["labeling"])
 def next_cards(request, code: UUID, n: int = 2):
     """Claim the next cards to answer (yours first); an empty list while the next round is being prepared."""
     tracker = _tracker(request, code, CAN_LABEL)
@@ -266,6 +273,7 @@ def next_cards(request, code: UUID, n: int = 2):
 
 @router.post(
     "/trackers/{code}/labels",
+    operation_id="submit_label",
     response={200: LabelOut, 201: LabelOut, 409: ErrorOut, 422: ErrorOut},
     tags=["labeling"],
 )
@@ -278,7 +286,9 @@ def submit_label(request, code: UUID, payload: LabelIn):
     return Status(201 if created else 200, LabelOut(card=card.pk, answer=annotation.answer, created=created))
 
 
-@router.post("/trackers/{code}/undo", response={200: CardOut, 204: None}, tags=["labeling"])
+@router.post(
+    "/trackers/{code}/undo", operation_id="undo_label", response={200: CardOut, 204: None}, tags=["labeling"]
+)
 def undo_label(request, code: UUID):
     """Take back your latest answer; its card is yours again."""
     tracker = _tracker(request, code, CAN_LABEL)
@@ -286,7 +296,12 @@ def undo_label(request, code: UUID):
     return Status(200, card) if card else Status(204, None)
 
 
-@router.post("/trackers/{code}/train", response={200: RunOut, 202: RunOut, 409: ErrorOut}, tags=["training"])
+@router.post(
+    "/trackers/{code}/train",
+    operation_id="train_tracker",
+    response={200: RunOut, 202: RunOut, 409: ErrorOut},
+    tags=["training"],
+)
 def train(request, code: UUID):
     """Train on every answer so far: 202 with a new run, 200 with the run that already covers these
     answers. After a failed run this makes a new attempt; 409 once these answers have failed too often."""
@@ -296,7 +311,12 @@ def train(request, code: UUID):
     return Status(202 if created else 200, run)
 
 
-@router.post("/trackers/{code}/check", response={201: list[CardOut], 409: ErrorOut}, tags=["labeling"])
+@router.post(
+    "/trackers/{code}/check",
+    operation_id="start_check_round",
+    response={201: list[CardOut], 409: ErrorOut},
+    tags=["labeling"],
+)
 def check(request, code: UUID):
     """Check what the model misses: put up to 20 cards from just below the live version's threshold
     (the latest model's while none is live), drawn with known probabilities, in place of the open
@@ -307,7 +327,7 @@ def check(request, code: UUID):
     return Status(201, cards)
 
 
-@router.get("/trackers/{code}/runs", response=list[RunOut], tags=["training"])
+@router.get("/trackers/{code}/runs", operation_id="list_runs", response=list[RunOut], tags=["training"])
 def list_runs(request, code: UUID):
     """Every training run, newest first, with metrics (cross-validated and sample-based)."""
     return list(_tracker(request, code).training_runs.all())

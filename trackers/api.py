@@ -101,13 +101,15 @@ class ErrorOut(Schema):
     field: str | None = Field(None, description="the field that was refused, when it is one")
 
 
-@router.get("/workspaces", response=list[WorkspaceOut], tags=["workspaces"])
+@router.get("/workspaces", operation_id="list_workspaces", response=list[WorkspaceOut], tags=["workspaces"])
 def list_workspaces(request):
     """Workspaces the caller can see."""
     return list(Scope.of_request(request).workspaces)
 
 
-@router.get("/workspaces/{code}/datasets", response=list[DatasetOut], tags=["datasets"])
+@router.get(
+    "/workspaces/{code}/datasets", operation_id="list_datasets", response=list[DatasetOut], tags=["datasets"]
+)
 def list_datasets(request, code: UUID):
     """Datasets of a workspace."""
     ws = Scope.of_request(request).workspace(code)
@@ -115,7 +117,10 @@ def list_datasets(request, code: UUID):
 
 
 @router.post(
-    "/workspaces/{code}/datasets", response={201: DatasetOut, 409: ErrorOut, 422: ErrorOut}, tags=["datasets"]
+    "/workspaces/{code}/datasets",
+    operation_id="create_dataset",
+    response={201: DatasetOut, 409: ErrorOut, 422: ErrorOut},
+    tags=["datasets"],
 )
 def create_dataset(request, code: UUID, payload: DatasetIn):
     """Create an empty dataset."""
@@ -126,13 +131,18 @@ def create_dataset(request, code: UUID, payload: DatasetIn):
     return Status(201, dataset)  # refused: 422
 
 
-@router.get("/datasets/{code}", response=DatasetOut, tags=["datasets"])
+@router.get("/datasets/{code}", operation_id="get_dataset", response=DatasetOut, tags=["datasets"])
 def get_dataset(request, code: UUID):
     """A dataset with its counts and index state."""
     return Scope.of_request(request).dataset(code)
 
 
-@router.post("/datasets/{code}/imports", response={202: JobOut, 422: ErrorOut}, tags=["import"])
+@router.post(
+    "/datasets/{code}/imports",
+    operation_id="start_import",
+    response={202: JobOut, 422: ErrorOut},
+    tags=["import"],
+)
 def import_file(
     request, code: UUID, file: File[UploadedFile], format: Form[str] = "auto", on_error: Form[str] = "reject"
 ):
@@ -155,7 +165,7 @@ def import_file(
     return Status(202, job)
 
 
-@router.get("/jobs/{code}", response=JobOut, tags=["jobs"])
+@router.get("/jobs/{code}", operation_id="get_job", response=JobOut, tags=["jobs"])
 def get_job(request, code: UUID):
     """A job's state, progress and errors."""
     return Scope.of_request(request).job(code)
@@ -164,6 +174,7 @@ def get_job(request, code: UUID):
 # Search runs the encoder: a rate of its own besides the API's.
 @router.get(
     "/datasets/{code}/search",
+    operation_id="search_dataset",
     response={200: list[SegmentHit], 409: ErrorOut},
     tags=["search"],
     throttle=[PerKeyRate("api", "API_RATE"), PerKeyRate("api-search", "API_SEARCH_RATE")],

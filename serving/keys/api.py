@@ -52,7 +52,7 @@ class NewKeyOut(KeyOut):
     key: str = Field(description="the secret, shown this once")
 
 
-@router.get("/workspaces/{code}/keys", response=list[KeyOut], tags=["keys"])
+@router.get("/workspaces/{code}/keys", operation_id="list_keys", response=list[KeyOut], tags=["keys"])
 def list_keys(request: HttpRequest, code: UUID) -> list[ApiKey]:
     """The workspace's API keys (never their secrets); a key limited to trackers or to prediction
     sees only itself."""
@@ -61,7 +61,7 @@ def list_keys(request: HttpRequest, code: UUID) -> list[ApiKey]:
     return list(keys.visible_keys(scope, ws).prefetch_related("trackers"))
 
 
-@router.post("/workspaces/{code}/keys", response={201: NewKeyOut}, tags=["keys"])
+@router.post("/workspaces/{code}/keys", operation_id="create_key", response={201: NewKeyOut}, tags=["keys"])
 def create_key(request: HttpRequest, code: UUID, body: KeyIn) -> Status[Any]:
     """A new key acting as the caller, optionally limited to some trackers and to prediction; never
     with more rights than the caller (a role at most its own, trackers within its own limits)."""
@@ -77,7 +77,9 @@ def create_key(request: HttpRequest, code: UUID, body: KeyIn) -> Status[Any]:
     return Status(201, key)
 
 
-@router.post("/workspaces/{code}/keys/{key_id}/revoke", response=KeyOut, tags=["keys"])
+@router.post(
+    "/workspaces/{code}/keys/{key_id}/revoke", operation_id="revoke_key", response=KeyOut, tags=["keys"]
+)
 def revoke_key(request: HttpRequest, code: UUID, key_id: int) -> ApiKey:
     """Revoke a key: it stops working at once. A key may revoke itself; a member, the keys whose role
     is at most theirs."""

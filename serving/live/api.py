@@ -56,7 +56,7 @@ def _via(scope: Scope) -> str:
     return f"API key {scope.key.prefix}" if scope.key is not None else "API"
 
 
-@router.post("/events/{event_id}/feedback", response=FeedbackOut)
+@router.post("/events/{event_id}/feedback", operation_id="give_event_feedback", response=FeedbackOut)
 def event_feedback(request: HttpRequest, event_id: str, body: FeedbackIn) -> dict[str, Any]:
     """Say whether an alert was right, by the ``webhook-id`` its receiver holds (``msg_…``): every text
     it told about becomes the caller's answer (right: a match; wrong: not one)."""
@@ -86,7 +86,9 @@ def event_feedback(request: HttpRequest, event_id: str, body: FeedbackIn) -> dic
     return _out(rows, body.verdict)
 
 
-@router.post("/predictions/{prediction_id}/feedback", response=FeedbackOut)
+@router.post(
+    "/predictions/{prediction_id}/feedback", operation_id="give_prediction_feedback", response=FeedbackOut
+)
 def prediction_feedback(request: HttpRequest, prediction_id: str, body: FeedbackIn) -> dict[str, Any]:
     """Say whether one result of a prediction response was right, by the ``id`` it came with. The
     text is found if the tracker kept it; else send it back as ``text``."""

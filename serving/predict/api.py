@@ -137,7 +137,7 @@ def _route(request: HttpRequest, code: UUID, number: int | None) -> Route:
     return Route(tracker, version, encoder, runtime.head_of(version, encoder.encoder_id), threshold, source)
 
 
-@router.post("/trackers/{code}/predict", response={200: PredictOut})
+@router.post("/trackers/{code}/predict", operation_id="predict", response={200: PredictOut})
 def predict(request: HttpRequest, code: UUID, body: PredictIn) -> dict[str, Any]:
     """Score one text or a batch with the tracker's live model version (or the pinned one)."""
     started = time.perf_counter()
@@ -217,7 +217,7 @@ class ReadyOut(Schema):
     live_versions: int
 
 
-@router.get("/health", response=HealthOut, auth=None, throttle=[], tags=["health"])
+@router.get("/health", operation_id="health", response=HealthOut, auth=None, throttle=[], tags=["health"])
 def health(request: HttpRequest) -> dict[str, str]:
     """The process answers (for a load balancer's liveness check)."""
     return {"status": "ok"}
@@ -248,7 +248,14 @@ def _readiness() -> tuple[int, dict[str, Any]]:
     return 200, {"status": "ready", "encoder": encoder_id, "live_versions": len(live)}
 
 
-@router.get("/ready", response={200: ReadyOut, 503: ReadyOut}, auth=None, throttle=[], tags=["health"])
+@router.get(
+    "/ready",
+    operation_id="ready",
+    response={200: ReadyOut, 503: ReadyOut},
+    auth=None,
+    throttle=[],
+    tags=["health"],
+)
 def ready(request: HttpRequest) -> Status[Any]:
     """Ready to predict: the encoder is loaded and every live version's head is checked and loaded
     (the answer is kept for a second, so a flood of checks does not run the encoder each time)."""
@@ -435,7 +442,7 @@ def _spoken_rows(
     return [r for r in range(n) if ok[r]]
 
 
-@router.post("/workspaces/{code}/predict", response=ManyOut)
+@router.post("/workspaces/{code}/predict", operation_id="predict_many", response=ManyOut)
 def predict_many(request: HttpRequest, code: UUID, body: ManyIn) -> HttpResponse:
     """Every live tracker of the workspace (or the chosen ones) on texts or on a whole transcript: the
     matches per segment, with position and speaker, and per call for document trackers."""

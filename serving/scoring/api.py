@@ -112,7 +112,7 @@ def _results(request: HttpRequest, code: UUID, query: ResultsQuery) -> QuerySet[
     return qs
 
 
-@router.post("/datasets/{code}/score", response={202: ScoringJobOut})
+@router.post("/datasets/{code}/score", operation_id="score_dataset", response={202: ScoringJobOut})
 def start(request: HttpRequest, code: UUID, body: ScoreIn) -> Status[Any]:
     """Score a stored dataset with every live tracker (or the chosen ones) as a background job, from
     the vectors its segments already have."""
@@ -131,20 +131,20 @@ def start(request: HttpRequest, code: UUID, body: ScoreIn) -> Status[Any]:
     return Status(202, job)  # refused: 409
 
 
-@router.get("/scoring/{code}", response=ScoringJobOut)
+@router.get("/scoring/{code}", operation_id="get_scoring_job", response=ScoringJobOut)
 def status(request: HttpRequest, code: UUID) -> ScoringJob:
     """A scoring job's state, progress, and each tracker's counts and score histogram."""
     return job_in_scope(Scope.of_request(request), code)
 
 
-@router.get("/scoring/{code}/results", response=list[ResultOut])
+@router.get("/scoring/{code}/results", operation_id="list_scoring_results", response=list[ResultOut])
 @paginate(Pages)
 def results(request: HttpRequest, code: UUID, query: Query[ResultsQuery]) -> QuerySet[ScoredSegment]:
     """The job's results, highest score first, filtered by tracker and score."""
     return _results(request, code, query)
 
 
-@router.get("/scoring/{code}/download", response={200: None})
+@router.get("/scoring/{code}/download", operation_id="download_scoring_results", response={200: None})
 def download(
     request: HttpRequest, code: UUID, query: Query[ResultsQuery], format: Literal["csv", "jsonl"] = "csv"
 ) -> StreamingHttpResponse:
@@ -158,7 +158,9 @@ def download(
     return response
 
 
-@router.post("/scoring/{code}/results/{result_id}/feedback", response=ResultOut)
+@router.post(
+    "/scoring/{code}/results/{result_id}/feedback", operation_id="give_result_feedback", response=ResultOut
+)
 def feedback(request: HttpRequest, code: UUID, result_id: int, body: FeedbackIn) -> ScoredSegment:
     """Mark a result right or wrong: the answer joins the tracker's answers for its next training run."""
     scope = Scope.of_request(request)

@@ -33,14 +33,21 @@ class VersionOut(Schema):
     metrics: dict[str, Any] = Field(alias="training_run.metrics")
 
 
-@router.get("/trackers/{code}/versions", response=list[VersionOut], tags=["versions"])
+@router.get(
+    "/trackers/{code}/versions", operation_id="list_versions", response=list[VersionOut], tags=["versions"]
+)
 def versions(request: HttpRequest, code: UUID) -> list[ModelVersion]:
     """Every model version of the tracker, newest first."""
     tracker = Scope.of_request(request).tracker(code)
     return list(ModelVersion.objects.filter(tracker=tracker).select_related("tracker", "training_run"))
 
 
-@router.post("/trackers/{code}/versions/{number}/promote", response=VersionOut, tags=["versions"])
+@router.post(
+    "/trackers/{code}/versions/{number}/promote",
+    operation_id="promote_version",
+    response=VersionOut,
+    tags=["versions"],
+)
 def promote(request: HttpRequest, code: UUID, number: int) -> ModelVersion:
     """Make this version the live one (promote a newer one, or roll back to an older one); a version
     whose files fail their checksums is refused (409), saying why."""

@@ -173,14 +173,14 @@ def _endpoint(request: HttpRequest, code: UUID) -> WebhookEndpoint:
     )
 
 
-@router.get("/trackers/{code}/webhooks", response=list[EndpointOut])
+@router.get("/trackers/{code}/webhooks", operation_id="list_webhooks", response=list[EndpointOut])
 def endpoints(request: HttpRequest, code: UUID) -> list[WebhookEndpoint]:
     """The tracker's webhook endpoints, with their health over the last 7 days (never their secrets)."""
     tracker = Scope.of_request(request).tracker(code, CAN_IMPORT)
     return list(WebhookEndpoint.objects.filter(tracker=tracker).select_related("tracker"))
 
 
-@router.post("/trackers/{code}/webhooks", response={201: EndpointCreated})
+@router.post("/trackers/{code}/webhooks", operation_id="create_webhook", response={201: EndpointCreated})
 def create(request: HttpRequest, code: UUID, body: EndpointIn) -> Status[Any]:
     """A new endpoint: matches of the tracker are delivered there, signed with the secret returned
     here once (Standard Webhooks)."""
@@ -193,12 +193,12 @@ def create(request: HttpRequest, code: UUID, body: EndpointIn) -> Status[Any]:
     return Status(201, endpoint)
 
 
-@router.get("/webhooks/{code}", response=EndpointOut)
+@router.get("/webhooks/{code}", operation_id="get_webhook", response=EndpointOut)
 def endpoint(request: HttpRequest, code: UUID) -> WebhookEndpoint:
     return _endpoint(request, code)
 
 
-@router.patch("/webhooks/{code}", response=EndpointOut)
+@router.patch("/webhooks/{code}", operation_id="update_webhook", response=EndpointOut)
 def change(request: HttpRequest, code: UUID, body: EndpointPatch) -> WebhookEndpoint:
     """Change an endpoint (the URL is checked again); ``enabled: true`` turns a disabled one back on."""
     found = _endpoint(request, code)
@@ -213,13 +213,13 @@ def change(request: HttpRequest, code: UUID, body: EndpointPatch) -> WebhookEndp
     return webhooks.update_endpoint(found, **changes)  # refused: 422
 
 
-@router.delete("/webhooks/{code}", response={204: None})
+@router.delete("/webhooks/{code}", operation_id="delete_webhook", response={204: None})
 def delete(request: HttpRequest, code: UUID) -> Status[Any]:
     webhooks.delete_endpoint(_endpoint(request, code))
     return Status(204, None)
 
 
-@router.post("/webhooks/{code}/rotate", response=SecretOut)
+@router.post("/webhooks/{code}/rotate", operation_id="rotate_webhook_secret", response=SecretOut)
 def rotate(request: HttpRequest, code: UUID) -> dict[str, Any]:
     """A new secret; the old one keeps signing beside it for the grace period."""
     found = _endpoint(request, code)
@@ -227,20 +227,20 @@ def rotate(request: HttpRequest, code: UUID) -> dict[str, Any]:
     return {"secret": secret, "previous_valid_until": found.previous_secret_until}
 
 
-@router.post("/webhooks/{code}/test", response={202: DeliveryOut})
+@router.post("/webhooks/{code}/test", operation_id="send_test_event", response={202: DeliveryOut})
 def test_event(request: HttpRequest, code: UUID) -> Status[Any]:
     """Send a ``webhook.test`` event to the endpoint, delivered like any other."""
     return Status(202, fanout.send_test(_endpoint(request, code)))
 
 
-@router.get("/webhooks/{code}/deliveries", response=list[DeliveryOut])
+@router.get("/webhooks/{code}/deliveries", operation_id="list_deliveries", response=list[DeliveryOut])
 @paginate(Pages)
 def deliveries(request: HttpRequest, code: UUID) -> QuerySet[WebhookDelivery]:
     """The endpoint's delivery log, newest first, each delivery with every attempt."""
     return sending.deliveries_of(_endpoint(request, code)).select_related("endpoint")
 
 
-@router.post("/deliveries/{delivery_id}/resend", response={202: DeliveryOut})
+@router.post("/deliveries/{delivery_id}/resend", operation_id="resend_delivery", response={202: DeliveryOut})
 def resend(request: HttpRequest, delivery_id: int) -> Status[Any]:
     """Deliver again: the same event and webhook-id, from a fresh schedule."""
     delivery = Scope.of_request(request).find(
@@ -253,7 +253,7 @@ def resend(request: HttpRequest, delivery_id: int) -> Status[Any]:
     return Status(202, sending.resend(delivery))  # a disabled endpoint: 409
 
 
-@router.get("/trackers/{code}/events", response=list[EventOut])
+@router.get("/trackers/{code}/events", operation_id="list_events", response=list[EventOut])
 @paginate(Pages)
 def events(request: HttpRequest, code: UUID, query: Query[EventsQuery]) -> QuerySet[WebhookEvent]:
     """The tracker's events, newest first, with where each went and how that went."""
