@@ -105,6 +105,7 @@ def config_text(port: int, web_workers: int, dev: bool) -> str:
     parts = [
         f"""[supervisord]
 nodaemon=true
+silent=true
 logfile={_path(LOGS / "supervisord.log")}
 pidfile={_path(DATA_DIR / "supervisord.pid")}
 childlogdir={_path(LOGS)}
@@ -181,8 +182,11 @@ def _redis_answers() -> bool:
         return False
 
 
-def _manage(*args: str) -> None:
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO)
+def _manage(what: str, *args: str) -> None:
+    """One preparation step, said in one line; its own log says only warnings and errors."""
+    print(f"  preparing {what}…", flush=True)
+    env = {**os.environ, "TRACKERS_LOG_LEVEL": "WARNING"}
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env)
     if done.returncode:
         raise SystemExit(f"`manage.py {' '.join(args)}` failed (exit {done.returncode})")
 
@@ -216,11 +220,11 @@ def start(port: int, web_workers: int, dev: bool) -> int:
             raise SystemExit(f"the supervisor exited at start (see {LOGS / 'supervisord.log'})")
         if settings.EMBEDDED_REDIS:
             _wait(_redis_answers, 30, f"the embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}")
-        _manage("migrate", "--noinput")
+        _manage("the database", "migrate", "--noinput", "--verbosity", "0")
         if not dev:
-            _manage("collectstatic", "--noinput", "--verbosity", "0")
-        _manage("prepare_encoder")
-        _manage("setup_demo")
+            _manage("static files", "collectstatic", "--noinput", "--verbosity", "0")
+        _manage("the encoder", "prepare_encoder")
+        _manage("the demo workspace", "setup_demo")
         control().startProcessGroup(GROUP, False)
         _banner(port)
         return supervisord.wait()
@@ -250,10 +254,11 @@ def _banner(port: int) -> None:
         f"embedded, {settings.EMBEDDED_REDIS_SOCKET}" if settings.EMBEDDED_REDIS else "external (REDIS_URL)"
     )
     print(
-        f"\n  Trackers is running at http://127.0.0.1:{port}/   API docs: http://127.0.0.1:{port}/api/docs"
+        f"\n  Trackers is running at http://127.0.0.1:{port}/"
+        f"\n  admin: http://127.0.0.1:{port}/admin/   API: http://127.0.0.1:{port}/api-reference/"
         f"\n  demo login (user password): {login}"
         f"\n  Redis: {redis}; logs: {LOGS}/"
-        f"\n  Ctrl-C stops everything (or, from another shell: python -m config.run stop)\n",
+        f"\n  Ctrl-C stops everything (or, from another shell: make stop)\n",
         flush=True,
     )
 

@@ -413,7 +413,7 @@ LOGGING = {
         "request_id": {"()": "config.logfilters.RequestId"},
         "quiet_periodic": {
             "()": "config.logfilters.QuietPeriodic",
-            "tasks": sorted({entry["task"] for entry in CELERY_BEAT_SCHEDULE.values()}),
+            "tasks": sorted({str(entry["task"]) for entry in CELERY_BEAT_SCHEDULE.values()}),
         },
     },
     "formatters": {

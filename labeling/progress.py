@@ -1,4 +1,4 @@
-"""What the game and the tracker page show: counts, points, streaks, quality before and after."""
+"""What the game and the tracker page show: counts, points, quality before and after."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from labeling.models import Annotation, TrainingRun, TrainingState
 from labeling.services import READY_LABELS, READY_PER_CLASS
 from trackers.models import Tracker, TrackerKind
 
-POINTS_PER_ANSWER = 10
+CORRECTION_POINTS = 4  # beside the point every answer earns: an answer that corrected the model
 # A recall interval wider than this offers a check round (cards from just below the threshold).
 CHECK_WIDTH = 0.2
 
@@ -45,21 +45,36 @@ def label_counts(tracker: Tracker) -> dict:
     return out
 
 
+def corrected(
+    card_score: float | None, card_label: str, threshold: float | None, answer: str, kind: str
+) -> bool:
+    """Whether an answer said the model was wrong about its card: a yes/no tracker's model predicted
+    a match (score at or above its threshold then) and the answer is "no", or the reverse; a topic's
+    predicted another label."""
+    if kind == TrackerKind.TOPIC:
+        return bool(card_label) and answer != card_label
+    if card_score is None or threshold is None:
+        return False
+    return (card_score >= threshold) != (answer == "yes")
+
+
 def player_stats(tracker: Tracker, user) -> dict:
-    recent = list(
+    """A player's answers and points: a point per answer, ``CORRECTION_POINTS`` more for each that
+    corrected the model (what trains it most), and how many did."""
+    rows = (
         Annotation.objects.filter(tracker=tracker, annotator=user)
-        .order_by("-updated_at", "-id")
-        .values_list("answer", flat=True)[:200]
+        .exclude(answer=Annotation.SKIP)
+        .values_list("answer", "card__score", "card__label", "card__training_run__threshold")
     )
-    streak = 0
-    for a in recent:
-        if a == Annotation.SKIP:
-            break
-        streak += 1
-    answered = (
-        Annotation.objects.filter(tracker=tracker, annotator=user).exclude(answer=Annotation.SKIP).count()
-    )
-    return {"points": answered * POINTS_PER_ANSWER, "streak": streak}
+    answers = corrections = 0
+    for answer, score, label, threshold in rows:
+        answers += 1
+        corrections += corrected(score, label or "", threshold, answer, tracker.kind)
+    return {
+        "answers": answers,
+        "corrections": corrections,
+        "points": answers + CORRECTION_POINTS * corrections,
+    }
 
 
 def runs(tracker: Tracker) -> list[TrainingRun]:

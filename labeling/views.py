@@ -320,7 +320,15 @@ def answer(request: PageRequest, code) -> HttpResponse:
     context = _game_context(request, tracker)
     _card_context(context["card"])
     response = TemplateResponse(request, "labeling/play.html#game", context)
-    return trigger_client_event(response, "label-recorded", {"created": created, **context["stats"]})
+    threshold = card.training_run.threshold if card.training_run_id and card.training_run else None
+    correction = progress.corrected(
+        card.score, card.label, threshold, request.POST.get("answer", ""), tracker.kind
+    )
+    return trigger_client_event(
+        response,
+        "label-recorded",
+        {"created": created, "corrected": created and correction, **context["stats"]},
+    )
 
 
 @login_required

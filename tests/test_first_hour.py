@@ -306,3 +306,52 @@ def test_periodic_tasks_say_nothing_at_info_but_their_failures_show():
 
     configured = settings.LOGGING["filters"]["quiet_periodic"]["tasks"]
     assert "serving.tasks.dispatch_webhooks" in configured
+
+
+def test_an_unclosed_quote_keeps_the_good_rows_before_it_when_asked(
+    owner, dataset, django_capture_on_commit_callbacks
+):
+    from trackers import imports
+    from trackers.models import Job
+
+    data = b'id,text\na1,we want to cancel\na2,send the invoice\na3,"an unclosed quote\na4,never read\n'
+    with django_capture_on_commit_callbacks(execute=True):
+        job = imports.start_import(dataset=dataset, user=owner, filename="f.csv", data=data, on_error="skip")
+    job = Job.objects.get(pk=job.pk)
+    assert job.state == "succeeded", job.message
+    assert sorted(dataset.documents.values_list("external_id", flat=True)) == ["a1", "a2"]
+    assert any("not closed before the end of the file" in e["text"] for e in job.errors)
+    with django_capture_on_commit_callbacks(execute=True):
+        rejected = imports.start_import(
+            dataset=dataset, user=owner, filename="g.csv", data=data, on_error="reject"
+        )
+    assert Job.objects.get(pk=rejected.pk).state == "failed" and dataset.documents.count() == 2
+
+
+def test_points_reward_answers_that_corrected_the_model(client, owner, trained):
+    from labeling import game, progress
+    from labeling.models import Card
+
+    before = progress.player_stats(trained, owner)
+    assert before["points"] == before["answers"] + 4 * before["corrections"]
+    card = (
+        Card.objects.filter(
+            tracker=trained, answered_at__isnull=True, score__isnull=False, training_run__isnull=False
+        )
+        .select_related("training_run", "segment")
+        .first()
+    )
+    predicted_yes = card.score >= card.training_run.threshold
+    client.force_login(owner)
+    game.claim_cards(trained, owner, n=50)
+    response = client.post(
+        reverse("answer", args=[trained.code]),
+        {"card": card.pk, "answer": "no" if predicted_yes else "yes"},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 200
+    after = progress.player_stats(trained, owner)
+    assert after["answers"] == before["answers"] + 1 and after["corrections"] == before["corrections"] + 1
+    assert after["points"] == before["points"] + 5
+    assert '"corrected": true' in response["HX-Trigger"]
+    assert "correction" in client.get(reverse("play", args=[trained.code])).content.decode()

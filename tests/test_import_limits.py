@@ -18,7 +18,9 @@ def errors_of(result):
 def test_a_quote_left_open_at_the_end_is_an_error_naming_its_line_not_a_merged_row():
     data = b'id,text\na4,fine\na5,"Unclosed quote\na6,next row\n'
     result = parse_file("f.csv", data)
-    assert result.fatal and [d.external_id for d in result.documents] == ["a4"]
+    # the rows before it are whole: not fatal, so "import the good rows" keeps them
+    assert not result.fatal and [d.external_id for d in result.documents] == ["a4"]
+    assert parse_file("f.csv", b'id,text\na5,"Unclosed quote\na6,next row\n').fatal  # nothing before it
     (error,) = result.errors
     assert error.line == 3 and "not closed before the end of the file" in error.message
 

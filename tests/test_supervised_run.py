@@ -133,6 +133,14 @@ def api(run):
 
 
 def test_every_process_runs_supervised_on_the_embedded_redis_and_the_demo_gets_indexed(run, api):
+    # What the start prints: a line per preparation step, then the banner with the URLs; no log lines.
+    printed = run.out.read_text()
+    before = printed[: printed.index("Trackers is running at")].strip().splitlines()
+    assert len(before) <= 12 and sum(line.strip().startswith("preparing") for line in before) == 4, before
+    assert not any(
+        line.lstrip().startswith("{") or " INFO " in line or " CRIT " in line for line in before
+    ), before
+    assert "/admin/" in printed and "/api-reference/" in printed and "make stop" in printed
     procs = run.processes()
     assert set(procs) == {"redis", *APP} and all(state == "RUNNING" for state, _ in procs.values()), procs
     sock = unix_socket(run.data, "redis.sock")

@@ -315,7 +315,9 @@ def parse_csv(name: str, text: str, limits: Limits) -> ParseResult:
         else:
             message = f"malformed CSV: {exc}"
         result.errors.append(RowError(name, start_line, message))
-        result.fatal = True
+        # The rows before it were read whole: with "import the good rows" they are imported, and the
+        # error says where reading stopped. With none before it, the file gives nothing.
+        result.fatal = not result.documents
     if result.rows == 0 and not result.errors:
         result.errors.append(RowError(name, None, "has a header but no rows"))
         result.fatal = True

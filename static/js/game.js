@@ -14,9 +14,10 @@
     target.click();
   });
   document.body.addEventListener("label-recorded", (event) => {
-    const streak = document.getElementById("streak");
-    if (streak && event.detail.streak && event.detail.streak % 5 === 0) {
-      streak.classList.remove("pulse"); void streak.offsetWidth; streak.classList.add("pulse");
+    // An answer that corrected the model earns more: the points say so.
+    const points = document.getElementById("points");
+    if (points && event.detail.corrected) {
+      points.classList.remove("pulse"); void points.offsetWidth; points.classList.add("pulse");
     }
   });
   document.body.addEventListener("round-complete", () => {
