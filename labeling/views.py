@@ -43,7 +43,12 @@ def tracker_list(request: PageRequest, code) -> HttpResponse:
     return TemplateResponse(
         request,
         "labeling/trackers.html",
-        {"workspace": ws, "rows": rows, "can_create": role_in(request.user, ws) in CAN_IMPORT},
+        {
+            "workspace": ws,
+            "rows": rows,
+            "can_create": role_in(request.user, ws) in CAN_IMPORT,
+            "can_label": role_in(request.user, ws) in CAN_LABEL,
+        },
     )
 
 
