@@ -36,12 +36,12 @@ install-test: $(VENV)/.installed-test
 WEB_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 run: export TRACKERS_LOCAL_HTTP := 1
 run: install
-	@$(BIN)/python -m config.run --port $(PORT) --web-workers $(WEB_WORKERS)
+	@exec $(BIN)/python -m config.run --port $(PORT) --web-workers $(WEB_WORKERS)
 
 # Development: the same, with Django's server (tracebacks, reloading, static files from static/).
 dev: export DJANGO_DEBUG := 1
 dev: install
-	@$(BIN)/python -m config.run --dev --port $(PORT)
+	@exec $(BIN)/python -m config.run --dev --port $(PORT)
 
 # The suite runs against real PostgreSQL and Redis (override these to point elsewhere).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/trackers

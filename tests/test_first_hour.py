@@ -355,3 +355,19 @@ def test_points_reward_answers_that_corrected_the_model(client, owner, trained):
     assert after["points"] == before["points"] + 5
     assert '"corrected": true' in response["HX-Trigger"]
     assert "correction" in client.get(reverse("play", args=[trained.code])).content.decode()
+
+
+def test_the_readme_fits_a_screen_and_its_pictures_and_links_exist():
+    import re
+
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)
+    assert len(pictures) >= 4 and all((repo / p).is_file() for p in pictures), pictures
+    journey = (repo / "tests" / "test_journey.py").read_text()
+    assert all(Path(p).name in journey for p in pictures)  # each is taken by the journey test
+    links = re.findall(r"\]\(((?:docs/|\.env)[^)#]*)\)", readme)
+    assert links and all((repo / link).exists() for link in links), links
+    for needed in ("Python 3.11", "2 GB", "make stop", "/admin/", "/api-reference/", ".env"):
+        assert needed in readme, needed

@@ -312,3 +312,32 @@ def test_ctrl_c_stops_everything_within_10_seconds_and_queued_work_stays_on_disk
     finally:
         check.terminate()
         check.wait()
+
+
+def test_make_run_prints_the_steps_and_the_banner_and_ctrl_c_ends_it_quietly(tmp_path):
+    """`make run` as typed: Ctrl-C reaches make and the launcher together (one process group, as a
+    terminal sends it); what follows the banner is one line, with no error of make's or a worker's."""
+    out = tmp_path / "make-run.log"
+    port = _free_port()
+    env = clean_env(
+        TRACKERS_DATA_DIR=str(tmp_path / "var"),
+        TRACKERS_ENCODER_DIR=str(settings.ENCODER_DIR),
+        TRACKERS_DEMO_PASSWORD="demo-pass-123",
+    )
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "run", f"PORT={port}", "WEB_WORKERS=1"],
+        cwd=REPO,
+        env=env,
+        stdout=open(out, "ab"),  # noqa: SIM115 (the child keeps it)
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: "Ctrl-C stops everything" in out.read_text(), 300, "make run to start", out)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    after = out.read_text().split("Ctrl-C stops everything", 1)[1].splitlines()[1:]
+    assert [line for line in after if line.strip()] == ["stopping Trackers…"], after

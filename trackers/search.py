@@ -27,7 +27,10 @@ def rebuild_index(job: Job) -> str:
     vectors = store.load()
     kind = faiss_index.choose_kind(len(vectors), settings.INDEX_KIND, settings.INDEX_FLAT_MAX)
     report_progress(
-        job, 0, total=len(vectors), message=f"building {kind} index over {len(vectors):,} vectors"
+        job,
+        0,
+        total=len(vectors),
+        message=f"building the search index ({Dataset.INDEX_NAMES.get(kind, kind)}) over {len(vectors):,} texts",
     )
     built = faiss_index.build(vectors, kind)
     folder = Path(settings.ARTIFACT_ROOT) / "datasets" / str(dataset.code) / "index"
@@ -48,7 +51,7 @@ def rebuild_index(job: Job) -> str:
         bucket.local(previous).unlink(missing_ok=True)
         bucket.remove(Path(previous))
     report_progress(job, len(vectors))
-    return f"{kind} index over {len(vectors):,} vectors"
+    return f"search index ({Dataset.INDEX_NAMES.get(kind, kind)}) over {len(vectors):,} distinct texts"
 
 
 def neighbours(segment: Segment) -> tuple[Segment | None, Segment | None]:
