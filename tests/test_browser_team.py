@@ -165,6 +165,14 @@ def test_in_production_keep_see_drift_and_review_live_traffic_in_a_browser(  # n
     )
     page.reload()
     expect(panel.locator("#drift-warning")).to_contain_text("as common as in training")
+    # the threshold slider spans the precision/recall chart's plotting area (28 of 360 units each side)
+    chart = page.locator("svg[aria-label='precision and recall by threshold']").bounding_box()
+    slider = page.locator("#threshold").bounding_box()
+    pad = chart["width"] * 28 / 360
+    assert (
+        abs(slider["x"] - (chart["x"] + pad)) <= 4
+        and abs(slider["x"] + slider["width"] - (chart["x"] + chart["width"] - pad)) <= 4
+    )
     expect(panel.locator("#live-distribution rect").first).to_be_visible()
     panel.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "in-production.png"), full_page=True)
