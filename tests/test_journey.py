@@ -10,11 +10,9 @@ receiver, in the delivery log → roll back → a viewer, who sees no button tha
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import xmlrpc.client
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from standardwebhooks import Webhook
 
 from tests.conftest import CHROMIUM
 from tests.receiver import receiving
-from tests.test_supervised_run import Run
+from tests.test_supervised_run import Run, running
 from trackers.demo import CONCEPTS, SMALL_TALK, _fill
 
 pytestmark = [pytest.mark.real_worker, pytest.mark.browser]
@@ -31,15 +29,8 @@ pytestmark = [pytest.mark.real_worker, pytest.mark.browser]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    r = Run(tmp_path_factory.mktemp("journey"))
-    r.start()
-    try:
+    with running(tmp_path_factory.mktemp("journey")) as r:
         yield r
-    finally:
-        if r.proc is not None and r.proc.poll() is None:
-            r.stop()
-            with contextlib.suppress(OSError, xmlrpc.client.Error):
-                r.control().shutdown()
 
 
 @pytest.fixture

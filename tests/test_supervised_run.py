@@ -107,9 +107,10 @@ class Run:
         return time.monotonic() - started
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    r = Run(tmp_path_factory.mktemp("make-run"))
+@contextlib.contextmanager
+def running(base: Path):
+    """A started Run in ``base``, stopped afterwards (and its supervisor, if its launcher died)."""
+    r = Run(base)
     r.start()
     try:
         yield r
@@ -118,6 +119,12 @@ def run(tmp_path_factory):
             r.stop()
             with contextlib.suppress(OSError, xmlrpc.client.Error):
                 r.control().shutdown()  # a supervisor left behind by a launcher that died
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    with running(tmp_path_factory.mktemp("make-run")) as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
